@@ -1,0 +1,390 @@
+//! The RocksDB catalog: what was listed, what is staged where, what reached the
+//! destination. Column families and key/value encodings are documented in
+//! ARCHITECTURE.md ("Catalog format"); [`CATALOG_FORMAT_VERSION`] guards them.
+
+pub mod records;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
+
+pub use records::{
+    ChunkOp, ChunkRecord, ChunkRef, ObjectRecord, ObjectState, RunRecord, SegmentRecord,
+    SegmentState,
+};
+
+use crate::crypto::ChunkId;
+use crate::error::{Error, Result};
+use crate::object::ObjectKey;
+
+/// Version of the catalog layout (column families, keys, value encodings).
+pub const CATALOG_FORMAT_VERSION: u32 = 1;
+
+/// Column family: small named settings and counters.
+pub const CF_META: &str = "meta";
+/// Column family: source key -> [`ObjectRecord`].
+pub const CF_OBJECTS: &str = "objects";
+/// Column family: chunk id -> [`ChunkRecord`] (merge operator).
+pub const CF_CHUNKS: &str = "chunks";
+/// Column family: segment id (u64 BE) -> [`SegmentRecord`].
+pub const CF_SEGMENTS: &str = "segments";
+/// Column family: run id (u64 BE) -> [`RunRecord`].
+pub const CF_RUNS: &str = "runs";
+
+const ALL_CFS: [&str; 5] = [CF_META, CF_OBJECTS, CF_CHUNKS, CF_SEGMENTS, CF_RUNS];
+
+/// meta key: catalog format version (u32 LE).
+pub const META_FORMAT: &[u8] = b"format";
+/// meta key: appliance id (16 bytes).
+pub const META_APPLIANCE_ID: &[u8] = b"appliance_id";
+/// meta key: chunk parameters (postcard).
+pub const META_CHUNK_PARAMS: &[u8] = b"chunk_params";
+/// meta key: staging settings (postcard).
+pub const META_STAGING: &[u8] = b"staging";
+/// meta key: next segment id to hand out (u64 LE); written with sync before use.
+pub const META_NEXT_SEGMENT: &[u8] = b"next_segment_id";
+/// meta key: next run id (u64 LE).
+pub const META_NEXT_RUN: &[u8] = b"next_run_id";
+/// meta key: which I/O engine the last staging run used, and why (UTF-8).
+pub const META_IO_ENGINE: &[u8] = b"io_engine";
+
+/// Handle to the catalog. Cheap to share behind an `Arc`; RocksDB is thread-safe.
+pub struct Catalog {
+    db: DB,
+    path: PathBuf,
+    counter_lock: Mutex<()>,
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Catalog {
+    /// Opens (creating if asked) the catalog at `path`.
+    pub fn open(path: &Path, create: bool) -> Result<Self> {
+        if !create && !path.join("CURRENT").exists() {
+            return Err(Error::Catalog {
+                path: path.to_path_buf(),
+                message: "no catalog here: run `barge init`".into(),
+            });
+        }
+        let mut opts = Options::default();
+        opts.create_if_missing(create);
+        opts.create_missing_column_families(true);
+        opts.set_keep_log_file_num(4);
+        let cfs = ALL_CFS.iter().map(|name| {
+            let mut o = Options::default();
+            if *name == CF_CHUNKS {
+                o.set_merge_operator_associative("barge-chunk-v1", |_k, existing, ops| {
+                    Some(records::merge_chunk(existing, ops.iter()))
+                });
+            }
+            ColumnFamilyDescriptor::new(*name, o)
+        });
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| Error::Catalog {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let cat = Catalog {
+            db,
+            path: path.to_path_buf(),
+            counter_lock: Mutex::new(()),
+        };
+        match cat.meta_get(META_FORMAT)? {
+            None if create => {
+                cat.meta_put_sync(META_FORMAT, &CATALOG_FORMAT_VERSION.to_le_bytes())?;
+            }
+            None => {
+                return Err(cat.err("catalog has no format version: not a barge catalog"));
+            }
+            Some(v) => {
+                let found = u32::from_le_bytes(v.as_slice().try_into().unwrap_or([0xff; 4]));
+                if found != CATALOG_FORMAT_VERSION {
+                    return Err(cat.err(format!(
+                        "catalog format version {found}, this barge reads version {CATALOG_FORMAT_VERSION}"
+                    )));
+                }
+            }
+        }
+        Ok(cat)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, message: impl Into<String>) -> Error {
+        Error::Catalog {
+            path: self.path.clone(),
+            message: message.into(),
+        }
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| self.err(format!("column family {name} is missing")))
+    }
+
+    fn db_err(&self, e: rocksdb::Error) -> Error {
+        self.err(e.to_string())
+    }
+
+    // ---- meta ----
+
+    pub fn meta_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db
+            .get_cf(self.cf(CF_META)?, key)
+            .map_err(|e| self.db_err(e))
+    }
+
+    /// Writes a meta value and syncs the WAL.
+    pub fn meta_put_sync(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db
+            .put_cf_opt(self.cf(CF_META)?, key, value, &wo)
+            .map_err(|e| self.db_err(e))
+    }
+
+    /// Hands out the next value of a u64 counter kept in meta; the new counter value is
+    /// synced to disk before the id is returned, so an id is never handed out twice, even
+    /// across a crash.
+    pub fn next_id(&self, key: &[u8]) -> Result<u64> {
+        let _g = self
+            .counter_lock
+            .lock()
+            .map_err(|_| self.err("counter lock poisoned"))?;
+        let cur = match self.meta_get(key)? {
+            Some(v) => u64::from_le_bytes(v.as_slice().try_into().map_err(|_| {
+                self.err(format!("meta {} is corrupt", String::from_utf8_lossy(key)))
+            })?),
+            None => 1,
+        };
+        self.meta_put_sync(key, &(cur + 1).to_le_bytes())?;
+        Ok(cur)
+    }
+
+    // ---- objects ----
+
+    pub fn get_object(&self, key: &ObjectKey) -> Result<Option<ObjectRecord>> {
+        match self
+            .db
+            .get_cf(self.cf(CF_OBJECTS)?, key.as_bytes())
+            .map_err(|e| self.db_err(e))?
+        {
+            Some(v) => Ok(Some(records::decode(key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put_object(&self, key: &ObjectKey, rec: &ObjectRecord) -> Result<()> {
+        let mut b = WriteBatch::default();
+        b.put_cf(self.cf(CF_OBJECTS)?, key.as_bytes(), records::encode(rec));
+        self.write(b)
+    }
+
+    /// Sets an object's state (and timestamp); a no-op if the object is unknown.
+    pub fn set_object_state(&self, key: &ObjectKey, state: ObjectState) -> Result<()> {
+        if let Some(mut rec) = self.get_object(key)? {
+            if matches!(state, ObjectState::Drained) {
+                rec.uploads = rec.uploads.saturating_add(1);
+            }
+            rec.state = state;
+            rec.updated = now();
+            self.put_object(key, &rec)?;
+        }
+        Ok(())
+    }
+
+    /// Records an object as staged and takes one reference on each chunk it lists, in
+    /// one atomic batch. `drop_refs` are chunks of a previous version to release.
+    pub fn commit_staged(
+        &self,
+        key: &ObjectKey,
+        rec: &ObjectRecord,
+        drop_refs: &[ChunkRef],
+    ) -> Result<()> {
+        let mut b = WriteBatch::default();
+        let chunks = self.cf(CF_CHUNKS)?;
+        for c in &rec.chunks {
+            b.merge_cf(chunks, c.id.0, ChunkOp::AddRefs(1).encode());
+        }
+        for c in drop_refs {
+            b.merge_cf(chunks, c.id.0, ChunkOp::AddRefs(-1).encode());
+        }
+        b.put_cf(self.cf(CF_OBJECTS)?, key.as_bytes(), records::encode(rec));
+        self.write(b)
+    }
+
+    /// Iterates all objects in key order. Decoding errors are yielded, not hidden.
+    pub fn objects(&self) -> Result<impl Iterator<Item = Result<(ObjectKey, ObjectRecord)>> + '_> {
+        let it = self
+            .db
+            .iterator_cf(self.cf(CF_OBJECTS)?, IteratorMode::Start);
+        Ok(it.map(move |kv| {
+            let (k, v) = kv.map_err(|e| self.db_err(e))?;
+            let key = ObjectKey::from_bytes(k.to_vec());
+            let rec = records::decode(&key, &v)?;
+            Ok((key, rec))
+        }))
+    }
+
+    // ---- chunks ----
+
+    /// A chunk's record, if it is durable in staging.
+    pub fn get_chunk(&self, id: &ChunkId) -> Result<Option<ChunkRecord>> {
+        match self
+            .db
+            .get_cf(self.cf(CF_CHUNKS)?, id.0)
+            .map_err(|e| self.db_err(e))?
+        {
+            Some(v) => {
+                let r = ChunkRecord::decode(&v)?;
+                // A record holding only references (no location yet) is not durable.
+                Ok((r.sealed_len > 0).then_some(r))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Records the locations of chunks whose segment data has been fdatasync'ed, together
+    /// with the segment's progress, in one batch.
+    pub fn commit_chunk_locations(
+        &self,
+        seg_id: u64,
+        seg: &SegmentRecord,
+        chunks: &[(ChunkId, ChunkOp)],
+    ) -> Result<()> {
+        let mut b = WriteBatch::default();
+        let cf = self.cf(CF_CHUNKS)?;
+        for (id, op) in chunks {
+            b.merge_cf(cf, id.0, op.encode());
+        }
+        b.put_cf(
+            self.cf(CF_SEGMENTS)?,
+            seg_id.to_be_bytes(),
+            records::encode(seg),
+        );
+        self.write(b)
+    }
+
+    pub fn chunks(&self) -> Result<impl Iterator<Item = Result<(ChunkId, ChunkRecord)>> + '_> {
+        let it = self
+            .db
+            .iterator_cf(self.cf(CF_CHUNKS)?, IteratorMode::Start);
+        Ok(it.map(move |kv| {
+            let (k, v) = kv.map_err(|e| self.db_err(e))?;
+            let id: [u8; 32] = k.as_ref().try_into().map_err(|_| Error::CorruptRecord {
+                what: "chunk key".into(),
+                message: format!("{} bytes", k.len()),
+            })?;
+            Ok((ChunkId(id), ChunkRecord::decode(&v)?))
+        }))
+    }
+
+    // ---- segments ----
+
+    pub fn put_segment(&self, id: u64, rec: &SegmentRecord) -> Result<()> {
+        let mut b = WriteBatch::default();
+        b.put_cf(
+            self.cf(CF_SEGMENTS)?,
+            id.to_be_bytes(),
+            records::encode(rec),
+        );
+        self.write_sync(b)
+    }
+
+    pub fn get_segment(&self, id: u64) -> Result<Option<SegmentRecord>> {
+        match self
+            .db
+            .get_cf(self.cf(CF_SEGMENTS)?, id.to_be_bytes())
+            .map_err(|e| self.db_err(e))?
+        {
+            Some(v) => Ok(Some(records::decode(&format_args!("segment {id}"), &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn segments(&self) -> Result<impl Iterator<Item = Result<(u64, SegmentRecord)>> + '_> {
+        let it = self
+            .db
+            .iterator_cf(self.cf(CF_SEGMENTS)?, IteratorMode::Start);
+        Ok(it.map(move |kv| {
+            let (k, v) = kv.map_err(|e| self.db_err(e))?;
+            let id =
+                u64::from_be_bytes(k.as_ref().try_into().map_err(|_| Error::CorruptRecord {
+                    what: "segment key".into(),
+                    message: format!("{} bytes", k.len()),
+                })?);
+            Ok((id, records::decode(&format_args!("segment {id}"), &v)?))
+        }))
+    }
+
+    // ---- runs ----
+
+    pub fn start_run(&self, rec: &RunRecord) -> Result<u64> {
+        let id = self.next_id(META_NEXT_RUN)?;
+        self.put_run(id, rec)?;
+        Ok(id)
+    }
+
+    pub fn put_run(&self, id: u64, rec: &RunRecord) -> Result<()> {
+        let mut b = WriteBatch::default();
+        b.put_cf(self.cf(CF_RUNS)?, id.to_be_bytes(), records::encode(rec));
+        self.write_sync(b)
+    }
+
+    /// Records the end of a run: its counters and outcome.
+    pub fn finish_run(&self, id: u64, counters: Vec<(String, u64)>, outcome: String) -> Result<()> {
+        let key = id.to_be_bytes();
+        let mut rec: RunRecord = match self
+            .db
+            .get_cf(self.cf(CF_RUNS)?, key)
+            .map_err(|e| self.db_err(e))?
+        {
+            Some(v) => records::decode(&format_args!("run {id}"), &v)?,
+            None => RunRecord::default(),
+        };
+        rec.finished = Some(now());
+        rec.counters = counters;
+        rec.outcome = Some(outcome);
+        self.put_run(id, &rec)
+    }
+
+    pub fn runs(&self) -> Result<Vec<(u64, RunRecord)>> {
+        let mut out = vec![];
+        for kv in self.db.iterator_cf(self.cf(CF_RUNS)?, IteratorMode::Start) {
+            let (k, v) = kv.map_err(|e| self.db_err(e))?;
+            let id = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+            out.push((id, records::decode(&format_args!("run {id}"), &v)?));
+        }
+        Ok(out)
+    }
+
+    // ---- writes ----
+
+    fn write(&self, b: WriteBatch) -> Result<()> {
+        self.db.write(b).map_err(|e| self.db_err(e))
+    }
+
+    fn write_sync(&self, b: WriteBatch) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(b, &wo).map_err(|e| self.db_err(e))
+    }
+
+    /// Makes every write so far durable (WAL fsync).
+    pub fn sync(&self) -> Result<()> {
+        self.db.flush_wal(true).map_err(|e| self.db_err(e))
+    }
+}
+
+/// Current Unix time in seconds.
+pub fn unix_now() -> u64 {
+    now()
+}

@@ -1,0 +1,220 @@
+//! Stage 3: rebuild staged objects from their chunks and write them to the destination.
+//!
+//! Per object: chunks are read ahead (io_uring), authenticated and decrypted, hashed into
+//! the object's BLAKE3 and streamed to [`Destination::put`]. If the hash differs from the
+//! catalog's, the body stream ends in an error and the destination discards the upload.
+//! Only after `put` returns is the object marked drained.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::{Mutex, mpsc};
+
+use crate::backend::{Body, Destination};
+use crate::catalog::{ObjectRecord, ObjectState, RunRecord, unix_now};
+use crate::error::{Error, Result};
+use crate::node::Node;
+use crate::object::{ObjectKey, ObjectMeta};
+use crate::staging::ChunkReader;
+
+/// Chunks read ahead per object being drained.
+pub const READ_AHEAD: usize = 4;
+/// Objects queued for the drain workers.
+pub const DRAIN_QUEUE: usize = 256;
+
+/// Options of `barge drain`.
+#[derive(Debug, Clone)]
+pub struct DrainOptions {
+    pub concurrency: usize,
+}
+
+impl Default for DrainOptions {
+    fn default() -> Self {
+        DrainOptions { concurrency: 8 }
+    }
+}
+
+/// What a drain run did.
+#[derive(Debug, Default, Serialize)]
+pub struct DrainSummary {
+    pub drained: u64,
+    pub bytes: u64,
+    pub failed: u64,
+    pub failures: Vec<(String, String)>,
+}
+
+/// Whether drain should (re)try this object.
+fn wants_drain(rec: &ObjectRecord) -> bool {
+    match &rec.state {
+        ObjectState::Staged => true,
+        ObjectState::Failed { stage, .. } => stage == "drain" && rec.blake3.is_some(),
+        _ => false,
+    }
+}
+
+/// Builds the verified plaintext body of a staged object.
+pub fn object_body(reader: &ChunkReader, key: &ObjectKey, rec: &ObjectRecord) -> Body {
+    let expect = rec.blake3;
+    let key = key.clone();
+    let reader = reader.clone();
+    let reads = futures::stream::iter(rec.chunks.clone())
+        .map(move |c| {
+            let reader = reader.clone();
+            async move { reader.read_chunk(&c.id).await }
+        })
+        .buffered(READ_AHEAD);
+    let state = (Box::pin(reads), blake3::Hasher::new(), false);
+    Box::pin(futures::stream::unfold(
+        state,
+        move |(mut reads, mut h, done)| {
+            let key = key.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                match reads.next().await {
+                    Some(Ok(data)) => {
+                        h.update(&data);
+                        Some((Ok(Bytes::from(data)), (reads, h, false)))
+                    }
+                    Some(Err(e)) => Some((Err(Error::object(&key, e)), (reads, h, true))),
+                    None => {
+                        let got = *h.finalize().as_bytes();
+                        if Some(got) == expect {
+                            None
+                        } else {
+                            let err = Error::object(
+                                &key,
+                                format!(
+                                    "rebuilt content has BLAKE3 {}, catalog says {}: not written",
+                                    hex::encode(got),
+                                    expect.map(hex::encode).unwrap_or_else(|| "nothing".into())
+                                ),
+                            );
+                            Some((Err(err), (reads, h, true)))
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// Drains every staged object of the node into `dest`.
+pub async fn run(
+    node: &Node,
+    dest: Arc<dyn Destination>,
+    opts: &DrainOptions,
+) -> Result<DrainSummary> {
+    let reader = ChunkReader::new(
+        node.catalog.clone(),
+        node.master.clone(),
+        node.staging.settings.seal_backend,
+        node.staging.settings.queue_depth.max(4) * 2,
+    );
+    let run_id = node.catalog.start_run(&RunRecord {
+        command: "drain".into(),
+        destination: Some(dest.url()),
+        started: unix_now(),
+        ..Default::default()
+    })?;
+    let (tx, rx) = mpsc::channel::<(ObjectKey, ObjectRecord)>(DRAIN_QUEUE);
+    let catalog = node.catalog.clone();
+    let scanner = tokio::task::spawn_blocking(move || -> Result<()> {
+        for item in catalog.objects()? {
+            let (k, rec) = item?;
+            if wants_drain(&rec) && tx.blocking_send((k, rec)).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    });
+    let rx = Arc::new(Mutex::new(rx));
+    let drained = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut workers = vec![];
+    for _ in 0..opts.concurrency.max(1) {
+        let rx = rx.clone();
+        let dest = dest.clone();
+        let reader = reader.clone();
+        let catalog = node.catalog.clone();
+        let (drained, bytes, failures, failed) = (
+            drained.clone(),
+            bytes.clone(),
+            failures.clone(),
+            failed.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            loop {
+                let next = rx.lock().await.recv().await;
+                let Some((key, rec)) = next else { break };
+                let meta = ObjectMeta {
+                    key: key.clone(),
+                    size: rec.size,
+                    version: rec.version.clone(),
+                    content_type: rec.content_type.clone(),
+                    user_meta: rec.user_meta.clone(),
+                };
+                let body = object_body(&reader, &key, &rec);
+                let res = match dest.put(&meta, body).await {
+                    Ok(()) => catalog.set_object_state(&key, ObjectState::Drained),
+                    Err(e) => Err(e),
+                };
+                match res {
+                    Ok(()) => {
+                        drained.fetch_add(1, Ordering::Relaxed);
+                        bytes.fetch_add(rec.size, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        tracing::warn!("drain {key}: {e}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut f) = failures.lock() {
+                            if f.len() < crate::ingest::MAX_FAILURES_SHOWN {
+                                f.push((key.to_string(), e.to_string()));
+                            }
+                        }
+                        let _ = catalog.set_object_state(
+                            &key,
+                            ObjectState::Failed {
+                                stage: "drain".into(),
+                                reason: e.to_string(),
+                            },
+                        );
+                    }
+                }
+            }
+        }));
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    scanner
+        .await
+        .map_err(|e| Error::Pipeline(format!("catalog scan: {e}")))??;
+    node.catalog.sync()?;
+    let summary = DrainSummary {
+        drained: drained.load(Ordering::Relaxed),
+        bytes: bytes.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        failures: failures.lock().map(|f| f.clone()).unwrap_or_default(),
+    };
+    node.catalog.finish_run(
+        run_id,
+        vec![
+            ("drained".into(), summary.drained),
+            ("bytes".into(), summary.bytes),
+            ("failed".into(), summary.failed),
+        ],
+        if summary.failed == 0 {
+            "ok".into()
+        } else {
+            format!("{} objects failed", summary.failed)
+        },
+    )?;
+    Ok(summary)
+}

@@ -1,0 +1,409 @@
+//! Stage 1+2: list the source into the catalog and stage every new or changed object.
+//!
+//! ```text
+//! Source::list ──(Listed, bounded)──> dispatcher ──(ObjectMeta, bounded)──> N fetchers
+//!   fetcher: Source::open → [blocking pool] FastCDC → chunk id → Stager::stage_blocking
+//!   Stager → per-drive writer threads (seal, append, fdatasync, commit) → tickets resolve
+//!   fetcher: all tickets durable → Catalog::commit_staged (object + chunk refs, one batch)
+//! ```
+//! Fetching starts with the first listed object, not after the listing ends.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use serde::Serialize;
+use tokio::sync::{Mutex, mpsc};
+use tokio_util::io::SyncIoBridge;
+
+use crate::backend::{Listed, Source};
+use crate::catalog::{ChunkRef, ObjectRecord, ObjectState, RunRecord, unix_now};
+use crate::chunker::{ChunkError, chunk_stream};
+use crate::crypto::ChunkHasher;
+use crate::error::{Error, Result};
+use crate::node::Node;
+use crate::object::{ObjectKey, ObjectMeta};
+use crate::staging::{Stager, Ticket};
+
+/// Listing entries buffered between the lister and the dispatcher.
+pub const LIST_QUEUE: usize = 4096;
+/// Objects buffered between the dispatcher and the fetchers.
+pub const FETCH_QUEUE: usize = 256;
+/// Failures kept in memory for the end-of-run summary (all are in the catalog).
+pub const MAX_FAILURES_SHOWN: usize = 50;
+
+/// Options of `barge ingest`.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Objects fetched and chunked at once.
+    pub concurrency: usize,
+    /// Staging drives to use (all configured drives when empty).
+    pub drives: Vec<std::path::PathBuf>,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions {
+            concurrency: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .max(2)
+                * 2,
+            drives: vec![],
+        }
+    }
+}
+
+/// What an ingest run did.
+#[derive(Debug, Default, Serialize)]
+pub struct IngestSummary {
+    pub listed: u64,
+    pub unchanged: u64,
+    pub staged: u64,
+    pub failed: u64,
+    pub bytes_listed: u64,
+    pub bytes_staged: u64,
+    pub chunks_new: u64,
+    pub chunks_dedup: u64,
+    pub bytes_new: u64,
+    pub bytes_dedup: u64,
+    pub bytes_sealed: u64,
+    pub io_engine: String,
+    pub stopped_early: Option<String>,
+    pub failures: Vec<(String, String)>,
+}
+
+#[derive(Default)]
+struct Counters {
+    listed: AtomicU64,
+    unchanged: AtomicU64,
+    staged: AtomicU64,
+    failed: AtomicU64,
+    bytes_listed: AtomicU64,
+    bytes_staged: AtomicU64,
+}
+
+struct Ctx {
+    source: Arc<dyn Source>,
+    stager: Stager,
+    node_catalog: Arc<crate::catalog::Catalog>,
+    hasher: ChunkHasher,
+    params: crate::chunker::ChunkParams,
+    counters: Counters,
+    failures: std::sync::Mutex<Vec<(String, String)>>,
+    stop: AtomicBool,
+    stop_reason: std::sync::Mutex<Option<String>>,
+}
+
+impl Ctx {
+    fn fail(&self, key: &ObjectKey, meta: Option<&ObjectMeta>, reason: String) {
+        tracing::warn!("object {key}: {reason}");
+        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut f) = self.failures.lock() {
+            if f.len() < MAX_FAILURES_SHOWN {
+                f.push((key.to_string(), reason.clone()));
+            }
+        }
+        let state = ObjectState::Failed {
+            stage: "ingest".into(),
+            reason,
+        };
+        let res = match self.node_catalog.get_object(key) {
+            Ok(Some(mut rec)) => {
+                rec.state = state;
+                rec.updated = unix_now();
+                self.node_catalog.put_object(key, &rec)
+            }
+            Ok(None) => self.node_catalog.put_object(
+                key,
+                &ObjectRecord {
+                    size: meta.map_or(0, |m| m.size),
+                    version: meta.map(|m| m.version.clone()).unwrap_or_default(),
+                    content_type: None,
+                    user_meta: vec![],
+                    blake3: None,
+                    chunks: vec![],
+                    state,
+                    uploads: 0,
+                    updated: unix_now(),
+                },
+            ),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = res {
+            tracing::error!("cannot record the failure of {key}: {e}");
+        }
+    }
+
+    fn stop(&self, why: String) {
+        if !self.stop.swap(true, Ordering::SeqCst) {
+            tracing::error!("stopping ingest: {why}");
+            if let Ok(mut r) = self.stop_reason.lock() {
+                *r = Some(why);
+            }
+        }
+    }
+}
+
+/// Runs an ingest of `source` into the node's staging.
+pub async fn run(
+    node: &Node,
+    source: Arc<dyn Source>,
+    opts: &IngestOptions,
+) -> Result<IngestSummary> {
+    let drives = node.drive_paths(&opts.drives);
+    let stager = Stager::start(
+        node.catalog.clone(),
+        node.master.clone(),
+        node.appliance_id,
+        node.staging.settings.clone(),
+        &drives,
+    )?;
+    let run_id = node.catalog.start_run(&RunRecord {
+        command: "ingest".into(),
+        source: Some(source.url()),
+        started: unix_now(),
+        ..Default::default()
+    })?;
+    let ctx = Arc::new(Ctx {
+        source: source.clone(),
+        stager,
+        node_catalog: node.catalog.clone(),
+        hasher: ChunkHasher::new(&node.master),
+        params: node.chunks,
+        counters: Counters::default(),
+        failures: Default::default(),
+        stop: AtomicBool::new(false),
+        stop_reason: Default::default(),
+    });
+
+    let (list_tx, mut list_rx) = mpsc::channel::<Listed>(LIST_QUEUE);
+    let lister = {
+        let source = source.clone();
+        tokio::spawn(async move { source.list(list_tx).await })
+    };
+    let (work_tx, work_rx) = mpsc::channel::<(ObjectMeta, Option<ObjectRecord>)>(FETCH_QUEUE);
+    let work_rx = Arc::new(Mutex::new(work_rx));
+    let mut workers = vec![];
+    for _ in 0..opts.concurrency.max(1) {
+        let ctx = ctx.clone();
+        let rx = work_rx.clone();
+        workers.push(tokio::spawn(async move {
+            loop {
+                let next = rx.lock().await.recv().await;
+                let Some((meta, old)) = next else { break };
+                if ctx.stop.load(Ordering::Relaxed) {
+                    continue;
+                }
+                fetch_one(&ctx, meta, old).await;
+            }
+        }));
+    }
+
+    // Dispatcher: decide per listed object whether it needs staging.
+    let mut dispatch_err = None;
+    while let Some(item) = list_rx.recv().await {
+        if ctx.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        match item {
+            Listed::Error { key, reason } => {
+                ctx.counters.listed.fetch_add(1, Ordering::Relaxed);
+                ctx.fail(&key, None, reason);
+            }
+            Listed::Object(meta) => {
+                ctx.counters.listed.fetch_add(1, Ordering::Relaxed);
+                ctx.counters
+                    .bytes_listed
+                    .fetch_add(meta.size, Ordering::Relaxed);
+                let old = match node.catalog.get_object(&meta.key) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        dispatch_err = Some(e);
+                        break;
+                    }
+                };
+                if let Some(o) = &old {
+                    if o.size == meta.size
+                        && o.version == meta.version
+                        && o.state.is_staged_or_later()
+                    {
+                        ctx.counters.unchanged.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                }
+                if work_tx.send((meta, old)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(list_rx);
+    drop(work_tx);
+    for w in workers {
+        let _ = w.await;
+    }
+    let list_res = lister
+        .await
+        .map_err(|e| Error::Pipeline(format!("listing task: {e}")))?;
+
+    let ctx = Arc::into_inner(ctx)
+        .ok_or_else(|| Error::Pipeline("ingest workers still running".into()))?;
+    let engine = ctx.stager.engine();
+    let st = ctx.stager.stats();
+    let mut summary = IngestSummary {
+        listed: ctx.counters.listed.load(Ordering::Relaxed),
+        unchanged: ctx.counters.unchanged.load(Ordering::Relaxed),
+        staged: ctx.counters.staged.load(Ordering::Relaxed),
+        failed: ctx.counters.failed.load(Ordering::Relaxed),
+        bytes_listed: ctx.counters.bytes_listed.load(Ordering::Relaxed),
+        bytes_staged: ctx.counters.bytes_staged.load(Ordering::Relaxed),
+        chunks_new: st.chunks_new.load(Ordering::Relaxed),
+        chunks_dedup: st.chunks_dedup.load(Ordering::Relaxed),
+        bytes_new: st.bytes_new.load(Ordering::Relaxed),
+        bytes_dedup: st.bytes_dedup.load(Ordering::Relaxed),
+        bytes_sealed: st.bytes_sealed.load(Ordering::Relaxed),
+        io_engine: engine
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "none (nothing written)".into()),
+        stopped_early: ctx.stop_reason.lock().ok().and_then(|r| r.clone()),
+        failures: ctx.failures.lock().map(|f| f.clone()).unwrap_or_default(),
+    };
+    let stager = ctx.stager;
+    tokio::task::spawn_blocking(move || stager.finish())
+        .await
+        .map_err(|e| Error::Pipeline(format!("staging shutdown: {e}")))??;
+    if summary.chunks_new > 0 {
+        node.catalog
+            .meta_put_sync(crate::catalog::META_IO_ENGINE, summary.io_engine.as_bytes())?;
+    }
+    node.catalog.sync()?;
+    let outcome = match (&dispatch_err, &list_res, &summary.stopped_early) {
+        (Some(e), _, _) => format!("error: {e}"),
+        (_, Err(e), _) => format!("listing failed: {e}"),
+        (_, _, Some(why)) => format!("stopped: {why}"),
+        _ if summary.failed > 0 => format!("{} objects failed", summary.failed),
+        _ => "ok".into(),
+    };
+    node.catalog.finish_run(
+        run_id,
+        vec![
+            ("listed".into(), summary.listed),
+            ("staged".into(), summary.staged),
+            ("unchanged".into(), summary.unchanged),
+            ("failed".into(), summary.failed),
+            ("bytes_staged".into(), summary.bytes_staged),
+            ("chunks_new".into(), summary.chunks_new),
+            ("chunks_dedup".into(), summary.chunks_dedup),
+        ],
+        outcome,
+    )?;
+    if let Some(e) = dispatch_err {
+        return Err(e);
+    }
+    if let Err(e) = list_res {
+        summary
+            .stopped_early
+            .get_or_insert(format!("listing failed: {e}"));
+    }
+    Ok(summary)
+}
+
+/// Fetches, chunks and stages one object; records the outcome in the catalog.
+async fn fetch_one(ctx: &Arc<Ctx>, meta: ObjectMeta, old: Option<ObjectRecord>) {
+    let key = meta.key.clone();
+    match stage_object(ctx, &meta).await {
+        Ok((chunks, blake3)) => {
+            // The previous version's references are released in the same batch.
+            let drop_refs: Vec<ChunkRef> = old.map(|o| o.chunks).unwrap_or_default();
+            let rec = ObjectRecord {
+                size: meta.size,
+                version: meta.version.clone(),
+                content_type: meta.content_type.clone(),
+                user_meta: meta.user_meta.clone(),
+                blake3: Some(blake3),
+                chunks,
+                state: ObjectState::Staged,
+                uploads: 0,
+                updated: unix_now(),
+            };
+            match ctx.node_catalog.commit_staged(&key, &rec, &drop_refs) {
+                Ok(()) => {
+                    ctx.counters.staged.fetch_add(1, Ordering::Relaxed);
+                    ctx.counters
+                        .bytes_staged
+                        .fetch_add(meta.size, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    ctx.stop(format!("catalog write failed: {e}"));
+                }
+            }
+        }
+        Err(e) => {
+            if e.is_no_space() || matches!(e, Error::AllDrivesFull { .. }) {
+                ctx.stop(format!("{e}; free staging space (or drain) and run again"));
+            }
+            ctx.fail(&key, Some(&meta), e.to_string());
+        }
+    }
+}
+
+async fn stage_object(ctx: &Arc<Ctx>, meta: &ObjectMeta) -> Result<(Vec<ChunkRef>, [u8; 32])> {
+    let reader = ctx.source.open(meta).await?;
+    let bridge = SyncIoBridge::new(reader);
+    let c2 = ctx.clone();
+    let key = meta.key.clone();
+    let (refs, tickets, blake3, total) = tokio::task::spawn_blocking(move || {
+        let mut whole = blake3::Hasher::new();
+        let mut refs = vec![];
+        let mut tickets = vec![];
+        let mut total = 0u64;
+        let res = chunk_stream(bridge, c2.params, |c| {
+            if c2.stop.load(Ordering::Relaxed) {
+                return Err(Error::Pipeline("ingest is stopping".into()));
+            }
+            whole.update(&c.data);
+            total += c.data.len() as u64;
+            let id = c2.hasher.id(&c.data);
+            refs.push(ChunkRef {
+                id,
+                len: c.data.len() as u32,
+            });
+            tickets.push(c2.stager.stage_blocking(id, c.data)?);
+            Ok(())
+        });
+        match res {
+            Ok(()) => Ok((refs, tickets, *whole.finalize().as_bytes(), total)),
+            Err(ChunkError::Read(e)) => Err(Error::object(&key, format!("read failed: {e}"))),
+            Err(ChunkError::Sink(e)) => Err(e),
+        }
+    })
+    .await
+    .map_err(|e| Error::Pipeline(format!("chunking task: {e}")))??;
+    if total != meta.size {
+        return Err(Error::object(
+            &meta.key,
+            format!(
+                "changed while read: listed at {} bytes, read {total}; will be fetched again on the next run",
+                meta.size
+            ),
+        ));
+    }
+    ctx.source.check_unchanged(meta).await?;
+    for t in tickets {
+        if let Ticket::Pending(rx) = t {
+            match rx.await {
+                Ok(Ok(())) => {}
+                Ok(Err(f)) if f.no_space => {
+                    return Err(Error::AllDrivesFull { drives: f.message });
+                }
+                Ok(Err(f)) => {
+                    return Err(Error::object(
+                        &meta.key,
+                        format!("staging failed: {}", f.message),
+                    ));
+                }
+                Err(_) => return Err(Error::object(&meta.key, "staging writer stopped")),
+            }
+        }
+    }
+    Ok((refs, blake3))
+}

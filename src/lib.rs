@@ -1,0 +1,23 @@
+//! barge: the engine of a bulk-transfer appliance.
+//!
+//! Stages, one module each: [`ingest`] (list + fetch + chunk + stage), [`drain`]
+//! (rebuild + write to the destination), [`verify`] and [`report`] (prove done).
+//! Supporting layers: [`catalog`] (RocksDB), [`staging`] (segment files, io_uring),
+//! [`crypto`] (keys, chunk ids, AES-256-GCM), [`chunker`] (FastCDC), [`backend`]
+//! (sources and destinations). See ARCHITECTURE.md for the map and the invariants.
+
+pub mod backend;
+pub mod catalog;
+pub mod chunker;
+pub mod crypto;
+pub mod drain;
+pub mod error;
+pub mod ingest;
+pub mod node;
+pub mod object;
+pub mod report;
+pub mod sample;
+pub mod staging;
+pub mod verify;
+
+pub use error::{Error, Result};

@@ -1,0 +1,504 @@
+//! The `barge` command line. Parses options, opens the state directory, runs a stage and
+//! turns outcomes into exit codes: 0 done/ok, 1 error, 2 finished with failed objects.
+
+mod bench;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use barge::backend::{open_destination, open_source};
+use barge::chunker::ChunkParams;
+use barge::crypto::SealBackend;
+use barge::crypto::keys::KeyRequest;
+use barge::drain::{self, DrainOptions};
+use barge::ingest::{self, IngestOptions, IngestSummary};
+use barge::node::{InitOptions, Node};
+use barge::staging::StagingSettings;
+use barge::{report, sample, verify};
+
+#[derive(Parser)]
+#[command(
+    name = "barge",
+    version,
+    about = "Bulk-transfer appliance: move object stores through sealed, deduplicated NVMe staging"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct Global {
+    /// State directory: catalog and key material.
+    #[arg(
+        long,
+        global = true,
+        default_value = "./barge-state",
+        env = "BARGE_STATE"
+    )]
+    state: PathBuf,
+    /// A staging drive (directory); repeat for several. Default: <state>/staging.
+    #[arg(long = "staging", global = true)]
+    staging: Vec<PathBuf>,
+    /// Use this 32-byte key file instead of <state>/keys/master.key.
+    #[arg(long, global = true)]
+    key_file: Option<PathBuf>,
+    /// Environment variable holding the passphrase (init: derive the key from it).
+    #[arg(long, global = true)]
+    passphrase_env: Option<String>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Only errors on stderr.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create the state directory: master key, catalog, staging settings.
+    Init(InitArgs),
+    /// ingest + drain + verify in one go.
+    Migrate {
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        dest: String,
+        #[command(flatten)]
+        tune: Tune,
+    },
+    /// List the source into the catalog and stage new or changed objects.
+    Ingest {
+        #[arg(long)]
+        source: String,
+        #[command(flatten)]
+        tune: Tune,
+    },
+    /// Write staged objects to the destination.
+    Drain {
+        #[arg(long)]
+        dest: String,
+        #[command(flatten)]
+        tune: Tune,
+    },
+    /// Compare the destination with the catalog.
+    Verify {
+        #[arg(long)]
+        dest: String,
+        /// Download everything and compare BLAKE3 of the content.
+        #[arg(long)]
+        full: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The definition of done: totals, dedup, failures, verdict.
+    Report {
+        #[arg(long)]
+        json: bool,
+        /// Also write per-object failures as CSV here.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
+    /// Catalog counts, staging drives and the I/O engine in use.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate a sample tree with duplicates and shifted copies.
+    Sample {
+        #[arg(long)]
+        out: PathBuf,
+        /// Approximate total size (e.g. 512MiB).
+        #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+        size: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Local demo: init, generate a sample tree, migrate it, verify, report.
+    Demo {
+        /// Working directory for the demo (sample, state, output).
+        #[arg(long, default_value = "./barge-demo")]
+        dir: PathBuf,
+        #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+        size: u64,
+    },
+    /// Micro-benchmarks used by benches/compare.sh (JSON on stdout).
+    #[command(hide = true)]
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args, Clone)]
+struct InitArgs {
+    /// Segment file size.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    segment_size: u64,
+    /// I/O block size (one registered buffer).
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    block_size: u64,
+    /// Writes in flight per staging drive.
+    #[arg(long, default_value_t = barge::staging::DEFAULT_QUEUE_DEPTH)]
+    queue_depth: usize,
+    /// Bytes appended between two fdatasync+catalog commits.
+    #[arg(long, default_value = "128MiB", value_parser = parse_size)]
+    commit_bytes: u64,
+    #[arg(long, default_value = "512KiB", value_parser = parse_size)]
+    chunk_min: u64,
+    #[arg(long, default_value = "2MiB", value_parser = parse_size)]
+    chunk_avg: u64,
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    chunk_max: u64,
+    /// AES-256-GCM implementation for sealing.
+    #[arg(long, value_enum, default_value_t = SealBackend::AwsLc)]
+    seal_backend: SealBackend,
+}
+
+#[derive(Args, Clone)]
+struct Tune {
+    /// Objects fetched (ingest) or written (drain) at once.
+    #[arg(long)]
+    concurrency: Option<usize>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (try 512MiB, 1GiB, 4096)"))?;
+    let mul: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        "g" | "gib" | "gb" => 1 << 30,
+        "t" | "tib" | "tb" => 1 << 40,
+        u => return Err(format!("unknown size unit {u:?} in {s:?}")),
+    };
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+impl Global {
+    fn key(&self) -> KeyRequest {
+        KeyRequest {
+            key_file: self.key_file.clone(),
+            passphrase_env: self.passphrase_env.clone(),
+        }
+    }
+
+    fn open(&self) -> Result<Node> {
+        Ok(Node::open(&self.state, &self.key(), &self.staging)?)
+    }
+}
+
+fn init_logging(g: &Global) {
+    use tracing_subscriber::EnvFilter;
+    let default = if g.quiet { "error" } else { "info" };
+    let filter = EnvFilter::try_from_env("BARGE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match g.log_format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.with_target(false).init(),
+    }
+}
+
+fn gib(b: u64) -> f64 {
+    b as f64 / (1u64 << 30) as f64
+}
+
+fn print_ingest(s: &IngestSummary, secs: f64) {
+    let ratio = if s.bytes_new > 0 {
+        (s.bytes_new + s.bytes_dedup) as f64 / s.bytes_new as f64
+    } else {
+        1.0
+    };
+    println!(
+        "ingest: {} listed, {} staged, {} unchanged, {} failed; {:.3} GiB read in {:.1}s ({:.0} MiB/s)",
+        s.listed,
+        s.staged,
+        s.unchanged,
+        s.failed,
+        gib(s.bytes_staged),
+        secs,
+        s.bytes_staged as f64 / (1 << 20) as f64 / secs.max(1e-9)
+    );
+    println!(
+        "staging: {} new chunks ({:.3} GiB, {:.3} GiB sealed), {} deduplicated ({:.3} GiB); run dedup ratio {:.2}; io: {}",
+        s.chunks_new,
+        gib(s.bytes_new),
+        gib(s.bytes_sealed),
+        s.chunks_dedup,
+        gib(s.bytes_dedup),
+        ratio,
+        s.io_engine
+    );
+    for (k, r) in &s.failures {
+        println!("failed: {k}: {r}");
+    }
+    if let Some(why) = &s.stopped_early {
+        println!("stopped early: {why}");
+    }
+}
+
+async fn do_ingest(g: &Global, node: &Node, source: &str, tune: &Tune) -> Result<IngestSummary> {
+    let src = open_source(source)?;
+    let mut opts = IngestOptions {
+        drives: g.staging.clone(),
+        ..Default::default()
+    };
+    if let Some(c) = tune.concurrency {
+        opts.concurrency = c;
+    }
+    let t = std::time::Instant::now();
+    let s = ingest::run(node, src, &opts).await?;
+    print_ingest(&s, t.elapsed().as_secs_f64());
+    Ok(s)
+}
+
+async fn do_drain(node: &Node, dest: &str, tune: &Tune) -> Result<drain::DrainSummary> {
+    let d = open_destination(dest)?;
+    let mut opts = DrainOptions::default();
+    if let Some(c) = tune.concurrency {
+        opts.concurrency = c;
+    }
+    let t = std::time::Instant::now();
+    let s = drain::run(node, d, &opts).await?;
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "drain: {} objects ({:.3} GiB) written in {:.1}s ({:.0} MiB/s), {} failed",
+        s.drained,
+        gib(s.bytes),
+        secs,
+        s.bytes as f64 / (1 << 20) as f64 / secs.max(1e-9),
+        s.failed
+    );
+    for (k, r) in &s.failures {
+        println!("failed: {k}: {r}");
+    }
+    Ok(s)
+}
+
+async fn do_verify(node: &Node, dest: &str, full: bool, json: bool) -> Result<bool> {
+    let d = open_destination(dest)?;
+    let r = verify::run(node, d, full).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "verify ({}): {} expected, {} present, {} match; {} missing, {} extra, {} differing",
+            if full {
+                "full: content BLAKE3"
+            } else {
+                "cheap: presence and size"
+            },
+            r.expected,
+            r.present,
+            r.matched,
+            r.missing.len(),
+            r.extra.len(),
+            r.differing.len()
+        );
+        for k in r.missing.iter().take(20) {
+            println!("missing: {k}");
+        }
+        for k in r.extra.iter().take(20) {
+            println!("extra: {k}");
+        }
+        for (k, why) in r.differing.iter().take(20) {
+            println!("differs: {k}: {why}");
+        }
+    }
+    Ok(r.ok())
+}
+
+fn do_report(node: &Node, json: bool, csv: Option<&PathBuf>) -> Result<bool> {
+    let r = report::build(node)?;
+    if let Some(p) = csv {
+        std::fs::write(p, r.failures_csv()).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", r.to_text());
+    }
+    Ok(r.done)
+}
+
+fn init_opts(g: &Global, a: &InitArgs) -> Result<InitOptions> {
+    let to_u32 =
+        |v: u64, name: &str| u32::try_from(v).with_context(|| format!("{name} is too large"));
+    Ok(InitOptions {
+        key: g.key(),
+        chunks: ChunkParams {
+            min: to_u32(a.chunk_min, "--chunk-min")?,
+            avg: to_u32(a.chunk_avg, "--chunk-avg")?,
+            max: to_u32(a.chunk_max, "--chunk-max")?,
+        },
+        staging: StagingSettings {
+            segment_size: a.segment_size,
+            block_size: usize::try_from(a.block_size).context("--block-size is too large")?,
+            queue_depth: a.queue_depth,
+            commit_bytes: a.commit_bytes,
+            seal_backend: a.seal_backend,
+        },
+        drives: g.staging.clone(),
+    })
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let g = &cli.global;
+    let code = |ok: bool| {
+        if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(2)
+        }
+    };
+    match &cli.cmd {
+        Cmd::Init(a) => {
+            let node = Node::init(&g.state, &init_opts(g, a)?)?;
+            println!(
+                "initialised {}: appliance {}, key fingerprint {}, staging on {}",
+                g.state.display(),
+                hex::encode(node.appliance_id),
+                node.master.fingerprint(),
+                node.staging.drives.join(", ")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Ingest { source, tune } => {
+            let node = g.open()?;
+            let s = do_ingest(g, &node, source, tune).await?;
+            Ok(code(s.failed == 0 && s.stopped_early.is_none()))
+        }
+        Cmd::Drain { dest, tune } => {
+            let node = g.open()?;
+            let s = do_drain(&node, dest, tune).await?;
+            Ok(code(s.failed == 0))
+        }
+        Cmd::Migrate { source, dest, tune } => {
+            let node = g.open()?;
+            let s = do_ingest(g, &node, source, tune).await?;
+            let d = do_drain(&node, dest, tune).await?;
+            let v = do_verify(&node, dest, false, false).await?;
+            let done = do_report(&node, false, None)?;
+            Ok(code(
+                s.failed == 0 && s.stopped_early.is_none() && d.failed == 0 && v && done,
+            ))
+        }
+        Cmd::Verify { dest, full, json } => {
+            let node = g.open()?;
+            Ok(code(do_verify(&node, dest, *full, *json).await?))
+        }
+        Cmd::Report { json, csv } => {
+            let node = g.open()?;
+            Ok(code(do_report(&node, *json, csv.as_ref())?))
+        }
+        Cmd::Status { json } => {
+            let node = g.open()?;
+            let r = report::build(&node)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!("state       {}", g.state.display());
+                print!("{}", r.to_text());
+                for run in r.runs.iter().rev().take(5) {
+                    println!(
+                        "run {:>4}    {} {}",
+                        run.id,
+                        run.command,
+                        run.outcome.as_deref().unwrap_or("(running or interrupted)")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Sample { out, size, seed } => {
+            let st = sample::generate(out, *size, *seed)?;
+            println!(
+                "sample: {} files, {:.3} GiB, {:.3} GiB unique content, in {}",
+                st.files,
+                gib(st.bytes),
+                gib(st.unique_bytes),
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Demo { dir, size } => demo(g, dir, *size).await,
+        Cmd::Bench(a) => bench::run(a),
+    }
+}
+
+async fn demo(g: &Global, dir: &std::path::Path, size: u64) -> Result<ExitCode> {
+    let src = dir.join("sample");
+    let state = dir.join("state");
+    let out = dir.join("out");
+    if !src.exists() {
+        let st = sample::generate(&src, size, 1)?;
+        println!(
+            "demo: generated {} files ({:.3} GiB) in {}",
+            st.files,
+            gib(st.bytes),
+            src.display()
+        );
+    }
+    let node = if state.join("keys/key.json").exists() {
+        Node::open(&state, &KeyRequest::default(), &[])?
+    } else {
+        Node::init(&state, &InitOptions::default())?
+    };
+    let tune = Tune { concurrency: None };
+    let s = do_ingest(g, &node, &src.display().to_string(), &tune).await?;
+    let d = do_drain(&node, &out.display().to_string(), &tune).await?;
+    let v = do_verify(&node, &out.display().to_string(), true, false).await?;
+    let r = report::build(&node)?;
+    print!("{}", r.to_text());
+    println!(
+        "demo: {} -> {} through sealed staging in {}; dedup ratio {:.2}",
+        src.display(),
+        out.display(),
+        state.join("staging").display(),
+        r.dedup_ratio
+    );
+    let ok = s.failed == 0 && d.failed == 0 && v && r.done;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

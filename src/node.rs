@@ -1,0 +1,165 @@
+//! A state directory opened for work: its key, its catalog and its settings.
+//!
+//! ```text
+//! <state>/keys/master.key   32 random bytes (absent with a passphrase), mode 0600
+//! <state>/keys/key.json     key origin, KDF salt/params, key check value
+//! <state>/catalog/          RocksDB
+//! <state>/staging/          default staging drive when no --staging is given
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{Catalog, META_APPLIANCE_ID, META_CHUNK_PARAMS, META_STAGING};
+use crate::chunker::ChunkParams;
+use crate::crypto::keys::{KeyRequest, init_key, load_key};
+use crate::crypto::{MasterKey, random_bytes};
+use crate::error::{Error, Result};
+use crate::staging::StagingSettings;
+
+/// Staging configuration persisted in the catalog (`meta/staging`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagingConfig {
+    pub settings: StagingSettings,
+    pub drives: Vec<String>,
+}
+
+/// Options of `barge init`.
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    pub key: KeyRequest,
+    pub chunks: ChunkParams,
+    pub staging: StagingSettings,
+    pub drives: Vec<PathBuf>,
+}
+
+/// An opened state directory.
+pub struct Node {
+    pub state_dir: PathBuf,
+    pub catalog: Arc<Catalog>,
+    pub master: Arc<MasterKey>,
+    pub appliance_id: [u8; 16],
+    pub chunks: ChunkParams,
+    pub staging: StagingConfig,
+}
+
+fn catalog_dir(state: &Path) -> PathBuf {
+    state.join("catalog")
+}
+
+fn open_catalog(state: &Path, create: bool) -> Result<Catalog> {
+    Catalog::open(&catalog_dir(state), create).map_err(|e| match e {
+        Error::Catalog { path, message } if message.contains("lock") => Error::Catalog {
+            path,
+            message: format!("{message} (is another barge running on this state directory?)"),
+        },
+        other => other,
+    })
+}
+
+impl Node {
+    /// `barge init`: creates the key and the catalog. Refuses an initialised directory.
+    pub fn init(state: &Path, opts: &InitOptions) -> Result<Node> {
+        opts.chunks.validate()?;
+        opts.staging.validate(opts.chunks.max)?;
+        std::fs::create_dir_all(state)
+            .map_err(|e| Error::io("creating state directory", state, e))?;
+        let master = init_key(state, &opts.key)?;
+        let catalog = open_catalog(state, true)?;
+        let appliance_id: [u8; 16] = random_bytes();
+        catalog.meta_put_sync(META_APPLIANCE_ID, &appliance_id)?;
+        catalog.meta_put_sync(
+            META_CHUNK_PARAMS,
+            &crate::catalog::records::encode(&opts.chunks),
+        )?;
+        let drives = if opts.drives.is_empty() {
+            vec![state.join("staging")]
+        } else {
+            opts.drives.clone()
+        };
+        let staging = StagingConfig {
+            settings: opts.staging.clone(),
+            drives: drives
+                .iter()
+                .map(|d| absolute(d).display().to_string())
+                .collect(),
+        };
+        catalog.meta_put_sync(META_STAGING, &crate::catalog::records::encode(&staging))?;
+        tracing::info!(
+            "initialised {} (appliance {}, key {})",
+            state.display(),
+            hex::encode(appliance_id),
+            master.fingerprint()
+        );
+        Ok(Node {
+            state_dir: state.to_path_buf(),
+            catalog: Arc::new(catalog),
+            master: Arc::new(master),
+            appliance_id,
+            chunks: opts.chunks,
+            staging,
+        })
+    }
+
+    /// Opens an initialised state directory. The key is checked before the catalog is
+    /// opened, so a wrong key changes nothing. `extra_drives` (from `--staging`) are added
+    /// to the persisted drive list.
+    pub fn open(state: &Path, key: &KeyRequest, extra_drives: &[PathBuf]) -> Result<Node> {
+        let master = load_key(state, key)?;
+        let catalog = open_catalog(state, false)?;
+        let appliance_id: [u8; 16] = catalog
+            .meta_get(META_APPLIANCE_ID)?
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| Error::State {
+                path: state.to_path_buf(),
+                message: "catalog has no appliance id".into(),
+            })?;
+        let chunks: ChunkParams = match catalog.meta_get(META_CHUNK_PARAMS)? {
+            Some(v) => crate::catalog::records::decode(&"meta chunk_params", &v)?,
+            None => ChunkParams::default(),
+        };
+        let mut staging: StagingConfig = match catalog.meta_get(META_STAGING)? {
+            Some(v) => crate::catalog::records::decode(&"meta staging", &v)?,
+            None => {
+                return Err(Error::State {
+                    path: state.to_path_buf(),
+                    message: "catalog has no staging configuration".into(),
+                });
+            }
+        };
+        let mut changed = false;
+        for d in extra_drives {
+            let d = absolute(d).display().to_string();
+            if !staging.drives.contains(&d) {
+                staging.drives.push(d);
+                changed = true;
+            }
+        }
+        if changed {
+            catalog.meta_put_sync(META_STAGING, &crate::catalog::records::encode(&staging))?;
+        }
+        Ok(Node {
+            state_dir: state.to_path_buf(),
+            catalog: Arc::new(catalog),
+            master: Arc::new(master),
+            appliance_id,
+            chunks,
+            staging,
+        })
+    }
+
+    /// Drive paths for staging, in stripe order. With `only` non-empty, just those.
+    pub fn drive_paths(&self, only: &[PathBuf]) -> Vec<PathBuf> {
+        if only.is_empty() {
+            self.staging.drives.iter().map(PathBuf::from).collect()
+        } else {
+            only.iter().map(|p| absolute(p)).collect()
+        }
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}

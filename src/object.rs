@@ -1,0 +1,60 @@
+//! Object keys and listing metadata shared by every backend.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A source object key. Raw bytes: local file names need not be UTF-8; S3 and Swift
+/// keys are UTF-8 and map 1:1.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ObjectKey(Vec<u8>);
+
+impl ObjectKey {
+    pub fn from_bytes(b: Vec<u8>) -> Self {
+        ObjectKey(b)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Lossy UTF-8 for messages; invalid bytes are shown as `\xNN`.
+    pub fn display(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl From<&str> for ObjectKey {
+    fn from(s: &str) -> Self {
+        ObjectKey(s.as_bytes().to_vec())
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for chunk in self.0.utf8_chunks() {
+            f.write_str(chunk.valid())?;
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.to_string())
+    }
+}
+
+/// What a listing says about one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: ObjectKey,
+    pub size: u64,
+    /// Changes whenever the content may have changed (mtime+inode, ETag, ...).
+    pub version: String,
+    pub content_type: Option<String>,
+    pub user_meta: Vec<(String, String)>,
+}

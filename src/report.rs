@@ -1,0 +1,211 @@
+//! Stage 4b: the "definition of done" from the catalog: totals, dedup, failures, verdict.
+
+use serde::Serialize;
+
+use crate::catalog::{ObjectState, SegmentState};
+use crate::error::Result;
+use crate::node::Node;
+
+/// Everything `barge report` and `barge status` print.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub objects: u64,
+    pub listed: u64,
+    pub staged: u64,
+    pub drained: u64,
+    pub verified: u64,
+    pub failed: u64,
+    /// Sum of object sizes.
+    pub logical_bytes: u64,
+    /// Sum of sizes of objects whose content is staged (or beyond).
+    pub staged_logical_bytes: u64,
+    /// Plaintext bytes of distinct chunks referenced by objects.
+    pub unique_bytes: u64,
+    pub chunks: u64,
+    /// Bytes in segment files (headers, records, tags).
+    pub sealed_bytes: u64,
+    pub segments: u64,
+    pub segments_open: u64,
+    /// staged_logical_bytes / unique_bytes.
+    pub dedup_ratio: f64,
+    pub drained_bytes: u64,
+    pub io_engine: Option<String>,
+    pub drives: Vec<String>,
+    pub failures: Vec<Failure>,
+    pub runs: Vec<RunLine>,
+    pub done: bool,
+    pub verdict: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Failure {
+    pub key: String,
+    pub stage: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunLine {
+    pub id: u64,
+    pub command: String,
+    pub started: u64,
+    pub finished: Option<u64>,
+    pub outcome: Option<String>,
+    pub counters: Vec<(String, u64)>,
+}
+
+/// Builds the report by scanning the catalog.
+pub fn build(node: &Node) -> Result<Report> {
+    let mut r = Report::default();
+    for item in node.catalog.objects()? {
+        let (key, rec) = item?;
+        r.objects += 1;
+        r.logical_bytes += rec.size;
+        if rec.state.is_staged_or_later() {
+            r.staged_logical_bytes += rec.size;
+        }
+        match &rec.state {
+            ObjectState::Listed => r.listed += 1,
+            ObjectState::Staged => r.staged += 1,
+            ObjectState::Drained => {
+                r.drained += 1;
+                r.drained_bytes += rec.size;
+            }
+            ObjectState::Verified => {
+                r.verified += 1;
+                r.drained_bytes += rec.size;
+            }
+            ObjectState::Failed { stage, reason } => {
+                r.failed += 1;
+                r.failures.push(Failure {
+                    key: key.to_string(),
+                    stage: stage.clone(),
+                    reason: reason.clone(),
+                });
+            }
+        }
+    }
+    for item in node.catalog.chunks()? {
+        let (_, c) = item?;
+        if c.refs > 0 && c.sealed_len > 0 {
+            r.chunks += 1;
+            r.unique_bytes += c.plain_len as u64;
+        }
+    }
+    for item in node.catalog.segments()? {
+        let (_, s) = item?;
+        r.segments += 1;
+        r.sealed_bytes += s.data_len;
+        if s.state == SegmentState::Open {
+            r.segments_open += 1;
+        }
+    }
+    r.dedup_ratio = if r.unique_bytes > 0 {
+        r.staged_logical_bytes as f64 / r.unique_bytes as f64
+    } else {
+        1.0
+    };
+    r.io_engine = node
+        .catalog
+        .meta_get(crate::catalog::META_IO_ENGINE)?
+        .map(|v| String::from_utf8_lossy(&v).into_owned());
+    r.drives = node.staging.drives.clone();
+    for (id, run) in node.catalog.runs()? {
+        r.runs.push(RunLine {
+            id,
+            command: run.command,
+            started: run.started,
+            finished: run.finished,
+            outcome: run.outcome,
+            counters: run.counters,
+        });
+    }
+    let left = r.listed + r.staged + r.failed;
+    r.done = r.objects > 0 && left == 0;
+    r.verdict = if r.done {
+        format!("DONE: all {} objects are at the destination", r.objects)
+    } else if r.objects == 0 {
+        "NOT DONE: nothing has been listed yet".into()
+    } else {
+        format!(
+            "NOT DONE: {left} of {} objects left ({} not staged, {} staged but not drained, {} failed)",
+            r.objects, r.listed, r.staged, r.failed
+        )
+    };
+    Ok(r)
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+impl Report {
+    /// Failures as CSV: `key,stage,reason`.
+    pub fn failures_csv(&self) -> String {
+        let mut out = String::from("key,stage,reason\n");
+        for f in &self.failures {
+            out.push_str(&format!(
+                "{},{},{}\n",
+                csv_field(&f.key),
+                csv_field(&f.stage),
+                csv_field(&f.reason)
+            ));
+        }
+        out
+    }
+
+    /// Human-readable text.
+    pub fn to_text(&self) -> String {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        let mut s = String::new();
+        s.push_str(&format!(
+            "objects     {} ({:.3} GiB): {} listed, {} staged, {} drained, {} verified, {} failed\n",
+            self.objects,
+            gib(self.logical_bytes),
+            self.listed,
+            self.staged,
+            self.drained,
+            self.verified,
+            self.failed
+        ));
+        s.push_str(&format!(
+            "staging     {} unique chunks, {:.3} GiB unique of {:.3} GiB logical, {:.3} GiB sealed in {} segments ({} open)\n",
+            self.chunks,
+            gib(self.unique_bytes),
+            gib(self.staged_logical_bytes),
+            gib(self.sealed_bytes),
+            self.segments,
+            self.segments_open
+        ));
+        s.push_str(&format!("dedup ratio {:.2}\n", self.dedup_ratio));
+        s.push_str(&format!(
+            "moved       {:.3} GiB to the destination\n",
+            gib(self.drained_bytes)
+        ));
+        s.push_str(&format!(
+            "io engine   {}\n",
+            self.io_engine
+                .as_deref()
+                .unwrap_or("(no staging writes yet)")
+        ));
+        s.push_str(&format!("drives      {}\n", self.drives.join(", ")));
+        for f in self.failures.iter().take(20) {
+            s.push_str(&format!(
+                "failed      {} [{}]: {}\n",
+                f.key, f.stage, f.reason
+            ));
+        }
+        if self.failures.len() > 20 {
+            s.push_str(&format!(
+                "failed      ... and {} more (see --csv)\n",
+                self.failures.len() - 20
+            ));
+        }
+        s.push_str(&format!("verdict     {}\n", self.verdict));
+        s
+    }
+}

@@ -1,0 +1,332 @@
+//! Staging: sealed chunks appended to segment files on the staging drives.
+//!
+//! * [`format`]: the on-disk segment format (pure encode/decode).
+//! * [`io`]: io_uring (registered buffers, O_DIRECT) and the pwrite fallback.
+//! * [`writer`]: one thread per drive that seals, appends, fdatasyncs, then commits
+//!   chunk locations to the catalog.
+//! * [`reader`]: reads a chunk back, checks its record header and GCM tag, decrypts.
+//! * [`Stager`]: the front door used by ingest: dedups against the catalog and against
+//!   chunks already in flight, and stripes new chunks over drives.
+
+pub mod format;
+pub mod io;
+pub mod reader;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::Catalog;
+use crate::crypto::{ChunkId, MasterKey, SealBackend};
+use crate::error::{Error, Result};
+
+pub use io::EngineKind;
+pub use reader::ChunkReader;
+
+/// Default segment file size.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 1 << 30;
+/// Default I/O block size (one registered buffer, one write).
+pub const DEFAULT_BLOCK_SIZE: usize = 1 << 20;
+/// Default io_uring queue depth (writes in flight per drive).
+pub const DEFAULT_QUEUE_DEPTH: usize = 8;
+/// Default bytes appended between two fdatasync+catalog commits.
+pub const DEFAULT_COMMIT_BYTES: u64 = 128 << 20;
+/// Chunks queued per drive writer before senders block (back-pressure).
+pub const DRIVE_QUEUE: usize = 16;
+
+/// Staging settings, fixed at `barge init` (drives may be added later).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagingSettings {
+    pub segment_size: u64,
+    pub block_size: usize,
+    pub queue_depth: usize,
+    pub commit_bytes: u64,
+    pub seal_backend: SealBackend,
+}
+
+impl Default for StagingSettings {
+    fn default() -> Self {
+        StagingSettings {
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            block_size: DEFAULT_BLOCK_SIZE,
+            queue_depth: DEFAULT_QUEUE_DEPTH,
+            commit_bytes: DEFAULT_COMMIT_BYTES,
+            seal_backend: SealBackend::default(),
+        }
+    }
+}
+
+impl StagingSettings {
+    /// Checks the settings against each other and the largest chunk.
+    pub fn validate(&self, max_chunk: u32) -> Result<()> {
+        let b = format::BLOCK;
+        if self.block_size < b || self.block_size % b != 0 || self.block_size > 64 << 20 {
+            return Err(Error::option(
+                "--block-size",
+                format!(
+                    "{} must be a multiple of {b} between {b} and 64 MiB",
+                    self.block_size
+                ),
+            ));
+        }
+        let min_seg = 2 * max_chunk as u64 + (1 << 20);
+        if self.segment_size < min_seg || self.segment_size % b as u64 != 0 {
+            return Err(Error::option(
+                "--segment-size",
+                format!(
+                    "{} must be a multiple of {b} and at least {min_seg} (twice the largest chunk plus 1 MiB)",
+                    self.segment_size
+                ),
+            ));
+        }
+        if !(1..=1024).contains(&self.queue_depth) {
+            return Err(Error::option("--queue-depth", "must be between 1 and 1024"));
+        }
+        Ok(())
+    }
+}
+
+/// One staging drive (a directory in this version).
+pub struct Drive {
+    pub index: usize,
+    pub path: PathBuf,
+    pub full: AtomicBool,
+    pub bytes_written: AtomicU64,
+}
+
+/// Why a chunk could not be staged.
+#[derive(Debug, Clone)]
+pub struct StageFailure {
+    /// Every drive is full: ingest should stop, not fail object after object.
+    pub no_space: bool,
+    pub message: String,
+}
+
+impl StageFailure {
+    pub fn new(message: impl Into<String>) -> Self {
+        StageFailure {
+            no_space: false,
+            message: message.into(),
+        }
+    }
+}
+
+/// The answer to "stage this chunk".
+pub enum Ticket {
+    /// Already durable in staging: nothing written.
+    Dedup,
+    /// Being written; resolves once durable (or failed, with the reason).
+    Pending(tokio::sync::oneshot::Receiver<std::result::Result<(), StageFailure>>),
+}
+
+/// Counters of one staging session.
+#[derive(Debug, Default)]
+pub struct StageStats {
+    pub chunks_new: AtomicU64,
+    pub bytes_new: AtomicU64,
+    pub bytes_sealed: AtomicU64,
+    pub chunks_dedup: AtomicU64,
+    pub bytes_dedup: AtomicU64,
+}
+
+type Waiters = Vec<tokio::sync::oneshot::Sender<std::result::Result<(), StageFailure>>>;
+
+/// State shared by the stager and its drive writers.
+pub(crate) struct Shared {
+    pub catalog: Arc<Catalog>,
+    pub master: Arc<MasterKey>,
+    pub appliance_id: [u8; 16],
+    pub settings: StagingSettings,
+    pub drives: Vec<Arc<Drive>>,
+    senders: Vec<crossbeam_channel::Sender<writer::Msg>>,
+    inflight: Mutex<HashMap<ChunkId, Waiters>>,
+    next_drive: AtomicUsize,
+    pub stats: StageStats,
+    pub engine: Mutex<Option<EngineKind>>,
+}
+
+impl Shared {
+    /// Sends a chunk to the next drive with room (round-robin striping). Fails the chunk
+    /// when every drive is full.
+    pub(crate) fn route(&self, req: writer::WriteReq) {
+        let n = self.drives.len();
+        for _ in 0..n {
+            let i = self.next_drive.fetch_add(1, Ordering::Relaxed) % n;
+            if self.drives[i].full.load(Ordering::Relaxed) {
+                continue;
+            }
+            match self.senders[i].send(writer::Msg::Chunk(req)) {
+                Ok(()) => return,
+                Err(crossbeam_channel::SendError(writer::Msg::Chunk(r))) => {
+                    return self.complete(
+                        &r.id,
+                        Err(StageFailure::new(format!(
+                            "staging drive {} has stopped",
+                            self.drives[i].path.display()
+                        ))),
+                    );
+                }
+                Err(_) => return,
+            }
+        }
+        let names: Vec<String> = self
+            .drives
+            .iter()
+            .map(|d| d.path.display().to_string())
+            .collect();
+        self.complete(
+            &req.id,
+            Err(StageFailure {
+                no_space: true,
+                message: Error::AllDrivesFull {
+                    drives: names.join(", "),
+                }
+                .to_string(),
+            }),
+        );
+    }
+
+    /// Resolves every waiter of a chunk. Called after the chunk's location is committed.
+    pub(crate) fn complete(&self, id: &ChunkId, res: std::result::Result<(), StageFailure>) {
+        let waiters = match self.inflight.lock() {
+            Ok(mut m) => m.remove(id).unwrap_or_default(),
+            Err(p) => p.into_inner().remove(id).unwrap_or_default(),
+        };
+        for w in waiters {
+            let _ = w.send(res.clone());
+        }
+    }
+}
+
+/// The staging front door. Create with [`Stager::start`], feed with
+/// [`Stager::stage_blocking`], end with [`Stager::finish`].
+pub struct Stager {
+    shared: Arc<Shared>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Stager {
+    /// Starts one writer thread per drive. Drive directories are created if missing.
+    pub fn start(
+        catalog: Arc<Catalog>,
+        master: Arc<MasterKey>,
+        appliance_id: [u8; 16],
+        settings: StagingSettings,
+        drive_paths: &[PathBuf],
+    ) -> Result<Self> {
+        if drive_paths.is_empty() {
+            return Err(Error::option(
+                "--staging",
+                "at least one staging drive is needed",
+            ));
+        }
+        let mut drives = vec![];
+        let mut senders = vec![];
+        let mut receivers = vec![];
+        for (index, p) in drive_paths.iter().enumerate() {
+            std::fs::create_dir_all(p).map_err(|e| Error::Drive {
+                drive: p.clone(),
+                message: format!("cannot create staging directory: {e}"),
+            })?;
+            drives.push(Arc::new(Drive {
+                index,
+                path: p.clone(),
+                full: AtomicBool::new(false),
+                bytes_written: AtomicU64::new(0),
+            }));
+            let (tx, rx) = crossbeam_channel::bounded(DRIVE_QUEUE);
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        let shared = Arc::new(Shared {
+            catalog,
+            master,
+            appliance_id,
+            settings,
+            drives,
+            senders,
+            inflight: Mutex::new(HashMap::new()),
+            next_drive: AtomicUsize::new(0),
+            stats: StageStats::default(),
+            engine: Mutex::new(None),
+        });
+        let mut threads = vec![];
+        for (i, rx) in receivers.into_iter().enumerate() {
+            let sh = shared.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("barge-stage-{i}"))
+                .spawn(move || writer::run(sh, i, rx))
+                .map_err(|e| Error::Pipeline(format!("cannot start staging writer: {e}")))?;
+            threads.push(t);
+        }
+        Ok(Stager { shared, threads })
+    }
+
+    /// Stages one chunk: dedups it, or queues it for a drive. Blocks when the drive
+    /// queues are full, so call it from a blocking thread.
+    pub fn stage_blocking(&self, id: ChunkId, data: Vec<u8>) -> Result<Ticket> {
+        let len = data.len() as u64;
+        let rx = {
+            let mut m = self
+                .shared
+                .inflight
+                .lock()
+                .map_err(|_| Error::Pipeline("staging lock poisoned".into()))?;
+            if let Some(w) = m.get_mut(&id) {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                w.push(tx);
+                self.count_dedup(len);
+                return Ok(Ticket::Pending(rx));
+            }
+            if self.shared.catalog.get_chunk(&id)?.is_some() {
+                self.count_dedup(len);
+                return Ok(Ticket::Dedup);
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            m.insert(id, vec![tx]);
+            rx
+        };
+        self.shared.route(writer::WriteReq { id, data });
+        Ok(Ticket::Pending(rx))
+    }
+
+    fn count_dedup(&self, len: u64) {
+        self.shared
+            .stats
+            .chunks_dedup
+            .fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .stats
+            .bytes_dedup
+            .fetch_add(len, Ordering::Relaxed);
+    }
+
+    pub fn stats(&self) -> &StageStats {
+        &self.shared.stats
+    }
+
+    pub fn drives(&self) -> &[Arc<Drive>] {
+        &self.shared.drives
+    }
+
+    /// The I/O engine the writers use (known once a writer has started).
+    pub fn engine(&self) -> Option<EngineKind> {
+        self.shared.engine.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// Commits and seals every open segment, then stops the writers.
+    pub fn finish(self) -> Result<()> {
+        for tx in &self.shared.senders {
+            let _ = tx.send(writer::Msg::Shutdown);
+        }
+        for t in self.threads {
+            t.join()
+                .map_err(|_| Error::Pipeline("a staging writer thread panicked".into()))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,159 @@
+//! Reading chunks back from staging: io_uring reads, record-header check, GCM open, and a
+//! chunk-id check of the plaintext.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::{Arc, Mutex};
+
+use super::format::{RECORD_HEADER_LEN, RecordHeader};
+use super::io::{EngineKind, ReadService};
+use crate::catalog::Catalog;
+use crate::crypto::seal::{aad, nonce};
+use crate::crypto::{ChunkHasher, ChunkId, MasterKey, SealBackend, SegmentCipher, segment_key};
+use crate::error::{Error, Result};
+
+/// Reads chunks for drain and verify. Cheap to clone.
+#[derive(Clone)]
+pub struct ChunkReader {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    catalog: Arc<Catalog>,
+    master: Arc<MasterKey>,
+    hasher: ChunkHasher,
+    backend: SealBackend,
+    svc: ReadService,
+    segs: Mutex<HashMap<u64, Arc<SegHandle>>>,
+}
+
+struct SegHandle {
+    file: Arc<File>,
+    path: String,
+    cipher: SegmentCipher,
+}
+
+impl ChunkReader {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        master: Arc<MasterKey>,
+        backend: SealBackend,
+        depth: usize,
+    ) -> Self {
+        ChunkReader {
+            inner: Arc::new(Inner {
+                hasher: ChunkHasher::new(&master),
+                catalog,
+                master,
+                backend,
+                svc: ReadService::start(depth),
+                segs: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn engine(&self) -> &EngineKind {
+        self.inner.svc.kind()
+    }
+
+    fn segment(&self, id: u64) -> Result<Arc<SegHandle>> {
+        let mut m = self
+            .inner
+            .segs
+            .lock()
+            .map_err(|_| Error::Pipeline("reader lock poisoned".into()))?;
+        if let Some(h) = m.get(&id) {
+            return Ok(h.clone());
+        }
+        let rec = self
+            .inner
+            .catalog
+            .get_segment(id)?
+            .ok_or_else(|| Error::Segment {
+                segment: id,
+                drive: Default::default(),
+                message: "not in the catalog".into(),
+            })?;
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&rec.path)
+            .or_else(|_| File::open(&rec.path))
+            .map_err(|e| Error::Segment {
+                segment: id,
+                drive: rec.drive.clone().into(),
+                message: format!("cannot open {}: {e}", rec.path),
+            })?;
+        let key = segment_key(&self.inner.master, id, &rec.salt);
+        let h = Arc::new(SegHandle {
+            file: Arc::new(file),
+            path: rec.path.clone(),
+            cipher: SegmentCipher::new(self.inner.backend, &key),
+        });
+        m.insert(id, h.clone());
+        Ok(h)
+    }
+
+    /// Reads, authenticates and decrypts one chunk; checks the plaintext hashes to `id`.
+    pub async fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        let rec = self.inner.catalog.get_chunk(id)?.ok_or_else(|| {
+            Error::Pipeline(format!(
+                "chunk {id} is not in staging (no durable location in the catalog)"
+            ))
+        })?;
+        let seg = self.segment(rec.segment)?;
+        let len = RECORD_HEADER_LEN + rec.sealed_len as usize;
+        let bytes = self
+            .inner
+            .svc
+            .read(seg.file.clone(), rec.offset, len)
+            .await
+            .map_err(|e| Error::Segment {
+                segment: rec.segment,
+                drive: seg.path.clone().into(),
+                message: format!("reading chunk {id} at offset {}: {e}", rec.offset),
+            })?;
+        let inner = self.inner.clone();
+        let id = *id;
+        tokio::task::spawn_blocking(move || {
+            let seg_err = |message: String| Error::Segment {
+                segment: rec.segment,
+                drive: seg.path.clone().into(),
+                message,
+            };
+            let hdr = RecordHeader::decode(&bytes).map_err(|e| {
+                seg_err(format!(
+                    "record header of chunk {id} at offset {}: {e}",
+                    rec.offset
+                ))
+            })?;
+            if hdr.chunk != id || hdr.sealed_len != rec.sealed_len {
+                return Err(seg_err(format!(
+                    "record at offset {} holds chunk {} ({} B), catalog expects {id} ({} B)",
+                    rec.offset, hdr.chunk, hdr.sealed_len, rec.sealed_len
+                )));
+            }
+            let mut data = bytes[RECORD_HEADER_LEN..].to_vec();
+            seg.cipher
+                .open(
+                    nonce(rec.offset),
+                    &aad(&id, rec.segment, rec.offset),
+                    &mut data,
+                )
+                .map_err(|_| Error::ChunkAuth {
+                    chunk: id.to_string(),
+                    segment: rec.segment,
+                    offset: rec.offset,
+                })?;
+            if inner.hasher.id(&data) != id {
+                return Err(seg_err(format!(
+                    "chunk {id} decrypted to content with another id"
+                )));
+            }
+            Ok(data)
+        })
+        .await
+        .map_err(|e| Error::Pipeline(format!("decrypt task: {e}")))?
+    }
+}
