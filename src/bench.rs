@@ -149,7 +149,7 @@ pub fn run(a: &BenchArgs) -> Result<std::process::ExitCode> {
                 node.master.clone(),
                 node.appliance_id,
                 node.staging.settings.clone(),
-                &[drive.clone()],
+                std::slice::from_ref(&drive),
             )?;
             // Pre-generate distinct chunks so the clock measures staging, not the filler.
             let chunk = 2 << 20;

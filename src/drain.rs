@@ -121,6 +121,13 @@ pub async fn run(
         started: unix_now(),
         ..Default::default()
     })?;
+    let leftovers = dest.cleanup().await?;
+    if leftovers > 0 {
+        tracing::warn!(
+            "removed {leftovers} interrupted uploads from {}",
+            dest.url()
+        );
+    }
     let (tx, rx) = mpsc::channel::<(ObjectKey, ObjectRecord)>(DRAIN_QUEUE);
     let catalog = node.catalog.clone();
     let scanner = tokio::task::spawn_blocking(move || -> Result<()> {
@@ -162,7 +169,12 @@ pub async fn run(
                 };
                 let body = object_body(&reader, &key, &rec);
                 let res = match dest.put(&meta, body).await {
-                    Ok(()) => catalog.set_object_state(&key, ObjectState::Drained),
+                    Ok(()) => {
+                        crate::failpoint::point("drain.after_put");
+                        let r = catalog.set_object_state(&key, ObjectState::Drained);
+                        crate::failpoint::point("drain.after_mark");
+                        r
+                    }
                     Err(e) => Err(e),
                 };
                 match res {

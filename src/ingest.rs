@@ -150,6 +150,20 @@ pub async fn run(
     opts: &IngestOptions,
 ) -> Result<IngestSummary> {
     let drives = node.drive_paths(&opts.drives);
+    // Segments left open by a crashed run are sealed before new ones are written.
+    let rec = crate::staging::recover::recover(
+        &node.catalog,
+        &node.master,
+        node.staging.settings.seal_backend,
+        &drives,
+    )?;
+    if rec.segments_resealed > 0 || !rec.orphan_files_removed.is_empty() {
+        tracing::warn!(
+            "recovered staging after an interrupted run: {} segments resealed, {} orphan files removed",
+            rec.segments_resealed,
+            rec.orphan_files_removed.len()
+        );
+    }
     let stager = Stager::start(
         node.catalog.clone(),
         node.master.clone(),
@@ -327,6 +341,7 @@ async fn fetch_one(ctx: &Arc<Ctx>, meta: ObjectMeta, old: Option<ObjectRecord>) 
             };
             match ctx.node_catalog.commit_staged(&key, &rec, &drop_refs) {
                 Ok(()) => {
+                    crate::failpoint::point("ingest.after_object");
                     ctx.counters.staged.fetch_add(1, Ordering::Relaxed);
                     ctx.counters
                         .bytes_staged

@@ -12,6 +12,7 @@ pub mod chunker;
 pub mod crypto;
 pub mod drain;
 pub mod error;
+pub mod failpoint;
 pub mod ingest;
 pub mod node;
 pub mod object;

@@ -57,6 +57,9 @@ struct Global {
     /// Only errors on stderr.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// Print results as JSON on stdout (one document per stage).
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -99,22 +102,17 @@ enum Cmd {
         /// Download everything and compare BLAKE3 of the content.
         #[arg(long)]
         full: bool,
-        #[arg(long)]
-        json: bool,
     },
     /// The definition of done: totals, dedup, failures, verdict.
     Report {
-        #[arg(long)]
-        json: bool,
         /// Also write per-object failures as CSV here.
         #[arg(long)]
         csv: Option<PathBuf>,
     },
     /// Catalog counts, staging drives and the I/O engine in use.
-    Status {
-        #[arg(long)]
-        json: bool,
-    },
+    Status,
+    /// Seal segments left open by a crash and remove staging files the catalog does not know.
+    Fsck,
     /// Generate a sample tree with duplicates and shifted copies.
     Sample {
         #[arg(long)]
@@ -219,7 +217,11 @@ fn gib(b: u64) -> f64 {
     b as f64 / (1u64 << 30) as f64
 }
 
-fn print_ingest(s: &IngestSummary, secs: f64) {
+fn print_ingest(g: &Global, s: &IngestSummary, secs: f64) {
+    if g.json {
+        println!("{}", serde_json::json!({"ingest": s, "secs": secs}));
+        return;
+    }
     let ratio = if s.bytes_new > 0 {
         (s.bytes_new + s.bytes_dedup) as f64 / s.bytes_new as f64
     } else {
@@ -264,11 +266,11 @@ async fn do_ingest(g: &Global, node: &Node, source: &str, tune: &Tune) -> Result
     }
     let t = std::time::Instant::now();
     let s = ingest::run(node, src, &opts).await?;
-    print_ingest(&s, t.elapsed().as_secs_f64());
+    print_ingest(g, &s, t.elapsed().as_secs_f64());
     Ok(s)
 }
 
-async fn do_drain(node: &Node, dest: &str, tune: &Tune) -> Result<drain::DrainSummary> {
+async fn do_drain(g: &Global, node: &Node, dest: &str, tune: &Tune) -> Result<drain::DrainSummary> {
     let d = open_destination(dest)?;
     let mut opts = DrainOptions::default();
     if let Some(c) = tune.concurrency {
@@ -277,6 +279,10 @@ async fn do_drain(node: &Node, dest: &str, tune: &Tune) -> Result<drain::DrainSu
     let t = std::time::Instant::now();
     let s = drain::run(node, d, &opts).await?;
     let secs = t.elapsed().as_secs_f64();
+    if g.json {
+        println!("{}", serde_json::json!({"drain": s, "secs": secs}));
+        return Ok(s);
+    }
     println!(
         "drain: {} objects ({:.3} GiB) written in {:.1}s ({:.0} MiB/s), {} failed",
         s.drained,
@@ -295,7 +301,7 @@ async fn do_verify(node: &Node, dest: &str, full: bool, json: bool) -> Result<bo
     let d = open_destination(dest)?;
     let r = verify::run(node, d, full).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        println!("{}", serde_json::json!({ "verify": r }));
     } else {
         println!(
             "verify ({}): {} expected, {} present, {} match; {} missing, {} extra, {} differing",
@@ -330,7 +336,7 @@ fn do_report(node: &Node, json: bool, csv: Option<&PathBuf>) -> Result<bool> {
         std::fs::write(p, r.failures_csv()).with_context(|| format!("writing {}", p.display()))?;
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        println!("{}", serde_json::json!({ "report": r }));
     } else {
         print!("{}", r.to_text());
     }
@@ -386,32 +392,54 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Drain { dest, tune } => {
             let node = g.open()?;
-            let s = do_drain(&node, dest, tune).await?;
+            let s = do_drain(g, &node, dest, tune).await?;
             Ok(code(s.failed == 0))
         }
         Cmd::Migrate { source, dest, tune } => {
             let node = g.open()?;
             let s = do_ingest(g, &node, source, tune).await?;
-            let d = do_drain(&node, dest, tune).await?;
-            let v = do_verify(&node, dest, false, false).await?;
-            let done = do_report(&node, false, None)?;
+            let d = do_drain(g, &node, dest, tune).await?;
+            let v = do_verify(&node, dest, false, g.json).await?;
+            let done = do_report(&node, g.json, None)?;
             Ok(code(
                 s.failed == 0 && s.stopped_early.is_none() && d.failed == 0 && v && done,
             ))
         }
-        Cmd::Verify { dest, full, json } => {
+        Cmd::Verify { dest, full } => {
             let node = g.open()?;
-            Ok(code(do_verify(&node, dest, *full, *json).await?))
+            Ok(code(do_verify(&node, dest, *full, g.json).await?))
         }
-        Cmd::Report { json, csv } => {
+        Cmd::Report { csv } => {
             let node = g.open()?;
-            Ok(code(do_report(&node, *json, csv.as_ref())?))
+            Ok(code(do_report(&node, g.json, csv.as_ref())?))
         }
-        Cmd::Status { json } => {
+        Cmd::Fsck => {
+            let node = g.open()?;
+            let drives = node.drive_paths(&[]);
+            let r = barge::staging::recover::recover(
+                &node.catalog,
+                &node.master,
+                node.staging.settings.seal_backend,
+                &drives,
+            )?;
+            if g.json {
+                println!("{}", serde_json::json!({ "fsck": r }));
+            } else {
+                println!(
+                    "fsck: {} open segments resealed ({} records kept, {} bytes released), {} orphan files removed",
+                    r.segments_resealed,
+                    r.records_kept,
+                    r.bytes_discarded,
+                    r.orphan_files_removed.len()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status => {
             let node = g.open()?;
             let r = report::build(&node)?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+            if g.json {
+                println!("{}", serde_json::json!({ "status": r }));
             } else {
                 println!("state       {}", g.state.display());
                 print!("{}", r.to_text());
@@ -462,7 +490,7 @@ async fn demo(g: &Global, dir: &std::path::Path, size: u64) -> Result<ExitCode> 
     };
     let tune = Tune { concurrency: None };
     let s = do_ingest(g, &node, &src.display().to_string(), &tune).await?;
-    let d = do_drain(&node, &out.display().to_string(), &tune).await?;
+    let d = do_drain(g, &node, &out.display().to_string(), &tune).await?;
     let v = do_verify(&node, &out.display().to_string(), true, false).await?;
     let r = report::build(&node)?;
     print!("{}", r.to_text());

@@ -29,6 +29,9 @@ pub struct Report {
     /// staged_logical_bytes / unique_bytes.
     pub dedup_ratio: f64,
     pub drained_bytes: u64,
+    /// Objects written to the destination more than once after being recorded drained
+    /// (must stay 0: a re-run never re-uploads finished work).
+    pub uploaded_twice: u64,
     pub io_engine: Option<String>,
     pub drives: Vec<String>,
     pub failures: Vec<Failure>,
@@ -63,6 +66,9 @@ pub fn build(node: &Node) -> Result<Report> {
         r.logical_bytes += rec.size;
         if rec.state.is_staged_or_later() {
             r.staged_logical_bytes += rec.size;
+        }
+        if rec.uploads > 1 {
+            r.uploaded_twice += 1;
         }
         match &rec.state {
             ObjectState::Listed => r.listed += 1,

@@ -258,6 +258,29 @@ impl Destination for LocalDest {
             .map_err(|e| Error::Pipeline(format!("listing task: {e}")))?
     }
 
+    async fn cleanup(&self) -> Result<u64> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut n = 0;
+            for e in walkdir::WalkDir::new(&root).into_iter().flatten() {
+                let name = e.file_name().as_bytes();
+                if e.file_type().is_file()
+                    && name
+                        .windows(TMP_MARKER.len())
+                        .any(|w| w == TMP_MARKER.as_bytes())
+                {
+                    std::fs::remove_file(e.path()).map_err(|err| {
+                        Error::io("removing an interrupted upload", e.path(), err)
+                    })?;
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+        .await
+        .map_err(|e| Error::Pipeline(format!("cleanup task: {e}")))?
+    }
+
     async fn get(&self, key: &ObjectKey) -> Result<Reader> {
         let p = key_path(&self.root, key)?;
         let f = tokio::fs::File::open(&p)

@@ -53,6 +53,9 @@ pub trait Destination: Send + Sync {
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()>;
     /// Reads an object back (for verify --full).
     async fn get(&self, key: &ObjectKey) -> Result<Reader>;
+    /// Removes leftovers of uploads a crash interrupted (temporary files, incomplete
+    /// multipart uploads). Called before a drain starts; returns how many were removed.
+    async fn cleanup(&self) -> Result<u64>;
 }
 
 /// Parses a source URL: a path or `file:///path` in this version.

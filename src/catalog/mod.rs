@@ -79,9 +79,14 @@ impl Catalog {
         let cfs = ALL_CFS.iter().map(|name| {
             let mut o = Options::default();
             if *name == CF_CHUNKS {
-                o.set_merge_operator_associative("barge-chunk-v1", |_k, existing, ops| {
-                    Some(records::merge_chunk(existing, ops.iter()))
-                });
+                // Full merge folds operands into a ChunkRecord. Partial merge declines
+                // (returns None): operands and records have different encodings, so
+                // RocksDB must keep operands as they are until a full merge.
+                o.set_merge_operator(
+                    "barge-chunk-v1",
+                    |_k, existing, ops| Some(records::merge_chunk(existing, ops.iter())),
+                    |_k, _existing, _ops| None,
+                );
             }
             ColumnFamilyDescriptor::new(*name, o)
         });

@@ -227,6 +227,21 @@ pub fn load_key(state: &Path, req: &KeyRequest) -> Result<MasterKey> {
         )));
     }
     let (key, what) = match (&info.origin, req) {
+        (
+            KeyOrigin::Passphrase { .. },
+            KeyRequest {
+                key_file: Some(p), ..
+            },
+        ) => {
+            return Err(Error::option(
+                "--key-file",
+                format!(
+                    "{}: state directory {} takes its key from a passphrase (--passphrase-env), not a key file",
+                    p.display(),
+                    state.display()
+                ),
+            ));
+        }
         (KeyOrigin::Passphrase { salt, params }, _) => {
             let var = req.passphrase_env.as_deref().unwrap_or("BARGE_PASSPHRASE");
             let pass = read_passphrase(var)?;

@@ -369,10 +369,21 @@ impl ReadService {
     }
 }
 
+/// Reads `len` bytes at `offset` with BLOCK-aligned I/O (the fd may be O_DIRECT).
 fn read_exact_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-    let mut v = vec![0u8; len];
-    file.read_exact_at(&mut v, offset)?;
-    Ok(v)
+    let start = offset / BLOCK as u64 * BLOCK as u64;
+    let skip = (offset - start) as usize;
+    let mut buf = AlignedBuf::new(skip + len);
+    let want = buf.len();
+    let mut got = 0;
+    while got < skip + len {
+        let n = file.read_at(&mut buf.as_mut_slice()[got..want], start + got as u64)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short read"));
+        }
+        got += n;
+    }
+    Ok(buf.as_slice()[skip..skip + len].to_vec())
 }
 
 struct InFlightRead {

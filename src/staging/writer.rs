@@ -172,6 +172,7 @@ impl Writer {
             plain_len,
             sealed_len: data.len() as u32,
         };
+        crate::failpoint::point("staging.before_append");
         append(&mut self.eng, seg, &hdr.encode(), true)?;
         append(&mut self.eng, seg, &data, true)?;
         seg.index.push(IndexEntry {
@@ -305,6 +306,7 @@ impl Writer {
             return Ok(());
         }
         flush_tail(&mut self.eng, seg).map_err(|e| Error::io("staging write", &seg.path, e))?;
+        crate::failpoint::point("staging.after_sync");
         let rec = self.segment_record(
             self.seg.as_ref().expect("checked above"),
             SegmentState::Open,
@@ -314,6 +316,7 @@ impl Writer {
         self.sh
             .catalog
             .commit_chunk_locations(seg.id, &rec, &self.pending)?;
+        crate::failpoint::point("staging.after_commit");
         for (id, _) in self.pending.drain(..) {
             self.sh.complete(&id, Ok(()));
         }
@@ -368,6 +371,7 @@ impl Writer {
             }
             .encode(),
         );
+        crate::failpoint::point("staging.before_seal");
         let res = (|| {
             append(&mut self.eng, &mut seg, &tail, false)?;
             flush_tail(&mut self.eng, &mut seg)?;

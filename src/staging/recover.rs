@@ -1,0 +1,185 @@
+//! Crash recovery for staging (`barge fsck`, and the start of every ingest).
+//!
+//! * A segment still `Open` in the catalog belongs to a run that died. Its committed
+//!   chunks are durable (they were fdatasync'ed before their catalog commit), so it is
+//!   kept: the records are scanned from the header on, each checked by header CRC and
+//!   GCM tag; the first record that fails marks the end. Index and trailer are written
+//!   there and the segment becomes `Sealed`.
+//! * A `seg-*.barge` file the catalog does not know (a crash between creating the file
+//!   and recording it) holds no committed chunk and is deleted.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::format::{
+    BLOCK, IndexEntry, RECORD_HEADER_LEN, RecordHeader, SegmentHeader, TRAILER_LEN, Trailer,
+};
+use crate::catalog::{Catalog, SegmentRecord, SegmentState};
+use crate::crypto::seal::{aad, nonce};
+use crate::crypto::{MasterKey, SealBackend, SegmentCipher, segment_key};
+use crate::error::{Error, Result};
+
+/// What recovery did.
+#[derive(Debug, Default, Serialize)]
+pub struct RecoveryReport {
+    pub segments_resealed: u64,
+    pub records_kept: u64,
+    pub bytes_discarded: u64,
+    pub orphan_files_removed: Vec<String>,
+}
+
+/// Parses a segment file name `seg-<16 hex>.barge`.
+pub fn segment_id_of(name: &str) -> Option<u64> {
+    let hex = name.strip_prefix("seg-")?.strip_suffix(".barge")?;
+    (hex.len() == 16).then(|| u64::from_str_radix(hex, 16).ok())?
+}
+
+/// Seals crashed segments and removes files the catalog does not know.
+pub fn recover(
+    catalog: &Catalog,
+    master: &MasterKey,
+    backend: SealBackend,
+    drives: &[PathBuf],
+) -> Result<RecoveryReport> {
+    let mut rep = RecoveryReport::default();
+    let mut open = vec![];
+    for item in catalog.segments()? {
+        let (id, rec) = item?;
+        if rec.state == SegmentState::Open {
+            open.push((id, rec));
+        }
+    }
+    for (id, rec) in open {
+        reseal(catalog, master, backend, id, rec, &mut rep)?;
+    }
+    for d in drives {
+        let Ok(rd) = std::fs::read_dir(d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(id) = segment_id_of(&name) {
+                if catalog.get_segment(id)?.is_none() {
+                    let p = e.path();
+                    std::fs::remove_file(&p)
+                        .map_err(|err| Error::io("removing orphan segment", &p, err))?;
+                    tracing::warn!(
+                        "removed {}: segment unknown to the catalog (crash before it was recorded)",
+                        p.display()
+                    );
+                    rep.orphan_files_removed.push(p.display().to_string());
+                }
+            }
+        }
+    }
+    Ok(rep)
+}
+
+fn reseal(
+    catalog: &Catalog,
+    master: &MasterKey,
+    backend: SealBackend,
+    id: u64,
+    mut rec: SegmentRecord,
+    rep: &mut RecoveryReport,
+) -> Result<()> {
+    let path = PathBuf::from(&rec.path);
+    let seg_err = |message: String| Error::Segment {
+        segment: id,
+        drive: Path::new(&rec.drive).to_path_buf(),
+        message,
+    };
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| seg_err(format!("cannot open {} to recover it: {e}", path.display())))?;
+    let file_len = f
+        .metadata()
+        .map_err(|e| Error::io("stat segment", &path, e))?
+        .len();
+    let mut head = vec![0u8; BLOCK];
+    f.read_exact_at(&mut head, 0)
+        .map_err(|e| seg_err(format!("cannot read header: {e}")))?;
+    let header = SegmentHeader::decode(&head).map_err(|e| seg_err(format!("header: {e}")))?;
+    if header.segment_id != id {
+        return Err(seg_err(format!("file holds segment {}", header.segment_id)));
+    }
+    let cipher = SegmentCipher::new(backend, &segment_key(master, id, &header.salt));
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&head);
+    let mut pos = BLOCK as u64;
+    let mut index = vec![];
+    let mut hdr_buf = [0u8; RECORD_HEADER_LEN];
+    loop {
+        if pos + RECORD_HEADER_LEN as u64 > file_len || f.read_exact_at(&mut hdr_buf, pos).is_err()
+        {
+            break;
+        }
+        let Ok(h) = RecordHeader::decode(&hdr_buf) else {
+            break;
+        };
+        if pos + h.record_len() > file_len {
+            break;
+        }
+        let mut sealed = vec![0u8; h.sealed_len as usize];
+        if f.read_exact_at(&mut sealed, pos + RECORD_HEADER_LEN as u64)
+            .is_err()
+        {
+            break;
+        }
+        let stored = sealed.clone();
+        if cipher
+            .open(nonce(pos), &aad(&h.chunk, id, pos), &mut sealed)
+            .is_err()
+        {
+            break;
+        }
+        hasher.update(&hdr_buf);
+        hasher.update(&stored);
+        index.push(IndexEntry {
+            chunk: h.chunk,
+            offset: pos,
+            plain_len: h.plain_len,
+            sealed_len: h.sealed_len,
+        });
+        pos += h.record_len();
+    }
+    let mut tail = vec![];
+    for e in &index {
+        e.encode(&mut tail);
+    }
+    let index_len = tail.len() as u64;
+    let new_len = Trailer::file_len(pos + index_len);
+    tail.resize((new_len - TRAILER_LEN as u64 - pos) as usize, 0);
+    let checksum = *hasher.finalize().as_bytes();
+    tail.extend_from_slice(
+        &Trailer {
+            record_count: index.len() as u32,
+            index_offset: pos,
+            index_len,
+            data_checksum: checksum,
+        }
+        .encode(),
+    );
+    f.write_all_at(&tail, pos)
+        .and_then(|_| f.set_len(new_len))
+        .and_then(|_| f.sync_all())
+        .map_err(|e| seg_err(format!("cannot write recovered footer: {e}")))?;
+    rep.segments_resealed += 1;
+    rep.records_kept += index.len() as u64;
+    rep.bytes_discarded += file_len.saturating_sub(new_len);
+    tracing::warn!(
+        "recovered segment {id} ({}): {} records kept, sealed at {pos} bytes",
+        path.display(),
+        index.len()
+    );
+    rec.state = SegmentState::Sealed;
+    rec.data_len = pos;
+    rec.records = index.len() as u64;
+    rec.checksum = Some(checksum);
+    catalog.put_segment(id, &rec)
+}

@@ -1,0 +1,131 @@
+//! Helpers shared by the integration tests: run the real `barge` binary against real
+//! files, RocksDB and io_uring, in directories under cargo's target tmpdir (a disk
+//! filesystem, so O_DIRECT is exercised).
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn tmp() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("barge-test-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("tempdir")
+}
+
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_barge"));
+    c.env_remove("BARGE_CRASH_AT")
+        .env_remove("BARGE_IO_ENGINE")
+        .env_remove("BARGE_STATE");
+    c
+}
+
+/// Runs barge with `--state state` and the given arguments.
+pub fn barge(state: &Path, args: &[&str]) -> Output {
+    bin()
+        .arg("--state")
+        .arg(state)
+        .args(args)
+        .output()
+        .expect("run barge")
+}
+
+pub fn ok(o: &Output) -> String {
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "barge failed ({:?})\nstdout:\n{out}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Small chunk and segment sizes so tests cross every boundary with little data.
+pub const SMALL: &[&str] = &[
+    "--chunk-min",
+    "16KiB",
+    "--chunk-avg",
+    "64KiB",
+    "--chunk-max",
+    "256KiB",
+    "--segment-size",
+    "2MiB",
+    "--block-size",
+    "64KiB",
+    "--commit-bytes",
+    "512KiB",
+];
+
+pub fn init_small(state: &Path, extra: &[&str]) {
+    let mut args = vec!["init"];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(extra);
+    ok(&barge(state, &args));
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn rand_bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut f = barge::sample::Filler::new(seed);
+    f.bytes(n)
+}
+
+pub fn write(root: &Path, rel: &[u8], data: &[u8]) -> PathBuf {
+    let p = root.join(OsStr::from_bytes(rel));
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+/// Parses the JSON document a `--json` stage printed that has `key` at the top.
+pub fn json_doc(out: &str, key: &str) -> serde_json::Value {
+    for line in out.lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            if v.get(key).is_some() {
+                return v;
+            }
+        }
+    }
+    panic!("no JSON document with {key:?} in:\n{out}");
+}
+
+/// `diff -r` must find the trees identical.
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let o = Command::new("diff")
+        .arg("-r")
+        .arg(a)
+        .arg(b)
+        .output()
+        .expect("run diff");
+    assert!(
+        o.status.success(),
+        "diff -r {} {}:\n{}{}",
+        a.display(),
+        b.display(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// All regular files under `dir`.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect()
+}
+
+/// True if `needle` occurs anywhere in `hay`.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
