@@ -1,1 +1,130 @@
+//! Drive discovery and preparation for the barge appliance.
+//!
+//! This version reads block devices from sysfs (model, serial, firmware, size, block
+//! size, NUMA node, rotational). NVMe health through the admin passthrough ioctl, secure
+//! erase and sanitize come with the appliance issue.
 
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+/// Errors of drive discovery.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Size of the unit `/sys/block/*/size` counts in, whatever the device's block size.
+pub const SYSFS_SECTOR: u64 = 512;
+
+/// One block device as sysfs describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BlockDevice {
+    /// Kernel name (nvme0n1, sda, loop3). Not stable across boots: never an identity.
+    pub name: String,
+    pub size_bytes: u64,
+    pub logical_block_size: u32,
+    pub rotational: bool,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub firmware_rev: Option<String>,
+    pub numa_node: Option<i32>,
+    pub is_nvme: bool,
+}
+
+fn read_trim(p: &Path) -> Option<String> {
+    fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Lists the block devices under `sys_block` (normally `/sys/block`), sorted by name.
+/// Devices with size 0 (empty loop devices, card readers) are left out.
+pub fn discover(sys_block: &Path) -> Result<Vec<BlockDevice>, Error> {
+    let rd = fs::read_dir(sys_block).map_err(|source| Error::Read {
+        path: sys_block.to_path_buf(),
+        source,
+    })?;
+    let mut out = vec![];
+    for e in rd.flatten() {
+        let dir = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let sectors: u64 = read_trim(&dir.join("size")).and_then(|s| s.parse().ok()).unwrap_or(0);
+        if sectors == 0 {
+            continue;
+        }
+        let dev = dir.join("device");
+        // NVMe namespaces keep model/serial on the controller (device/), others too.
+        let numa = read_trim(&dev.join("numa_node"))
+            .or_else(|| read_trim(&dev.join("device/numa_node")))
+            .and_then(|s| s.parse().ok());
+        out.push(BlockDevice {
+            is_nvme: name.starts_with("nvme"),
+            size_bytes: sectors * SYSFS_SECTOR,
+            logical_block_size: read_trim(&dir.join("queue/logical_block_size"))
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(512),
+            rotational: read_trim(&dir.join("queue/rotational")).as_deref() == Some("1"),
+            model: read_trim(&dev.join("model")),
+            serial: read_trim(&dev.join("serial")),
+            firmware_rev: read_trim(&dev.join("firmware_rev")).or_else(|| read_trim(&dev.join("rev"))),
+            numa_node: numa,
+            name,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(root: &Path, rel: &str, v: &str) {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, format!("{v}\n")).unwrap();
+    }
+
+    #[test]
+    fn reads_a_recorded_sysfs_tree() {
+        // Shaped after a qemu guest with an emulated NVMe drive and a virtio disk.
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        put(r, "nvme0n1/size", "2097152");
+        put(r, "nvme0n1/queue/logical_block_size", "4096");
+        put(r, "nvme0n1/queue/rotational", "0");
+        put(r, "nvme0n1/device/model", "QEMU NVMe Ctrl                          ");
+        put(r, "nvme0n1/device/serial", "barge-data-1");
+        put(r, "nvme0n1/device/firmware_rev", "9.2.0   ");
+        put(r, "nvme0n1/device/device/numa_node", "-1");
+        put(r, "vda/size", "41943040");
+        put(r, "vda/queue/logical_block_size", "512");
+        put(r, "vda/queue/rotational", "1");
+        put(r, "loop0/size", "0");
+        let d = discover(r).unwrap();
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].name, "nvme0n1");
+        assert_eq!(d[0].size_bytes, 1 << 30);
+        assert_eq!(d[0].logical_block_size, 4096);
+        assert_eq!(d[0].serial.as_deref(), Some("barge-data-1"));
+        assert_eq!(d[0].model.as_deref(), Some("QEMU NVMe Ctrl"));
+        assert_eq!(d[0].firmware_rev.as_deref(), Some("9.2.0"));
+        assert_eq!(d[0].numa_node, Some(-1));
+        assert!(d[0].is_nvme && !d[0].rotational);
+        assert!(d[1].rotational && d[1].serial.is_none());
+    }
+
+    #[test]
+    fn a_missing_sysfs_is_named() {
+        let e = discover(Path::new("/nonexistent/sys/block")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/sys/block"));
+    }
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages barge needs. Usage: scripts/deps.sh build|test|bench
+#   build: what compiling needs (Debian's RocksDB and libclang for bindgen)
+#   test:  build + what the test suite runs (diff, mount for the tmpfs test)
+#   bench: test + the reference tools of benches/compare.sh (fio, b3sum, restic, openssl)
+set -euo pipefail
+want=${1:-test}
+pkgs=(librocksdb-dev libclang-dev clang pkg-config diffutils mount)
+case "$want" in
+  build|test) ;;
+  bench) pkgs+=(fio b3sum restic openssl) ;;
+  *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
+esac
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
