@@ -466,7 +466,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Demo { dir, size } => demo(g, dir, *size).await,
-        Cmd::Bench(a) => bench::run(a),
+        Cmd::Bench(_) => unreachable!("handled before the runtime starts"),
     }
 }
 
@@ -512,6 +512,13 @@ async fn demo(g: &Global, dir: &std::path::Path, size: u64) -> Result<ExitCode> 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.global);
+    if let Cmd::Bench(a) = &cli.cmd {
+        // Benches drive their own threads; they must not run inside the async runtime.
+        return bench::run(a).unwrap_or_else(|e| {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        });
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
