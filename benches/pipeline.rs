@@ -41,12 +41,18 @@ fn bench(c: &mut Criterion) {
         let cipher = SegmentCipher::new(backend, &[5; 32]);
         let id = ChunkId([1; 32]);
         let mut buf = chunk.to_vec();
-        g.bench_with_input(BenchmarkId::new("aes-256-gcm-2MiB", format!("{backend:?}")), &backend, |b, _| {
-            b.iter(|| {
-                buf.truncate(chunk.len());
-                cipher.seal(nonce(4096), &aad(&id, 1, 4096), &mut buf).expect("seal");
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new("aes-256-gcm-2MiB", format!("{backend:?}")),
+            &backend,
+            |b, _| {
+                b.iter(|| {
+                    buf.truncate(chunk.len());
+                    cipher
+                        .seal(nonce(4096), &aad(&id, 1, 4096), &mut buf)
+                        .expect("seal");
+                })
+            },
+        );
     }
     g.finish();
 }

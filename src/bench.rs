@@ -54,6 +54,9 @@ enum What {
         block_size: usize,
         #[arg(long, default_value_t = 8)]
         queue_depth: usize,
+        /// Bytes between fdatasync+catalog commits.
+        #[arg(long, default_value_t = barge::staging::DEFAULT_COMMIT_BYTES)]
+        commit_bytes: u64,
     },
 }
 
@@ -131,6 +134,7 @@ pub fn run(a: &BenchArgs) -> Result<std::process::ExitCode> {
             mib,
             block_size,
             queue_depth,
+            commit_bytes,
         } => {
             let state = dir.join(format!("bench-state-{}", std::process::id()));
             let drive = dir.join(format!("bench-drive-{}", std::process::id()));
@@ -138,6 +142,7 @@ pub fn run(a: &BenchArgs) -> Result<std::process::ExitCode> {
                 staging: StagingSettings {
                     block_size: *block_size,
                     queue_depth: *queue_depth,
+                    commit_bytes: *commit_bytes,
                     ..Default::default()
                 },
                 drives: vec![drive.clone()],

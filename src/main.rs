@@ -152,7 +152,7 @@ struct InitArgs {
     commit_bytes: u64,
     #[arg(long, default_value = "512KiB", value_parser = parse_size)]
     chunk_min: u64,
-    #[arg(long, default_value = "2MiB", value_parser = parse_size)]
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
     chunk_avg: u64,
     #[arg(long, default_value = "8MiB", value_parser = parse_size)]
     chunk_max: u64,

@@ -11,7 +11,10 @@ fn each_backend_opens_what_the_other_sealed() {
     let key: [u8; 32] = f.bytes(32).try_into().unwrap();
     let ref_c = SegmentCipher::new(SealBackend::RustCrypto, &key);
     let lc_c = SegmentCipher::new(SealBackend::AwsLc, &key);
-    for (i, len) in [0usize, 1, 15, 16, 17, 4096, 65_537, 2 << 20].into_iter().enumerate() {
+    for (i, len) in [0usize, 1, 15, 16, 17, 4096, 65_537, 2 << 20]
+        .into_iter()
+        .enumerate()
+    {
         let plain = f.bytes(len);
         let id = ChunkId(f.bytes(32).try_into().unwrap());
         let off = 4096 + i as u64 * 1_000_003;
@@ -21,14 +24,22 @@ fn each_backend_opens_what_the_other_sealed() {
             sealer.seal(nonce(off), &a, &mut buf).unwrap();
             assert_eq!(buf.len(), len + 16);
             if len > 0 {
-                assert_ne!(&buf[..len.min(64)], &plain[..len.min(64)], "ciphertext differs from plaintext");
+                assert_ne!(
+                    &buf[..len.min(64)],
+                    &plain[..len.min(64)],
+                    "ciphertext differs from plaintext"
+                );
             }
             let mut opened = buf.clone();
             opener.open(nonce(off), &a, &mut opened).unwrap();
             assert_eq!(opened, plain);
             // Wrong segment in the AAD, or a flipped bit: refused by both.
             let mut wrong = buf.clone();
-            assert!(opener.open(nonce(off), &aad(&id, 43, off), &mut wrong).is_err());
+            assert!(
+                opener
+                    .open(nonce(off), &aad(&id, 43, off), &mut wrong)
+                    .is_err()
+            );
             let mut flipped = buf.clone();
             let k = flipped.len() / 2;
             flipped[k] ^= 1;

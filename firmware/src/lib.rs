@@ -56,7 +56,9 @@ pub fn discover(sys_block: &Path) -> Result<Vec<BlockDevice>, Error> {
     for e in rd.flatten() {
         let dir = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
-        let sectors: u64 = read_trim(&dir.join("size")).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let sectors: u64 = read_trim(&dir.join("size"))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         if sectors == 0 {
             continue;
         }
@@ -74,7 +76,8 @@ pub fn discover(sys_block: &Path) -> Result<Vec<BlockDevice>, Error> {
             rotational: read_trim(&dir.join("queue/rotational")).as_deref() == Some("1"),
             model: read_trim(&dev.join("model")),
             serial: read_trim(&dev.join("serial")),
-            firmware_rev: read_trim(&dev.join("firmware_rev")).or_else(|| read_trim(&dev.join("rev"))),
+            firmware_rev: read_trim(&dev.join("firmware_rev"))
+                .or_else(|| read_trim(&dev.join("rev"))),
             numa_node: numa,
             name,
         });
@@ -101,7 +104,11 @@ mod tests {
         put(r, "nvme0n1/size", "2097152");
         put(r, "nvme0n1/queue/logical_block_size", "4096");
         put(r, "nvme0n1/queue/rotational", "0");
-        put(r, "nvme0n1/device/model", "QEMU NVMe Ctrl                          ");
+        put(
+            r,
+            "nvme0n1/device/model",
+            "QEMU NVMe Ctrl                          ",
+        );
         put(r, "nvme0n1/device/serial", "barge-data-1");
         put(r, "nvme0n1/device/firmware_rev", "9.2.0   ");
         put(r, "nvme0n1/device/device/numa_node", "-1");

@@ -97,8 +97,8 @@ pub struct SegmentRecord {
     /// Bytes of header and records (the footer excluded).
     pub data_len: u64,
     pub records: u64,
-    /// BLAKE3 of bytes [0, data_len) once sealed.
-    pub checksum: Option<[u8; 32]>,
+    /// XXH3-128 of bytes [0, data_len) once sealed (see `staging::format::SegmentHasher`).
+    pub checksum: Option<[u8; 16]>,
 }
 
 /// Value of the `runs` column family. Key: run id, u64 big-endian.

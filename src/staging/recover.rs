@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::format::{
-    BLOCK, IndexEntry, RECORD_HEADER_LEN, RecordHeader, SegmentHeader, TRAILER_LEN, Trailer,
+    BLOCK, IndexEntry, RECORD_HEADER_LEN, RecordHeader, SegmentHasher, SegmentHeader, TRAILER_LEN,
+    Trailer,
 };
 use crate::catalog::{Catalog, SegmentRecord, SegmentState};
 use crate::crypto::seal::{aad, nonce};
@@ -109,7 +110,7 @@ fn reseal(
         return Err(seg_err(format!("file holds segment {}", header.segment_id)));
     }
     let cipher = SegmentCipher::new(backend, &segment_key(master, id, &header.salt));
-    let mut hasher = blake3::Hasher::new();
+    let mut hasher = SegmentHasher::new();
     hasher.update(&head);
     let mut pos = BLOCK as u64;
     let mut index = vec![];
@@ -155,7 +156,7 @@ fn reseal(
     let index_len = tail.len() as u64;
     let new_len = Trailer::file_len(pos + index_len);
     tail.resize((new_len - TRAILER_LEN as u64 - pos) as usize, 0);
-    let checksum = *hasher.finalize().as_bytes();
+    let checksum = hasher.finish();
     tail.extend_from_slice(
         &Trailer {
             record_count: index.len() as u32,

@@ -15,8 +15,8 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::format::{
-    BLOCK, INDEX_ENTRY_LEN, IndexEntry, RECORD_HEADER_LEN, RecordHeader, SEGMENT_FORMAT_VERSION,
-    SegmentHeader, TRAILER_LEN, Trailer, round_up,
+    BLOCK, CHECKSUM_LEN, INDEX_ENTRY_LEN, IndexEntry, RECORD_HEADER_LEN, RecordHeader,
+    SEGMENT_FORMAT_VERSION, SegmentHasher, SegmentHeader, TRAILER_LEN, Trailer, round_up,
 };
 use super::io::WriteEngine;
 use super::{Shared, StageFailure};
@@ -52,7 +52,7 @@ struct OpenSeg {
     cur_start: u64,
     cur_fill: usize,
     index: Vec<IndexEntry>,
-    hasher: blake3::Hasher,
+    hasher: SegmentHasher,
     capacity: u64,
 }
 
@@ -269,7 +269,7 @@ impl Writer {
             cur_start: 0,
             cur_fill: 0,
             index: vec![],
-            hasher: blake3::Hasher::new(),
+            hasher: SegmentHasher::new(),
             capacity,
         };
         let mut block = vec![0u8; BLOCK];
@@ -283,7 +283,7 @@ impl Writer {
         &self,
         seg: &OpenSeg,
         state: SegmentState,
-        checksum: Option<[u8; 32]>,
+        checksum: Option<[u8; CHECKSUM_LEN]>,
     ) -> SegmentRecord {
         SegmentRecord {
             drive: self.drive_path().display().to_string(),
@@ -354,7 +354,7 @@ impl Writer {
             return Ok(());
         };
         let index_offset = seg.pos;
-        let checksum = *seg.hasher.finalize().as_bytes();
+        let checksum = seg.hasher.finish();
         let mut tail = Vec::with_capacity(seg.index.len() * INDEX_ENTRY_LEN + 2 * BLOCK);
         for e in &seg.index {
             e.encode(&mut tail);

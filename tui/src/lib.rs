@@ -50,7 +50,11 @@ impl StatusView {
 pub fn draw(f: &mut Frame, s: &StatusView) {
     let rows = Layout::default()
         .direction(Direction::Vertical)
-        .constraints([Constraint::Length(3), Constraint::Min(6), Constraint::Length(3)])
+        .constraints([
+            Constraint::Length(3),
+            Constraint::Min(6),
+            Constraint::Length(3),
+        ])
         .split(f.area());
     let pct = s.progress();
     f.render_widget(
@@ -58,7 +62,11 @@ pub fn draw(f: &mut Frame, s: &StatusView) {
             .block(Block::default().borders(Borders::ALL).title(" progress "))
             .gauge_style(Style::default().fg(Color::Green))
             .ratio(pct.clamp(0.0, 1.0))
-            .label(format!("{:.1}% of {} objects at destination", pct * 100.0, s.objects)),
+            .label(format!(
+                "{:.1}% of {} objects at destination",
+                pct * 100.0,
+                s.objects
+            )),
         rows[0],
     );
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
@@ -73,14 +81,21 @@ pub fn draw(f: &mut Frame, s: &StatusView) {
             gib(s.unique_bytes),
             s.dedup_ratio
         )),
-        Line::from(format!("io engine {}", s.io_engine.as_deref().unwrap_or("-"))),
+        Line::from(format!(
+            "io engine {}",
+            s.io_engine.as_deref().unwrap_or("-")
+        )),
         Line::from(format!("drives {}", s.drives.join(", "))),
     ];
     f.render_widget(
         Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" barge ")),
         rows[1],
     );
-    let color = if s.verdict.starts_with("DONE") { Color::Green } else { Color::Yellow };
+    let color = if s.verdict.starts_with("DONE") {
+        Color::Green
+    } else {
+        Color::Yellow
+    };
     f.render_widget(
         Paragraph::new(s.verdict.as_str())
             .style(Style::default().fg(color))
