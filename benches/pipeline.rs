@@ -15,7 +15,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("chunk");
     g.throughput(Throughput::Bytes(data.len() as u64));
     g.sample_size(10);
-    g.bench_function("fastcdc-512k-2m-8m", |b| {
+    g.bench_function("fastcdc-512k-1m-8m", |b| {
         b.iter(|| {
             let mut n = 0;
             chunk_stream(&data[..], ChunkParams::default(), |_| {

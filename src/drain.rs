@@ -185,10 +185,10 @@ pub async fn run(
                     Err(e) => {
                         tracing::warn!("drain {key}: {e}");
                         failed.fetch_add(1, Ordering::Relaxed);
-                        if let Ok(mut f) = failures.lock() {
-                            if f.len() < crate::ingest::MAX_FAILURES_SHOWN {
-                                f.push((key.to_string(), e.to_string()));
-                            }
+                        if let Ok(mut f) = failures.lock()
+                            && f.len() < crate::ingest::MAX_FAILURES_SHOWN
+                        {
+                            f.push((key.to_string(), e.to_string()));
                         }
                         let _ = catalog.set_object_state(
                             &key,
@@ -208,6 +208,16 @@ pub async fn run(
     scanner
         .await
         .map_err(|e| Error::Pipeline(format!("catalog scan: {e}")))??;
+    if let Some(layout) = dest.layout() {
+        // The container mapping, in the catalog and as a lookup file beside it.
+        let bytes =
+            serde_json::to_vec_pretty(&layout).map_err(|e| Error::Pipeline(e.to_string()))?;
+        node.catalog
+            .meta_put_sync(crate::catalog::META_DEST_LAYOUT, &bytes)?;
+        let p = node.state_dir.join("container-map.json");
+        std::fs::write(&p, &bytes)
+            .map_err(|e| Error::io("writing the container lookup file", &p, e))?;
+    }
     node.catalog.sync()?;
     let summary = DrainSummary {
         drained: drained.load(Ordering::Relaxed),

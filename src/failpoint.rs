@@ -29,10 +29,11 @@ fn config() -> &'static Option<Point> {
 
 /// Passes the crash point `name`.
 pub fn point(name: &str) {
-    if let Some(p) = config() {
-        if p.name == name && p.seen.fetch_add(1, Ordering::SeqCst) + 1 == p.at {
-            eprintln!("barge: crash point {name} reached, killing myself");
-            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
-        }
+    if let Some(p) = config()
+        && p.name == name
+        && p.seen.fetch_add(1, Ordering::SeqCst) + 1 == p.at
+    {
+        eprintln!("barge: crash point {name} reached, killing myself");
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
 }

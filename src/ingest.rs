@@ -15,6 +15,7 @@ use serde::Serialize;
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::io::SyncIoBridge;
 
+use crate::backend::check::Verifier;
 use crate::backend::{Listed, Source};
 use crate::catalog::{ChunkRef, ObjectRecord, ObjectState, RunRecord, unix_now};
 use crate::chunker::{ChunkError, chunk_stream};
@@ -69,6 +70,8 @@ pub struct IngestSummary {
     pub io_engine: String,
     pub stopped_early: Option<String>,
     pub failures: Vec<(String, String)>,
+    /// Objects staged per source checksum kind ("md5", "md5-multipart", "unchecked").
+    pub checks: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -89,6 +92,7 @@ struct Ctx {
     params: crate::chunker::ChunkParams,
     counters: Counters,
     failures: std::sync::Mutex<Vec<(String, String)>>,
+    checks: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     stop: AtomicBool,
     stop_reason: std::sync::Mutex<Option<String>>,
 }
@@ -97,10 +101,10 @@ impl Ctx {
     fn fail(&self, key: &ObjectKey, meta: Option<&ObjectMeta>, reason: String) {
         tracing::warn!("object {key}: {reason}");
         self.counters.failed.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut f) = self.failures.lock() {
-            if f.len() < MAX_FAILURES_SHOWN {
-                f.push((key.to_string(), reason.clone()));
-            }
+        if let Ok(mut f) = self.failures.lock()
+            && f.len() < MAX_FAILURES_SHOWN
+        {
+            f.push((key.to_string(), reason.clone()));
         }
         let state = ObjectState::Failed {
             stage: "ingest".into(),
@@ -122,6 +126,7 @@ impl Ctx {
                     blake3: None,
                     chunks: vec![],
                     state,
+                    checked: String::new(),
                     uploads: 0,
                     updated: unix_now(),
                 },
@@ -154,6 +159,7 @@ pub async fn run(
     let rec = crate::staging::recover::recover(
         &node.catalog,
         &node.master,
+        &node.appliance_id,
         node.staging.settings.seal_backend,
         &drives,
     )?;
@@ -185,6 +191,7 @@ pub async fn run(
         params: node.chunks,
         counters: Counters::default(),
         failures: Default::default(),
+        checks: Default::default(),
         stop: AtomicBool::new(false),
         stop_reason: Default::default(),
     });
@@ -235,14 +242,13 @@ pub async fn run(
                         break;
                     }
                 };
-                if let Some(o) = &old {
-                    if o.size == meta.size
-                        && o.version == meta.version
-                        && o.state.is_staged_or_later()
-                    {
-                        ctx.counters.unchanged.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
+                if let Some(o) = &old
+                    && o.size == meta.size
+                    && o.version == meta.version
+                    && o.state.is_staged_or_later()
+                {
+                    ctx.counters.unchanged.fetch_add(1, Ordering::Relaxed);
+                    continue;
                 }
                 if work_tx.send((meta, old)).await.is_err() {
                     break;
@@ -280,6 +286,7 @@ pub async fn run(
             .unwrap_or_else(|| "none (nothing written)".into()),
         stopped_early: ctx.stop_reason.lock().ok().and_then(|r| r.clone()),
         failures: ctx.failures.lock().map(|f| f.clone()).unwrap_or_default(),
+        checks: ctx.checks.lock().map(|c| c.clone()).unwrap_or_default(),
     };
     let stager = ctx.stager;
     tokio::task::spawn_blocking(move || stager.finish())
@@ -325,17 +332,29 @@ pub async fn run(
 async fn fetch_one(ctx: &Arc<Ctx>, meta: ObjectMeta, old: Option<ObjectRecord>) {
     let key = meta.key.clone();
     match stage_object(ctx, &meta).await {
-        Ok((chunks, blake3)) => {
+        Ok(staged) => {
             // The previous version's references are released in the same batch.
             let drop_refs: Vec<ChunkRef> = old.map(|o| o.chunks).unwrap_or_default();
+            let checked = match &staged.unchecked {
+                None => staged.check_kind.to_string(),
+                Some(why) => format!("unchecked: {why}"),
+            };
+            if let Ok(mut c) = ctx.checks.lock() {
+                *c.entry(staged.check_kind.to_string()).or_default() += 1;
+            }
             let rec = ObjectRecord {
                 size: meta.size,
                 version: meta.version.clone(),
-                content_type: meta.content_type.clone(),
-                user_meta: meta.user_meta.clone(),
-                blake3: Some(blake3),
-                chunks,
+                content_type: staged.content_type.or_else(|| meta.content_type.clone()),
+                user_meta: if staged.user_meta.is_empty() {
+                    meta.user_meta.clone()
+                } else {
+                    staged.user_meta
+                },
+                blake3: Some(staged.blake3),
+                chunks: staged.chunks,
                 state: ObjectState::Staged,
+                checked,
                 uploads: 0,
                 updated: unix_now(),
             };
@@ -361,12 +380,24 @@ async fn fetch_one(ctx: &Arc<Ctx>, meta: ObjectMeta, old: Option<ObjectRecord>) 
     }
 }
 
-async fn stage_object(ctx: &Arc<Ctx>, meta: &ObjectMeta) -> Result<(Vec<ChunkRef>, [u8; 32])> {
-    let reader = ctx.source.open(meta).await?;
-    let bridge = SyncIoBridge::new(reader);
+/// An object whose chunks are all durable.
+struct Staged {
+    chunks: Vec<ChunkRef>,
+    blake3: [u8; 32],
+    check_kind: &'static str,
+    unchecked: Option<String>,
+    content_type: Option<String>,
+    user_meta: Vec<(String, String)>,
+}
+
+async fn stage_object(ctx: &Arc<Ctx>, meta: &ObjectMeta) -> Result<Staged> {
+    let opened = ctx.source.open(meta).await?;
+    let (content_type, user_meta) = (opened.content_type, opened.user_meta);
+    let mut verifier = Verifier::new(opened.check);
+    let bridge = SyncIoBridge::new(opened.reader);
     let c2 = ctx.clone();
     let key = meta.key.clone();
-    let (refs, tickets, blake3, total) = tokio::task::spawn_blocking(move || {
+    let (refs, tickets, blake3, total, verdict) = tokio::task::spawn_blocking(move || {
         let mut whole = blake3::Hasher::new();
         let mut refs = vec![];
         let mut tickets = vec![];
@@ -376,6 +407,7 @@ async fn stage_object(ctx: &Arc<Ctx>, meta: &ObjectMeta) -> Result<(Vec<ChunkRef
                 return Err(Error::Pipeline("ingest is stopping".into()));
             }
             whole.update(&c.data);
+            verifier.update(&c.data);
             total += c.data.len() as u64;
             let id = c2.hasher.id(&c.data);
             refs.push(ChunkRef {
@@ -386,7 +418,13 @@ async fn stage_object(ctx: &Arc<Ctx>, meta: &ObjectMeta) -> Result<(Vec<ChunkRef
             Ok(())
         });
         match res {
-            Ok(()) => Ok((refs, tickets, *whole.finalize().as_bytes(), total)),
+            Ok(()) => Ok((
+                refs,
+                tickets,
+                *whole.finalize().as_bytes(),
+                total,
+                verifier.finish(),
+            )),
             Err(ChunkError::Read(e)) => Err(Error::object(&key, format!("read failed: {e}"))),
             Err(ChunkError::Sink(e)) => Err(e),
         }
@@ -403,6 +441,12 @@ async fn stage_object(ctx: &Arc<Ctx>, meta: &ObjectMeta) -> Result<(Vec<ChunkRef
         ));
     }
     ctx.source.check_unchanged(meta).await?;
+    let (check_kind, unchecked) = verdict.map_err(|why| {
+        Error::object(
+            &meta.key,
+            format!("source checksum mismatch: {why}; not staged"),
+        )
+    })?;
     for t in tickets {
         if let Ticket::Pending(rx) = t {
             match rx.await {
@@ -420,5 +464,12 @@ async fn stage_object(ctx: &Arc<Ctx>, meta: &ObjectMeta) -> Result<(Vec<ChunkRef
             }
         }
     }
-    Ok((refs, blake3))
+    Ok(Staged {
+        chunks: refs,
+        blake3,
+        check_kind,
+        unchecked,
+        content_type,
+        user_meta,
+    })
 }

@@ -1,5 +1,6 @@
 //! The `barge` command line. Parses options, opens the state directory, runs a stage and
-//! turns outcomes into exit codes: 0 done/ok, 1 error, 2 finished with failed objects.
+//! turns outcomes into exit codes: 0 done/ok, 1 error, 2 usage error (clap), 3 finished
+//! with failed objects or NOT DONE.
 
 mod bench;
 
@@ -9,7 +10,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use barge::backend::{open_destination, open_source};
+use barge::backend::throttle::ThrottleConfig;
+use barge::backend::{EndpointOptions, open_destination, open_source};
 use barge::chunker::ChunkParams;
 use barge::crypto::SealBackend;
 use barge::crypto::keys::KeyRequest;
@@ -18,6 +20,10 @@ use barge::ingest::{self, IngestOptions, IngestSummary};
 use barge::node::{InitOptions, Node};
 use barge::staging::StagingSettings;
 use barge::{report, sample, verify};
+
+/// Exit code of a run that finished with failed objects, or a report that is NOT DONE
+/// (2 is clap's usage error).
+const NOT_DONE: u8 = 3;
 
 #[derive(Parser)]
 #[command(
@@ -60,6 +66,46 @@ struct Global {
     /// Print results as JSON on stdout (one document per stage).
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    ends: Ends,
+}
+
+/// Endpoint options: each side of a move has its own endpoint and profile.
+#[derive(Args, Clone)]
+struct Ends {
+    /// S3 endpoint of the source (else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL / profile).
+    #[arg(long, global = true)]
+    source_endpoint: Option<String>,
+    /// AWS profile of the source.
+    #[arg(long, global = true)]
+    source_profile: Option<String>,
+    /// S3 endpoint of the destination.
+    #[arg(long, global = true)]
+    dest_endpoint: Option<String>,
+    /// AWS profile of the destination.
+    #[arg(long, global = true)]
+    dest_profile: Option<String>,
+    /// Swift destination container sharding: hash:N or prefix:K.
+    #[arg(long, global = true)]
+    containers: Option<String>,
+    /// Most requests in flight per endpoint (the adaptive window never exceeds it).
+    #[arg(long, global = true, default_value_t = 64)]
+    max_concurrency: usize,
+    /// Cap on request starts per second per endpoint.
+    #[arg(long, global = true)]
+    max_requests_per_second: Option<f64>,
+    /// Size above which uploads become Swift SLOs / S3 multipart (default 128MiB / 64MiB).
+    #[arg(long, global = true, value_parser = parse_size)]
+    large_threshold: Option<u64>,
+    /// S3 part size for ranged GETs and multipart uploads (default 16MiB, at least 5MiB).
+    #[arg(long, global = true, value_parser = parse_size)]
+    part_size: Option<u64>,
+    /// Swift SLO segment size (default 64MiB, at least 1MiB).
+    #[arg(long, global = true, value_parser = parse_size)]
+    slo_segment_size: Option<u64>,
+    /// Listings run in parallel (S3: first-level prefixes).
+    #[arg(long, global = true, default_value_t = 4)]
+    list_parallel: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -188,6 +234,61 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 impl Global {
+    /// Destination options; without --containers, the mapping recorded by the last drain
+    /// to the same URL is used, so verify finds every object.
+    fn dest_side(&self, node: &Node, url: &str) -> EndpointOptions {
+        let mut o = self.side(false);
+        if o.containers.is_none() {
+            let recorded = node
+                .catalog
+                .meta_get(barge::catalog::META_DEST_LAYOUT)
+                .ok()
+                .flatten()
+                .and_then(|v| serde_json::from_slice::<serde_json::Value>(&v).ok())
+                .filter(|v| v["url"] == url);
+            if let Some(v) = recorded {
+                o.containers = match v["map"]["scheme"].as_str() {
+                    Some("hash") => v["map"]["n"].as_u64().map(|n| format!("hash:{n}")),
+                    Some("prefix") => v["map"]["k"].as_u64().map(|k| format!("prefix:{k}")),
+                    _ => None,
+                };
+            }
+        }
+        o
+    }
+
+    fn side(&self, source: bool) -> EndpointOptions {
+        let e = &self.ends;
+        EndpointOptions {
+            endpoint: if source {
+                e.source_endpoint.clone()
+            } else {
+                e.dest_endpoint.clone()
+            },
+            profile: if source {
+                e.source_profile.clone()
+            } else {
+                e.dest_profile.clone()
+            },
+            region: None,
+            throttle: ThrottleConfig {
+                max_concurrency: e.max_concurrency.max(1),
+                initial_concurrency: e.max_concurrency.clamp(1, 8),
+                max_rps: e.max_requests_per_second,
+            },
+            part_size: e.part_size,
+            large_threshold: e.large_threshold,
+            segment_size: e.slo_segment_size,
+            containers: if source { None } else { e.containers.clone() },
+            list_parallel: e.list_parallel,
+            env_prefix: if source {
+                "BARGE_SOURCE_".into()
+            } else {
+                "BARGE_DEST_".into()
+            },
+        }
+    }
+
     fn key(&self) -> KeyRequest {
         KeyRequest {
             key_file: self.key_file.clone(),
@@ -256,7 +357,7 @@ fn print_ingest(g: &Global, s: &IngestSummary, secs: f64) {
 }
 
 async fn do_ingest(g: &Global, node: &Node, source: &str, tune: &Tune) -> Result<IngestSummary> {
-    let src = open_source(source)?;
+    let src = open_source(source, &g.side(true)).await?;
     let mut opts = IngestOptions {
         drives: g.staging.clone(),
         ..Default::default()
@@ -271,7 +372,7 @@ async fn do_ingest(g: &Global, node: &Node, source: &str, tune: &Tune) -> Result
 }
 
 async fn do_drain(g: &Global, node: &Node, dest: &str, tune: &Tune) -> Result<drain::DrainSummary> {
-    let d = open_destination(dest)?;
+    let d = open_destination(dest, &g.dest_side(node, dest)).await?;
     let mut opts = DrainOptions::default();
     if let Some(c) = tune.concurrency {
         opts.concurrency = c;
@@ -297,8 +398,8 @@ async fn do_drain(g: &Global, node: &Node, dest: &str, tune: &Tune) -> Result<dr
     Ok(s)
 }
 
-async fn do_verify(node: &Node, dest: &str, full: bool, json: bool) -> Result<bool> {
-    let d = open_destination(dest)?;
+async fn do_verify(g: &Global, node: &Node, dest: &str, full: bool, json: bool) -> Result<bool> {
+    let d = open_destination(dest, &g.dest_side(node, dest)).await?;
     let r = verify::run(node, d, full).await?;
     if json {
         println!("{}", serde_json::json!({ "verify": r }));
@@ -370,7 +471,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         if ok {
             ExitCode::SUCCESS
         } else {
-            ExitCode::from(2)
+            ExitCode::from(NOT_DONE)
         }
     };
     match &cli.cmd {
@@ -399,7 +500,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let node = g.open()?;
             let s = do_ingest(g, &node, source, tune).await?;
             let d = do_drain(g, &node, dest, tune).await?;
-            let v = do_verify(&node, dest, false, g.json).await?;
+            let v = do_verify(g, &node, dest, false, g.json).await?;
             let done = do_report(&node, g.json, None)?;
             Ok(code(
                 s.failed == 0 && s.stopped_early.is_none() && d.failed == 0 && v && done,
@@ -407,7 +508,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Verify { dest, full } => {
             let node = g.open()?;
-            Ok(code(do_verify(&node, dest, *full, g.json).await?))
+            Ok(code(do_verify(g, &node, dest, *full, g.json).await?))
         }
         Cmd::Report { csv } => {
             let node = g.open()?;
@@ -419,6 +520,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let r = barge::staging::recover::recover(
                 &node.catalog,
                 &node.master,
+                &node.appliance_id,
                 node.staging.settings.seal_backend,
                 &drives,
             )?;
@@ -491,7 +593,7 @@ async fn demo(g: &Global, dir: &std::path::Path, size: u64) -> Result<ExitCode> 
     let tune = Tune { concurrency: None };
     let s = do_ingest(g, &node, &src.display().to_string(), &tune).await?;
     let d = do_drain(g, &node, &out.display().to_string(), &tune).await?;
-    let v = do_verify(&node, &out.display().to_string(), true, false).await?;
+    let v = do_verify(g, &node, &out.display().to_string(), true, false).await?;
     let r = report::build(&node)?;
     print!("{}", r.to_text());
     println!(
@@ -505,7 +607,7 @@ async fn demo(g: &Global, dir: &std::path::Path, size: u64) -> Result<ExitCode> 
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(2)
+        ExitCode::from(NOT_DONE)
     })
 }
 

@@ -1,7 +1,7 @@
 //! A state directory opened for work: its key, its catalog and its settings.
 //!
 //! ```text
-//! <state>/keys/master.key   32 random bytes (absent with a passphrase), mode 0600
+//! <state>/keys/master.key   32 random bytes (absent with a passphrase or --key-file), 0600
 //! <state>/keys/key.json     key origin, KDF salt/params, key check value
 //! <state>/catalog/          RocksDB
 //! <state>/staging/          default staging drive when no --staging is given
@@ -66,7 +66,14 @@ impl Node {
         opts.staging.validate(opts.chunks.max)?;
         std::fs::create_dir_all(state)
             .map_err(|e| Error::io("creating state directory", state, e))?;
-        let master = init_key(state, &opts.key)?;
+        if state.join("keys/key.json").exists() {
+            return Err(Error::State {
+                path: state.to_path_buf(),
+                message: "already initialised (keys/key.json exists)".into(),
+            });
+        }
+        // Catalog first, key last: keys/key.json marks a finished init, so an init that
+        // died half-way can simply be run again.
         let catalog = open_catalog(state, true)?;
         let appliance_id: [u8; 16] = random_bytes();
         catalog.meta_put_sync(META_APPLIANCE_ID, &appliance_id)?;
@@ -87,6 +94,7 @@ impl Node {
                 .collect(),
         };
         catalog.meta_put_sync(META_STAGING, &crate::catalog::records::encode(&staging))?;
+        let master = init_key(state, &opts.key)?;
         tracing::info!(
             "initialised {} (appliance {}, key {})",
             state.display(),

@@ -32,6 +32,8 @@ pub struct Report {
     /// Objects written to the destination more than once after being recorded drained
     /// (must stay 0: a re-run never re-uploads finished work).
     pub uploaded_twice: u64,
+    /// Staged objects per source checksum verified: "md5", "md5-multipart", "unchecked".
+    pub checks: std::collections::BTreeMap<String, u64>,
     pub io_engine: Option<String>,
     pub drives: Vec<String>,
     pub failures: Vec<Failure>,
@@ -66,6 +68,11 @@ pub fn build(node: &Node) -> Result<Report> {
         r.logical_bytes += rec.size;
         if rec.state.is_staged_or_later() {
             r.staged_logical_bytes += rec.size;
+        }
+        if rec.state.is_staged_or_later() {
+            let kind = rec.checked.split(':').next().unwrap_or("").trim();
+            let kind = if kind.is_empty() { "unchecked" } else { kind };
+            *r.checks.entry(kind.to_string()).or_default() += 1;
         }
         if rec.uploads > 1 {
             r.uploaded_twice += 1;
@@ -188,6 +195,19 @@ impl Report {
             self.segments_open
         ));
         s.push_str(&format!("dedup ratio {:.2}\n", self.dedup_ratio));
+        let checks: Vec<String> = self
+            .checks
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect();
+        s.push_str(&format!(
+            "checksums   {}\n",
+            if checks.is_empty() {
+                "-".into()
+            } else {
+                checks.join(", ")
+            }
+        ));
         s.push_str(&format!(
             "moved       {:.3} GiB to the destination\n",
             gib(self.drained_bytes)

@@ -58,6 +58,12 @@ async fn hash_of(dest: &dyn Destination, key: &ObjectKey) -> Result<(u64, [u8; 3
 
 /// Lists the destination and checks it against every object in the catalog.
 pub async fn run(node: &Node, dest: Arc<dyn Destination>, full: bool) -> Result<VerifyReport> {
+    let id = node.catalog.start_run(&RunRecord {
+        command: if full { "verify --full" } else { "verify" }.into(),
+        destination: Some(dest.url()),
+        started: unix_now(),
+        ..Default::default()
+    })?;
     let (tx, mut rx) = mpsc::channel(4096);
     let d2 = dest.clone();
     let lister = tokio::spawn(async move { d2.list(tx).await });
@@ -94,7 +100,7 @@ pub async fn run(node: &Node, dest: Arc<dyn Destination>, full: bool) -> Result<
             Some(_) => {
                 report.present += 1;
                 if full {
-                    to_hash.push((key, rec.blake3));
+                    to_hash.push((key, rec.blake3, rec.state.is_at_destination()));
                 } else {
                     report.matched += 1;
                 }
@@ -105,21 +111,25 @@ pub async fn run(node: &Node, dest: Arc<dyn Destination>, full: bool) -> Result<
     report.extra.sort();
 
     if full {
-        let results = futures::stream::iter(to_hash.into_iter().map(|(key, want)| {
+        let results = futures::stream::iter(to_hash.into_iter().map(|(key, want, drained)| {
             let dest = dest.clone();
             async move {
                 let got = hash_of(dest.as_ref(), &key).await;
-                (key, want, got)
+                (key, want, drained, got)
             }
         }))
         .buffer_unordered(VERIFY_CONCURRENCY);
         use futures::StreamExt;
         let results: Vec<_> = results.collect().await;
-        for (key, want, got) in results {
+        for (key, want, drained, got) in results {
             match got {
                 Ok((_, h)) if Some(h) == want => {
                     report.matched += 1;
-                    node.catalog.set_object_state(&key, ObjectState::Verified)?;
+                    // Only a drained object becomes verified: a failed or re-staged one
+                    // keeps its state even if an older copy at the destination matches.
+                    if drained {
+                        node.catalog.set_object_state(&key, ObjectState::Verified)?;
+                    }
                 }
                 Ok((_, h)) => report.differing.push((
                     key.to_string(),
@@ -136,12 +146,6 @@ pub async fn run(node: &Node, dest: Arc<dyn Destination>, full: bool) -> Result<
     }
     report.missing.sort();
     report.differing.sort();
-    let id = node.catalog.start_run(&RunRecord {
-        command: if full { "verify --full" } else { "verify" }.into(),
-        destination: Some(dest.url()),
-        started: unix_now(),
-        ..Default::default()
-    })?;
     node.catalog.finish_run(
         id,
         vec![

@@ -394,7 +394,7 @@ fn a_file_changing_while_read_fails_alone_and_is_retried() {
     appender.join().unwrap();
     assert_eq!(
         o.status.code(),
-        Some(2),
+        Some(3),
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );
@@ -404,7 +404,7 @@ fn a_file_changing_while_read_fails_alone_and_is_retried() {
         "{text}"
     );
     let r = barge(&state, &["--json", "report"]);
-    assert_eq!(r.status.code(), Some(2), "report exits 2 when NOT DONE");
+    assert_eq!(r.status.code(), Some(3), "report exits 3 when NOT DONE");
     let r = json_doc(&String::from_utf8_lossy(&r.stdout), "report");
     assert_eq!(r["report"]["failed"], 1);
     assert_eq!(r["report"]["done"], false);
@@ -481,7 +481,7 @@ fn a_flipped_byte_in_staging_never_reaches_the_destination() {
     bytes[4096 + 48 + 5000] ^= 0x20; // inside the first record's ciphertext
     std::fs::write(&seg, bytes).unwrap();
     let o = barge(&state, &["drain", "--dest", out.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(3));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
         text.contains("victim") && text.contains("failed authentication"),
@@ -626,7 +626,7 @@ fn full_staging_stops_cleanly_and_resumes_on_another_drive() {
             src.to_str().unwrap(),
         ],
     );
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let i = json_doc(&String::from_utf8_lossy(&o.stdout), "ingest");
     let why = i["ingest"]["stopped_early"]
         .as_str()

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers shared by saio-*.sh and ceph-*.sh; sourced, never run.
 # The caller sets TAG (log prefix), STATE, RUN (pid files) and LOGD (logs) first.
 # A pid file RUN/NAME.pid holds "PID STARTTIME"; STARTTIME is field 22 of /proc/PID/stat,
@@ -12,7 +13,7 @@ die() { log "ERROR: $*"; exit 1; }
 secs() { local ms=$(( $(date +%s%3N) - T0 )); printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100)); }
 
 # starttime PID: prints the start time of a live process; fails for a gone or zombie PID
-# (PID 1 on this kind of box may never reap orphans, so dead daemons linger as zombies).
+# (PID 1 here is slow to reap orphans, so a stopped daemon can linger as a zombie a while).
 starttime() {
     local line f
     line=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
@@ -93,7 +94,9 @@ stop_on_failure() {
     local rc=$?
     if [ $rc != 0 ] && [ ${#STARTED[@]} -gt 0 ]; then
         log "start failed: stopping what this run started (logs in $LOGD)"
-        stop_names "${STARTED[@]}"
+        local i rev=()
+        for (( i = ${#STARTED[@]} - 1; i >= 0; i-- )); do rev+=("${STARTED[$i]}"); done
+        stop_names "${rev[@]}"
     fi
     return $rc
 }

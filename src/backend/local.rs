@@ -14,14 +14,14 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use super::{Body, Destination, Listed, Reader, Source};
+use super::{Body, ContentCheck, Destination, Listed, Opened, Reader, Source};
 use crate::error::{Error, Result};
 use crate::object::{ObjectKey, ObjectMeta};
 
 /// Marker in the names of in-progress destination files; listings skip them.
 pub const TMP_MARKER: &str = ".barge-tmp.";
 
-/// Version tag of a local file: mtime (ns), size and inode.
+/// Version tag of a local file: mtime (ns) and inode (the size is compared separately).
 fn version_of(md: &std::fs::Metadata) -> String {
     format!(
         "mtime:{}.{:09} ino:{}",
@@ -53,7 +53,17 @@ fn key_path(root: &Path, key: &ObjectKey) -> Result<PathBuf> {
     Ok(p)
 }
 
-fn walk(root: &Path, tx: &mpsc::Sender<Listed>) -> Result<()> {
+/// True for a temporary file of an interrupted destination write: `.<name>.barge-tmp.<hex>`.
+fn is_tmp_name(name: &[u8]) -> bool {
+    name.first() == Some(&b'.')
+        && name
+            .windows(TMP_MARKER.len())
+            .any(|w| w == TMP_MARKER.as_bytes())
+}
+
+/// Lists regular files under `root`. `skip_tmp` hides our own temporary files (in a
+/// destination tree only: a source may hold any name).
+fn walk(root: &Path, tx: &mpsc::Sender<Listed>, skip_tmp: bool) -> Result<()> {
     for entry in walkdir::WalkDir::new(root)
         .follow_links(false)
         .sort_by_file_name()
@@ -66,12 +76,7 @@ fn walk(root: &Path, tx: &mpsc::Sender<Listed>) -> Result<()> {
                 }
                 let rel = e.path().strip_prefix(root).unwrap_or(e.path());
                 let key = ObjectKey::from_bytes(rel.as_os_str().as_bytes().to_vec());
-                if rel
-                    .as_os_str()
-                    .as_bytes()
-                    .windows(TMP_MARKER.len())
-                    .any(|w| w == TMP_MARKER.as_bytes())
-                {
+                if skip_tmp && is_tmp_name(e.file_name().as_bytes()) {
                     continue;
                 }
                 if !ft.is_file() {
@@ -145,17 +150,24 @@ impl Source for LocalSource {
 
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()> {
         let root = self.root.clone();
-        tokio::task::spawn_blocking(move || walk(&root, &tx))
+        tokio::task::spawn_blocking(move || walk(&root, &tx, false))
             .await
             .map_err(|e| Error::Pipeline(format!("listing task: {e}")))?
     }
 
-    async fn open(&self, meta: &ObjectMeta) -> Result<Reader> {
+    async fn open(&self, meta: &ObjectMeta) -> Result<Opened> {
         let p = key_path(&self.root, &meta.key)?;
         let f = tokio::fs::File::open(&p)
             .await
             .map_err(|e| Error::object(&meta.key, format!("cannot open {}: {e}", p.display())))?;
-        Ok(Box::new(tokio::io::BufReader::with_capacity(1 << 20, f)))
+        Ok(Opened {
+            reader: Box::new(tokio::io::BufReader::with_capacity(1 << 20, f)),
+            content_type: None,
+            user_meta: vec![],
+            check: ContentCheck::Unchecked(
+                "local file: no source checksum (size and mtime are checked)".into(),
+            ),
+        })
     }
 
     async fn check_unchanged(&self, meta: &ObjectMeta) -> Result<()> {
@@ -253,7 +265,7 @@ impl Destination for LocalDest {
 
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()> {
         let root = self.root.clone();
-        tokio::task::spawn_blocking(move || walk(&root, &tx))
+        tokio::task::spawn_blocking(move || walk(&root, &tx, true))
             .await
             .map_err(|e| Error::Pipeline(format!("listing task: {e}")))?
     }
@@ -263,12 +275,7 @@ impl Destination for LocalDest {
         tokio::task::spawn_blocking(move || {
             let mut n = 0;
             for e in walkdir::WalkDir::new(&root).into_iter().flatten() {
-                let name = e.file_name().as_bytes();
-                if e.file_type().is_file()
-                    && name
-                        .windows(TMP_MARKER.len())
-                        .any(|w| w == TMP_MARKER.as_bytes())
-                {
+                if e.file_type().is_file() && is_tmp_name(e.file_name().as_bytes()) {
                     std::fs::remove_file(e.path()).map_err(|err| {
                         Error::io("removing an interrupted upload", e.path(), err)
                     })?;

@@ -1,7 +1,13 @@
 //! Sources and destinations. Each store is one module implementing [`Source`] and/or
 //! [`Destination`]; [`open_source`] and [`open_destination`] pick one from a URL.
 
+pub mod check;
 pub mod local;
+pub mod s3;
+pub mod swift;
+pub mod throttle;
+
+pub use check::ContentCheck;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,6 +35,15 @@ pub type Body = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 /// A readable object body.
 pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
 
+/// An object opened for reading, with what the source says about it.
+pub struct Opened {
+    pub reader: Reader,
+    pub content_type: Option<String>,
+    pub user_meta: Vec<(String, String)>,
+    /// What the body must match (S3 ETag MD5, ...), or why nothing can be checked.
+    pub check: ContentCheck,
+}
+
 /// Where objects come from.
 #[async_trait]
 pub trait Source: Send + Sync {
@@ -37,7 +52,7 @@ pub trait Source: Send + Sync {
     /// Streams the listing into `tx`, page by page; returns when the listing is complete.
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()>;
     /// Opens an object for reading.
-    async fn open(&self, meta: &ObjectMeta) -> Result<Reader>;
+    async fn open(&self, meta: &ObjectMeta) -> Result<Opened>;
     /// After a full read: fails if the object changed since it was listed.
     async fn check_unchanged(&self, meta: &ObjectMeta) -> Result<()>;
 }
@@ -53,29 +68,89 @@ pub trait Destination: Send + Sync {
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()>;
     /// Reads an object back (for verify --full).
     async fn get(&self, key: &ObjectKey) -> Result<Reader>;
+    /// How objects are laid out at the destination (Swift container sharding), for the
+    /// catalog and the exported lookup file. None for stores with one namespace.
+    fn layout(&self) -> Option<serde_json::Value> {
+        None
+    }
     /// Removes leftovers of uploads a crash interrupted (temporary files, incomplete
     /// multipart uploads). Called before a drain starts; returns how many were removed.
     async fn cleanup(&self) -> Result<u64>;
 }
 
-/// Parses a source URL: a path or `file:///path` in this version.
-pub fn open_source(url: &str) -> Result<Arc<dyn Source>> {
+/// Options of one side (source or destination) of a move.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointOptions {
+    /// S3 endpoint URL (`--source-endpoint` / `--dest-endpoint`).
+    pub endpoint: Option<String>,
+    /// AWS profile (`--source-profile` / `--dest-profile`).
+    pub profile: Option<String>,
+    pub region: Option<String>,
+    pub throttle: throttle::ThrottleConfig,
+    /// S3 ranged-GET / multipart part size.
+    pub part_size: Option<u64>,
+    /// S3 multipart threshold, Swift SLO threshold.
+    pub large_threshold: Option<u64>,
+    /// Swift SLO segment size.
+    pub segment_size: Option<u64>,
+    /// Swift container sharding (`hash:N`, `prefix:K`).
+    pub containers: Option<String>,
+    /// Parallel listings.
+    pub list_parallel: usize,
+    /// Prefix of per-side credential variables (`BARGE_SOURCE_`, `BARGE_DEST_`).
+    pub env_prefix: String,
+}
+
+impl EndpointOptions {
+    fn s3(&self) -> s3::S3Options {
+        s3::S3Options {
+            endpoint: self.endpoint.clone(),
+            profile: self.profile.clone(),
+            region: self.region.clone(),
+            throttle: self.throttle.clone(),
+            part_size: self.part_size,
+            multipart_threshold: self.large_threshold,
+            list_parallel: self.list_parallel,
+        }
+    }
+
+    fn swift(&self) -> swift::SwiftOptions {
+        swift::SwiftOptions {
+            env_prefix: self.env_prefix.clone(),
+            containers: self.containers.clone(),
+            slo_threshold: self.large_threshold,
+            segment_size: self.segment_size,
+            throttle: self.throttle.clone(),
+        }
+    }
+}
+
+/// Opens a source: a path, `file://`, `s3://bucket[/prefix]` or `swift://container[/prefix]`.
+pub async fn open_source(url: &str, o: &EndpointOptions) -> Result<Arc<dyn Source>> {
     match scheme(url) {
         Some("file") | None => Ok(Arc::new(local::LocalSource::new(local_path(url))?)),
+        Some("s3") => Ok(Arc::new(s3::S3Store::new(url, &o.s3()).await?)),
+        Some("swift") => Ok(Arc::new(swift::SwiftStore::new(url, &o.swift())?)),
         Some(other) => Err(Error::option(
             "--source",
-            format!("{url}: unsupported scheme {other}:// (supported: a path, file://)"),
+            format!(
+                "{url}: unsupported scheme {other}:// (supported: a path, file://, s3://, swift://)"
+            ),
         )),
     }
 }
 
-/// Parses a destination URL: a path or `file:///path` in this version.
-pub fn open_destination(url: &str) -> Result<Arc<dyn Destination>> {
+/// Opens a destination: a path, `file://`, `s3://bucket[/prefix]` or `swift://container[/prefix]`.
+pub async fn open_destination(url: &str, o: &EndpointOptions) -> Result<Arc<dyn Destination>> {
     match scheme(url) {
         Some("file") | None => Ok(Arc::new(local::LocalDest::new(local_path(url))?)),
+        Some("s3") => Ok(Arc::new(s3::S3Store::new(url, &o.s3()).await?)),
+        Some("swift") => Ok(Arc::new(swift::SwiftStore::new(url, &o.swift())?)),
         Some(other) => Err(Error::option(
             "--dest",
-            format!("{url}: unsupported scheme {other}:// (supported: a path, file://)"),
+            format!(
+                "{url}: unsupported scheme {other}:// (supported: a path, file://, s3://, swift://)"
+            ),
         )),
     }
 }

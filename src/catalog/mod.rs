@@ -46,6 +46,8 @@ pub const META_STAGING: &[u8] = b"staging";
 pub const META_NEXT_SEGMENT: &[u8] = b"next_segment_id";
 /// meta key: next run id (u64 LE).
 pub const META_NEXT_RUN: &[u8] = b"next_run_id";
+/// meta key: destination layout of the last drain (JSON: URL, container map, containers).
+pub const META_DEST_LAYOUT: &[u8] = b"dest_layout";
 /// meta key: which I/O engine the last staging run used, and why (UTF-8).
 pub const META_IO_ENGINE: &[u8] = b"io_engine";
 
@@ -193,15 +195,24 @@ impl Catalog {
         self.write(b)
     }
 
-    /// Sets an object's state (and timestamp); a no-op if the object is unknown.
+    /// Sets an object's state (and timestamp); a no-op if the object is unknown. The
+    /// drained mark is synced (WAL fsync, group-committed by RocksDB) so that not even a
+    /// power loss makes a finished upload look unfinished.
     pub fn set_object_state(&self, key: &ObjectKey, state: ObjectState) -> Result<()> {
         if let Some(mut rec) = self.get_object(key)? {
-            if matches!(state, ObjectState::Drained) {
+            let drained = matches!(state, ObjectState::Drained);
+            if drained {
                 rec.uploads = rec.uploads.saturating_add(1);
             }
             rec.state = state;
             rec.updated = now();
-            self.put_object(key, &rec)?;
+            let mut b = WriteBatch::default();
+            b.put_cf(self.cf(CF_OBJECTS)?, key.as_bytes(), records::encode(&rec));
+            if drained {
+                self.write_sync(b)?;
+            } else {
+                self.write(b)?;
+            }
         }
         Ok(())
     }

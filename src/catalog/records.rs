@@ -25,7 +25,7 @@ pub enum ObjectState {
     Drained,
     /// Confirmed at the destination by `barge verify --full`.
     Verified,
-    /// Failed at `stage` ("ingest", "drain", "verify") for `reason`; retried on the next run.
+    /// Failed at `stage` ("ingest" or "drain") for `reason`; retried on the next run.
     Failed { stage: String, reason: String },
 }
 
@@ -72,6 +72,9 @@ pub struct ObjectRecord {
     pub blake3: Option<[u8; 32]>,
     pub chunks: Vec<ChunkRef>,
     pub state: ObjectState,
+    /// Which source checksum the staged bytes were checked against ("md5",
+    /// "md5-multipart"), or "unchecked: <why>".
+    pub checked: String,
     /// Number of times this object was committed as drained (a re-upload would show here).
     pub uploads: u32,
     /// Unix seconds of the last state change.

@@ -97,6 +97,9 @@ pub enum KeyOrigin {
     Random,
     /// argon2id of a passphrase from an environment variable.
     Passphrase { salt: String, params: KdfParams },
+    /// 32 bytes in a file kept outside the state directory (`init --key-file`); later
+    /// commands read it from the same path unless given another `--key-file`.
+    File { path: String },
 }
 
 /// `keys/key.json`: everything about the key except the key.
@@ -185,7 +188,13 @@ pub fn init_key(state: &Path, req: &KeyRequest) -> Result<MasterKey> {
             },
         )
     } else if let Some(path) = &req.key_file {
-        (read_key_file(path)?, KeyOrigin::Random)
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+        (
+            read_key_file(path)?,
+            KeyOrigin::File {
+                path: abs.display().to_string(),
+            },
+        )
     } else {
         let key = MasterKey::generate();
         write_private(&dir.join("master.key"), key.expose())?;
@@ -255,11 +264,15 @@ pub fn load_key(state: &Path, req: &KeyRequest) -> Result<MasterKey> {
             )
         }
         (
-            KeyOrigin::Random,
+            KeyOrigin::Random | KeyOrigin::File { .. },
             KeyRequest {
                 key_file: Some(p), ..
             },
         ) => (read_key_file(p)?, format!("key file {}", p.display())),
+        (KeyOrigin::File { path }, _) => {
+            let p = Path::new(path);
+            (read_key_file(p)?, format!("key file {}", p.display()))
+        }
         (KeyOrigin::Random, _) => {
             let p = keys_dir(state).join("master.key");
             (read_key_file(&p)?, format!("key file {}", p.display()))

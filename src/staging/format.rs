@@ -8,8 +8,9 @@
 //!               zero padding
 //! len - 64      Trailer (64 B); len is a multiple of BLOCK
 //! ```
-//! Records are contiguous; a reader finds the end of an unsealed (crashed) segment at
-//! the first block whose record magic or header CRC does not match.
+//! Records are contiguous (not block-aligned); a reader finds the end of an unsealed
+//! (crashed) segment at the first record whose magic, header CRC or GCM tag does not
+//! verify (`staging::recover`). The trailer's checksum covers header, records and index.
 
 use crate::crypto::ChunkId;
 
@@ -35,7 +36,7 @@ pub const TRAILER_LEN: usize = 64;
 /// Length of the segment checksum (XXH3-128).
 pub const CHECKSUM_LEN: usize = 16;
 
-/// The whole-segment checksum: XXH3-128 over bytes [0, index_offset). It guards the
+/// The whole-segment checksum: XXH3-128 over header, records and index. It guards the
 /// sealed bytes at rest and in transit and can be checked without the key; each record
 /// is also authenticated by its GCM tag. XXH3 rather than BLAKE3 because it runs at
 /// memory speed on the writer thread (BLAKE3 here capped staging at ~2 GB/s).
@@ -226,7 +227,7 @@ impl IndexEntry {
 
     /// Decodes a whole index; its length must be a multiple of the entry size.
     pub fn decode_all(b: &[u8]) -> Result<Vec<Self>, FormatError> {
-        if b.len() % INDEX_ENTRY_LEN != 0 {
+        if !b.len().is_multiple_of(INDEX_ENTRY_LEN) {
             return Err(FormatError::Field("index length"));
         }
         Ok(b.chunks_exact(INDEX_ENTRY_LEN)
@@ -251,7 +252,8 @@ pub struct Trailer {
     /// End of the records, start of the index.
     pub index_offset: u64,
     pub index_len: u64,
-    /// [`SegmentHasher`] of bytes [0, index_offset): header block and records as stored.
+    /// [`SegmentHasher`] of bytes [0, index_offset + index_len): header block, records
+    /// and index, as stored.
     pub data_checksum: [u8; CHECKSUM_LEN],
 }
 

@@ -121,9 +121,9 @@ impl WriteEngine {
                         iov_len: b.len(),
                     })
                     .collect();
-                // SAFETY: every iovec points at a live AlignedBuf owned by this engine; the
-                // buffers are never freed or moved (Vec of boxes-by-pointer) while the ring
-                // exists, because `ring` is declared before `bufs` is dropped (see Drop).
+                // SAFETY: every iovec points at a live AlignedBuf owned by this engine. The
+                // heap blocks never move (only the AlignedBuf handles do), and Drop drains
+                // and drops the ring before the buffers are freed.
                 match unsafe { ring.submitter().register_buffers(&iov) } {
                     Ok(()) => (Some(ring), EngineKind::Uring),
                     Err(e) => (
@@ -182,7 +182,11 @@ impl WriteEngine {
     /// Starts writing `len` bytes of buffer `idx` at `offset` of `file`. The buffer is
     /// returned to the free list when the write completes.
     pub fn submit(&mut self, file: &File, idx: usize, offset: u64, len: usize) -> io::Result<()> {
-        debug_assert!(offset % BLOCK as u64 == 0 && len % BLOCK == 0 && len <= self.block_size());
+        debug_assert!(
+            offset.is_multiple_of(BLOCK as u64)
+                && len.is_multiple_of(BLOCK)
+                && len <= self.block_size()
+        );
         match &mut self.ring {
             Some(ring) => {
                 let ptr = self.bufs[idx].as_mut_ptr();

@@ -65,7 +65,7 @@ impl StagingSettings {
     /// Checks the settings against each other and the largest chunk.
     pub fn validate(&self, max_chunk: u32) -> Result<()> {
         let b = format::BLOCK;
-        if self.block_size < b || self.block_size % b != 0 || self.block_size > 64 << 20 {
+        if self.block_size < b || !self.block_size.is_multiple_of(b) || self.block_size > 64 << 20 {
             return Err(Error::option(
                 "--block-size",
                 format!(
@@ -75,7 +75,7 @@ impl StagingSettings {
             ));
         }
         let min_seg = 2 * max_chunk as u64 + (1 << 20);
-        if self.segment_size < min_seg || self.segment_size % b as u64 != 0 {
+        if self.segment_size < min_seg || !self.segment_size.is_multiple_of(b as u64) {
             return Err(Error::option(
                 "--segment-size",
                 format!(
@@ -189,6 +189,19 @@ impl Shared {
                 .to_string(),
             }),
         );
+    }
+
+    /// Fails every chunk in flight (after a writer crashed).
+    pub(crate) fn fail_all(&self, msg: &str) {
+        let all: Vec<(ChunkId, Waiters)> = match self.inflight.lock() {
+            Ok(mut m) => m.drain().collect(),
+            Err(p) => p.into_inner().drain().collect(),
+        };
+        for (_, ws) in all {
+            for w in ws {
+                let _ = w.send(Err(StageFailure::new(msg)));
+            }
+        }
     }
 
     /// Resolves every waiter of a chunk. Called after the chunk's location is committed.

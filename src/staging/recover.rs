@@ -30,6 +30,8 @@ pub struct RecoveryReport {
     pub records_kept: u64,
     pub bytes_discarded: u64,
     pub orphan_files_removed: Vec<String>,
+    /// Open segments whose committed records do not all verify (rot inside durable data).
+    pub unrecoverable: Vec<String>,
 }
 
 /// Parses a segment file name `seg-<16 hex>.barge`.
@@ -42,6 +44,7 @@ pub fn segment_id_of(name: &str) -> Option<u64> {
 pub fn recover(
     catalog: &Catalog,
     master: &MasterKey,
+    appliance_id: &[u8; 16],
     backend: SealBackend,
     drives: &[PathBuf],
 ) -> Result<RecoveryReport> {
@@ -54,7 +57,12 @@ pub fn recover(
         }
     }
     for (id, rec) in open {
-        reseal(catalog, master, backend, id, rec, &mut rep)?;
+        // A segment that cannot be recovered is reported and left Open; its chunks fail
+        // authentication when read, by name, instead of stopping every other segment.
+        if let Err(e) = reseal(catalog, master, backend, id, rec, &mut rep) {
+            tracing::error!("{e}");
+            rep.unrecoverable.push(e.to_string());
+        }
     }
     for d in drives {
         let Ok(rd) = std::fs::read_dir(d) else {
@@ -62,17 +70,32 @@ pub fn recover(
         };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(id) = segment_id_of(&name) {
-                if catalog.get_segment(id)?.is_none() {
-                    let p = e.path();
-                    std::fs::remove_file(&p)
-                        .map_err(|err| Error::io("removing orphan segment", &p, err))?;
-                    tracing::warn!(
-                        "removed {}: segment unknown to the catalog (crash before it was recorded)",
-                        p.display()
-                    );
-                    rep.orphan_files_removed.push(p.display().to_string());
+            if let Some(id) = segment_id_of(&name)
+                && catalog.get_segment(id)?.is_none()
+            {
+                let p = e.path();
+                // Only our own files: a drive may be shared with another appliance.
+                let mut head = vec![0u8; BLOCK];
+                let ours = std::fs::File::open(&p)
+                    .and_then(|f| f.read_exact_at(&mut head, 0))
+                    .ok()
+                    .map(|_| {
+                        SegmentHeader::decode(&head).is_ok_and(|h| h.appliance_id == *appliance_id)
+                    })
+                    // A header that never reached the disk: ours by name and place.
+                    .unwrap_or(true)
+                    || head.iter().all(|&b| b == 0);
+                if !ours {
+                    tracing::warn!("{}: belongs to another appliance; left alone", p.display());
+                    continue;
                 }
+                std::fs::remove_file(&p)
+                    .map_err(|err| Error::io("removing orphan segment", &p, err))?;
+                tracing::warn!(
+                    "removed {}: segment unknown to the catalog (crash before it was recorded)",
+                    p.display()
+                );
+                rep.orphan_files_removed.push(p.display().to_string());
             }
         }
     }
@@ -149,10 +172,18 @@ fn reseal(
         });
         pos += h.record_len();
     }
+    if pos < rec.data_len {
+        return Err(seg_err(format!(
+            "record at offset {pos} does not verify, but the catalog has records committed up to {}: \
+             staged data is corrupt; segment left open, its objects will fail by name",
+            rec.data_len
+        )));
+    }
     let mut tail = vec![];
     for e in &index {
         e.encode(&mut tail);
     }
+    hasher.update(&tail);
     let index_len = tail.len() as u64;
     let new_len = Trailer::file_len(pos + index_len);
     tail.resize((new_len - TRAILER_LEN as u64 - pos) as usize, 0);

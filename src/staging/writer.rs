@@ -65,16 +65,40 @@ struct Writer {
     pending_bytes: u64,
 }
 
-/// Thread body.
+/// Thread body. A panic (a bug) must not leave ingest waiting forever: every chunk in
+/// flight is failed, the drive leaves the stripe, and later requests are refused.
 pub(crate) fn run(sh: Arc<Shared>, drive: usize, rx: Receiver<Msg>) {
-    let eng = WriteEngine::new(sh.settings.queue_depth, sh.settings.block_size);
-    if let Ok(mut g) = sh.engine.lock() {
-        if g.is_none() {
-            if let super::io::EngineKind::Fallback(why) = eng.kind() {
-                tracing::warn!("staging falls back to threaded pwrite: {why}");
+    let sh2 = sh.clone();
+    let rx2 = rx.clone();
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        run_inner(sh2, drive, rx2)
+    }));
+    if res.is_err() {
+        let msg = format!(
+            "staging writer for {} crashed (bug); its chunks are failed",
+            sh.drives[drive].path.display()
+        );
+        tracing::error!("{msg}");
+        sh.drives[drive].full.store(true, Ordering::Relaxed);
+        sh.fail_all(&msg);
+        for m in rx {
+            match m {
+                Msg::Chunk(r) => sh.complete(&r.id, Err(StageFailure::new(msg.clone()))),
+                Msg::Shutdown => return,
             }
-            *g = Some(eng.kind().clone());
         }
+    }
+}
+
+fn run_inner(sh: Arc<Shared>, drive: usize, rx: Receiver<Msg>) {
+    let eng = WriteEngine::new(sh.settings.queue_depth, sh.settings.block_size);
+    if let Ok(mut g) = sh.engine.lock()
+        && g.is_none()
+    {
+        if let super::io::EngineKind::Fallback(why) = eng.kind() {
+            tracing::warn!("staging falls back to threaded pwrite: {why}");
+        }
+        *g = Some(eng.kind().clone());
     }
     let mut w = Writer {
         sh,
@@ -231,8 +255,9 @@ impl Writer {
         let salt: [u8; 16] = random_bytes();
         let key = segment_key(&self.sh.master, id, &salt);
         let cipher = SegmentCipher::new(self.sh.settings.seal_backend, &key);
-        // The catalog learns of the segment (state Open) before any data is written, so
-        // a crash leaves no segment the catalog does not know about.
+        // The catalog learns of the segment (state Open) before any record is written. A
+        // crash between creating the file and this line leaves a file the catalog does
+        // not know, holding no committed chunk; `recover` deletes it.
         self.sh.catalog.put_segment(
             id,
             &SegmentRecord {
@@ -354,12 +379,13 @@ impl Writer {
             return Ok(());
         };
         let index_offset = seg.pos;
-        let checksum = seg.hasher.finish();
         let mut tail = Vec::with_capacity(seg.index.len() * INDEX_ENTRY_LEN + 2 * BLOCK);
         for e in &seg.index {
             e.encode(&mut tail);
         }
+        seg.hasher.update(&tail);
         let index_len = tail.len() as u64;
+        let checksum = seg.hasher.finish();
         let file_len = Trailer::file_len(index_offset + index_len);
         tail.resize((file_len - TRAILER_LEN as u64 - index_offset) as usize, 0);
         tail.extend_from_slice(

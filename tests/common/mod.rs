@@ -88,10 +88,10 @@ pub fn write(root: &Path, rel: &[u8], data: &[u8]) -> PathBuf {
 /// Parses the JSON document a `--json` stage printed that has `key` at the top.
 pub fn json_doc(out: &str, key: &str) -> serde_json::Value {
     for line in out.lines() {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-            if v.get(key).is_some() {
-                return v;
-            }
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+            && v.get(key).is_some()
+        {
+            return v;
         }
     }
     panic!("no JSON document with {key:?} in:\n{out}");

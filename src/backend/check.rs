@@ -1,0 +1,181 @@
+//! Source checksums checked while an object streams through ingest: single-part S3 ETags
+//! (MD5 of the body), multipart ETags (MD5 of the parts' MD5s, "-N"), and what could not
+//! be checked, with the reason, so it is counted and reported rather than passed.
+
+use md5::{Digest, Md5};
+
+/// What the source lets us check about an object's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContentCheck {
+    /// Nothing to check against; the reason is recorded.
+    Unchecked(String),
+    /// MD5 of the whole body (a single-part S3 ETag, a Swift ETag).
+    Md5([u8; 16]),
+    /// S3 multipart ETag: MD5 of the concatenated part MD5s, with `parts` parts of
+    /// `part_size` bytes (the last one shorter).
+    MultipartMd5 {
+        part_size: u64,
+        parts: u32,
+        digest: [u8; 16],
+    },
+}
+
+impl ContentCheck {
+    /// Parses an S3/Swift ETag. `part_size` is needed for a multipart ETag.
+    pub fn from_etag(etag: &str, part_size: Option<u64>) -> Self {
+        let e = etag.trim().trim_matches('"');
+        let hex16 = |s: &str| -> Option<[u8; 16]> { hex::decode(s).ok()?.try_into().ok() };
+        match e.split_once('-') {
+            None => match hex16(e) {
+                Some(d) => ContentCheck::Md5(d),
+                None => ContentCheck::Unchecked(format!("ETag {etag:?} is not an MD5")),
+            },
+            Some((d, n)) => match (hex16(d), n.parse::<u32>(), part_size) {
+                (Some(digest), Ok(parts), Some(part_size)) if part_size > 0 => {
+                    ContentCheck::MultipartMd5 {
+                        part_size,
+                        parts,
+                        digest,
+                    }
+                }
+                (Some(_), Ok(_), _) => ContentCheck::Unchecked(
+                    "multipart ETag and the part size could not be learned".into(),
+                ),
+                _ => {
+                    ContentCheck::Unchecked(format!("ETag {etag:?} is not an MD5 or multipart MD5"))
+                }
+            },
+        }
+    }
+
+    /// Short name for reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ContentCheck::Unchecked(_) => "unchecked",
+            ContentCheck::Md5(_) => "md5",
+            ContentCheck::MultipartMd5 { .. } => "md5-multipart",
+        }
+    }
+}
+
+/// Feeds an object's bytes, in order, through the check.
+pub struct Verifier {
+    check: ContentCheck,
+    whole: Md5,
+    part: Md5,
+    part_fill: u64,
+    part_digests: Vec<u8>,
+    parts_done: u32,
+}
+
+impl Verifier {
+    pub fn new(check: ContentCheck) -> Self {
+        Verifier {
+            check,
+            whole: Md5::new(),
+            part: Md5::new(),
+            part_fill: 0,
+            part_digests: vec![],
+            parts_done: 0,
+        }
+    }
+
+    pub fn update(&mut self, mut data: &[u8]) {
+        match &self.check {
+            ContentCheck::Unchecked(_) => {}
+            ContentCheck::Md5(_) => self.whole.update(data),
+            ContentCheck::MultipartMd5 { part_size, .. } => {
+                let ps = *part_size;
+                while !data.is_empty() {
+                    let n = ((ps - self.part_fill) as usize).min(data.len());
+                    self.part.update(&data[..n]);
+                    self.part_fill += n as u64;
+                    data = &data[n..];
+                    if self.part_fill == ps {
+                        self.close_part();
+                    }
+                }
+            }
+        }
+    }
+
+    fn close_part(&mut self) {
+        let d = std::mem::take(&mut self.part).finalize();
+        self.part_digests.extend_from_slice(&d);
+        self.parts_done += 1;
+        self.part_fill = 0;
+    }
+
+    /// `Ok(kind)` when the bytes match (or nothing could be checked), `Err(why)` if not.
+    pub fn finish(mut self) -> Result<(&'static str, Option<String>), String> {
+        let kind = self.check.kind();
+        match self.check.clone() {
+            ContentCheck::Unchecked(why) => Ok((kind, Some(why))),
+            ContentCheck::Md5(want) => {
+                let got: [u8; 16] = self.whole.finalize().into();
+                if got == want {
+                    Ok((kind, None))
+                } else {
+                    Err(format!(
+                        "MD5 {} does not match the source ETag {}",
+                        hex::encode(got),
+                        hex::encode(want)
+                    ))
+                }
+            }
+            ContentCheck::MultipartMd5 { parts, digest, .. } => {
+                if self.part_fill > 0 {
+                    self.close_part();
+                }
+                let got: [u8; 16] = Md5::digest(&self.part_digests).into();
+                if got == digest && self.parts_done == parts {
+                    Ok((kind, None))
+                } else {
+                    Err(format!(
+                        "multipart ETag {}-{parts} does not match the body ({}-{})",
+                        hex::encode(digest),
+                        hex::encode(got),
+                        self.parts_done
+                    ))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_and_multipart_etags_are_checked() {
+        let body: Vec<u8> = (0..25u32).flat_map(|i| vec![i as u8; 1000]).collect();
+        let etag = format!("\"{}\"", hex::encode(Md5::digest(&body)));
+        let mut v = Verifier::new(ContentCheck::from_etag(&etag, None));
+        v.update(&body[..7]);
+        v.update(&body[7..]);
+        assert_eq!(v.finish().unwrap().0, "md5");
+
+        // 3 parts of 10,000 bytes (last 5,000), as S3 computes it.
+        let mut cat = vec![];
+        for p in body.chunks(10_000) {
+            cat.extend_from_slice(&Md5::digest(p));
+        }
+        let etag = format!("\"{}-3\"", hex::encode(Md5::digest(&cat)));
+        let mut v = Verifier::new(ContentCheck::from_etag(&etag, Some(10_000)));
+        for piece in body.chunks(3333) {
+            v.update(piece);
+        }
+        assert_eq!(v.finish().unwrap().0, "md5-multipart");
+
+        let mut bad = body.clone();
+        bad[12_345] ^= 1;
+        let mut v = Verifier::new(ContentCheck::from_etag(&etag, Some(10_000)));
+        v.update(&bad);
+        assert!(v.finish().is_err());
+        assert!(matches!(
+            ContentCheck::from_etag(&etag, None),
+            ContentCheck::Unchecked(_)
+        ));
+    }
+}

@@ -1,0 +1,424 @@
+//! A small OpenStack Swift client over reqwest: TempAuth (v1) and Keystone v3 password
+//! auth, token refresh on 401, and the handful of calls barge needs.
+//!
+//! Why hand-written: no maintained Rust crate covers TempAuth plus Keystone plus SLO
+//! (`openstack`/`openstack_sdk` have Keystone only, opendal's Swift service cannot log
+//! in, `swift-rs` is an Apple-Swift FFI crate). The surface is small: auth, PUT/GET/HEAD/
+//! DELETE of containers and objects, JSON listings, SLO manifests.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use tokio::sync::RwLock;
+
+use crate::backend::throttle::{Failure, Throttle, classify_status, parse_retry_after};
+use crate::error::{Error, Result};
+
+/// Characters left unescaped in a Swift path: RFC 3986 unreserved, and `/` in object names.
+const PATH: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+/// The same, for one path segment (container names).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+/// Per-request timeout.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How to log in.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// TempAuth / Swift v1 auth: `X-Auth-User`/`X-Auth-Key` against the auth URL.
+    V1 {
+        url: String,
+        user: String,
+        key: String,
+    },
+    /// Keystone v3 password auth, project scoped.
+    V3 {
+        url: String,
+        username: String,
+        password: String,
+        project: String,
+        user_domain: String,
+        project_domain: String,
+        region: Option<String>,
+    },
+}
+
+impl Auth {
+    /// From the ecosystem's variables: `ST_AUTH`/`ST_USER`/`ST_KEY` (v1) or
+    /// `OS_AUTH_URL`/`OS_USERNAME`/`OS_PASSWORD`/`OS_PROJECT_NAME`/`OS_USER_DOMAIN_NAME`/
+    /// `OS_PROJECT_DOMAIN_NAME` (v3). `prefix` selects a per-side set first (e.g.
+    /// `BARGE_DEST_ST_AUTH`), so source and destination can differ.
+    pub fn from_env(prefix: &str) -> Result<Self> {
+        let get = |k: &str| {
+            std::env::var(format!("{prefix}{k}"))
+                .ok()
+                .or_else(|| std::env::var(k).ok())
+                .filter(|v| !v.is_empty())
+        };
+        if let (Some(url), Some(user), Some(key)) = (get("ST_AUTH"), get("ST_USER"), get("ST_KEY"))
+        {
+            return Ok(Auth::V1 { url, user, key });
+        }
+        if let (Some(url), Some(username), Some(password)) =
+            (get("OS_AUTH_URL"), get("OS_USERNAME"), get("OS_PASSWORD"))
+        {
+            return Ok(Auth::V3 {
+                url,
+                username,
+                password,
+                project: get("OS_PROJECT_NAME").unwrap_or_default(),
+                user_domain: get("OS_USER_DOMAIN_NAME").unwrap_or_else(|| "Default".into()),
+                project_domain: get("OS_PROJECT_DOMAIN_NAME").unwrap_or_else(|| "Default".into()),
+                region: get("OS_REGION_NAME"),
+            });
+        }
+        Err(Error::option(
+            "swift credentials",
+            format!(
+                "set ST_AUTH/ST_USER/ST_KEY (TempAuth) or OS_AUTH_URL/OS_USERNAME/OS_PASSWORD/OS_PROJECT_NAME (Keystone v3){}",
+                if prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!(", optionally prefixed with {prefix}")
+                }
+            ),
+        ))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    storage_url: String,
+    token: String,
+}
+
+/// An authenticated Swift account.
+pub struct SwiftClient {
+    http: reqwest::Client,
+    auth: Auth,
+    session: RwLock<Option<Session>>,
+    throttle: std::sync::Arc<Throttle>,
+}
+
+/// A response with its body read.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Escapes an object name for a URL path.
+pub fn escape_object(name: &str) -> String {
+    utf8_percent_encode(name, PATH).to_string()
+}
+
+/// Escapes a container name.
+pub fn escape_container(name: &str) -> String {
+    utf8_percent_encode(name, SEGMENT).to_string()
+}
+
+#[derive(Deserialize)]
+struct KsToken {
+    token: KsBody,
+}
+#[derive(Deserialize)]
+struct KsBody {
+    #[serde(default)]
+    catalog: Vec<KsService>,
+}
+#[derive(Deserialize)]
+struct KsService {
+    #[serde(rename = "type")]
+    kind: String,
+    endpoints: Vec<KsEndpoint>,
+}
+#[derive(Deserialize)]
+struct KsEndpoint {
+    interface: String,
+    url: String,
+    #[serde(default)]
+    region: Option<String>,
+}
+
+impl SwiftClient {
+    pub fn new(auth: Auth, throttle: std::sync::Arc<Throttle>) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .pool_max_idle_per_host(64)
+            .build()
+            .map_err(|e| Error::Pipeline(format!("HTTP client: {e}")))?;
+        Ok(SwiftClient {
+            http,
+            auth,
+            session: RwLock::new(None),
+            throttle,
+        })
+    }
+
+    pub fn throttle(&self) -> &std::sync::Arc<Throttle> {
+        &self.throttle
+    }
+
+    async fn login(&self) -> Result<Session> {
+        match &self.auth {
+            Auth::V1 { url, user, key } => {
+                let r = self
+                    .http
+                    .get(url)
+                    .header("X-Auth-User", user)
+                    .header("X-Auth-Key", key)
+                    .send()
+                    .await
+                    .map_err(|e| Error::Pipeline(format!("Swift auth at {url}: {e}")))?;
+                if !r.status().is_success() {
+                    return Err(Error::Pipeline(format!(
+                        "Swift auth at {url} as {user}: HTTP {}",
+                        r.status()
+                    )));
+                }
+                let h = |n: &str| {
+                    r.headers()
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                };
+                match (h("x-storage-url"), h("x-auth-token")) {
+                    (Some(storage_url), Some(token)) => Ok(Session { storage_url, token }),
+                    _ => Err(Error::Pipeline(format!(
+                        "Swift auth at {url}: no X-Storage-Url/X-Auth-Token in the reply"
+                    ))),
+                }
+            }
+            Auth::V3 {
+                url,
+                username,
+                password,
+                project,
+                user_domain,
+                project_domain,
+                region,
+            } => {
+                let body = serde_json::json!({"auth": {
+                    "identity": {"methods": ["password"], "password": {"user": {
+                        "name": username, "domain": {"name": user_domain}, "password": password}}},
+                    "scope": {"project": {"name": project, "domain": {"name": project_domain}}}
+                }});
+                let tokens = format!("{}/auth/tokens", url.trim_end_matches('/'));
+                let r = self
+                    .http
+                    .post(&tokens)
+                    .header("Content-Type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .map_err(|e| Error::Pipeline(format!("Keystone auth at {tokens}: {e}")))?;
+                if !r.status().is_success() {
+                    return Err(Error::Pipeline(format!(
+                        "Keystone auth at {tokens} as {username}: HTTP {}",
+                        r.status()
+                    )));
+                }
+                let token = r
+                    .headers()
+                    .get("x-subject-token")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        Error::Pipeline("Keystone reply has no X-Subject-Token".into())
+                    })?;
+                let raw = r
+                    .bytes()
+                    .await
+                    .map_err(|e| Error::Pipeline(format!("Keystone token document: {e}")))?;
+                let doc: KsToken = serde_json::from_slice(&raw)
+                    .map_err(|e| Error::Pipeline(format!("Keystone token document: {e}")))?;
+                let storage_url = doc
+                    .token
+                    .catalog
+                    .iter()
+                    .filter(|s| s.kind == "object-store")
+                    .flat_map(|s| s.endpoints.iter())
+                    .find(|e| e.interface == "public" && (region.is_none() || e.region == *region))
+                    .map(|e| e.url.clone())
+                    .ok_or_else(|| {
+                        Error::Pipeline(
+                            "Keystone catalog has no public object-store endpoint".into(),
+                        )
+                    })?;
+                Ok(Session { storage_url, token })
+            }
+        }
+    }
+
+    async fn session(&self, stale: Option<&str>) -> Result<Session> {
+        if let Some(s) = self.session.read().await.as_ref()
+            && Some(s.token.as_str()) != stale
+        {
+            return Ok(s.clone());
+        }
+        let mut w = self.session.write().await;
+        if let Some(s) = w.as_ref()
+            && Some(s.token.as_str()) != stale
+        {
+            return Ok(s.clone());
+        }
+        let s = self.login().await?;
+        *w = Some(s.clone());
+        Ok(s)
+    }
+
+    /// The account's storage URL (logs in if needed).
+    pub async fn storage_url(&self) -> Result<String> {
+        Ok(self.session(None).await?.storage_url)
+    }
+
+    /// One request under the endpoint's throttle. `path` is already escaped and starts
+    /// after the storage URL ("/container/object"). A 401 re-authenticates once.
+    /// Statuses in `ok` are success; 404 is returned as a reply when `ok` contains it.
+    pub async fn call(
+        &self,
+        what: &str,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Option<Bytes>,
+        ok: &[u16],
+    ) -> Result<Reply> {
+        self.throttle
+            .call(what, || {
+                let method = method.clone();
+                let body = body.clone();
+                async move {
+                    let mut stale: Option<String> = None;
+                    for _ in 0..2 {
+                        let s = self
+                            .session(stale.as_deref())
+                            .await
+                            .map_err(Failure::Permanent)?;
+                        let mut rb = self
+                            .http
+                            .request(method.clone(), format!("{}{path}", s.storage_url))
+                            .header("X-Auth-Token", &s.token);
+                        for (k, v) in headers {
+                            rb = rb.header(*k, v);
+                        }
+                        if let Some(b) = &body {
+                            rb = rb.body(b.clone());
+                        } else if method == Method::PUT {
+                            rb = rb.header("Content-Length", "0");
+                        }
+                        let r = rb
+                            .send()
+                            .await
+                            .map_err(|e| Failure::Transient(format!("{what}: {e}")))?;
+                        let status = r.status();
+                        if status == StatusCode::UNAUTHORIZED && stale.is_none() {
+                            stale = Some(s.token.clone());
+                            continue;
+                        }
+                        let headers = r.headers().clone();
+                        let bytes = r.bytes().await.map_err(|e| {
+                            Failure::Transient(format!("{what}: reading the reply: {e}"))
+                        })?;
+                        if ok.contains(&status.as_u16()) {
+                            return Ok(Reply {
+                                status,
+                                headers,
+                                body: bytes,
+                            });
+                        }
+                        let msg = format!(
+                            "{what}: HTTP {status} {}",
+                            String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).trim()
+                        );
+                        let ra = parse_retry_after(
+                            headers.get("retry-after").and_then(|v| v.to_str().ok()),
+                        );
+                        return Err(match status.as_u16() {
+                            413 | 507 => Failure::Permanent(Error::Pipeline(format!(
+                                "{msg} (destination refuses writes: quota exceeded or disk full)"
+                            ))),
+                            422 => Failure::Transient(format!(
+                                "{msg} (ETag mismatch: body corrupted in transit)"
+                            )),
+                            s => classify_status(s, ra, msg),
+                        });
+                    }
+                    Err(Failure::Permanent(Error::Pipeline(format!(
+                        "{what}: HTTP 401 after re-authenticating"
+                    ))))
+                }
+            })
+            .await
+    }
+
+    /// Starts a streaming GET of an object; the caller reads the body.
+    pub async fn get_stream(&self, what: &str, path: &str) -> Result<reqwest::Response> {
+        self.throttle
+            .call(what, || async move {
+                let mut stale: Option<String> = None;
+                for _ in 0..2 {
+                    let s = self
+                        .session(stale.as_deref())
+                        .await
+                        .map_err(Failure::Permanent)?;
+                    let r = self
+                        .http
+                        .get(format!("{}{path}", s.storage_url))
+                        .header("X-Auth-Token", &s.token)
+                        .send()
+                        .await
+                        .map_err(|e| Failure::Transient(format!("{what}: {e}")))?;
+                    if r.status() == StatusCode::UNAUTHORIZED && stale.is_none() {
+                        stale = Some(s.token.clone());
+                        continue;
+                    }
+                    if r.status().is_success() {
+                        return Ok(r);
+                    }
+                    let status = r.status().as_u16();
+                    let ra = parse_retry_after(
+                        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+                    );
+                    return Err(classify_status(
+                        status,
+                        ra,
+                        format!("{what}: HTTP {status}"),
+                    ));
+                }
+                Err(Failure::Permanent(Error::Pipeline(format!(
+                    "{what}: HTTP 401 after re-authenticating"
+                ))))
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_escaped_for_paths() {
+        assert_eq!(escape_object("a b/c%d?e#f+g"), "a%20b/c%25d%3Fe%23f%2Bg");
+        assert_eq!(escape_object("ünï"), "%C3%BCn%C3%AF");
+        assert_eq!(escape_container("c/x"), "c%2Fx");
+    }
+}

@@ -1,0 +1,393 @@
+//! Per-endpoint back-pressure: an AIMD concurrency limit, an optional request-rate cap,
+//! and jittered exponential retries of transient failures.
+//!
+//! * Every request takes a [`Permit`]; at most `floor(limit)` are out at once.
+//! * A success raises the limit by 1/limit (about +1 per round trip of the whole window,
+//!   TCP-style additive increase), up to `--max-concurrency`.
+//! * A throttle answer (S3 503 SlowDown, HTTP 429, Swift 498) halves it (multiplicative
+//!   decrease, at most once per 200 ms so one burst of 503s counts once) and honours
+//!   `Retry-After` by pausing new requests.
+//! * Latency growth: when a request takes more than [`LATENCY_FACTOR`] times the smoothed
+//!   baseline, the limit shrinks by 10%, before the server has to say no.
+//! * `--max-requests-per-second` spaces request starts.
+//! * Transient failures (reset, timeout, 5xx) retry with jittered exponential back-off;
+//!   permanent ones (4xx, bad input) fail at once.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use backon::BackoffBuilder;
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::error::{Error, Result};
+
+/// Lowest concurrency the limit can shrink to.
+pub const MIN_CONCURRENCY: f64 = 1.0;
+/// A request this many times slower than the smoothed baseline counts as congestion.
+pub const LATENCY_FACTOR: f64 = 4.0;
+/// Attempts per request before giving up (first try included).
+pub const MAX_ATTEMPTS: usize = 8;
+/// Minimum time between two multiplicative decreases.
+pub const DECREASE_GAP: Duration = Duration::from_millis(200);
+
+/// Limits of one endpoint.
+#[derive(Debug, Clone)]
+pub struct ThrottleConfig {
+    pub max_concurrency: usize,
+    pub initial_concurrency: usize,
+    pub max_rps: Option<f64>,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            max_concurrency: 64,
+            initial_concurrency: 8,
+            max_rps: None,
+        }
+    }
+}
+
+/// How a failed attempt should be treated.
+#[derive(Debug)]
+pub enum Failure {
+    /// The server asked us to slow down (503 SlowDown, 429, 498).
+    Throttled {
+        retry_after: Option<Duration>,
+        message: String,
+    },
+    /// Worth retrying (connection reset, timeout, 5xx, truncated body).
+    Transient(String),
+    /// Retrying cannot help.
+    Permanent(Error),
+}
+
+/// Counters of one endpoint, for status and tests.
+#[derive(Debug, Default, Serialize, Clone)]
+pub struct ThrottleStats {
+    pub requests: u64,
+    pub retries: u64,
+    pub throttled: u64,
+    pub errors: u64,
+    pub limit: f64,
+    pub in_flight: usize,
+}
+
+struct State {
+    limit: f64,
+    last_decrease: Option<Instant>,
+    pause_until: Option<Instant>,
+    next_start: Instant,
+    latency_ewma: Option<f64>,
+}
+
+/// The back-pressure controller of one endpoint.
+pub struct Throttle {
+    name: String,
+    cfg: ThrottleConfig,
+    state: Mutex<State>,
+    in_flight: AtomicUsize,
+    freed: Notify,
+    requests: AtomicU64,
+    retries: AtomicU64,
+    throttled: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// A slot of the concurrency window, released on drop.
+pub struct Permit<'a> {
+    t: &'a Throttle,
+    start: Instant,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.t.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.t.freed.notify_waiters();
+    }
+}
+
+impl Throttle {
+    pub fn new(name: impl Into<String>, cfg: ThrottleConfig) -> Self {
+        let init = cfg.initial_concurrency.clamp(1, cfg.max_concurrency.max(1)) as f64;
+        Throttle {
+            name: name.into(),
+            state: Mutex::new(State {
+                limit: init,
+                last_decrease: None,
+                pause_until: None,
+                next_start: Instant::now(),
+                latency_ewma: None,
+            }),
+            cfg,
+            in_flight: AtomicUsize::new(0),
+            freed: Notify::new(),
+            requests: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn stats(&self) -> ThrottleStats {
+        ThrottleStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            limit: self.lock().limit,
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Waits for a slot in the window, a pause to end and the rate cap.
+    pub async fn acquire(&self) -> Permit<'_> {
+        loop {
+            let notified = self.freed.notified();
+            let (wait, limit) = {
+                let mut s = self.lock();
+                let now = Instant::now();
+                let mut wait = s.pause_until.filter(|&p| p > now).map(|p| p - now);
+                if wait.is_none()
+                    && let Some(rps) = self.cfg.max_rps.filter(|r| *r > 0.0)
+                {
+                    if s.next_start > now {
+                        wait = Some(s.next_start - now);
+                    }
+                    if wait.is_none()
+                        && (self.in_flight.load(Ordering::SeqCst) as f64) < s.limit.floor()
+                    {
+                        s.next_start = now + Duration::from_secs_f64(1.0 / rps);
+                    }
+                }
+                (wait, s.limit.floor().max(MIN_CONCURRENCY) as usize)
+            };
+            if let Some(w) = wait {
+                tokio::time::sleep(w).await;
+                continue;
+            }
+            let cur = self.in_flight.load(Ordering::SeqCst);
+            if cur < limit
+                && self
+                    .in_flight
+                    .compare_exchange(cur, cur + 1, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                self.requests.fetch_add(1, Ordering::Relaxed);
+                return Permit {
+                    t: self,
+                    start: Instant::now(),
+                };
+            }
+            // Wake on a release, or re-check soon (the limit may have grown).
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+        }
+    }
+
+    fn on_success(&self, latency: Duration) {
+        let mut s = self.lock();
+        let l = latency.as_secs_f64();
+        let base = *s.latency_ewma.get_or_insert(l);
+        if l > base * LATENCY_FACTOR && l > 0.05 {
+            let gap_ok = s.last_decrease.is_none_or(|t| t.elapsed() >= DECREASE_GAP);
+            if gap_ok {
+                s.limit = (s.limit * 0.9).max(MIN_CONCURRENCY);
+                s.last_decrease = Some(Instant::now());
+            }
+        } else {
+            s.limit = (s.limit + 1.0 / s.limit).min(self.cfg.max_concurrency as f64);
+        }
+        s.latency_ewma = Some(base * 0.9 + l * 0.1);
+    }
+
+    fn on_throttle(&self, retry_after: Option<Duration>) {
+        self.throttled.fetch_add(1, Ordering::Relaxed);
+        let mut s = self.lock();
+        if s.last_decrease.is_none_or(|t| t.elapsed() >= DECREASE_GAP) {
+            s.limit = (s.limit / 2.0).max(MIN_CONCURRENCY);
+            s.last_decrease = Some(Instant::now());
+        }
+        if let Some(ra) = retry_after {
+            let until = Instant::now() + ra.min(Duration::from_secs(60));
+            s.pause_until = Some(s.pause_until.map_or(until, |p| p.max(until)));
+        }
+    }
+
+    /// Runs `op` under the throttle, retrying what is worth retrying. `what` names the
+    /// request in errors (e.g. "PUT swift://c/key").
+    pub async fn call<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, Failure>>,
+    {
+        let mut backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_secs(10))
+            .with_max_times(MAX_ATTEMPTS - 1)
+            .with_jitter()
+            .build();
+        loop {
+            let permit = self.acquire().await;
+            let res = op().await;
+            let latency = permit.start.elapsed();
+            drop(permit);
+            let (message, retry_after) = match res {
+                Ok(v) => {
+                    self.on_success(latency);
+                    return Ok(v);
+                }
+                Err(Failure::Permanent(e)) => {
+                    self.errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
+                Err(Failure::Throttled {
+                    retry_after,
+                    message,
+                }) => {
+                    self.on_throttle(retry_after);
+                    (message, retry_after)
+                }
+                Err(Failure::Transient(message)) => {
+                    self.errors.fetch_add(1, Ordering::Relaxed);
+                    (message, None)
+                }
+            };
+            match backoff.next() {
+                Some(d) => {
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("{what} on {}: {message}; retrying in {d:?}", self.name);
+                    tokio::time::sleep(d.max(retry_after.unwrap_or_default())).await;
+                }
+                None => {
+                    return Err(Error::Pipeline(format!(
+                        "{what} on {}: gave up after {MAX_ATTEMPTS} attempts: {message}",
+                        self.name
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// Classifies an HTTP status: throttle, transient or permanent.
+pub fn classify_status(status: u16, retry_after: Option<Duration>, message: String) -> Failure {
+    match status {
+        429 | 498 | 503 => Failure::Throttled {
+            retry_after,
+            message,
+        },
+        408 | 500 | 502 | 504 => Failure::Transient(message),
+        _ => Failure::Permanent(Error::Pipeline(message)),
+    }
+}
+
+/// Parses a `Retry-After` header given in seconds.
+pub fn parse_retry_after(v: Option<&str>) -> Option<Duration> {
+    v.and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(3600.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn throttling_halves_and_success_grows_the_window() {
+        let t = Throttle::new(
+            "test",
+            ThrottleConfig {
+                max_concurrency: 16,
+                initial_concurrency: 8,
+                max_rps: None,
+            },
+        );
+        let mut n = 0;
+        let r: Result<u32> = t
+            .call("GET x", || {
+                n += 1;
+                let k = n;
+                async move {
+                    if k < 3 {
+                        Err(Failure::Throttled {
+                            retry_after: None,
+                            message: "503 SlowDown".into(),
+                        })
+                    } else {
+                        Ok(k)
+                    }
+                }
+            })
+            .await;
+        assert_eq!(r.unwrap(), 3);
+        let s = t.stats();
+        assert_eq!((s.throttled, s.retries), (2, 2));
+        assert!(s.limit < 8.0, "window shrank: {}", s.limit);
+        for _ in 0..200 {
+            t.call("GET y", || async { Ok::<_, Failure>(()) })
+                .await
+                .unwrap();
+        }
+        assert!(t.stats().limit > s.limit, "window grew back");
+        assert!(t.stats().limit <= 16.0);
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn permanent_errors_are_not_retried_and_transient_ones_give_up() {
+        let t = Throttle::new("test", ThrottleConfig::default());
+        let mut calls = 0;
+        let r: Result<()> = t
+            .call("PUT k", || {
+                calls += 1;
+                async { Err(Failure::Permanent(Error::Pipeline("403".into()))) }
+            })
+            .await;
+        assert!(r.is_err());
+        assert_eq!(calls, 1);
+        let mut calls = 0;
+        let r: Result<()> = t
+            .call("PUT k", || {
+                calls += 1;
+                async { Err(Failure::Transient("reset".into())) }
+            })
+            .await;
+        assert!(
+            r.unwrap_err()
+                .to_string()
+                .contains("gave up after 8 attempts")
+        );
+        assert_eq!(calls, MAX_ATTEMPTS);
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        assert!(matches!(
+            classify_status(503, None, "x".into()),
+            Failure::Throttled { .. }
+        ));
+        assert!(matches!(
+            classify_status(498, None, "x".into()),
+            Failure::Throttled { .. }
+        ));
+        assert!(matches!(
+            classify_status(500, None, "x".into()),
+            Failure::Transient(_)
+        ));
+        assert!(matches!(
+            classify_status(404, None, "x".into()),
+            Failure::Permanent(_)
+        ));
+        assert_eq!(parse_retry_after(Some("2")), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after(Some("soon")), None);
+    }
+}
