@@ -6,6 +6,7 @@
 set -euo pipefail
 want=${1:-test}
 pkgs=(librocksdb-dev libclang-dev clang pkg-config diffutils mount)
+[ "$want" = build ] || pkgs+=(awscli python3-swiftclient)
 case "$want" in
   build|test) ;;
   bench) pkgs+=(fio b3sum restic openssl) ;;

@@ -44,6 +44,8 @@ pub struct DrainSummary {
     pub bytes: u64,
     pub failed: u64,
     pub failures: Vec<(String, String)>,
+    /// The destination endpoint's requests, retries, throttles and final window.
+    pub endpoint: Option<crate::backend::throttle::ThrottleStats>,
 }
 
 /// Whether drain should (re)try this object.
@@ -224,6 +226,7 @@ pub async fn run(
         bytes: bytes.load(Ordering::Relaxed),
         failed: failed.load(Ordering::Relaxed),
         failures: failures.lock().map(|f| f.clone()).unwrap_or_default(),
+        endpoint: dest.stats(),
     };
     node.catalog.finish_run(
         run_id,

@@ -18,7 +18,19 @@ pub enum ContentCheck {
         parts: u32,
         digest: [u8; 16],
     },
+    /// A multipart ETag whose part size the server would not tell (no HEAD
+    /// ?partNumber): every common part size that gives `parts` parts is tried at once;
+    /// the object passes if one of them reproduces the ETag.
+    MultipartGuess {
+        candidates: Vec<u64>,
+        parts: u32,
+        digest: [u8; 16],
+    },
 }
+
+/// Part sizes clients commonly use (awscli 8 MiB, SDKs 5/8/16 MiB, rclone 5/16/64 MiB...).
+pub const COMMON_PART_SIZES_MIB: [u64; 14] =
+    [5, 6, 8, 10, 15, 16, 25, 32, 50, 64, 100, 128, 256, 512];
 
 impl ContentCheck {
     /// Parses an S3/Swift ETag. `part_size` is needed for a multipart ETag.
@@ -48,18 +60,51 @@ impl ContentCheck {
         }
     }
 
+    /// For a multipart ETag whose part size is unknown: the common part sizes that give
+    /// its part count for an object of `size` bytes.
+    pub fn guess_multipart(etag: &str, size: u64) -> Self {
+        let e = etag.trim().trim_matches('"');
+        let parsed = e.split_once('-').and_then(|(d, n)| {
+            let d: [u8; 16] = hex::decode(d).ok()?.try_into().ok()?;
+            Some((d, n.parse::<u32>().ok()?))
+        });
+        let Some((digest, parts)) = parsed else {
+            return ContentCheck::Unchecked(format!("ETag {etag:?} is not a multipart MD5"));
+        };
+        let candidates: Vec<u64> = COMMON_PART_SIZES_MIB
+            .iter()
+            .map(|m| m << 20)
+            .filter(|p| size.div_ceil(*p) == parts as u64)
+            .collect();
+        if candidates.is_empty() {
+            ContentCheck::Unchecked(format!(
+                "multipart ETag with {parts} parts: part size unknown and no common size fits"
+            ))
+        } else {
+            ContentCheck::MultipartGuess {
+                candidates,
+                parts,
+                digest,
+            }
+        }
+    }
+
     /// Short name for reports.
     pub fn kind(&self) -> &'static str {
         match self {
             ContentCheck::Unchecked(_) => "unchecked",
             ContentCheck::Md5(_) => "md5",
-            ContentCheck::MultipartMd5 { .. } => "md5-multipart",
+            ContentCheck::MultipartMd5 { .. } | ContentCheck::MultipartGuess { .. } => {
+                "md5-multipart"
+            }
         }
     }
 }
 
 /// Feeds an object's bytes, in order, through the check.
 pub struct Verifier {
+    /// One verifier per candidate part size (MultipartGuess).
+    subs: Vec<Verifier>,
     check: ContentCheck,
     whole: Md5,
     part: Md5,
@@ -70,7 +115,25 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(check: ContentCheck) -> Self {
+        let subs = match &check {
+            ContentCheck::MultipartGuess {
+                candidates,
+                parts,
+                digest,
+            } => candidates
+                .iter()
+                .map(|&part_size| {
+                    Verifier::new(ContentCheck::MultipartMd5 {
+                        part_size,
+                        parts: *parts,
+                        digest: *digest,
+                    })
+                })
+                .collect(),
+            _ => vec![],
+        };
         Verifier {
+            subs,
             check,
             whole: Md5::new(),
             part: Md5::new(),
@@ -81,8 +144,11 @@ impl Verifier {
     }
 
     pub fn update(&mut self, mut data: &[u8]) {
+        for s in &mut self.subs {
+            s.update(data);
+        }
         match &self.check {
-            ContentCheck::Unchecked(_) => {}
+            ContentCheck::Unchecked(_) | ContentCheck::MultipartGuess { .. } => {}
             ContentCheck::Md5(_) => self.whole.update(data),
             ContentCheck::MultipartMd5 { part_size, .. } => {
                 let ps = *part_size;
@@ -111,6 +177,21 @@ impl Verifier {
         let kind = self.check.kind();
         match self.check.clone() {
             ContentCheck::Unchecked(why) => Ok((kind, Some(why))),
+            ContentCheck::MultipartGuess { candidates, .. } => {
+                let subs = std::mem::take(&mut self.subs);
+                if subs.into_iter().any(|s| s.finish().is_ok()) {
+                    Ok((kind, None))
+                } else {
+                    Err(format!(
+                        "multipart ETag matches no common part size ({} MiB tried)",
+                        candidates
+                            .iter()
+                            .map(|c| (c >> 20).to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                }
+            }
             ContentCheck::Md5(want) => {
                 let got: [u8; 16] = self.whole.finalize().into();
                 if got == want {

@@ -68,6 +68,10 @@ pub trait Destination: Send + Sync {
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()>;
     /// Reads an object back (for verify --full).
     async fn get(&self, key: &ObjectKey) -> Result<Reader>;
+    /// Back-pressure counters of the endpoint (requests, retries, throttles, window).
+    fn stats(&self) -> Option<throttle::ThrottleStats> {
+        None
+    }
     /// How objects are laid out at the destination (Swift container sharding), for the
     /// catalog and the exported lookup file. None for stores with one namespace.
     fn layout(&self) -> Option<serde_json::Value> {

@@ -529,22 +529,37 @@ impl Source for S3Store {
                 reader: Box::new(std::io::Cursor::new(bytes)),
             });
         }
-        // HEAD for metadata and, for a multipart ETag, the size of part 1.
+        // HEAD for metadata and, for a multipart ETag, the size of part 1 (servers that
+        // refuse ?partNumber get a second, plain HEAD and a guessed part size).
         let what = format!("HEAD s3://{}/{key}", self.bucket);
-        let head = self
-            .throttle
-            .call(&what, || {
-                let req = self
-                    .client
-                    .head_object()
-                    .bucket(&self.bucket)
-                    .key(&key)
-                    .set_part_number(multipart.then_some(1));
-                let what = what.clone();
-                async move { req.send().await.map_err(|e| classify(&what, e)) }
-            })
-            .await
-            .map_err(|e| Error::object(&meta.key, e))?;
+        let head_req = |part: Option<i32>| {
+            let what = what.clone();
+            let key = key.clone();
+            async move {
+                self.throttle
+                    .call(&what, || {
+                        let req = self
+                            .client
+                            .head_object()
+                            .bucket(&self.bucket)
+                            .key(&key)
+                            .set_part_number(part);
+                        let what = what.clone();
+                        async move { req.send().await.map_err(|e| classify(&what, e)) }
+                    })
+                    .await
+            }
+        };
+        let (head, part_known) = match head_req(multipart.then_some(1)).await {
+            Ok(h) => (h, multipart),
+            Err(_) if multipart => (
+                head_req(None)
+                    .await
+                    .map_err(|e| Error::object(&meta.key, e))?,
+                false,
+            ),
+            Err(e) => return Err(Error::object(&meta.key, e)),
+        };
         let etag = head.e_tag().unwrap_or(&meta.version).to_string();
         if etag != meta.version {
             return Err(Error::object(
@@ -552,8 +567,21 @@ impl Source for S3Store {
                 "changed since it was listed (ETag differs); will be fetched again on the next run",
             ));
         }
-        let part1 = multipart.then(|| head.content_length().unwrap_or(0).max(0) as u64);
-        let check = ContentCheck::from_etag(&etag, part1);
+        // Some servers (radosgw 16) ignore ?partNumber and return the whole length: a
+        // part size is trusted only if it gives the ETag's part count.
+        let part1 =
+            (multipart && part_known).then(|| head.content_length().unwrap_or(0).max(0) as u64);
+        let parts = etag
+            .trim_matches('"')
+            .rsplit_once('-')
+            .and_then(|(_, n)| n.parse::<u64>().ok());
+        let check = match (part1, parts) {
+            (Some(p), Some(n)) if p > 0 && meta.size.div_ceil(p) == n => {
+                ContentCheck::from_etag(&etag, Some(p))
+            }
+            _ if multipart => ContentCheck::guess_multipart(&etag, meta.size),
+            _ => ContentCheck::from_etag(&etag, None),
+        };
         let size = meta.size;
         let ps = self.part_size;
         let ranges: Vec<(u64, u64)> = (0..size.div_ceil(ps))
@@ -602,6 +630,10 @@ impl Source for S3Store {
 impl Destination for S3Store {
     fn url(&self) -> String {
         self.url.clone()
+    }
+
+    fn stats(&self) -> Option<super::throttle::ThrottleStats> {
+        Some(self.throttle.stats())
     }
 
     async fn put(&self, meta: &ObjectMeta, mut body: Body) -> Result<()> {

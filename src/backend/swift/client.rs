@@ -320,7 +320,7 @@ impl SwiftClient {
                             rb = rb.header(*k, v);
                         }
                         if let Some(b) = &body {
-                            rb = rb.body(b.clone());
+                            rb = rb.header("Content-Length", b.len()).body(b.clone());
                         } else if method == Method::PUT {
                             rb = rb.header("Content-Length", "0");
                         }

@@ -472,6 +472,10 @@ impl Destination for SwiftStore {
         self.url.clone()
     }
 
+    fn stats(&self) -> Option<super::throttle::ThrottleStats> {
+        Some(self.throttle().stats())
+    }
+
     async fn put(&self, meta: &ObjectMeta, mut body: Body) -> Result<()> {
         let (c, name) = self.name_of(&meta.key)?;
         self.ensure_container(&c).await?;
