@@ -9,7 +9,7 @@ pkgs=(librocksdb-dev libclang-dev clang pkg-config diffutils mount)
 [ "$want" = build ] || pkgs+=(awscli python3-swiftclient)
 case "$want" in
   build|test) ;;
-  bench) pkgs+=(fio b3sum restic openssl) ;;
+  bench) pkgs+=(fio b3sum restic openssl rclone) ;;
   *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac
 missing=()

@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
 # Installs what the tests need and runs the whole suite: formatting, clippy, every test
-# of the workspace (unit, integration, doc). .ci/run calls exactly this.
+# of the workspace (unit, integration against real Swift SAIO and Ceph radosgw servers
+# that the tests start through scripts/servers/, doc tests). .ci/run calls exactly this.
+# The servers the tests started are stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh test
+stop_servers() {
+  scripts/servers/saio-stop.sh /tmp/barge-saio >/dev/null 2>&1 || true
+  scripts/servers/saio-stop.sh /tmp/barge-saio-throttled >/dev/null 2>&1 || true
+  scripts/servers/ceph-stop.sh /tmp/barge-ceph >/dev/null 2>&1 || true
+}
+trap stop_servers EXIT
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -340,7 +340,7 @@ async fn fetch_one(ctx: &Arc<Ctx>, meta: ObjectMeta, old: Option<ObjectRecord>) 
                 Some(why) => format!("unchecked: {why}"),
             };
             if let Ok(mut c) = ctx.checks.lock() {
-                *c.entry(staged.check_kind.to_string()).or_default() += 1;
+                *c.entry(staged.check_kind.clone()).or_default() += 1;
             }
             let rec = ObjectRecord {
                 size: meta.size,
@@ -384,7 +384,7 @@ async fn fetch_one(ctx: &Arc<Ctx>, meta: ObjectMeta, old: Option<ObjectRecord>) 
 struct Staged {
     chunks: Vec<ChunkRef>,
     blake3: [u8; 32],
-    check_kind: &'static str,
+    check_kind: String,
     unchecked: Option<String>,
     content_type: Option<String>,
     user_meta: Vec<(String, String)>,
@@ -393,7 +393,7 @@ struct Staged {
 async fn stage_object(ctx: &Arc<Ctx>, meta: &ObjectMeta) -> Result<Staged> {
     let opened = ctx.source.open(meta).await?;
     let (content_type, user_meta) = (opened.content_type, opened.user_meta);
-    let mut verifier = Verifier::new(opened.check);
+    let mut verifier = Verifier::new(opened.check).with_sum(opened.sum);
     let bridge = SyncIoBridge::new(opened.reader);
     let c2 = ctx.clone();
     let key = meta.key.clone();

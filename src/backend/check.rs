@@ -101,10 +101,87 @@ impl ContentCheck {
     }
 }
 
+/// A full-object checksum the source stored (`x-amz-checksum-*`), checked in addition
+/// to the ETag. Composite ("-N") values are per part and are not used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SumCheck {
+    pub kind: SumKind,
+    pub expected: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SumKind {
+    Crc32,
+    Crc32c,
+    Sha1,
+    Sha256,
+}
+
+impl SumKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SumKind::Crc32 => "crc32",
+            SumKind::Crc32c => "crc32c",
+            SumKind::Sha1 => "sha1",
+            SumKind::Sha256 => "sha256",
+        }
+    }
+}
+
+impl SumCheck {
+    /// From the base64 header value; None when absent, composite or malformed.
+    pub fn from_header(kind: SumKind, value: Option<&str>) -> Option<Self> {
+        use base64::Engine;
+        let v = value?.trim();
+        if v.contains('-') {
+            return None;
+        }
+        let expected = base64::engine::general_purpose::STANDARD.decode(v).ok()?;
+        Some(SumCheck { kind, expected })
+    }
+}
+
+enum SumState {
+    Crc32(crc32fast::Hasher),
+    Crc32c(u32),
+    Digest(aws_lc_rs::digest::Context),
+}
+
+impl SumState {
+    fn new(kind: SumKind) -> Self {
+        use aws_lc_rs::digest;
+        match kind {
+            SumKind::Crc32 => SumState::Crc32(crc32fast::Hasher::new()),
+            SumKind::Crc32c => SumState::Crc32c(0),
+            SumKind::Sha1 => {
+                SumState::Digest(digest::Context::new(&digest::SHA1_FOR_LEGACY_USE_ONLY))
+            }
+            SumKind::Sha256 => SumState::Digest(digest::Context::new(&digest::SHA256)),
+        }
+    }
+
+    fn update(&mut self, d: &[u8]) {
+        match self {
+            SumState::Crc32(h) => h.update(d),
+            SumState::Crc32c(c) => *c = crc32c::crc32c_append(*c, d),
+            SumState::Digest(ctx) => ctx.update(d),
+        }
+    }
+
+    fn finish(self) -> Vec<u8> {
+        match self {
+            SumState::Crc32(h) => h.finalize().to_be_bytes().to_vec(),
+            SumState::Crc32c(c) => c.to_be_bytes().to_vec(),
+            SumState::Digest(ctx) => ctx.finish().as_ref().to_vec(),
+        }
+    }
+}
+
 /// Feeds an object's bytes, in order, through the check.
 pub struct Verifier {
     /// One verifier per candidate part size (MultipartGuess).
     subs: Vec<Verifier>,
+    sum: Option<(SumCheck, SumState)>,
     check: ContentCheck,
     whole: Md5,
     part: Md5,
@@ -134,6 +211,7 @@ impl Verifier {
         };
         Verifier {
             subs,
+            sum: None,
             check,
             whole: Md5::new(),
             part: Md5::new(),
@@ -143,7 +221,19 @@ impl Verifier {
         }
     }
 
+    /// Also checks a stored full-object checksum.
+    pub fn with_sum(mut self, sum: Option<SumCheck>) -> Self {
+        self.sum = sum.map(|s| {
+            let st = SumState::new(s.kind);
+            (s, st)
+        });
+        self
+    }
+
     pub fn update(&mut self, mut data: &[u8]) {
+        if let Some((_, st)) = &mut self.sum {
+            st.update(data);
+        }
         for s in &mut self.subs {
             s.update(data);
         }
@@ -172,14 +262,39 @@ impl Verifier {
         self.part_fill = 0;
     }
 
-    /// `Ok(kind)` when the bytes match (or nothing could be checked), `Err(why)` if not.
-    pub fn finish(mut self) -> Result<(&'static str, Option<String>), String> {
+    /// `Ok((kinds, unchecked reason))` when the bytes match every available check,
+    /// `Err(why)` if not. Kinds read like "md5" or "md5-multipart+sha256".
+    pub fn finish(mut self) -> Result<(String, Option<String>), String> {
+        let sum = self.sum.take();
+        let (kind, why) = self.finish_etag()?;
+        match sum {
+            None => Ok((kind.to_string(), why)),
+            Some((want, st)) => {
+                let got = st.finish();
+                if got != want.expected {
+                    return Err(format!(
+                        "x-amz-checksum-{} {} does not match the body ({})",
+                        want.kind.name(),
+                        hex::encode(&want.expected),
+                        hex::encode(&got)
+                    ));
+                }
+                if why.is_some() {
+                    Ok((want.kind.name().to_string(), None))
+                } else {
+                    Ok((format!("{kind}+{}", want.kind.name()), None))
+                }
+            }
+        }
+    }
+
+    fn finish_etag(mut self) -> Result<(&'static str, Option<String>), String> {
         let kind = self.check.kind();
         match self.check.clone() {
             ContentCheck::Unchecked(why) => Ok((kind, Some(why))),
             ContentCheck::MultipartGuess { candidates, .. } => {
                 let subs = std::mem::take(&mut self.subs);
-                if subs.into_iter().any(|s| s.finish().is_ok()) {
+                if subs.into_iter().any(|s| s.finish_etag().is_ok()) {
                     Ok((kind, None))
                 } else {
                     Err(format!(
@@ -236,6 +351,31 @@ mod tests {
         v.update(&body[..7]);
         v.update(&body[7..]);
         assert_eq!(v.finish().unwrap().0, "md5");
+
+        // Stored full-object checksums (base64, big-endian CRCs) are checked too.
+        use base64::Engine;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let crc = b64(&crc32c::crc32c(&body).to_be_bytes());
+        let sha = b64(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body).as_ref());
+        for (kind, val, name) in [
+            (SumKind::Crc32c, &crc, "md5+crc32c"),
+            (SumKind::Sha256, &sha, "md5+sha256"),
+        ] {
+            let mut v = Verifier::new(ContentCheck::from_etag(&etag, None))
+                .with_sum(SumCheck::from_header(kind, Some(val)));
+            v.update(&body);
+            assert_eq!(v.finish().unwrap().0, name);
+            let mut v = Verifier::new(ContentCheck::Unchecked("x".into()))
+                .with_sum(SumCheck::from_header(kind, Some(val)));
+            v.update(&body[1..]);
+            assert!(v.finish().is_err());
+        }
+        let c32 = b64(&crc32fast::hash(&body).to_be_bytes());
+        let mut v = Verifier::new(ContentCheck::Unchecked("x".into()))
+            .with_sum(SumCheck::from_header(SumKind::Crc32, Some(&c32)));
+        v.update(&body);
+        assert_eq!(v.finish().unwrap(), ("crc32".to_string(), None));
+        assert!(SumCheck::from_header(SumKind::Crc32c, Some("AAAAAA==-3")).is_none());
 
         // 3 parts of 10,000 bytes (last 5,000), as S3 computes it.
         let mut cat = vec![];

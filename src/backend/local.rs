@@ -167,6 +167,7 @@ impl Source for LocalSource {
             check: ContentCheck::Unchecked(
                 "local file: no source checksum (size and mtime are checked)".into(),
             ),
+            sum: None,
         })
     }
 

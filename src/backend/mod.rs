@@ -42,6 +42,8 @@ pub struct Opened {
     pub user_meta: Vec<(String, String)>,
     /// What the body must match (S3 ETag MD5, ...), or why nothing can be checked.
     pub check: ContentCheck,
+    /// A stored full-object checksum (`x-amz-checksum-*`), checked as well.
+    pub sum: Option<check::SumCheck>,
 }
 
 /// Where objects come from.

@@ -28,6 +28,7 @@ use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use tokio::sync::mpsc;
 
+use super::check::{SumCheck, SumKind};
 use super::throttle::{Failure, Throttle, ThrottleConfig, parse_retry_after};
 use super::{Body, ContentCheck, Destination, Listed, Opened, Reader, Source};
 use crate::error::{Error, Result};
@@ -136,6 +137,19 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>
             aws_sdk_s3::error::DisplayErrorContext(&e)
         ))),
     }
+}
+
+/// The strongest full-object checksum the object carries, if any.
+fn stored_sum(
+    sha256: Option<&str>,
+    crc32c: Option<&str>,
+    crc32: Option<&str>,
+    sha1: Option<&str>,
+) -> Option<SumCheck> {
+    SumCheck::from_header(SumKind::Sha256, sha256)
+        .or_else(|| SumCheck::from_header(SumKind::Crc32c, crc32c))
+        .or_else(|| SumCheck::from_header(SumKind::Crc32, crc32))
+        .or_else(|| SumCheck::from_header(SumKind::Sha1, sha1))
 }
 
 fn key_str(key: &ObjectKey) -> Result<&str> {
@@ -253,6 +267,7 @@ impl S3Store {
                     .get_object()
                     .bucket(&self.bucket)
                     .key(key)
+                    .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
                     .set_range(range.map(|(a, b)| format!("bytes={a}-{b}")));
                 let what = what.clone();
                 async move {
@@ -522,7 +537,14 @@ impl Source for S3Store {
                 .await
                 .map_err(|e| Error::object(&meta.key, e))?;
             let check = ContentCheck::from_etag(out.e_tag().unwrap_or(&meta.version), None);
+            let sum = stored_sum(
+                out.checksum_sha256(),
+                out.checksum_crc32_c(),
+                out.checksum_crc32(),
+                out.checksum_sha1(),
+            );
             return Ok(Opened {
+                sum,
                 content_type: out.content_type().map(str::to_string),
                 user_meta: user_meta(out.metadata()),
                 check,
@@ -543,6 +565,7 @@ impl Source for S3Store {
                             .head_object()
                             .bucket(&self.bucket)
                             .key(&key)
+                            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
                             .set_part_number(part);
                         let what = what.clone();
                         async move { req.send().await.map_err(|e| classify(&what, e)) }
@@ -611,7 +634,19 @@ impl Source for S3Store {
                 }
             })
             .buffered(RANGE_CONCURRENCY);
+        // A HEAD with ?partNumber reports the part's checksums, not the object's.
+        let sum = if part_known {
+            None
+        } else {
+            stored_sum(
+                head.checksum_sha256(),
+                head.checksum_crc32_c(),
+                head.checksum_crc32(),
+                head.checksum_sha1(),
+            )
+        };
         Ok(Opened {
+            sum,
             content_type: head.content_type().map(str::to_string),
             user_meta: user_meta(head.metadata()),
             check,

@@ -458,6 +458,7 @@ impl Source for SwiftStore {
             content_type,
             user_meta,
             check,
+            sum: None,
         })
     }
 

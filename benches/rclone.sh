@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# barge vs rclone, same data set, same concurrency, same servers: local tree -> the
+# project's SAIO (Swift API) and -> Ceph radosgw (S3 API). Runs alternate barge, rclone,
+# barge, rclone ... and the median throughput ratio is printed.
+#
+#   benches/rclone.sh [--rounds N] [--concurrency N] [--size 256MiB]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=3; conc=8; size=256MiB
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) rounds=$2; shift 2 ;;
+    --concurrency) conc=$2; shift 2 ;;
+    --size) size=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+scripts/deps.sh bench
+cargo build --release --quiet
+B=${CARGO_TARGET_DIR:-$PWD/target}/release/barge
+saio=$(scripts/servers/saio-start.sh)
+ceph=$(scripts/servers/ceph-start.sh)
+val() { printf '%s\n' "$1" | sed -n "s/^export $2=//p" | tr -d "'\""; }
+ST_AUTH=$(val "$saio" ST_AUTH); ST_USER=$(val "$saio" ST_USER); ST_KEY=$(val "$saio" ST_KEY)
+RGW=$(val "$ceph" CEPH_S3_ENDPOINT); RGW_AK=$(val "$ceph" CEPH_S3_ACCESS_KEY); RGW_SK=$(val "$ceph" CEPH_S3_SECRET_KEY)
+dir=${BENCH_DIR:-$PWD/target/bench-rclone}
+mkdir -p "$dir"
+[ -f "$dir/tree.done" ] || { rm -rf "$dir/tree"; "$B" sample --out "$dir/tree" --size "$size" --seed 9 >&2; touch "$dir/tree.done"; }
+bytes=$(du -sb --apparent-size "$dir/tree" | cut -f1)
+export RCLONE_CONFIG_SAIO_TYPE=swift RCLONE_CONFIG_SAIO_AUTH=$ST_AUTH RCLONE_CONFIG_SAIO_USER=$ST_USER RCLONE_CONFIG_SAIO_KEY=$ST_KEY
+export RCLONE_CONFIG_RGW_TYPE=s3 RCLONE_CONFIG_RGW_PROVIDER=Ceph RCLONE_CONFIG_RGW_ENDPOINT=$RGW \
+       RCLONE_CONFIG_RGW_ACCESS_KEY_ID=$RGW_AK RCLONE_CONFIG_RGW_SECRET_ACCESS_KEY=$RGW_SK
+results=$(mktemp)
+now() { date +%s.%N; }
+mbps() { python3 -c "print($bytes/1e6/($2-$1))"; }
+
+barge_run() {  # barge_run TARGET-URL [extra env...]
+  local st=$dir/state t0 t1; rm -rf "$st"
+  "$B" --quiet --state "$st" init >/dev/null
+  t0=$(now)
+  env "${@:2}" "$B" --quiet --state "$st" --list-parallel 4 --max-concurrency "$conc" \
+      migrate --concurrency "$conc" --source "$dir/tree" --dest "$1" >/dev/null
+  t1=$(now); mbps "$t0" "$t1"
+}
+rclone_run() {  # rclone_run REMOTE:PATH
+  local t0 t1; t0=$(now)
+  rclone copy --transfers "$conc" --checkers "$conc" "$dir/tree" "$1" >/dev/null 2>&1
+  t1=$(now); mbps "$t0" "$t1"
+}
+for r in $(seq 1 "$rounds"); do
+  echo "bench: round $r/$rounds" >&2
+  id=$r-$$
+  echo "barge_swift $(barge_run "swift://bb$id" ST_AUTH="$ST_AUTH" ST_USER="$ST_USER" ST_KEY="$ST_KEY")" >> "$results"
+  echo "rclone_swift $(rclone_run "saio:rc$id")" >> "$results"
+  echo "barge_rgw $(barge_run "s3://bb-$id" AWS_ACCESS_KEY_ID="$RGW_AK" AWS_SECRET_ACCESS_KEY="$RGW_SK" AWS_ENDPOINT_URL="$RGW")" >> "$results"
+  echo "rclone_rgw $(rclone_run "rgw:rc-$id")" >> "$results"
+done
+python3 - "$results" "$bytes" "$conc" <<'PY'
+import sys, statistics, collections
+res = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    k, v = line.split(); res[k].append(float(v))
+print(f"data set {int(sys.argv[2])/1e6:.0f} MB, concurrency {sys.argv[3]}")
+for k in ["barge_swift", "rclone_swift", "barge_rgw", "rclone_rgw"]:
+    print(f"{k:14} median {statistics.median(res[k]):7.1f} MB/s   runs " + " ".join(f"{x:.1f}" for x in res[k]))
+for dst in ["swift", "rgw"]:
+    r = [a / b for a, b in zip(res[f"barge_{dst}"], res[f"rclone_{dst}"])]
+    print(f"barge / rclone into {dst:5}: {statistics.median(r):.2f}  (goal >= 1.3)")
+PY
