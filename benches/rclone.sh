@@ -44,7 +44,9 @@ barge_run() {  # barge_run TARGET-URL [extra env...]
 }
 rclone_run() {  # rclone_run REMOTE:PATH
   local t0 t1; t0=$(now)
-  rclone copy --transfers "$conc" --checkers "$conc" "$dir/tree" "$1" >/dev/null 2>&1
+  # AWS_CA_BUNDLE (set on some hosts) breaks rclone's S3 client on plain http.
+  env -u AWS_CA_BUNDLE rclone copy --transfers "$conc" --checkers "$conc" "$dir/tree" "$1" \
+      > "$dir/rclone.log" 2>&1 || { echo "rclone failed:" >&2; tail -5 "$dir/rclone.log" >&2; exit 1; }
   t1=$(now); mbps "$t0" "$t1"
 }
 for r in $(seq 1 "$rounds"); do
