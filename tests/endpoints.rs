@@ -517,3 +517,79 @@ fn a_throttling_swift_slows_barge_down_but_every_object_arrives() {
     run_ok(sw().args(["download", &dest, "-D"]).arg(&got));
     assert_same_tree(&src, &got);
 }
+
+#[test]
+fn expired_swift_tokens_are_refreshed_mid_run() {
+    let e = saio();
+    let t = tmp();
+    let src = t.path().join("src");
+    for i in 0..400u32 {
+        write(
+            &src,
+            format!("t{i:04}").as_bytes(),
+            &rand_bytes(i as u64 + 500, 3000),
+        );
+    }
+    let state = t.path().join("state");
+    init_small(&state, &[]);
+    let dest = uniq("tok");
+    let dst = (
+        e["ST_AUTH"].as_str(),
+        e["ST_USER"].as_str(),
+        e["ST_KEY"].as_str(),
+    );
+    // tempauth keeps its tokens in the SAIO's private memcached: flushing it expires
+    // every token, so barge's next request gets 401 and must log in again.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flusher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                if let Ok(mut s) = std::net::TcpStream::connect("127.0.0.1:11311") {
+                    use std::io::Write;
+                    let _ = s.write_all(b"flush_all\r\n");
+                    n += 1;
+                }
+            }
+            n
+        })
+    };
+    let o = barge_env(
+        &state,
+        None,
+        None,
+        Some(dst),
+        &[
+            "--json",
+            "migrate",
+            "--concurrency",
+            "2",
+            "--source",
+            src.to_str().unwrap(),
+            "--dest",
+            &format!("swift://{dest}"),
+        ],
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let flushes = flusher.join().unwrap();
+    let out = ok(&o);
+    assert!(
+        flushes >= 2,
+        "tokens were expired during the run ({flushes} flushes)"
+    );
+    assert!(
+        stderr(&o).contains("token expired (401); logging in again"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(json_doc(&out, "report")["report"]["done"], true, "{out}");
+    let got = t.path().join("got");
+    run_ok(
+        swift(dst.0, dst.1, dst.2)
+            .args(["download", &dest, "-D"])
+            .arg(&got),
+    );
+    assert_same_tree(&src, &got);
+}

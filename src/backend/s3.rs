@@ -261,7 +261,7 @@ impl S3Store {
     ) -> Result<(Bytes, aws_sdk_s3::operation::get_object::GetObjectOutput)> {
         let what = format!("GET s3://{}/{key}", self.bucket);
         self.throttle
-            .call(&what, || {
+            .call_sized(&what, range.map_or(0, |(a, b)| b - a + 1), || {
                 let req = self
                     .client
                     .get_object()
@@ -341,7 +341,7 @@ impl S3Store {
         let what = format!("PUT s3://{}/{key}", self.bucket);
         let metadata: HashMap<String, String> = meta.user_meta.iter().cloned().collect();
         self.throttle
-            .call(&what, || {
+            .call_sized(&what, body.len() as u64, || {
                 let req = self
                     .client
                     .put_object()
@@ -402,7 +402,7 @@ impl S3Store {
                 let pwhat = format!("{what} part {n}");
                 let etag = self
                     .throttle
-                    .call(&pwhat, || {
+                    .call_sized(&pwhat, part.len() as u64, || {
                         let req = self
                             .client
                             .upload_part()

@@ -80,7 +80,23 @@ struct State {
     last_decrease: Option<Instant>,
     pause_until: Option<Instant>,
     next_start: Instant,
-    latency_ewma: Option<f64>,
+    /// Smoothed latency per payload size class (see [`size_class`]): a 32 MiB PUT is not
+    /// congestion just because it takes longer than a 1 KiB one.
+    latency_ewma: [Option<f64>; SIZE_CLASSES],
+}
+
+/// Number of payload size classes for the latency baseline.
+pub const SIZE_CLASSES: usize = 8;
+
+/// Size class of a payload: 0 for unknown/≤ 64 KiB, then one class per 4× up to 1 GiB+.
+pub fn size_class(bytes: u64) -> usize {
+    let mut c = 0;
+    let mut limit = 64u64 << 10;
+    while bytes > limit && c < SIZE_CLASSES - 1 {
+        c += 1;
+        limit *= 4;
+    }
+    c
 }
 
 /// The back-pressure controller of one endpoint.
@@ -119,7 +135,7 @@ impl Throttle {
                 last_decrease: None,
                 pause_until: None,
                 next_start: Instant::now(),
-                latency_ewma: None,
+                latency_ewma: [None; SIZE_CLASSES],
             }),
             cfg,
             in_flight: AtomicUsize::new(0),
@@ -194,10 +210,11 @@ impl Throttle {
         }
     }
 
-    fn on_success(&self, latency: Duration) {
+    fn on_success(&self, latency: Duration, class: usize) {
         let mut s = self.lock();
         let l = latency.as_secs_f64();
-        let base = *s.latency_ewma.get_or_insert(l);
+        let class = class.min(SIZE_CLASSES - 1);
+        let base = *s.latency_ewma[class].get_or_insert(l);
         if l > base * LATENCY_FACTOR && l > 0.05 {
             let gap_ok = s.last_decrease.is_none_or(|t| t.elapsed() >= DECREASE_GAP);
             if gap_ok {
@@ -207,7 +224,7 @@ impl Throttle {
         } else {
             s.limit = (s.limit + 1.0 / s.limit).min(self.cfg.max_concurrency as f64);
         }
-        s.latency_ewma = Some(base * 0.9 + l * 0.1);
+        s.latency_ewma[class] = Some(base * 0.9 + l * 0.1);
     }
 
     fn on_throttle(&self, retry_after: Option<Duration>) {
@@ -225,11 +242,22 @@ impl Throttle {
 
     /// Runs `op` under the throttle, retrying what is worth retrying. `what` names the
     /// request in errors (e.g. "PUT swift://c/key").
-    pub async fn call<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    pub async fn call<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, Failure>>,
     {
+        self.call_sized(what, 0, op).await
+    }
+
+    /// [`Throttle::call`] for a request carrying `bytes` of payload (up or down), so its
+    /// latency is compared with requests of similar size.
+    pub async fn call_sized<T, F, Fut>(&self, what: &str, bytes: u64, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, Failure>>,
+    {
+        let class = size_class(bytes);
         let mut backoff = backon::ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(50))
             .with_max_delay(Duration::from_secs(10))
@@ -243,7 +271,7 @@ impl Throttle {
             drop(permit);
             let (message, retry_after) = match res {
                 Ok(v) => {
-                    self.on_success(latency);
+                    self.on_success(latency, class);
                     return Ok(v);
                 }
                 Err(Failure::Permanent(e)) => {
@@ -367,6 +395,15 @@ mod tests {
                 .contains("gave up after 8 attempts")
         );
         assert_eq!(calls, MAX_ATTEMPTS);
+    }
+
+    #[test]
+    fn size_classes_separate_small_and_large_payloads() {
+        assert_eq!(size_class(0), 0);
+        assert_eq!(size_class(64 << 10), 0);
+        assert_eq!(size_class((64 << 10) + 1), 1);
+        assert!(size_class(32 << 20) > size_class(1 << 20));
+        assert_eq!(size_class(u64::MAX), SIZE_CLASSES - 1);
     }
 
     #[test]

@@ -301,8 +301,9 @@ impl SwiftClient {
         body: Option<Bytes>,
         ok: &[u16],
     ) -> Result<Reply> {
+        let bytes = body.as_ref().map_or(0, |b| b.len() as u64);
         self.throttle
-            .call(what, || {
+            .call_sized(what, bytes, || {
                 let method = method.clone();
                 let body = body.clone();
                 async move {
@@ -330,6 +331,7 @@ impl SwiftClient {
                             .map_err(|e| Failure::Transient(format!("{what}: {e}")))?;
                         let status = r.status();
                         if status == StatusCode::UNAUTHORIZED && stale.is_none() {
+                            tracing::info!("{what}: token expired (401); logging in again");
                             stale = Some(s.token.clone());
                             continue;
                         }
@@ -387,6 +389,7 @@ impl SwiftClient {
                         .await
                         .map_err(|e| Failure::Transient(format!("{what}: {e}")))?;
                     if r.status() == StatusCode::UNAUTHORIZED && stale.is_none() {
+                        tracing::info!("{what}: token expired (401); logging in again");
                         stale = Some(s.token.clone());
                         continue;
                     }
