@@ -156,13 +156,7 @@ pub async fn run(
 ) -> Result<IngestSummary> {
     let drives = node.drive_paths(&opts.drives);
     // Segments left open by a crashed run are sealed before new ones are written.
-    let rec = crate::staging::recover::recover(
-        &node.catalog,
-        &node.master,
-        &node.appliance_id,
-        node.staging.settings.seal_backend,
-        &drives,
-    )?;
+    let rec = node.recover_staging(&drives)?;
     if rec.segments_resealed > 0 || !rec.orphan_files_removed.is_empty() {
         tracing::warn!(
             "recovered staging after an interrupted run: {} segments resealed, {} orphan files removed",

@@ -517,13 +517,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Fsck => {
             let node = g.open()?;
             let drives = node.drive_paths(&[]);
-            let r = barge::staging::recover::recover(
-                &node.catalog,
-                &node.master,
-                &node.appliance_id,
-                node.staging.settings.seal_backend,
-                &drives,
-            )?;
+            let r = node.recover_staging(&drives)?;
             if g.json {
                 println!("{}", serde_json::json!({ "fsck": r }));
             } else {

@@ -158,6 +158,21 @@ impl Node {
         })
     }
 
+    /// Seals segments a crashed run left open and removes staging files the catalog does
+    /// not know (see `staging::recover`).
+    pub fn recover_staging(
+        &self,
+        drives: &[PathBuf],
+    ) -> Result<crate::staging::recover::RecoveryReport> {
+        crate::staging::recover::recover(
+            &self.catalog,
+            &self.master,
+            &self.appliance_id,
+            self.staging.settings.seal_backend,
+            drives,
+        )
+    }
+
     /// Drive paths for staging, in stripe order. With `only` non-empty, just those.
     pub fn drive_paths(&self, only: &[PathBuf]) -> Vec<PathBuf> {
         if only.is_empty() {

@@ -213,43 +213,77 @@ impl S3Store {
         }
     }
 
-    /// Lists every object under `prefix` (no delimiter), page by page, into `tx`.
-    async fn list_flat(&self, prefix: String, tx: &mpsc::Sender<Listed>) -> Result<()> {
+    /// One ListObjectsV2 page under `prefix` (optionally delimited).
+    async fn list_page(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        token: Option<String>,
+    ) -> Result<aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output> {
+        let what = format!("LIST s3://{}/{prefix}", self.bucket);
+        self.throttle
+            .call(&what, || {
+                let req = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(prefix)
+                    .set_delimiter(delimiter.map(str::to_string))
+                    .max_keys(PAGE_SIZE)
+                    .set_continuation_token(token.clone());
+                let what = what.clone();
+                async move { req.send().await.map_err(|e| classify(&what, e)) }
+            })
+            .await
+    }
+
+    /// Sends a page's objects, keys relative to the URL's prefix. False once the
+    /// receiver is gone.
+    async fn send_page(
+        &self,
+        page: &aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output,
+        tx: &mpsc::Sender<Listed>,
+    ) -> bool {
         let base = self.prefix_slash();
+        for o in page.contents() {
+            let Some(k) = o.key() else { continue };
+            let item = Listed::Object(ObjectMeta {
+                key: ObjectKey::from(k.strip_prefix(&base).unwrap_or(k)),
+                size: o.size().unwrap_or(0).max(0) as u64,
+                version: o.e_tag().unwrap_or("").to_string(),
+                content_type: None,
+                user_meta: vec![],
+            });
+            if tx.send(item).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Lists `prefix` page by page into `tx`; with a delimiter, returns the common
+    /// prefixes (first-level "directories") instead of descending into them.
+    async fn list_prefix(
+        &self,
+        prefix: String,
+        delimiter: Option<&str>,
+        tx: &mpsc::Sender<Listed>,
+    ) -> Result<Vec<String>> {
+        let mut subs = vec![];
         let mut token: Option<String> = None;
         loop {
-            let what = format!("LIST s3://{}/{prefix}", self.bucket);
-            let page = self
-                .throttle
-                .call(&what, || {
-                    let req = self
-                        .client
-                        .list_objects_v2()
-                        .bucket(&self.bucket)
-                        .prefix(&prefix)
-                        .max_keys(PAGE_SIZE)
-                        .set_continuation_token(token.clone());
-                    let what = what.clone();
-                    async move { req.send().await.map_err(|e| classify(&what, e)) }
-                })
-                .await?;
-            for o in page.contents() {
-                let Some(k) = o.key() else { continue };
-                let rel = k.strip_prefix(&base).unwrap_or(k);
-                let item = Listed::Object(ObjectMeta {
-                    key: ObjectKey::from(rel),
-                    size: o.size().unwrap_or(0).max(0) as u64,
-                    version: o.e_tag().unwrap_or("").to_string(),
-                    content_type: None,
-                    user_meta: vec![],
-                });
-                if tx.send(item).await.is_err() {
-                    return Ok(());
-                }
+            let page = self.list_page(&prefix, delimiter, token).await?;
+            if !self.send_page(&page, tx).await {
+                return Ok(subs);
             }
+            subs.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix().map(str::to_string)),
+            );
             token = page.next_continuation_token().map(str::to_string);
             if token.is_none() || page.is_truncated() != Some(true) {
-                return Ok(());
+                return Ok(subs);
             }
         }
     }
@@ -473,54 +507,14 @@ impl Source for S3Store {
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()> {
         let base = self.prefix_slash();
         if self.list_parallel <= 1 {
-            return self.list_flat(base, &tx).await;
+            self.list_prefix(base, None, &tx).await?;
+            return Ok(());
         }
         // One delimited listing of the first level, then each sub-prefix in parallel.
-        let mut subs = vec![];
-        let mut token: Option<String> = None;
-        loop {
-            let what = format!("LIST s3://{}/{base} (first level)", self.bucket);
-            let page = self
-                .throttle
-                .call(&what, || {
-                    let req = self
-                        .client
-                        .list_objects_v2()
-                        .bucket(&self.bucket)
-                        .prefix(&base)
-                        .delimiter("/")
-                        .max_keys(PAGE_SIZE)
-                        .set_continuation_token(token.clone());
-                    let what = what.clone();
-                    async move { req.send().await.map_err(|e| classify(&what, e)) }
-                })
-                .await?;
-            for o in page.contents() {
-                let Some(k) = o.key() else { continue };
-                let item = Listed::Object(ObjectMeta {
-                    key: ObjectKey::from(k.strip_prefix(&base).unwrap_or(k)),
-                    size: o.size().unwrap_or(0).max(0) as u64,
-                    version: o.e_tag().unwrap_or("").to_string(),
-                    content_type: None,
-                    user_meta: vec![],
-                });
-                if tx.send(item).await.is_err() {
-                    return Ok(());
-                }
-            }
-            subs.extend(
-                page.common_prefixes()
-                    .iter()
-                    .filter_map(|p| p.prefix().map(str::to_string)),
-            );
-            token = page.next_continuation_token().map(str::to_string);
-            if token.is_none() || page.is_truncated() != Some(true) {
-                break;
-            }
-        }
+        let subs = self.list_prefix(base, Some("/"), &tx).await?;
         futures::stream::iter(subs.into_iter().map(|p| {
             let tx = tx.clone();
-            async move { self.list_flat(p, &tx).await }
+            async move { self.list_prefix(p, None, &tx).await.map(|_| ()) }
         }))
         .buffer_unordered(self.list_parallel)
         .try_collect::<Vec<()>>()
@@ -698,7 +692,9 @@ impl Destination for S3Store {
     }
 
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()> {
-        self.list_flat(self.prefix_slash(), &tx).await
+        self.list_prefix(self.prefix_slash(), None, &tx)
+            .await
+            .map(|_| ())
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Reader> {
