@@ -111,6 +111,20 @@ pub async fn run(
     dest: Arc<dyn Destination>,
     opts: &DrainOptions,
 ) -> Result<DrainSummary> {
+    run_following(node, dest, opts, None).await
+}
+
+/// Drains every staged object, then, with `follow`, each object an ingest running in
+/// the same process reports as staged, until that ingest ends (`barge migrate`: fetch,
+/// stage and drain at the same time). An object delivered twice (scan and follow) is
+/// written once: a worker re-reads its record and skips it unless it still wants a
+/// drain, and keys in flight are not taken by a second worker.
+pub async fn run_following(
+    node: &Node,
+    dest: Arc<dyn Destination>,
+    opts: &DrainOptions,
+    follow: Option<mpsc::Receiver<ObjectKey>>,
+) -> Result<DrainSummary> {
     let reader = ChunkReader::new(
         node.catalog.clone(),
         node.master.clone(),
@@ -132,15 +146,32 @@ pub async fn run(
     }
     let (tx, rx) = mpsc::channel::<(ObjectKey, ObjectRecord)>(DRAIN_QUEUE);
     let catalog = node.catalog.clone();
+    let scan_tx = tx.clone();
     let scanner = tokio::task::spawn_blocking(move || -> Result<()> {
         for item in catalog.objects()? {
             let (k, rec) = item?;
-            if wants_drain(&rec) && tx.blocking_send((k, rec)).is_err() {
+            if wants_drain(&rec) && scan_tx.blocking_send((k, rec)).is_err() {
                 break;
             }
         }
         Ok(())
     });
+    let follower = follow.map(|mut f| {
+        let catalog = node.catalog.clone();
+        tokio::spawn(async move {
+            while let Some(k) = f.recv().await {
+                if let Ok(Some(rec)) = catalog.get_object(&k)
+                    && wants_drain(&rec)
+                    && tx.send((k, rec)).await.is_err()
+                {
+                    break;
+                }
+            }
+        })
+    });
+    let busy = Arc::new(std::sync::Mutex::new(
+        std::collections::HashSet::<ObjectKey>::new(),
+    ));
     let rx = Arc::new(Mutex::new(rx));
     let drained = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
@@ -152,6 +183,7 @@ pub async fn run(
         let dest = dest.clone();
         let reader = reader.clone();
         let catalog = node.catalog.clone();
+        let busy = busy.clone();
         let (drained, bytes, failures, failed) = (
             drained.clone(),
             bytes.clone(),
@@ -161,7 +193,25 @@ pub async fn run(
         workers.push(tokio::spawn(async move {
             loop {
                 let next = rx.lock().await.recv().await;
-                let Some((key, rec)) = next else { break };
+                let Some((key, _)) = next else { break };
+                // Take the key (or leave it to the worker that has it), then work from
+                // the record as it is now.
+                if !busy
+                    .lock()
+                    .map(|mut b| b.insert(key.clone()))
+                    .unwrap_or(false)
+                {
+                    continue;
+                }
+                let rec = match catalog.get_object(&key) {
+                    Ok(Some(r)) if wants_drain(&r) => r,
+                    _ => {
+                        if let Ok(mut b) = busy.lock() {
+                            b.remove(&key);
+                        }
+                        continue;
+                    }
+                };
                 let meta = ObjectMeta {
                     key: key.clone(),
                     size: rec.size,
@@ -173,7 +223,7 @@ pub async fn run(
                 let res = match dest.put(&meta, body).await {
                     Ok(()) => {
                         crate::failpoint::point("drain.after_put");
-                        let r = catalog.set_object_state(&key, ObjectState::Drained);
+                        let r = catalog.mark_drained(&key, rec.blake3);
                         crate::failpoint::point("drain.after_mark");
                         r
                     }
@@ -201,11 +251,18 @@ pub async fn run(
                         );
                     }
                 }
+                if let Ok(mut b) = busy.lock() {
+                    b.remove(&key);
+                }
             }
         }));
     }
+    // The workers end when the scanner and the follower have both dropped their senders.
     for w in workers {
         let _ = w.await;
+    }
+    if let Some(f) = follower {
+        let _ = f.await;
     }
     scanner
         .await

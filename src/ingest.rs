@@ -39,11 +39,14 @@ pub struct IngestOptions {
     pub concurrency: usize,
     /// Staging drives to use (all configured drives when empty).
     pub drives: Vec<std::path::PathBuf>,
+    /// Told the key of every object once it is staged (a drain running alongside).
+    pub notify: Option<mpsc::Sender<ObjectKey>>,
 }
 
 impl Default for IngestOptions {
     fn default() -> Self {
         IngestOptions {
+            notify: None,
             concurrency: std::thread::available_parallelism()
                 .map_or(2, |n| n.get())
                 .max(2)
@@ -95,6 +98,7 @@ struct Ctx {
     checks: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     stop: AtomicBool,
     stop_reason: std::sync::Mutex<Option<String>>,
+    notify: Option<mpsc::Sender<ObjectKey>>,
 }
 
 impl Ctx {
@@ -188,6 +192,7 @@ pub async fn run(
         checks: Default::default(),
         stop: AtomicBool::new(false),
         stop_reason: Default::default(),
+        notify: opts.notify.clone(),
     });
 
     let (list_tx, mut list_rx) = mpsc::channel::<Listed>(LIST_QUEUE);
@@ -359,6 +364,9 @@ async fn fetch_one(ctx: &Arc<Ctx>, meta: ObjectMeta, old: Option<ObjectRecord>) 
                     ctx.counters
                         .bytes_staged
                         .fetch_add(meta.size, Ordering::Relaxed);
+                    if let Some(n) = &ctx.notify {
+                        let _ = n.send(key.clone()).await;
+                    }
                 }
                 Err(e) => {
                     ctx.stop(format!("catalog write failed: {e}"));

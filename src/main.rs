@@ -356,10 +356,17 @@ fn print_ingest(g: &Global, s: &IngestSummary, secs: f64) {
     }
 }
 
-async fn do_ingest(g: &Global, node: &Node, source: &str, tune: &Tune) -> Result<IngestSummary> {
+async fn do_ingest(
+    g: &Global,
+    node: &Node,
+    source: &str,
+    tune: &Tune,
+    notify: Option<tokio::sync::mpsc::Sender<barge::object::ObjectKey>>,
+) -> Result<IngestSummary> {
     let src = open_source(source, &g.side(true)).await?;
     let mut opts = IngestOptions {
         drives: g.staging.clone(),
+        notify,
         ..Default::default()
     };
     if let Some(c) = tune.concurrency {
@@ -371,14 +378,20 @@ async fn do_ingest(g: &Global, node: &Node, source: &str, tune: &Tune) -> Result
     Ok(s)
 }
 
-async fn do_drain(g: &Global, node: &Node, dest: &str, tune: &Tune) -> Result<drain::DrainSummary> {
+async fn do_drain(
+    g: &Global,
+    node: &Node,
+    dest: &str,
+    tune: &Tune,
+    follow: Option<tokio::sync::mpsc::Receiver<barge::object::ObjectKey>>,
+) -> Result<drain::DrainSummary> {
     let d = open_destination(dest, &g.dest_side(node, dest)).await?;
     let mut opts = DrainOptions::default();
     if let Some(c) = tune.concurrency {
         opts.concurrency = c;
     }
     let t = std::time::Instant::now();
-    let s = drain::run(node, d, &opts).await?;
+    let s = drain::run_following(node, d, &opts, follow).await?;
     let secs = t.elapsed().as_secs_f64();
     if g.json {
         println!("{}", serde_json::json!({"drain": s, "secs": secs}));
@@ -488,18 +501,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Ingest { source, tune } => {
             let node = g.open()?;
-            let s = do_ingest(g, &node, source, tune).await?;
+            let s = do_ingest(g, &node, source, tune, None).await?;
             Ok(code(s.failed == 0 && s.stopped_early.is_none()))
         }
         Cmd::Drain { dest, tune } => {
             let node = g.open()?;
-            let s = do_drain(g, &node, dest, tune).await?;
+            let s = do_drain(g, &node, dest, tune, None).await?;
             Ok(code(s.failed == 0))
         }
         Cmd::Migrate { source, dest, tune } => {
             let node = g.open()?;
-            let s = do_ingest(g, &node, source, tune).await?;
-            let d = do_drain(g, &node, dest, tune).await?;
+            // Fetch, stage and drain at once: the drain follows what ingest stages.
+            let (tx, rx) = tokio::sync::mpsc::channel(barge::drain::DRAIN_QUEUE);
+            let (s, d) = tokio::join!(
+                do_ingest(g, &node, source, tune, Some(tx)),
+                do_drain(g, &node, dest, tune, Some(rx))
+            );
+            let (s, d) = (s?, d?);
             let v = do_verify(g, &node, dest, false, g.json).await?;
             let done = do_report(&node, g.json, None)?;
             Ok(code(
@@ -585,8 +603,8 @@ async fn demo(g: &Global, dir: &std::path::Path, size: u64) -> Result<ExitCode> 
         Node::init(&state, &InitOptions::default())?
     };
     let tune = Tune { concurrency: None };
-    let s = do_ingest(g, &node, &src.display().to_string(), &tune).await?;
-    let d = do_drain(g, &node, &out.display().to_string(), &tune).await?;
+    let s = do_ingest(g, &node, &src.display().to_string(), &tune, None).await?;
+    let d = do_drain(g, &node, &out.display().to_string(), &tune, None).await?;
     let v = do_verify(g, &node, &out.display().to_string(), true, false).await?;
     let r = report::build(&node)?;
     print!("{}", r.to_text());

@@ -217,6 +217,15 @@ impl Catalog {
         Ok(())
     }
 
+    /// Marks an object drained (synced), but only if it still holds the content that was
+    /// uploaded: an ingest that re-staged a newer version meanwhile keeps it `Staged`.
+    pub fn mark_drained(&self, key: &ObjectKey, uploaded: Option<[u8; 32]>) -> Result<()> {
+        match self.get_object(key)? {
+            Some(rec) if rec.blake3 == uploaded => self.set_object_state(key, ObjectState::Drained),
+            _ => Ok(()),
+        }
+    }
+
     /// Records an object as staged and takes one reference on each chunk it lists, in
     /// one atomic batch. `drop_refs` are chunks of a previous version to release.
     pub fn commit_staged(
