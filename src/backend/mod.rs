@@ -32,6 +32,35 @@ pub enum Listed {
 /// nothing of it may become visible at the destination.
 pub type Body = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 
+/// Reads a whole body (an object below the large-object threshold) into memory and
+/// checks its length against the catalog's.
+pub async fn collect_body(meta: &ObjectMeta, mut body: Body) -> Result<Bytes> {
+    use futures::StreamExt;
+    let mut buf = bytes::BytesMut::with_capacity(meta.size as usize);
+    while let Some(piece) = body.next().await {
+        buf.extend_from_slice(&piece?);
+    }
+    if buf.len() as u64 != meta.size {
+        return Err(Error::object(
+            &meta.key,
+            format!("body had {} bytes, expected {}", buf.len(), meta.size),
+        ));
+    }
+    Ok(buf.freeze())
+}
+
+/// Appends body pieces to `buf` until it holds `target` bytes; false once the body ended.
+pub async fn fill(body: &mut Body, buf: &mut bytes::BytesMut, target: usize) -> Result<bool> {
+    use futures::StreamExt;
+    while buf.len() < target {
+        match body.next().await {
+            Some(piece) => buf.extend_from_slice(&piece?),
+            None => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
 /// A readable object body.
 pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
 

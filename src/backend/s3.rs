@@ -418,15 +418,7 @@ impl S3Store {
             let mut n = 1i32;
             let mut eof = false;
             while !eof {
-                while (buf.len() as u64) < self.part_size {
-                    match body.next().await {
-                        Some(piece) => buf.extend_from_slice(&piece?),
-                        None => {
-                            eof = true;
-                            break;
-                        }
-                    }
-                }
+                eof = !super::fill(&mut body, &mut buf, self.part_size as usize).await?;
                 if buf.is_empty() && n > 1 {
                     break;
                 }
@@ -665,23 +657,14 @@ impl Destination for S3Store {
         Some(self.throttle.stats())
     }
 
-    async fn put(&self, meta: &ObjectMeta, mut body: Body) -> Result<()> {
+    async fn put(&self, meta: &ObjectMeta, body: Body) -> Result<()> {
         self.bucket_ready
             .get_or_try_init(|| self.ensure_bucket())
             .await?;
         let key = self.full_key(&meta.key)?;
         if meta.size <= self.multipart_threshold {
-            let mut buf = BytesMut::with_capacity(meta.size as usize);
-            while let Some(piece) = body.next().await {
-                buf.extend_from_slice(&piece?);
-            }
-            if buf.len() as u64 != meta.size {
-                return Err(Error::object(
-                    &meta.key,
-                    format!("body had {} bytes, expected {}", buf.len(), meta.size),
-                ));
-            }
-            self.put_single(&key, meta, buf.freeze())
+            let buf = super::collect_body(meta, body).await?;
+            self.put_single(&key, meta, buf)
                 .await
                 .map_err(|e| Error::object(&meta.key, e))
         } else {

@@ -489,18 +489,9 @@ impl Destination for SwiftStore {
         let what = format!("PUT swift://{c}/{name}");
         let oerr = |e: Error| Error::object(&meta.key, e);
         if meta.size <= self.slo_threshold {
-            let mut buf = BytesMut::with_capacity(meta.size as usize);
-            while let Some(piece) = body.next().await {
-                buf.extend_from_slice(&piece?);
-            }
-            if buf.len() as u64 != meta.size {
-                return Err(Error::object(
-                    &meta.key,
-                    format!("body had {} bytes, expected {}", buf.len(), meta.size),
-                ));
-            }
+            let buf = super::collect_body(meta, body).await?;
             headers.extend(user.iter().map(|(k, v)| (k.as_str(), v.clone())));
-            self.put_bytes(&what, &obj_path, buf.freeze(), &headers)
+            self.put_bytes(&what, &obj_path, buf, &headers)
                 .await
                 .map_err(oerr)?;
             return Ok(());
@@ -514,15 +505,7 @@ impl Destination for SwiftStore {
         let mut idx = 0u32;
         let mut done = false;
         while !done {
-            while (buf.len() as u64) < self.segment_size {
-                match body.next().await {
-                    Some(p) => buf.extend_from_slice(&p?),
-                    None => {
-                        done = true;
-                        break;
-                    }
-                }
-            }
+            done = !super::fill(&mut body, &mut buf, self.segment_size as usize).await?;
             if buf.is_empty() {
                 break;
             }
