@@ -56,18 +56,7 @@ fn round_trip_of_edge_cases_is_byte_identical() {
             t.path().join("d2").to_str().unwrap(),
         ],
     );
-    let o = barge(
-        &state,
-        &[
-            "--json",
-            "migrate",
-            "--source",
-            src.to_str().unwrap(),
-            "--dest",
-            out.to_str().unwrap(),
-        ],
-    );
-    let text = ok(&o);
+    let text = migrate_json(&state, &src, &out);
     assert_same_tree(&src, &out);
     let ingest = json_doc(&text, "ingest");
     assert_eq!(ingest["ingest"]["failed"], 0);
@@ -180,17 +169,7 @@ fn second_migrate_stages_zero_new_chunks() {
             out.to_str().unwrap(),
         ],
     ));
-    let again = ok(&barge(
-        &state,
-        &[
-            "--json",
-            "migrate",
-            "--source",
-            src.to_str().unwrap(),
-            "--dest",
-            out.to_str().unwrap(),
-        ],
-    ));
+    let again = migrate_json(&state, &src, &out);
     let i = json_doc(&again, "ingest");
     assert_eq!(i["ingest"]["chunks_new"], 0, "{again}");
     assert_eq!(i["ingest"]["staged"], 0);
@@ -409,17 +388,7 @@ fn a_file_changing_while_read_fails_alone_and_is_retried() {
     assert_eq!(r["report"]["failed"], 1);
     assert_eq!(r["report"]["done"], false);
     // Once the file is quiet, the next run picks it up; the stable file is not redone.
-    let again = ok(&barge(
-        &state,
-        &[
-            "--json",
-            "migrate",
-            "--source",
-            src.to_str().unwrap(),
-            "--dest",
-            out.to_str().unwrap(),
-        ],
-    ));
+    let again = migrate_json(&state, &src, &out);
     let i = json_doc(&again, "ingest");
     assert_eq!(i["ingest"]["staged"], 1);
     assert_eq!(i["ingest"]["unchanged"], 1);
@@ -547,17 +516,7 @@ fn crashes_during_ingest_and_drain_lose_nothing() {
         }
     }
     assert!(crashed >= 5, "only {crashed} crash points were reached");
-    let text = ok(&barge(
-        &state,
-        &[
-            "--json",
-            "migrate",
-            "--source",
-            src.to_str().unwrap(),
-            "--dest",
-            out.to_str().unwrap(),
-        ],
-    ));
+    let text = migrate_json(&state, &src, &out);
     assert_same_tree(&src, &out);
     assert_eq!(json_doc(&text, "report")["report"]["done"], true);
     assert_eq!(json_doc(&text, "report")["report"]["segments_open"], 0);

@@ -51,6 +51,21 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `barge --json migrate --source src --dest out`, which must succeed; returns stdout.
+pub fn migrate_json(state: &Path, src: &Path, out: &Path) -> String {
+    ok(&barge(
+        state,
+        &[
+            "--json",
+            "migrate",
+            "--source",
+            src.to_str().unwrap(),
+            "--dest",
+            out.to_str().unwrap(),
+        ],
+    ))
+}
+
 /// Small chunk and segment sizes so tests cross every boundary with little data.
 pub const SMALL: &[&str] = &[
     "--chunk-min",

@@ -289,9 +289,54 @@ impl SwiftClient {
         Ok(self.session(None).await?.storage_url)
     }
 
+    /// Sends one request with the current token; a 401 logs in again and resends once.
+    /// Statuses other than 401 are returned to the caller.
+    async fn send_authed(
+        &self,
+        what: &str,
+        method: &Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Option<&Bytes>,
+    ) -> std::result::Result<reqwest::Response, Failure> {
+        let mut stale: Option<String> = None;
+        loop {
+            let s = self
+                .session(stale.as_deref())
+                .await
+                .map_err(Failure::Permanent)?;
+            let mut rb = self
+                .http
+                .request(method.clone(), format!("{}{path}", s.storage_url))
+                .header("X-Auth-Token", &s.token);
+            for (k, v) in headers {
+                rb = rb.header(*k, v);
+            }
+            if let Some(b) = body {
+                rb = rb.header("Content-Length", b.len()).body(b.clone());
+            } else if *method == Method::PUT {
+                rb = rb.header("Content-Length", "0");
+            }
+            let r = rb
+                .send()
+                .await
+                .map_err(|e| Failure::Transient(format!("{what}: {e}")))?;
+            if r.status() != StatusCode::UNAUTHORIZED {
+                return Ok(r);
+            }
+            if stale.is_some() {
+                return Err(Failure::Permanent(Error::Pipeline(format!(
+                    "{what}: HTTP 401 after re-authenticating"
+                ))));
+            }
+            tracing::info!("{what}: token expired (401); logging in again");
+            stale = Some(s.token);
+        }
+    }
+
     /// One request under the endpoint's throttle. `path` is already escaped and starts
     /// after the storage URL ("/container/object"). A 401 re-authenticates once.
-    /// Statuses in `ok` are success; 404 is returned as a reply when `ok` contains it.
+    /// Statuses in `ok` are success (a 404 in `ok` comes back as a reply).
     pub async fn call(
         &self,
         what: &str,
@@ -303,69 +348,25 @@ impl SwiftClient {
     ) -> Result<Reply> {
         let bytes = body.as_ref().map_or(0, |b| b.len() as u64);
         self.throttle
-            .call_sized(what, bytes, || {
-                let method = method.clone();
-                let body = body.clone();
-                async move {
-                    let mut stale: Option<String> = None;
-                    for _ in 0..2 {
-                        let s = self
-                            .session(stale.as_deref())
-                            .await
-                            .map_err(Failure::Permanent)?;
-                        let mut rb = self
-                            .http
-                            .request(method.clone(), format!("{}{path}", s.storage_url))
-                            .header("X-Auth-Token", &s.token);
-                        for (k, v) in headers {
-                            rb = rb.header(*k, v);
-                        }
-                        if let Some(b) = &body {
-                            rb = rb.header("Content-Length", b.len()).body(b.clone());
-                        } else if method == Method::PUT {
-                            rb = rb.header("Content-Length", "0");
-                        }
-                        let r = rb
-                            .send()
-                            .await
-                            .map_err(|e| Failure::Transient(format!("{what}: {e}")))?;
-                        let status = r.status();
-                        if status == StatusCode::UNAUTHORIZED && stale.is_none() {
-                            tracing::info!("{what}: token expired (401); logging in again");
-                            stale = Some(s.token.clone());
-                            continue;
-                        }
-                        let headers = r.headers().clone();
-                        let bytes = r.bytes().await.map_err(|e| {
-                            Failure::Transient(format!("{what}: reading the reply: {e}"))
-                        })?;
-                        if ok.contains(&status.as_u16()) {
-                            return Ok(Reply {
-                                status,
-                                headers,
-                                body: bytes,
-                            });
-                        }
-                        let msg = format!(
-                            "{what}: HTTP {status} {}",
-                            String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).trim()
-                        );
-                        let ra = parse_retry_after(
-                            headers.get("retry-after").and_then(|v| v.to_str().ok()),
-                        );
-                        return Err(match status.as_u16() {
-                            413 | 507 => Failure::Permanent(Error::Pipeline(format!(
-                                "{msg} (destination refuses writes: quota exceeded or disk full)"
-                            ))),
-                            422 => Failure::Transient(format!(
-                                "{msg} (ETag mismatch: body corrupted in transit)"
-                            )),
-                            s => classify_status(s, ra, msg),
-                        });
-                    }
-                    Err(Failure::Permanent(Error::Pipeline(format!(
-                        "{what}: HTTP 401 after re-authenticating"
-                    ))))
+            .call_sized(what, bytes, || async {
+                let r = self
+                    .send_authed(what, &method, path, headers, body.as_ref())
+                    .await?;
+                let status = r.status();
+                let headers = r.headers().clone();
+                let bytes = r
+                    .bytes()
+                    .await
+                    .map_err(|e| Failure::Transient(format!("{what}: reading the reply: {e}")))?;
+                if ok.contains(&status.as_u16()) {
+                    Ok(Reply {
+                        status,
+                        headers,
+                        body: bytes,
+                    })
+                } else {
+                    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]);
+                    Err(status_failure(what, status, &headers, text.trim()))
                 }
             })
             .await
@@ -374,43 +375,36 @@ impl SwiftClient {
     /// Starts a streaming GET of an object; the caller reads the body.
     pub async fn get_stream(&self, what: &str, path: &str) -> Result<reqwest::Response> {
         self.throttle
-            .call(what, || async move {
-                let mut stale: Option<String> = None;
-                for _ in 0..2 {
-                    let s = self
-                        .session(stale.as_deref())
-                        .await
-                        .map_err(Failure::Permanent)?;
-                    let r = self
-                        .http
-                        .get(format!("{}{path}", s.storage_url))
-                        .header("X-Auth-Token", &s.token)
-                        .send()
-                        .await
-                        .map_err(|e| Failure::Transient(format!("{what}: {e}")))?;
-                    if r.status() == StatusCode::UNAUTHORIZED && stale.is_none() {
-                        tracing::info!("{what}: token expired (401); logging in again");
-                        stale = Some(s.token.clone());
-                        continue;
-                    }
-                    if r.status().is_success() {
-                        return Ok(r);
-                    }
-                    let status = r.status().as_u16();
-                    let ra = parse_retry_after(
-                        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
-                    );
-                    return Err(classify_status(
-                        status,
-                        ra,
-                        format!("{what}: HTTP {status}"),
-                    ));
+            .call(what, || async {
+                let r = self
+                    .send_authed(what, &Method::GET, path, &[], None)
+                    .await?;
+                if r.status().is_success() {
+                    Ok(r)
+                } else {
+                    Err(status_failure(what, r.status(), r.headers(), ""))
                 }
-                Err(Failure::Permanent(Error::Pipeline(format!(
-                    "{what}: HTTP 401 after re-authenticating"
-                ))))
             })
             .await
+    }
+}
+
+/// How a non-success Swift status is retried: quota/full are final, a 422 (ETag
+/// mismatch: corrupted in transit) is retried, the rest as [`classify_status`] says.
+fn status_failure(
+    what: &str,
+    status: StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    text: &str,
+) -> Failure {
+    let msg = format!("{what}: HTTP {status} {text}");
+    let ra = parse_retry_after(headers.get("retry-after").and_then(|v| v.to_str().ok()));
+    match status.as_u16() {
+        413 | 507 => Failure::Permanent(Error::Pipeline(format!(
+            "{msg} (destination refuses writes: quota exceeded or disk full)"
+        ))),
+        422 => Failure::Transient(format!("{msg} (ETag mismatch: body corrupted in transit)")),
+        s => classify_status(s, ra, msg),
     }
 }
 
