@@ -49,13 +49,20 @@ rclone_run() {  # rclone_run REMOTE:PATH
       > "$dir/rclone.log" 2>&1 || { echo "rclone failed:" >&2; tail -5 "$dir/rclone.log" >&2; exit 1; }
   t1=$(now); mbps "$t0" "$t1"
 }
+# Every run's copy is deleted after it is timed: the test servers' disks are small (the
+# Ceph OSD is a 10 GiB file, and a full OSD stalls writes instead of refusing them).
+purge() { env -u AWS_CA_BUNDLE rclone purge "$1" >/dev/null 2>&1 || echo "bench: could not delete $1" >&2; }
 for r in $(seq 1 "$rounds"); do
   echo "bench: round $r/$rounds" >&2
   id=$r-$$
   echo "barge_swift $(barge_run "swift://bb$id" ST_AUTH="$ST_AUTH" ST_USER="$ST_USER" ST_KEY="$ST_KEY")" >> "$results"
+  purge "saio:bb$id"
   echo "rclone_swift $(rclone_run "saio:rc$id")" >> "$results"
+  purge "saio:rc$id"
   echo "barge_rgw $(barge_run "s3://bb-$id" AWS_ACCESS_KEY_ID="$RGW_AK" AWS_SECRET_ACCESS_KEY="$RGW_SK" AWS_ENDPOINT_URL="$RGW")" >> "$results"
+  purge "rgw:bb-$id"
   echo "rclone_rgw $(rclone_run "rgw:rc-$id")" >> "$results"
+  purge "rgw:rc-$id"
 done
 python3 - "$results" "$bytes" "$conc" <<'PY'
 import sys, statistics, collections

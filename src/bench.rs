@@ -117,7 +117,7 @@ pub fn run(a: &BenchArgs) -> Result<std::process::ExitCode> {
             let buf = Filler::new(11).bytes(mib << 20);
             let t = Instant::now();
             let mut count = 0u64;
-            chunk_stream(&buf[..], ChunkParams::default(), |_| {
+            chunk_stream(&buf[..], ChunkParams::default(), None, |_| {
                 count += 1;
                 Ok(())
             })

@@ -14,7 +14,7 @@
 
 use std::io::Read;
 
-use fastcdc::v2020::StreamCDC;
+use fastcdc::v2020::FastCDC;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -82,25 +82,68 @@ pub struct Chunk {
     pub data: Vec<u8>,
 }
 
+/// Spare capacity reserved in every chunk's buffer so that sealing can append the
+/// AES-GCM tag in place without reallocating (and copying) the chunk.
+const SEAL_SLACK: usize = 16;
+
 /// Cuts `reader` into chunks and hands each to `sink` in order. An empty stream yields no
 /// chunk. Read errors are returned as they come, wrapped by the caller with the object.
+///
+/// Cut points are exactly FastCDC 2020's (normalisation level 1) on a window of at most
+/// `max` bytes, as `fastcdc::v2020::StreamCDC` cuts them; the loop is our own because
+/// StreamCDC shifts its whole `max`-sized buffer and re-zeroes it after every chunk
+/// (~8 bytes moved per byte chunked). Here the source is read straight into one buffer
+/// of `2 × max` bytes (smaller when `size_hint` says the object is smaller), the
+/// unconsumed tail is moved to the front once per refill, and each chunk is copied once,
+/// into a buffer it then owns.
 pub fn chunk_stream<R: Read>(
-    reader: R,
+    mut reader: R,
     params: ChunkParams,
+    size_hint: Option<u64>,
     mut sink: impl FnMut(Chunk) -> Result<()>,
 ) -> std::result::Result<(), ChunkError> {
-    for item in StreamCDC::new(reader, params.min, params.avg, params.max) {
-        let c = item.map_err(|e| match e {
-            fastcdc::v2020::Error::IoError(io) => ChunkError::Read(io),
-            other => ChunkError::Read(std::io::Error::other(other.to_string())),
-        })?;
-        sink(Chunk {
-            offset: c.offset,
-            data: c.data,
-        })
-        .map_err(ChunkError::Sink)?;
+    let max = params.max as usize;
+    let cap = match size_hint {
+        // One byte beyond the expected size lets the first read see the end of a small
+        // object without a second read.
+        Some(n) => (2 * max).min(n as usize + 1).max(1),
+        None => 2 * max,
+    };
+    let mut buf: Vec<u8> = Vec::with_capacity(cap);
+    let mut eof = false;
+    let mut offset = 0u64;
+    loop {
+        if !eof {
+            let want = (2 * max).max(cap) - buf.len();
+            // read_to_end on a Take fills spare capacity without zeroing it first and
+            // stops at `want` bytes or at the end of the stream (then it read fewer).
+            let n = (&mut reader)
+                .take(want as u64)
+                .read_to_end(&mut buf)
+                .map_err(ChunkError::Read)?;
+            eof = n < want;
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let cdc = FastCDC::new(&buf, params.min, params.avg, params.max);
+        let mut start = 0usize;
+        // Cut while a full window is available (or the stream has ended).
+        while start < buf.len() && (eof || buf.len() - start >= max) {
+            let window = (buf.len() - start).min(max);
+            let (_, end) = cdc.cut(start, window);
+            let mut data = Vec::with_capacity(end - start + SEAL_SLACK);
+            data.extend_from_slice(&buf[start..end]);
+            sink(Chunk { offset, data }).map_err(ChunkError::Sink)?;
+            offset += (end - start) as u64;
+            start = end;
+        }
+        drop(cdc);
+        buf.drain(..start);
+        if eof && buf.is_empty() {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 /// Why chunking a stream stopped.
@@ -118,12 +161,59 @@ mod tests {
 
     fn cut(data: &[u8], p: ChunkParams) -> Vec<(u64, usize)> {
         let mut out = vec![];
-        chunk_stream(data, p, |c| {
+        chunk_stream(data, p, None, |c| {
             out.push((c.offset, c.data.len()));
             Ok(())
         })
         .unwrap();
         out
+    }
+
+    /// Hands out at most `step` bytes per read, like a network stream.
+    struct Dribble<'a>(&'a [u8], usize);
+
+    impl Read for Dribble<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.min(out.len()).min(self.0.len());
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn cut_points_match_fastcdc_streamcdc_for_any_read_sizes_and_hints() {
+        let p = ChunkParams {
+            min: 4096,
+            avg: 16384,
+            max: 65536,
+        };
+        let mut rng = crate::sample::Filler::new(5);
+        // Random data with a long run of zeros (forces max-size cuts) in the middle.
+        let mut data = rng.bytes(700_000);
+        data[200_000..400_000].fill(0);
+        for len in [0usize, 1, 4095, 65_536, 65_537, 300_001, 700_000] {
+            let d = &data[..len];
+            let want: Vec<(u64, usize)> = fastcdc::v2020::StreamCDC::new(d, p.min, p.avg, p.max)
+                .map(|c| c.unwrap())
+                .map(|c| (c.offset, c.length))
+                .collect();
+            for (step, hint) in [
+                (usize::MAX, None),
+                (1000, Some(len as u64)),
+                (70_001, Some(3)),
+            ] {
+                let mut got = vec![];
+                chunk_stream(Dribble(d, step), p, hint, |c| {
+                    assert_eq!(&d[c.offset as usize..][..c.data.len()], &c.data[..]);
+                    assert!(c.data.capacity() >= c.data.len() + SEAL_SLACK);
+                    got.push((c.offset, c.data.len()));
+                    Ok(())
+                })
+                .unwrap();
+                assert_eq!(got, want, "len {len} step {step} hint {hint:?}");
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
 use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::{Mutex, mpsc};
@@ -80,7 +79,7 @@ pub fn object_body(reader: &ChunkReader, key: &ObjectKey, rec: &ObjectRecord) ->
                 match reads.next().await {
                     Some(Ok(data)) => {
                         h.update(&data);
-                        Some((Ok(Bytes::from(data)), (reads, h, false)))
+                        Some((Ok(data), (reads, h, false)))
                     }
                     Some(Err(e)) => Some((Err(Error::object(&key, e)), (reads, h, true))),
                     None => {

@@ -16,7 +16,7 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_util::io::SyncIoBridge;
 
 use crate::backend::check::Verifier;
-use crate::backend::{Listed, Source};
+use crate::backend::{Listed, Payload, Source};
 use crate::catalog::{ChunkRef, ObjectRecord, ObjectState, RunRecord, unix_now};
 use crate::chunker::{ChunkError, chunk_stream};
 use crate::crypto::ChunkHasher;
@@ -396,7 +396,11 @@ async fn stage_object(ctx: &Arc<Ctx>, meta: &ObjectMeta) -> Result<Staged> {
     let opened = ctx.source.open(meta).await?;
     let (content_type, user_meta) = (opened.content_type, opened.user_meta);
     let mut verifier = Verifier::new(opened.check).with_sum(opened.sum);
-    let bridge = SyncIoBridge::new(opened.reader);
+    let size = meta.size;
+    let reader: Box<dyn std::io::Read + Send> = match opened.reader {
+        Payload::File(f) => Box::new(f),
+        Payload::Stream(r) => Box::new(SyncIoBridge::new(r)),
+    };
     let c2 = ctx.clone();
     let key = meta.key.clone();
     let (refs, tickets, blake3, total, verdict) = tokio::task::spawn_blocking(move || {
@@ -404,7 +408,7 @@ async fn stage_object(ctx: &Arc<Ctx>, meta: &ObjectMeta) -> Result<Staged> {
         let mut refs = vec![];
         let mut tickets = vec![];
         let mut total = 0u64;
-        let res = chunk_stream(bridge, c2.params, |c| {
+        let res = chunk_stream(reader, c2.params, Some(size), |c| {
             if c2.stop.load(Ordering::Relaxed) {
                 return Err(Error::Pipeline("ingest is stopping".into()));
             }

@@ -161,7 +161,7 @@ impl Source for LocalSource {
             .await
             .map_err(|e| Error::object(&meta.key, format!("cannot open {}: {e}", p.display())))?;
         Ok(Opened {
-            reader: Box::new(tokio::io::BufReader::with_capacity(1 << 20, f)),
+            reader: super::Payload::File(f.into_std().await),
             content_type: None,
             user_meta: vec![],
             check: ContentCheck::Unchecked(

@@ -32,33 +32,159 @@ pub enum Listed {
 /// nothing of it may become visible at the destination.
 pub type Body = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 
-/// Reads a whole body (an object below the large-object threshold) into memory and
-/// checks its length against the catalog's.
-pub async fn collect_body(meta: &ObjectMeta, mut body: Body) -> Result<Bytes> {
-    use futures::StreamExt;
-    let mut buf = bytes::BytesMut::with_capacity(meta.size as usize);
-    while let Some(piece) = body.next().await {
-        buf.extend_from_slice(&piece?);
+/// An object body (or a part of one) held as the pieces it was rebuilt from: staging
+/// chunks stay in their read buffers instead of being copied into one allocation.
+/// Clones share the pieces, so a retried request resends the same bytes for free.
+#[derive(Clone, Default)]
+pub struct Rope {
+    pieces: std::collections::VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Rope {
+    pub fn len(&self) -> usize {
+        self.len
     }
-    if buf.len() as u64 != meta.size {
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.len += b.len();
+            self.pieces.push_back(b);
+        }
+    }
+
+    /// MD5 of all pieces in order.
+    pub fn md5(&self) -> [u8; 16] {
+        use md5::Digest;
+        let mut h = md5::Md5::new();
+        for p in &self.pieces {
+            h.update(p);
+        }
+        h.finalize().into()
+    }
+
+    /// Splits off the first `n` bytes (all if fewer), slicing a piece without copying.
+    pub fn split_to(&mut self, n: usize) -> Rope {
+        let mut out = Rope::default();
+        while out.len < n {
+            let Some(mut p) = self.pieces.pop_front() else {
+                break;
+            };
+            let want = n - out.len;
+            if p.len() > want {
+                let head = p.split_to(want);
+                self.pieces.push_front(p);
+                p = head;
+            }
+            self.len -= p.len();
+            out.push(p);
+        }
+        out
+    }
+
+    /// One contiguous buffer; copies only when there is more than one piece.
+    pub fn contiguous(&self) -> Bytes {
+        match self.pieces.len() {
+            0 => Bytes::new(),
+            1 => self.pieces[0].clone(),
+            _ => {
+                let mut b = bytes::BytesMut::with_capacity(self.len);
+                for p in &self.pieces {
+                    b.extend_from_slice(p);
+                }
+                b.freeze()
+            }
+        }
+    }
+
+    /// The pieces as an HTTP body with an exact size hint.
+    pub fn http_body(&self) -> RopeBody {
+        RopeBody(self.clone())
+    }
+}
+
+impl From<Bytes> for Rope {
+    fn from(b: Bytes) -> Self {
+        let mut r = Rope::default();
+        r.push(b);
+        r
+    }
+}
+
+/// An `http_body::Body` over a [`Rope`], for reqwest and the AWS SDK.
+pub struct RopeBody(Rope);
+
+impl http_body::Body for RopeBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let r = &mut self.0;
+        std::task::Poll::Ready(r.pieces.pop_front().map(|p| {
+            r.len -= p.len();
+            Ok(http_body::Frame::data(p))
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.pieces.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.0.len as u64)
+    }
+}
+
+/// Reads a whole body (an object below the large-object threshold) without copying it
+/// and checks its length against the catalog's.
+pub async fn collect_body(meta: &ObjectMeta, mut body: Body) -> Result<Rope> {
+    use futures::StreamExt;
+    let mut rope = Rope::default();
+    while let Some(piece) = body.next().await {
+        rope.push(piece?);
+    }
+    if rope.len() as u64 != meta.size {
         return Err(Error::object(
             &meta.key,
-            format!("body had {} bytes, expected {}", buf.len(), meta.size),
+            format!("body had {} bytes, expected {}", rope.len(), meta.size),
         ));
     }
-    Ok(buf.freeze())
+    Ok(rope)
 }
 
 /// Appends body pieces to `buf` until it holds `target` bytes; false once the body ended.
-pub async fn fill(body: &mut Body, buf: &mut bytes::BytesMut, target: usize) -> Result<bool> {
+pub async fn fill(body: &mut Body, buf: &mut Rope, target: usize) -> Result<bool> {
     use futures::StreamExt;
     while buf.len() < target {
         match body.next().await {
-            Some(piece) => buf.extend_from_slice(&piece?),
+            Some(piece) => buf.push(piece?),
             None => return Ok(false),
         }
     }
     Ok(true)
+}
+
+/// Time to open a TCP connection to an endpoint before the attempt counts as failed.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Longest silence on a connection (no response byte arriving) before the attempt is
+/// abandoned and retried. A store that accepts a request and then stalls (a full Ceph
+/// cluster holds writes for minutes before answering 408) must not hang the run.
+pub const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// An opened source object's bytes.
+pub enum Payload {
+    /// A network (or other asynchronous) stream.
+    Stream(Reader),
+    /// A local file, read with plain blocking reads on the chunking thread: no async
+    /// bridge and no intermediate buffer between the page cache and the chunker.
+    File(std::fs::File),
 }
 
 /// A readable object body.
@@ -66,7 +192,7 @@ pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
 
 /// An object opened for reading, with what the source says about it.
 pub struct Opened {
-    pub reader: Reader,
+    pub reader: Payload,
     pub content_type: Option<String>,
     pub user_meta: Vec<(String, String)>,
     /// What the body must match (S3 ETag MD5, ...), or why nothing can be checked.

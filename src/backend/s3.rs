@@ -23,14 +23,13 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use base64::Engine;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use md5::{Digest, Md5};
 use tokio::sync::mpsc;
 
 use super::check::{SumCheck, SumKind};
 use super::throttle::{Failure, Throttle, ThrottleConfig, parse_retry_after};
-use super::{Body, ContentCheck, Destination, Listed, Opened, Reader, Source};
+use super::{Body, ContentCheck, Destination, Listed, Opened, Reader, Rope, Source};
 use crate::error::{Error, Result};
 use crate::object::{ObjectKey, ObjectMeta};
 
@@ -87,7 +86,13 @@ async fn client(opts: &S3Options) -> Client {
     let mut b = aws_sdk_s3::config::Builder::from(&sdk)
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled());
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+        .timeout_config(
+            aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                .connect_timeout(super::CONNECT_TIMEOUT)
+                .read_timeout(super::STALL_TIMEOUT)
+                .build(),
+        );
     if sdk.region().is_none() {
         b = b.region(Region::new("us-east-1"));
     }
@@ -150,6 +155,15 @@ fn stored_sum(
         .or_else(|| SumCheck::from_header(SumKind::Crc32c, crc32c))
         .or_else(|| SumCheck::from_header(SumKind::Crc32, crc32))
         .or_else(|| SumCheck::from_header(SumKind::Sha1, sha1))
+}
+
+/// An SDK body over the rope's pieces (no copy); retryable because the rope is cheap to
+/// clone.
+fn rope_stream(r: &Rope) -> ByteStream {
+    let r = r.clone();
+    ByteStream::new(aws_smithy_types::body::SdkBody::retryable(move || {
+        aws_smithy_types::body::SdkBody::from_body_1_x(r.http_body())
+    }))
 }
 
 fn key_str(key: &ObjectKey) -> Result<&str> {
@@ -370,8 +384,8 @@ impl S3Store {
         Ok(())
     }
 
-    async fn put_single(&self, key: &str, meta: &ObjectMeta, body: Bytes) -> Result<()> {
-        let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(&body));
+    async fn put_single(&self, key: &str, meta: &ObjectMeta, body: Rope) -> Result<()> {
+        let md5 = base64::engine::general_purpose::STANDARD.encode(body.md5());
         let what = format!("PUT s3://{}/{key}", self.bucket);
         let metadata: HashMap<String, String> = meta.user_meta.iter().cloned().collect();
         self.throttle
@@ -385,7 +399,7 @@ impl S3Store {
                     .content_length(body.len() as i64)
                     .set_content_type(meta.content_type.clone())
                     .set_metadata((!metadata.is_empty()).then(|| metadata.clone()))
-                    .body(ByteStream::from(body.clone()));
+                    .body(rope_stream(&body));
                 let what = what.clone();
                 async move { req.send().await.map(|_| ()).map_err(|e| classify(&what, e)) }
             })
@@ -414,7 +428,7 @@ impl S3Store {
             .ok_or_else(|| Error::object(&meta.key, "multipart upload without an upload id"))?;
         let res: Result<Vec<CompletedPart>> = async {
             let mut parts = vec![];
-            let mut buf = BytesMut::with_capacity(self.part_size as usize);
+            let mut buf = Rope::default();
             let mut n = 1i32;
             let mut eof = false;
             while !eof {
@@ -423,8 +437,8 @@ impl S3Store {
                     break;
                 }
                 let take = buf.len().min(self.part_size as usize);
-                let part = buf.split_to(take).freeze();
-                let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(&part));
+                let part = buf.split_to(take);
+                let md5 = base64::engine::general_purpose::STANDARD.encode(part.md5());
                 let pwhat = format!("{what} part {n}");
                 let etag = self
                     .throttle
@@ -438,7 +452,7 @@ impl S3Store {
                             .part_number(n)
                             .content_md5(&md5)
                             .content_length(part.len() as i64)
-                            .body(ByteStream::from(part.clone()));
+                            .body(rope_stream(&part));
                         let pwhat = pwhat.clone();
                         async move { req.send().await.map_err(|e| classify(&pwhat, e)) }
                     })
@@ -534,7 +548,7 @@ impl Source for S3Store {
                 content_type: out.content_type().map(str::to_string),
                 user_meta: user_meta(out.metadata()),
                 check,
-                reader: Box::new(std::io::Cursor::new(bytes)),
+                reader: super::Payload::Stream(Box::new(std::io::Cursor::new(bytes))),
             });
         }
         // HEAD for metadata and, for a multipart ETag, the size of part 1 (servers that
@@ -636,7 +650,9 @@ impl Source for S3Store {
             content_type: head.content_type().map(str::to_string),
             user_meta: user_meta(head.metadata()),
             check,
-            reader: Box::new(tokio_util::io::StreamReader::new(Box::pin(stream))),
+            reader: super::Payload::Stream(Box::new(tokio_util::io::StreamReader::new(Box::pin(
+                stream,
+            )))),
         })
     }
 

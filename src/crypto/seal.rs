@@ -99,24 +99,28 @@ impl SegmentCipher {
         }
     }
 
-    /// Verifies the tag and decrypts `buf` (ciphertext ‖ tag) in place, leaving plaintext.
-    pub fn open(&self, nonce: [u8; 12], aad: &[u8], buf: &mut Vec<u8>) -> Result<(), SealError> {
+    /// Verifies the tag and decrypts `buf` (ciphertext ‖ tag) in place; returns the
+    /// plaintext length (the plaintext is `buf[..len]`).
+    pub fn open(&self, nonce: [u8; 12], aad: &[u8], buf: &mut [u8]) -> Result<usize, SealError> {
+        let Some(ct_len) = buf.len().checked_sub(TAG_LEN) else {
+            return Err(SealError);
+        };
         match self {
-            SegmentCipher::RustCrypto(c) => c
-                .decrypt_in_place((&nonce).into(), aad, buf)
-                .map_err(|_| SealError),
-            SegmentCipher::AwsLc(k) => {
-                let n = k
-                    .open_in_place(
-                        lc::Nonce::assume_unique_for_key(nonce),
-                        lc::Aad::from(aad),
-                        buf,
-                    )
-                    .map_err(|_| SealError)?
-                    .len();
-                buf.truncate(n);
-                Ok(())
+            SegmentCipher::RustCrypto(c) => {
+                let (ct, tag) = buf.split_at_mut(ct_len);
+                let tag = aes_gcm::Tag::clone_from_slice(tag);
+                c.decrypt_in_place_detached((&nonce).into(), aad, ct, &tag)
+                    .map_err(|_| SealError)?;
+                Ok(ct_len)
             }
+            SegmentCipher::AwsLc(k) => Ok(k
+                .open_in_place(
+                    lc::Nonce::assume_unique_for_key(nonce),
+                    lc::Aad::from(aad),
+                    buf,
+                )
+                .map_err(|_| SealError)?
+                .len()),
         }
     }
 }
@@ -134,6 +138,9 @@ mod tests {
             let mut buf = b"hello staging".to_vec();
             c.seal(nonce(4096), &aad(&id, 9, 4096), &mut buf).unwrap();
             assert_eq!(buf.len(), 13 + TAG_LEN);
+            let mut ok = buf.clone();
+            assert_eq!(c.open(nonce(4096), &aad(&id, 9, 4096), &mut ok), Ok(13));
+            assert_eq!(&ok[..13], b"hello staging");
             let mut moved = buf.clone();
             // Same bytes opened as if they lived at another offset: refused.
             assert!(c.open(nonce(4096), &aad(&id, 9, 8192), &mut moved).is_err());

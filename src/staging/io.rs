@@ -72,6 +72,107 @@ impl Drop for AlignedBuf {
     }
 }
 
+/// Most read buffers the pool keeps for reuse; more in flight are freed when returned.
+/// Reusing them saves zeroing and page-faulting a fresh multi-MiB buffer for every chunk.
+const POOL_KEEP: usize = 32;
+
+/// Read buffers handed back by dropped [`ReadBuf`]s, reused by the read thread.
+#[derive(Clone, Default)]
+struct BufPool(Arc<std::sync::Mutex<Vec<AlignedBuf>>>);
+
+impl BufPool {
+    /// A buffer of at least `len` bytes: the smallest pooled one that fits, or a new one
+    /// rounded up to a power of two so that chunks of similar size share buffers.
+    fn take(&self, len: usize) -> AlignedBuf {
+        if let Ok(mut v) = self.0.lock() {
+            let best = v
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.len() >= len)
+                .min_by_key(|(_, b)| b.len())
+                .map(|(i, _)| i);
+            if let Some(i) = best {
+                return v.swap_remove(i);
+            }
+        }
+        AlignedBuf::new(len.next_power_of_two())
+    }
+
+    fn give(&self, buf: AlignedBuf) {
+        if let Ok(mut v) = self.0.lock()
+            && v.len() < POOL_KEEP
+        {
+            v.push(buf);
+        }
+    }
+}
+
+/// The bytes of one staging read, still in their aligned buffer (no copy). The buffer
+/// goes back to the reader's pool when this (or the [`bytes::Bytes`] made from it) drops.
+pub struct ReadBuf {
+    buf: Option<AlignedBuf>,
+    start: usize,
+    len: usize,
+    pool: BufPool,
+}
+
+impl ReadBuf {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.buf {
+            Some(b) => &b.as_slice()[self.start..self.start + self.len],
+            None => &[],
+        }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        let (start, len) = (self.start, self.len);
+        match &mut self.buf {
+            Some(b) => &mut b.as_mut_slice()[start..start + len],
+            None => &mut [],
+        }
+    }
+
+    /// Drops the first `n` bytes from the view (for example a record header).
+    pub fn advance(&mut self, n: usize) {
+        let n = n.min(self.len);
+        self.start += n;
+        self.len -= n;
+    }
+
+    /// Keeps only the first `n` bytes in the view.
+    pub fn truncate(&mut self, n: usize) {
+        self.len = self.len.min(n);
+    }
+
+    /// Shares the bytes without copying; the buffer returns to the pool once every
+    /// clone of the result is dropped.
+    pub fn into_bytes(self) -> bytes::Bytes {
+        bytes::Bytes::from_owner(self)
+    }
+}
+
+impl AsRef<[u8]> for ReadBuf {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl Drop for ReadBuf {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            self.pool.give(b);
+        }
+    }
+}
+
 /// Which engine a writer or reader ended up with, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EngineKind {
@@ -315,7 +416,7 @@ struct ReadReq {
     file: Arc<File>,
     offset: u64,
     len: usize,
-    reply: tokio::sync::oneshot::Sender<io::Result<Vec<u8>>>,
+    reply: tokio::sync::oneshot::Sender<io::Result<ReadBuf>>,
 }
 
 /// A thread with its own io_uring that serves aligned reads for many callers at once.
@@ -329,6 +430,7 @@ impl ReadService {
     /// Starts the service thread with up to `depth` reads in flight.
     pub fn start(depth: usize) -> Self {
         let (tx, rx) = crossbeam_channel::bounded::<ReadReq>(depth * 2);
+        let pool = BufPool::default();
         let ring = try_ring(depth as u32);
         let kind = match &ring {
             Ok(_) => EngineKind::Uring,
@@ -336,10 +438,10 @@ impl ReadService {
         };
         let spawn = std::thread::Builder::new().name("barge-read".into());
         let res = match ring {
-            Ok(ring) => spawn.spawn(move || uring_read_loop(ring, rx, depth)),
+            Ok(ring) => spawn.spawn(move || uring_read_loop(ring, rx, depth, pool)),
             Err(_) => spawn.spawn(move || {
                 for r in rx {
-                    let _ = r.reply.send(read_exact_at(&r.file, r.offset, r.len));
+                    let _ = r.reply.send(read_exact_at(&r.file, r.offset, r.len, &pool));
                 }
             }),
         };
@@ -354,7 +456,7 @@ impl ReadService {
     }
 
     /// Reads `len` bytes at `offset` (any alignment) of `file`.
-    pub async fn read(&self, file: Arc<File>, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    pub async fn read(&self, file: Arc<File>, offset: u64, len: usize) -> io::Result<ReadBuf> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let tx = self.tx.clone();
         let req = ReadReq {
@@ -374,11 +476,11 @@ impl ReadService {
 }
 
 /// Reads `len` bytes at `offset` with BLOCK-aligned I/O (the fd may be O_DIRECT).
-fn read_exact_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+fn read_exact_at(file: &File, offset: u64, len: usize, pool: &BufPool) -> io::Result<ReadBuf> {
     let start = offset / BLOCK as u64 * BLOCK as u64;
     let skip = (offset - start) as usize;
-    let mut buf = AlignedBuf::new(skip + len);
-    let want = buf.len();
+    let want = (skip + len).div_ceil(BLOCK) * BLOCK;
+    let mut buf = pool.take(want);
     let mut got = 0;
     while got < skip + len {
         let n = file.read_at(&mut buf.as_mut_slice()[got..want], start + got as u64)?;
@@ -387,7 +489,12 @@ fn read_exact_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         }
         got += n;
     }
-    Ok(buf.as_slice()[skip..skip + len].to_vec())
+    Ok(ReadBuf {
+        buf: Some(buf),
+        start: skip,
+        len,
+        pool: pool.clone(),
+    })
 }
 
 struct InFlightRead {
@@ -396,10 +503,15 @@ struct InFlightRead {
     skip: usize,
     len: usize,
     want: usize,
-    reply: tokio::sync::oneshot::Sender<io::Result<Vec<u8>>>,
+    reply: tokio::sync::oneshot::Sender<io::Result<ReadBuf>>,
 }
 
-fn uring_read_loop(mut ring: IoUring, rx: crossbeam_channel::Receiver<ReadReq>, depth: usize) {
+fn uring_read_loop(
+    mut ring: IoUring,
+    rx: crossbeam_channel::Receiver<ReadReq>,
+    depth: usize,
+    pool: BufPool,
+) {
     let mut slots: Vec<Option<InFlightRead>> = (0..depth).map(|_| None).collect();
     let mut open = true;
     loop {
@@ -431,7 +543,7 @@ fn uring_read_loop(mut ring: IoUring, rx: crossbeam_channel::Receiver<ReadReq>, 
             let start = req.offset / BLOCK as u64 * BLOCK as u64;
             let skip = (req.offset - start) as usize;
             let want = (skip + req.len).div_ceil(BLOCK) * BLOCK;
-            let mut buf = AlignedBuf::new(want);
+            let mut buf = pool.take(want);
             let slot = slots.iter().position(Option::is_none).unwrap_or(0);
             let sqe = opcode::Read::new(
                 types::Fd(req.file.as_raw_fd() as RawFd),
@@ -448,7 +560,7 @@ fn uring_read_loop(mut ring: IoUring, rx: crossbeam_channel::Receiver<ReadReq>, 
             if !pushed {
                 let _ = req
                     .reply
-                    .send(read_exact_at(&req.file, req.offset, req.len));
+                    .send(read_exact_at(&req.file, req.offset, req.len, &pool));
                 continue;
             }
             slots[slot] = Some(InFlightRead {
@@ -485,7 +597,12 @@ fn uring_read_loop(mut ring: IoUring, rx: crossbeam_channel::Receiver<ReadReq>, 
                     format!("short read: {res} of {} bytes", s.want),
                 ))
             } else {
-                Ok(s.buf.as_slice()[s.skip..s.skip + s.len].to_vec())
+                Ok(ReadBuf {
+                    buf: Some(s.buf),
+                    start: s.skip,
+                    len: s.len,
+                    pool: pool.clone(),
+                })
             };
             let _ = s.reply.send(out);
         }

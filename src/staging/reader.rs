@@ -96,7 +96,7 @@ impl ChunkReader {
     }
 
     /// Reads, authenticates and decrypts one chunk; checks the plaintext hashes to `id`.
-    pub async fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>> {
+    pub async fn read_chunk(&self, id: &ChunkId) -> Result<bytes::Bytes> {
         let rec = self.inner.catalog.get_chunk(id)?.ok_or_else(|| {
             Error::Pipeline(format!(
                 "chunk {id} is not in staging (no durable location in the catalog)"
@@ -104,7 +104,7 @@ impl ChunkReader {
         })?;
         let seg = self.segment(rec.segment)?;
         let len = RECORD_HEADER_LEN + rec.sealed_len as usize;
-        let bytes = self
+        let mut bytes = self
             .inner
             .svc
             .read(seg.file.clone(), rec.offset, len)
@@ -122,7 +122,7 @@ impl ChunkReader {
                 drive: seg.path.clone().into(),
                 message,
             };
-            let hdr = RecordHeader::decode(&bytes).map_err(|e| {
+            let hdr = RecordHeader::decode(bytes.as_slice()).map_err(|e| {
                 seg_err(format!(
                     "record header of chunk {id} at offset {}: {e}",
                     rec.offset
@@ -134,24 +134,26 @@ impl ChunkReader {
                     rec.offset, hdr.chunk, hdr.sealed_len, rec.sealed_len
                 )));
             }
-            let mut data = bytes[RECORD_HEADER_LEN..].to_vec();
-            seg.cipher
+            bytes.advance(RECORD_HEADER_LEN);
+            let plain_len = seg
+                .cipher
                 .open(
                     nonce(rec.offset),
                     &aad(&id, rec.segment, rec.offset),
-                    &mut data,
+                    bytes.as_mut_slice(),
                 )
                 .map_err(|_| Error::ChunkAuth {
                     chunk: id.to_string(),
                     segment: rec.segment,
                     offset: rec.offset,
                 })?;
-            if inner.hasher.id(&data) != id {
+            bytes.truncate(plain_len);
+            if inner.hasher.id(bytes.as_slice()) != id {
                 return Err(seg_err(format!(
                     "chunk {id} decrypted to content with another id"
                 )));
             }
-            Ok(data)
+            Ok(bytes.into_bytes())
         })
         .await
         .map_err(|e| Error::Pipeline(format!("decrypt task: {e}")))?

@@ -14,6 +14,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::sync::RwLock;
 
+use crate::backend::Rope;
 use crate::backend::throttle::{Failure, Throttle, classify_status, parse_retry_after};
 use crate::error::{Error, Result};
 
@@ -161,6 +162,8 @@ impl SwiftClient {
     pub fn new(auth: Auth, throttle: std::sync::Arc<Throttle>) -> Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(crate::backend::CONNECT_TIMEOUT)
+            .read_timeout(crate::backend::STALL_TIMEOUT)
             .pool_max_idle_per_host(64)
             .build()
             .map_err(|e| Error::Pipeline(format!("HTTP client: {e}")))?;
@@ -297,7 +300,7 @@ impl SwiftClient {
         method: &Method,
         path: &str,
         headers: &[(&str, String)],
-        body: Option<&Bytes>,
+        body: Option<&Rope>,
     ) -> std::result::Result<reqwest::Response, Failure> {
         let mut stale: Option<String> = None;
         loop {
@@ -313,7 +316,9 @@ impl SwiftClient {
                 rb = rb.header(*k, v);
             }
             if let Some(b) = body {
-                rb = rb.header("Content-Length", b.len()).body(b.clone());
+                rb = rb
+                    .header("Content-Length", b.len())
+                    .body(reqwest::Body::wrap(b.http_body()));
             } else if *method == Method::PUT {
                 rb = rb.header("Content-Length", "0");
             }
@@ -343,7 +348,7 @@ impl SwiftClient {
         method: Method,
         path: &str,
         headers: &[(&str, String)],
-        body: Option<Bytes>,
+        body: Option<Rope>,
         ok: &[u16],
     ) -> Result<Reply> {
         let bytes = body.as_ref().map_or(0, |b| b.len() as u64);

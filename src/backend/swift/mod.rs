@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use reqwest::Method;
@@ -26,7 +26,7 @@ use tokio::sync::{Mutex, mpsc};
 
 use self::client::{Auth, SwiftClient, escape_container, escape_object};
 use super::throttle::{Throttle, ThrottleConfig};
-use super::{Body, ContentCheck, Destination, Listed, Opened, Reader, Source};
+use super::{Body, ContentCheck, Destination, Listed, Opened, Reader, Rope, Source};
 use crate::error::{Error, Result};
 use crate::object::{ObjectKey, ObjectMeta};
 
@@ -281,10 +281,10 @@ impl SwiftStore {
         &self,
         what: &str,
         path: &str,
-        body: Bytes,
+        body: Rope,
         extra: &[(&str, String)],
     ) -> Result<String> {
-        let md5 = hex::encode(Md5::digest(&body));
+        let md5 = hex::encode(body.md5());
         let mut h: Vec<(&str, String)> = vec![("ETag", md5.clone())];
         h.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
         self.client
@@ -454,7 +454,9 @@ impl Source for SwiftStore {
         let content_type = h("content-type");
         let stream = r.bytes_stream().map_err(std::io::Error::other);
         Ok(Opened {
-            reader: Box::new(tokio_util::io::StreamReader::new(Box::pin(stream))),
+            reader: super::Payload::Stream(Box::new(tokio_util::io::StreamReader::new(Box::pin(
+                stream,
+            )))),
             content_type,
             user_meta,
             check,
@@ -501,7 +503,7 @@ impl Destination for SwiftStore {
         self.ensure_container(&seg_c).await?;
         let mut manifest = vec![];
         let mut etags = String::new();
-        let mut buf = BytesMut::with_capacity(self.segment_size as usize);
+        let mut buf = Rope::default();
         let mut idx = 0u32;
         let mut done = false;
         while !done {
@@ -510,7 +512,7 @@ impl Destination for SwiftStore {
                 break;
             }
             let take = buf.len().min(self.segment_size as usize);
-            let seg = buf.split_to(take).freeze();
+            let seg = buf.split_to(take);
             let seg_name = format!("{name}/slo/{}/{}/{idx:08}", meta.size, self.segment_size);
             let seg_path = format!("/{}/{}", escape_container(&seg_c), escape_object(&seg_name));
             let len = seg.len();
@@ -538,7 +540,7 @@ impl Destination for SwiftStore {
                 Method::PUT,
                 &format!("{obj_path}?multipart-manifest=put"),
                 &h,
-                Some(manifest),
+                Some(Rope::from(manifest)),
                 &[201],
             )
             .await
