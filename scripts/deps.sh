@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages barge needs. Usage: scripts/deps.sh build|test|bench
 #   build: what compiling needs (Debian's RocksDB and libclang for bindgen)
-#   test:  build + what the test suite runs (diff, mount for the tmpfs test)
+#   test:  build + what the test suite runs (diff, mount for the tmpfs test, the S3 and
+#          Swift CLIs that check results, tmux for the dashboard test)
 #   bench: test + the reference tools of benches/compare.sh (fio, b3sum, restic, openssl)
 set -euo pipefail
 want=${1:-test}
 pkgs=(librocksdb-dev libclang-dev clang pkg-config diffutils mount)
-[ "$want" = build ] || pkgs+=(awscli python3-swiftclient)
+[ "$want" = build ] || pkgs+=(awscli python3-swiftclient tmux)
 case "$want" in
   build|test) ;;
   bench) pkgs+=(fio b3sum restic openssl rclone) ;;

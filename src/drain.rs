@@ -15,6 +15,7 @@ use tokio::sync::{Mutex, mpsc};
 use crate::backend::{Body, Destination};
 use crate::catalog::{ObjectRecord, ObjectState, RunRecord, unix_now};
 use crate::error::{Error, Result};
+use crate::monitor::Monitor;
 use crate::node::Node;
 use crate::object::{ObjectKey, ObjectMeta};
 use crate::staging::ChunkReader;
@@ -28,11 +29,16 @@ pub const DRAIN_QUEUE: usize = 256;
 #[derive(Debug, Clone)]
 pub struct DrainOptions {
     pub concurrency: usize,
+    /// Live counters, queues and controls (status API, progress, `barge tui`).
+    pub monitor: Arc<Monitor>,
 }
 
 impl Default for DrainOptions {
     fn default() -> Self {
-        DrainOptions { concurrency: 8 }
+        DrainOptions {
+            concurrency: 8,
+            monitor: Arc::default(),
+        }
     }
 }
 
@@ -136,6 +142,8 @@ pub async fn run_following(
         started: unix_now(),
         ..Default::default()
     })?;
+    let monitor = opts.monitor.clone();
+    monitor.set_destination(&dest.url(), dest.throttle());
     let leftovers = dest.cleanup().await?;
     if leftovers > 0 {
         tracing::warn!(
@@ -144,26 +152,40 @@ pub async fn run_following(
         );
     }
     let (tx, rx) = mpsc::channel::<(ObjectKey, ObjectRecord)>(DRAIN_QUEUE);
+    let drain_q = monitor.queue("drain", DRAIN_QUEUE);
     let catalog = node.catalog.clone();
     let scan_tx = tx.clone();
+    let scan_mon = monitor.clone();
+    let scan_q = drain_q.clone();
     let scanner = tokio::task::spawn_blocking(move || -> Result<()> {
         for item in catalog.objects()? {
             let (k, rec) = item?;
-            if wants_drain(&rec) && scan_tx.blocking_send((k, rec)).is_err() {
-                break;
+            if wants_drain(&rec) {
+                scan_mon.drain.scanned.fetch_add(1, Ordering::Relaxed);
+                scan_mon
+                    .drain
+                    .bytes_scanned
+                    .fetch_add(rec.size, Ordering::Relaxed);
+                scan_q.push();
+                if scan_tx.blocking_send((k, rec)).is_err() {
+                    break;
+                }
             }
         }
         Ok(())
     });
     let follower = follow.map(|mut f| {
         let catalog = node.catalog.clone();
+        let q = drain_q.clone();
         tokio::spawn(async move {
             while let Some(k) = f.recv().await {
                 if let Ok(Some(rec)) = catalog.get_object(&k)
                     && wants_drain(&rec)
-                    && tx.send((k, rec)).await.is_err()
                 {
-                    break;
+                    q.push();
+                    if tx.send((k, rec)).await.is_err() {
+                        break;
+                    }
                 }
             }
         })
@@ -183,6 +205,8 @@ pub async fn run_following(
         let reader = reader.clone();
         let catalog = node.catalog.clone();
         let busy = busy.clone();
+        let monitor = monitor.clone();
+        let drain_q = drain_q.clone();
         let (drained, bytes, failures, failed) = (
             drained.clone(),
             bytes.clone(),
@@ -193,6 +217,8 @@ pub async fn run_following(
             loop {
                 let next = rx.lock().await.recv().await;
                 let Some((key, _)) = next else { break };
+                drain_q.pop();
+                monitor.gate().await;
                 // Take the key (or leave it to the worker that has it), then work from
                 // the record as it is now.
                 if !busy
@@ -232,9 +258,16 @@ pub async fn run_following(
                     Ok(()) => {
                         drained.fetch_add(1, Ordering::Relaxed);
                         bytes.fetch_add(rec.size, Ordering::Relaxed);
+                        monitor.drain.drained.fetch_add(1, Ordering::Relaxed);
+                        monitor
+                            .drain
+                            .bytes_drained
+                            .fetch_add(rec.size, Ordering::Relaxed);
                     }
                     Err(e) => {
                         tracing::warn!("drain {key}: {e}");
+                        monitor.drain.failed.fetch_add(1, Ordering::Relaxed);
+                        monitor.error("drain", &key.to_string(), &e.to_string());
                         failed.fetch_add(1, Ordering::Relaxed);
                         if let Ok(mut f) = failures.lock()
                             && f.len() < crate::ingest::MAX_FAILURES_SHOWN

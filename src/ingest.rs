@@ -9,7 +9,7 @@
 //! Fetching starts with the first listed object, not after the listing ends.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 use tokio::sync::{Mutex, mpsc};
@@ -21,6 +21,7 @@ use crate::catalog::{ChunkRef, ObjectRecord, ObjectState, RunRecord, unix_now};
 use crate::chunker::{ChunkError, chunk_stream};
 use crate::crypto::ChunkHasher;
 use crate::error::{Error, Result};
+use crate::monitor::Monitor;
 use crate::node::Node;
 use crate::object::{ObjectKey, ObjectMeta};
 use crate::staging::{Stager, Ticket};
@@ -41,12 +42,15 @@ pub struct IngestOptions {
     pub drives: Vec<std::path::PathBuf>,
     /// Told the key of every object once it is staged (a drain running alongside).
     pub notify: Option<mpsc::Sender<ObjectKey>>,
+    /// Live counters, queues and controls (status API, progress, `barge tui`).
+    pub monitor: Arc<Monitor>,
 }
 
 impl Default for IngestOptions {
     fn default() -> Self {
         IngestOptions {
             notify: None,
+            monitor: Arc::default(),
             concurrency: std::thread::available_parallelism()
                 .map_or(2, |n| n.get())
                 .max(2)
@@ -77,23 +81,13 @@ pub struct IngestSummary {
     pub checks: std::collections::BTreeMap<String, u64>,
 }
 
-#[derive(Default)]
-struct Counters {
-    listed: AtomicU64,
-    unchanged: AtomicU64,
-    staged: AtomicU64,
-    failed: AtomicU64,
-    bytes_listed: AtomicU64,
-    bytes_staged: AtomicU64,
-}
-
 struct Ctx {
     source: Arc<dyn Source>,
     stager: Stager,
     node_catalog: Arc<crate::catalog::Catalog>,
     hasher: ChunkHasher,
     params: crate::chunker::ChunkParams,
-    counters: Counters,
+    monitor: Arc<Monitor>,
     failures: std::sync::Mutex<Vec<(String, String)>>,
     checks: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     stop: AtomicBool,
@@ -104,7 +98,8 @@ struct Ctx {
 impl Ctx {
     fn fail(&self, key: &ObjectKey, meta: Option<&ObjectMeta>, reason: String) {
         tracing::warn!("object {key}: {reason}");
-        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        self.monitor.error("ingest", &key.to_string(), &reason);
+        self.monitor.ingest.failed.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut f) = self.failures.lock()
             && f.len() < MAX_FAILURES_SHOWN
         {
@@ -175,6 +170,8 @@ pub async fn run(
         node.staging.settings.clone(),
         &drives,
     )?;
+    opts.monitor.set_staging(stager.handle());
+    opts.monitor.set_source(&source.url(), source.throttle());
     let run_id = node.catalog.start_run(&RunRecord {
         command: "ingest".into(),
         source: Some(source.url()),
@@ -187,7 +184,7 @@ pub async fn run(
         node_catalog: node.catalog.clone(),
         hasher: ChunkHasher::new(&node.master),
         params: node.chunks,
-        counters: Counters::default(),
+        monitor: opts.monitor.clone(),
         failures: Default::default(),
         checks: Default::default(),
         stop: AtomicBool::new(false),
@@ -196,23 +193,28 @@ pub async fn run(
     });
 
     let (list_tx, mut list_rx) = mpsc::channel::<Listed>(LIST_QUEUE);
+    opts.monitor.add_mpsc("list", &list_tx);
     let lister = {
         let source = source.clone();
         tokio::spawn(async move { source.list(list_tx).await })
     };
     let (work_tx, work_rx) = mpsc::channel::<(ObjectMeta, Option<ObjectRecord>)>(FETCH_QUEUE);
+    let fetch_q = opts.monitor.queue("fetch", FETCH_QUEUE);
     let work_rx = Arc::new(Mutex::new(work_rx));
     let mut workers = vec![];
     for _ in 0..opts.concurrency.max(1) {
         let ctx = ctx.clone();
         let rx = work_rx.clone();
+        let fetch_q = fetch_q.clone();
         workers.push(tokio::spawn(async move {
             loop {
                 let next = rx.lock().await.recv().await;
                 let Some((meta, old)) = next else { break };
+                fetch_q.pop();
                 if ctx.stop.load(Ordering::Relaxed) {
                     continue;
                 }
+                ctx.monitor.gate().await;
                 fetch_one(&ctx, meta, old).await;
             }
         }));
@@ -226,12 +228,13 @@ pub async fn run(
         }
         match item {
             Listed::Error { key, reason } => {
-                ctx.counters.listed.fetch_add(1, Ordering::Relaxed);
+                ctx.monitor.ingest.listed.fetch_add(1, Ordering::Relaxed);
                 ctx.fail(&key, None, reason);
             }
             Listed::Object(meta) => {
-                ctx.counters.listed.fetch_add(1, Ordering::Relaxed);
-                ctx.counters
+                ctx.monitor.ingest.listed.fetch_add(1, Ordering::Relaxed);
+                ctx.monitor
+                    .ingest
                     .bytes_listed
                     .fetch_add(meta.size, Ordering::Relaxed);
                 let old = match node.catalog.get_object(&meta.key) {
@@ -246,15 +249,24 @@ pub async fn run(
                     && o.version == meta.version
                     && o.state.is_staged_or_later()
                 {
-                    ctx.counters.unchanged.fetch_add(1, Ordering::Relaxed);
+                    ctx.monitor.ingest.unchanged.fetch_add(1, Ordering::Relaxed);
+                    ctx.monitor
+                        .ingest
+                        .bytes_unchanged
+                        .fetch_add(meta.size, Ordering::Relaxed);
                     continue;
                 }
+                fetch_q.push();
                 if work_tx.send((meta, old)).await.is_err() {
                     break;
                 }
             }
         }
     }
+    ctx.monitor
+        .ingest
+        .listing_done
+        .store(true, Ordering::Relaxed);
     drop(list_rx);
     drop(work_tx);
     for w in workers {
@@ -269,12 +281,12 @@ pub async fn run(
     let engine = ctx.stager.engine();
     let st = ctx.stager.stats();
     let mut summary = IngestSummary {
-        listed: ctx.counters.listed.load(Ordering::Relaxed),
-        unchanged: ctx.counters.unchanged.load(Ordering::Relaxed),
-        staged: ctx.counters.staged.load(Ordering::Relaxed),
-        failed: ctx.counters.failed.load(Ordering::Relaxed),
-        bytes_listed: ctx.counters.bytes_listed.load(Ordering::Relaxed),
-        bytes_staged: ctx.counters.bytes_staged.load(Ordering::Relaxed),
+        listed: ctx.monitor.ingest.listed.load(Ordering::Relaxed),
+        unchanged: ctx.monitor.ingest.unchanged.load(Ordering::Relaxed),
+        staged: ctx.monitor.ingest.staged.load(Ordering::Relaxed),
+        failed: ctx.monitor.ingest.failed.load(Ordering::Relaxed),
+        bytes_listed: ctx.monitor.ingest.bytes_listed.load(Ordering::Relaxed),
+        bytes_staged: ctx.monitor.ingest.bytes_staged.load(Ordering::Relaxed),
         chunks_new: st.chunks_new.load(Ordering::Relaxed),
         chunks_dedup: st.chunks_dedup.load(Ordering::Relaxed),
         bytes_new: st.bytes_new.load(Ordering::Relaxed),
@@ -360,8 +372,9 @@ async fn fetch_one(ctx: &Arc<Ctx>, meta: ObjectMeta, old: Option<ObjectRecord>) 
             match ctx.node_catalog.commit_staged(&key, &rec, &drop_refs) {
                 Ok(()) => {
                     crate::failpoint::point("ingest.after_object");
-                    ctx.counters.staged.fetch_add(1, Ordering::Relaxed);
-                    ctx.counters
+                    ctx.monitor.ingest.staged.fetch_add(1, Ordering::Relaxed);
+                    ctx.monitor
+                        .ingest
                         .bytes_staged
                         .fetch_add(meta.size, Ordering::Relaxed);
                     if let Some(n) = &ctx.notify {

@@ -14,6 +14,7 @@ pub mod drain;
 pub mod error;
 pub mod failpoint;
 pub mod ingest;
+pub mod monitor;
 pub mod node;
 pub mod object;
 pub mod report;

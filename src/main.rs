@@ -17,9 +17,12 @@ use barge::crypto::SealBackend;
 use barge::crypto::keys::KeyRequest;
 use barge::drain::{self, DrainOptions};
 use barge::ingest::{self, IngestOptions, IngestSummary};
+use barge::monitor::server::StatusServer;
+use barge::monitor::{self, Mode, Monitor};
 use barge::node::{InitOptions, Node};
 use barge::staging::StagingSettings;
 use barge::{report, sample, verify};
+use std::sync::Arc;
 
 /// Exit code of a run that finished with failed objects, or a report that is NOT DONE
 /// (2 is clap's usage error).
@@ -63,9 +66,18 @@ struct Global {
     /// Only errors on stderr.
     #[arg(long, short, global = true)]
     quiet: bool,
-    /// Print results as JSON on stdout (one document per stage).
+    /// Print results as JSON on stdout (one document per stage) and progress as JSON
+    /// lines on stderr.
     #[arg(long, global = true)]
     json: bool,
+    /// Also serve the status API (GET /status, GET /metrics, POST /control) on this TCP
+    /// address, e.g. 127.0.0.1:9898. The Unix socket <state>/barge.sock is always served.
+    #[arg(long, global = true, env = "BARGE_HTTP")]
+    http: Option<std::net::SocketAddr>,
+    /// Start paused: list and show the plan, move nothing until resumed (`p` in
+    /// `barge tui`, or POST /control?action=resume).
+    #[arg(long, global = true)]
+    start_paused: bool,
     #[command(flatten)]
     ends: Ends,
 }
@@ -154,9 +166,19 @@ enum Cmd {
         /// Also write per-object failures as CSV here.
         #[arg(long)]
         csv: Option<PathBuf>,
+        /// Where to write the throughput chart (SVG). Default: <state>/report.svg.
+        #[arg(long)]
+        chart: Option<PathBuf>,
     },
-    /// Catalog counts, staging drives and the I/O engine in use.
+    /// Catalog counts, staging drives and the I/O engine in use; and the live state of
+    /// a command running on this state directory.
     Status,
+    /// Terminal dashboard of a running node (this state directory, or --connect).
+    Tui {
+        /// host:port of a node's --http status API instead of <state>/barge.sock.
+        #[arg(long)]
+        connect: Option<String>,
+    },
     /// Seal segments left open by a crash and remove staging files the catalog does not know.
     Fsck,
     /// Generate a sample tree with duplicates and shifted copies.
@@ -356,17 +378,56 @@ fn print_ingest(g: &Global, s: &IngestSummary, secs: f64) {
     }
 }
 
+/// The live side of a long command: the monitor, its status API and the progress display.
+/// Dropping it stops all three (and removes the status socket).
+struct Live {
+    monitor: Arc<Monitor>,
+    _server: StatusServer,
+    _progress: monitor::progress::Progress,
+}
+
+async fn live(g: &Global, node: &Node, command: &str, mode: Mode) -> Result<Live> {
+    let m = Arc::new(Monitor::new(command));
+    m.describe(
+        command,
+        mode,
+        &g.state.display().to_string(),
+        &node.master.fingerprint(),
+    );
+    m.persist_to(node.catalog.clone());
+    m.start_sampler();
+    if g.start_paused {
+        m.control(barge_tui::model::Action::Pause);
+        tracing::info!(
+            "started paused: resume with `barge tui` (p) or POST /control?action=resume"
+        );
+    }
+    let server = monitor::server::start(m.clone(), &g.state, g.http).await?;
+    if let Some(a) = server.http {
+        tracing::info!("status API on http://{a}/status and /metrics");
+    }
+    let progress =
+        monitor::progress::start(m.clone(), monitor::progress::Style::choose(g.quiet, g.json));
+    Ok(Live {
+        monitor: m,
+        _server: server,
+        _progress: progress,
+    })
+}
+
 async fn do_ingest(
     g: &Global,
     node: &Node,
     source: &str,
     tune: &Tune,
     notify: Option<tokio::sync::mpsc::Sender<barge::object::ObjectKey>>,
+    monitor: Arc<Monitor>,
 ) -> Result<IngestSummary> {
     let src = open_source(source, &g.side(true)).await?;
     let mut opts = IngestOptions {
         drives: g.staging.clone(),
         notify,
+        monitor,
         ..Default::default()
     };
     if let Some(c) = tune.concurrency {
@@ -384,9 +445,13 @@ async fn do_drain(
     dest: &str,
     tune: &Tune,
     follow: Option<tokio::sync::mpsc::Receiver<barge::object::ObjectKey>>,
+    monitor: Arc<Monitor>,
 ) -> Result<drain::DrainSummary> {
     let d = open_destination(dest, &g.dest_side(node, dest)).await?;
-    let mut opts = DrainOptions::default();
+    let mut opts = DrainOptions {
+        monitor,
+        ..Default::default()
+    };
     if let Some(c) = tune.concurrency {
         opts.concurrency = c;
     }
@@ -444,10 +509,24 @@ async fn do_verify(g: &Global, node: &Node, dest: &str, full: bool, json: bool) 
     Ok(r.ok())
 }
 
-fn do_report(node: &Node, json: bool, csv: Option<&PathBuf>) -> Result<bool> {
+fn do_report(
+    node: &Node,
+    json: bool,
+    csv: Option<&PathBuf>,
+    chart: Option<&PathBuf>,
+) -> Result<bool> {
     let r = report::build(node)?;
     if let Some(p) = csv {
         std::fs::write(p, r.failures_csv()).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(svg) = report::chart_svg(&node.catalog.samples()?) {
+        let p = chart
+            .cloned()
+            .unwrap_or_else(|| node.state_dir.join("report.svg"));
+        std::fs::write(&p, svg).with_context(|| format!("writing {}", p.display()))?;
+        if !json {
+            println!("chart       {}", p.display());
+        }
     }
     if json {
         println!("{}", serde_json::json!({ "report": r }));
@@ -501,25 +580,35 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Ingest { source, tune } => {
             let node = g.open()?;
-            let s = do_ingest(g, &node, source, tune, None).await?;
+            let live = live(g, &node, "ingest", Mode::Ingest).await?;
+            let s = do_ingest(g, &node, source, tune, None, live.monitor.clone()).await?;
+            live.monitor.finish();
+            drop(live);
             Ok(code(s.failed == 0 && s.stopped_early.is_none()))
         }
         Cmd::Drain { dest, tune } => {
             let node = g.open()?;
-            let s = do_drain(g, &node, dest, tune, None).await?;
+            let live = live(g, &node, "drain", Mode::Drain).await?;
+            let s = do_drain(g, &node, dest, tune, None, live.monitor.clone()).await?;
+            live.monitor.finish();
+            drop(live);
             Ok(code(s.failed == 0))
         }
         Cmd::Migrate { source, dest, tune } => {
             let node = g.open()?;
             // Fetch, stage and drain at once: the drain follows what ingest stages.
             let (tx, rx) = tokio::sync::mpsc::channel(barge::drain::DRAIN_QUEUE);
+            let live = live(g, &node, "migrate", Mode::Migrate).await?;
+            let m = &live.monitor;
             let (s, d) = tokio::join!(
-                do_ingest(g, &node, source, tune, Some(tx)),
-                do_drain(g, &node, dest, tune, Some(rx))
+                do_ingest(g, &node, source, tune, Some(tx), m.clone()),
+                do_drain(g, &node, dest, tune, Some(rx), m.clone())
             );
+            live.monitor.finish();
+            drop(live);
             let (s, d) = (s?, d?);
             let v = do_verify(g, &node, dest, false, g.json).await?;
-            let done = do_report(&node, g.json, None)?;
+            let done = do_report(&node, g.json, None, None)?;
             Ok(code(
                 s.failed == 0 && s.stopped_early.is_none() && d.failed == 0 && v && done,
             ))
@@ -528,9 +617,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let node = g.open()?;
             Ok(code(do_verify(g, &node, dest, *full, g.json).await?))
         }
-        Cmd::Report { csv } => {
+        Cmd::Report { csv, chart } => {
             let node = g.open()?;
-            Ok(code(do_report(&node, g.json, csv.as_ref())?))
+            Ok(code(do_report(
+                &node,
+                g.json,
+                csv.as_ref(),
+                chart.as_ref(),
+            )?))
         }
         Cmd::Fsck => {
             let node = g.open()?;
@@ -549,7 +643,38 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Tui { connect } => {
+            let target = match connect {
+                Some(a) => barge_tui::client::Target::Tcp(a.clone()),
+                None => barge_tui::client::Target::Unix(g.state.join(monitor::server::SOCKET_NAME)),
+            };
+            // The dashboard is synchronous; it runs on a plain thread of its own.
+            tokio::task::spawn_blocking(move || barge_tui::app::run(target))
+                .await
+                .context("dashboard thread")??;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Status => {
+            let sock = g.state.join(monitor::server::SOCKET_NAME);
+            if sock.exists()
+                && let Ok(live) = tokio::task::spawn_blocking(move || {
+                    barge_tui::client::status(&barge_tui::client::Target::Unix(sock))
+                })
+                .await
+                .context("status thread")?
+            {
+                // A command is running: its catalog is locked, so show what it reports.
+                if g.json {
+                    println!("{}", serde_json::json!({ "live": live }));
+                } else {
+                    println!(
+                        "running     barge {} (pid {}), up {:.0}s",
+                        live.command, live.pid, live.uptime_secs
+                    );
+                    println!("progress    {}", monitor::progress::line(&live));
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let node = g.open()?;
             let r = report::build(&node)?;
             if g.json {
@@ -603,8 +728,9 @@ async fn demo(g: &Global, dir: &std::path::Path, size: u64) -> Result<ExitCode> 
         Node::init(&state, &InitOptions::default())?
     };
     let tune = Tune { concurrency: None };
-    let s = do_ingest(g, &node, &src.display().to_string(), &tune, None).await?;
-    let d = do_drain(g, &node, &out.display().to_string(), &tune, None).await?;
+    let m = Arc::new(Monitor::new("demo"));
+    let s = do_ingest(g, &node, &src.display().to_string(), &tune, None, m.clone()).await?;
+    let d = do_drain(g, &node, &out.display().to_string(), &tune, None, m).await?;
     let v = do_verify(g, &node, &out.display().to_string(), true, false).await?;
     let r = report::build(&node)?;
     print!("{}", r.to_text());

@@ -212,6 +212,10 @@ pub trait Source: Send + Sync {
     async fn open(&self, meta: &ObjectMeta) -> Result<Opened>;
     /// After a full read: fails if the object changed since it was listed.
     async fn check_unchanged(&self, meta: &ObjectMeta) -> Result<()>;
+    /// The endpoint's back-pressure controller, for status and live caps.
+    fn throttle(&self) -> Option<Arc<throttle::Throttle>> {
+        None
+    }
 }
 
 /// Where objects go.
@@ -225,9 +229,13 @@ pub trait Destination: Send + Sync {
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()>;
     /// Reads an object back (for verify --full).
     async fn get(&self, key: &ObjectKey) -> Result<Reader>;
+    /// The endpoint's back-pressure controller, for status and live caps.
+    fn throttle(&self) -> Option<Arc<throttle::Throttle>> {
+        None
+    }
     /// Back-pressure counters of the endpoint (requests, retries, throttles, window).
     fn stats(&self) -> Option<throttle::ThrottleStats> {
-        None
+        self.throttle().map(|t| t.stats())
     }
     /// How objects are laid out at the destination (Swift container sharding), for the
     /// catalog and the exported lookup file. None for stores with one namespace.

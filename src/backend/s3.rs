@@ -506,6 +506,10 @@ impl S3Store {
 
 #[async_trait]
 impl Source for S3Store {
+    fn throttle(&self) -> Option<Arc<Throttle>> {
+        Some(self.throttle.clone())
+    }
+
     fn url(&self) -> String {
         self.url.clone()
     }
@@ -669,8 +673,8 @@ impl Destination for S3Store {
         self.url.clone()
     }
 
-    fn stats(&self) -> Option<super::throttle::ThrottleStats> {
-        Some(self.throttle.stats())
+    fn throttle(&self) -> Option<Arc<Throttle>> {
+        Some(self.throttle.clone())
     }
 
     async fn put(&self, meta: &ObjectMeta, body: Body) -> Result<()> {

@@ -67,6 +67,11 @@ pub enum Failure {
 /// Counters of one endpoint, for status and tests.
 #[derive(Debug, Default, Serialize, Clone)]
 pub struct ThrottleStats {
+    pub name: String,
+    pub max_concurrency: usize,
+    pub max_rps: Option<f64>,
+    /// Smoothed latency of requests with small payloads (size class 0), seconds.
+    pub latency_small: Option<f64>,
     pub requests: u64,
     pub retries: u64,
     pub throttled: u64,
@@ -102,7 +107,10 @@ pub fn size_class(bytes: u64) -> usize {
 /// The back-pressure controller of one endpoint.
 pub struct Throttle {
     name: String,
-    cfg: ThrottleConfig,
+    /// `--max-concurrency`, changeable while running (`Throttle::set_caps`).
+    cap: AtomicUsize,
+    /// `--max-requests-per-second` as f64 bits; 0 means no cap.
+    rps_bits: AtomicU64,
     state: Mutex<State>,
     in_flight: AtomicUsize,
     freed: Notify,
@@ -137,7 +145,8 @@ impl Throttle {
                 next_start: Instant::now(),
                 latency_ewma: [None; SIZE_CLASSES],
             }),
-            cfg,
+            cap: AtomicUsize::new(cfg.max_concurrency.max(1)),
+            rps_bits: AtomicU64::new(cfg.max_rps.filter(|r| *r > 0.0).unwrap_or(0.0).to_bits()),
             in_flight: AtomicUsize::new(0),
             freed: Notify::new(),
             requests: AtomicU64::new(0),
@@ -155,8 +164,32 @@ impl Throttle {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The concurrency cap and request-rate cap now in force.
+    pub fn caps(&self) -> (usize, Option<f64>) {
+        let rps = f64::from_bits(self.rps_bits.load(Ordering::Relaxed));
+        (self.cap.load(Ordering::Relaxed), (rps > 0.0).then_some(rps))
+    }
+
+    /// Changes the caps of a running endpoint (the operator's keys in `barge tui`). The
+    /// adaptive window shrinks at once to a lower cap; a higher cap is grown into.
+    pub fn set_caps(&self, max_concurrency: usize, max_rps: Option<f64>) {
+        let cap = max_concurrency.max(1);
+        self.cap.store(cap, Ordering::Relaxed);
+        let rps = max_rps.filter(|r| *r > 0.0).unwrap_or(0.0);
+        self.rps_bits.store(rps.to_bits(), Ordering::Relaxed);
+        let mut s = self.lock();
+        s.limit = s.limit.min(cap as f64);
+        self.freed.notify_waiters();
+    }
+
     pub fn stats(&self) -> ThrottleStats {
+        let (max_concurrency, max_rps) = self.caps();
+        let latency_small = self.lock().latency_ewma[0];
         ThrottleStats {
+            name: self.name.clone(),
+            max_concurrency,
+            max_rps,
+            latency_small,
             requests: self.requests.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
             throttled: self.throttled.load(Ordering::Relaxed),
@@ -175,7 +208,7 @@ impl Throttle {
                 let now = Instant::now();
                 let mut wait = s.pause_until.filter(|&p| p > now).map(|p| p - now);
                 if wait.is_none()
-                    && let Some(rps) = self.cfg.max_rps.filter(|r| *r > 0.0)
+                    && let Some(rps) = self.caps().1
                 {
                     if s.next_start > now {
                         wait = Some(s.next_start - now);
@@ -222,7 +255,7 @@ impl Throttle {
                 s.last_decrease = Some(Instant::now());
             }
         } else {
-            s.limit = (s.limit + 1.0 / s.limit).min(self.cfg.max_concurrency as f64);
+            s.limit = (s.limit + 1.0 / s.limit).min(self.cap.load(Ordering::Relaxed) as f64);
         }
         s.latency_ewma[class] = Some(base * 0.9 + l * 0.1);
     }

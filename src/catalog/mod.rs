@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
 
 pub use records::{
-    ChunkOp, ChunkRecord, ChunkRef, ObjectRecord, ObjectState, RunRecord, SegmentRecord,
-    SegmentState,
+    ChunkOp, ChunkRecord, ChunkRef, ObjectRecord, ObjectState, RunRecord, SampleRecord,
+    SegmentRecord, SegmentState,
 };
 
 use crate::crypto::ChunkId;
@@ -19,7 +19,9 @@ use crate::error::{Error, Result};
 use crate::object::ObjectKey;
 
 /// Version of the catalog layout (column families, keys, value encodings).
-pub const CATALOG_FORMAT_VERSION: u32 = 1;
+/// 2 added [`CF_SAMPLES`]; a version-1 catalog is upgraded in place when opened (the
+/// column family is created empty, nothing else changes).
+pub const CATALOG_FORMAT_VERSION: u32 = 2;
 
 /// Column family: small named settings and counters.
 pub const CF_META: &str = "meta";
@@ -32,7 +34,18 @@ pub const CF_SEGMENTS: &str = "segments";
 /// Column family: run id (u64 BE) -> [`RunRecord`].
 pub const CF_RUNS: &str = "runs";
 
-const ALL_CFS: [&str; 5] = [CF_META, CF_OBJECTS, CF_CHUNKS, CF_SEGMENTS, CF_RUNS];
+/// Column family: throughput samples, key = process start (unix ms, u64 BE) ‖ sample
+/// time (unix ms, u64 BE) -> [`SampleRecord`]. Feeds the report's throughput chart.
+pub const CF_SAMPLES: &str = "samples";
+
+const ALL_CFS: [&str; 6] = [
+    CF_META,
+    CF_OBJECTS,
+    CF_CHUNKS,
+    CF_SEGMENTS,
+    CF_RUNS,
+    CF_SAMPLES,
+];
 
 /// meta key: catalog format version (u32 LE).
 pub const META_FORMAT: &[u8] = b"format";
@@ -110,7 +123,11 @@ impl Catalog {
             }
             Some(v) => {
                 let found = u32::from_le_bytes(v.as_slice().try_into().unwrap_or([0xff; 4]));
-                if found != CATALOG_FORMAT_VERSION {
+                if found == 1 {
+                    // v1 -> v2: CF_SAMPLES was created above by create_missing_column_families.
+                    cat.meta_put_sync(META_FORMAT, &CATALOG_FORMAT_VERSION.to_le_bytes())?;
+                    tracing::info!("catalog upgraded from format 1 to {CATALOG_FORMAT_VERSION}");
+                } else if found != CATALOG_FORMAT_VERSION {
                     return Err(cat.err(format!(
                         "catalog format version {found}, this barge reads version {CATALOG_FORMAT_VERSION}"
                     )));
@@ -348,6 +365,37 @@ impl Catalog {
                 })?);
             Ok((id, records::decode(&format_args!("segment {id}"), &v)?))
         }))
+    }
+
+    // ---- throughput samples ----
+
+    /// Stores one throughput sample of the process that started at `session_ms`.
+    /// Not synced: a lost sample costs a point of the chart, never data.
+    pub fn put_sample(&self, session_ms: u64, at_ms: u64, rec: &SampleRecord) -> Result<()> {
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&session_ms.to_be_bytes());
+        key[8..].copy_from_slice(&at_ms.to_be_bytes());
+        self.db
+            .put_cf(self.cf(CF_SAMPLES)?, key, records::encode(rec))
+            .map_err(|e| self.err(e.to_string()))
+    }
+
+    /// Every sample as (session start ms, sample time ms, record), in time order.
+    pub fn samples(&self) -> Result<Vec<(u64, u64, SampleRecord)>> {
+        let mut out = vec![];
+        for kv in self
+            .db
+            .iterator_cf(self.cf(CF_SAMPLES)?, IteratorMode::Start)
+        {
+            let (k, v) = kv.map_err(|e| self.err(e.to_string()))?;
+            if k.len() != 16 {
+                continue;
+            }
+            let be = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap_or_default());
+            let (s, t) = (be(&k[..8]), be(&k[8..]));
+            out.push((s, t, records::decode(&format_args!("sample {s}/{t}"), &v)?));
+        }
+        Ok(out)
     }
 
     // ---- runs ----

@@ -116,6 +116,18 @@ pub struct RunRecord {
     pub outcome: Option<String>,
 }
 
+/// Cumulative counters of one process at one instant (CF samples); the report's chart
+/// plots the differences between consecutive samples.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SampleRecord {
+    /// The command ("migrate", "ingest", "drain").
+    pub command: String,
+    pub listed_objects: u64,
+    pub staged_bytes: u64,
+    pub drained_bytes: u64,
+    pub sealed_bytes: u64,
+}
+
 /// Where a chunk lives, and how many object references it has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkRecord {

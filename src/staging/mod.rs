@@ -146,7 +146,7 @@ pub(crate) struct Shared {
     senders: Vec<crossbeam_channel::Sender<writer::Msg>>,
     inflight: Mutex<HashMap<ChunkId, Waiters>>,
     next_drive: AtomicUsize,
-    pub stats: StageStats,
+    pub stats: Arc<StageStats>,
     pub engine: Mutex<Option<EngineKind>>,
 }
 
@@ -216,6 +216,32 @@ impl Shared {
     }
 }
 
+/// Read-only view of a stager's drives, counters and I/O engine, for the status API.
+#[derive(Clone)]
+pub struct StagingHandle(Arc<Shared>);
+
+impl StagingHandle {
+    pub fn stats(&self) -> &StageStats {
+        &self.0.stats
+    }
+
+    pub fn drives(&self) -> &[Arc<Drive>] {
+        &self.0.drives
+    }
+
+    pub fn engine(&self) -> Option<EngineKind> {
+        self.0.engine.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// The AES-256-GCM implementation sealing this run's chunks.
+    pub fn seal_backend_name(&self) -> &'static str {
+        match self.0.settings.seal_backend {
+            crate::crypto::SealBackend::AwsLc => "aws-lc-rs",
+            crate::crypto::SealBackend::RustCrypto => "aes-gcm crate",
+        }
+    }
+}
+
 /// The staging front door. Create with [`Stager::start`], feed with
 /// [`Stager::stage_blocking`], end with [`Stager::finish`].
 pub struct Stager {
@@ -265,7 +291,7 @@ impl Stager {
             senders,
             inflight: Mutex::new(HashMap::new()),
             next_drive: AtomicUsize::new(0),
-            stats: StageStats::default(),
+            stats: Arc::default(),
             engine: Mutex::new(None),
         });
         let mut threads = vec![];
@@ -323,6 +349,11 @@ impl Stager {
         &self.shared.stats
     }
 
+    /// The counters, shared (for the status API while the stager runs).
+    pub fn stats_handle(&self) -> Arc<StageStats> {
+        self.shared.stats.clone()
+    }
+
     pub fn drives(&self) -> &[Arc<Drive>] {
         &self.shared.drives
     }
@@ -330,6 +361,11 @@ impl Stager {
     /// The I/O engine the writers use (known once a writer has started).
     pub fn engine(&self) -> Option<EngineKind> {
         self.shared.engine.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// A view of the drives and counters that outlives the stager (status API).
+    pub fn handle(&self) -> StagingHandle {
+        StagingHandle(self.shared.clone())
     }
 
     /// Commits and seals every open segment, then stops the writers.

@@ -396,6 +396,10 @@ impl SwiftStore {
 
 #[async_trait]
 impl Source for SwiftStore {
+    fn throttle(&self) -> Option<Arc<Throttle>> {
+        Some(SwiftStore::throttle(self).clone())
+    }
+
     fn url(&self) -> String {
         self.url.clone()
     }
@@ -475,8 +479,8 @@ impl Destination for SwiftStore {
         self.url.clone()
     }
 
-    fn stats(&self) -> Option<super::throttle::ThrottleStats> {
-        Some(self.throttle().stats())
+    fn throttle(&self) -> Option<Arc<Throttle>> {
+        Some(SwiftStore::throttle(self).clone())
     }
 
     async fn put(&self, meta: &ObjectMeta, mut body: Body) -> Result<()> {

@@ -1,0 +1,304 @@
+//! The live status API, Prometheus metrics and the terminal dashboard, against real runs:
+//! `/metrics` scraped from a running migrate and parsed with a Prometheus text parser;
+//! `barge tui` run in tmux against a migration into the project's Swift SAIO, its screen
+//! read twice.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use barge_tui::client::{self, Target};
+use barge_tui::model::{Action, Status};
+use common::*;
+
+/// Polls `f` every 100 ms until it returns Some, failing after `limit`.
+fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let t = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A child barge that is killed if the test fails before it ends (a paused run would
+/// otherwise wait forever).
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn spawn(state: &Path, args: &[&str]) -> Running {
+    let mut c = bin();
+    c.arg("--state").arg(state).args(args);
+    spawn_cmd(&mut c)
+}
+
+fn spawn_cmd(c: &mut Command) -> Running {
+    Running(Some(
+        c.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn barge"),
+    ))
+}
+
+fn finish(mut r: Running) -> String {
+    let c = r.0.take().expect("child");
+    let o = c.wait_with_output().expect("wait barge");
+    ok(&o)
+}
+
+/// Kills the tmux session it names when dropped.
+struct Tmux(String);
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .output();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn live(sock: &Path) -> Option<Status> {
+    client::status(&Target::Unix(sock.to_path_buf())).ok()
+}
+
+#[test]
+fn metrics_are_scraped_during_a_run_and_parse_as_prometheus_text() {
+    let d = tmp();
+    let (src, state, out) = (
+        d.path().join("src"),
+        d.path().join("state"),
+        d.path().join("out"),
+    );
+    ok(&bin()
+        .args(["sample", "--size", "24MiB", "--seed", "4", "--out"])
+        .arg(&src)
+        .output()
+        .unwrap());
+    init_small(&state, &[]);
+    let files = files_under(&src).len() as f64;
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = spawn(
+        &state,
+        &[
+            "--http",
+            &addr,
+            "--start-paused",
+            "migrate",
+            "--source",
+            src.to_str().unwrap(),
+            "--dest",
+            out.to_str().unwrap(),
+        ],
+    );
+    let sock = state.join("barge.sock");
+    // Paused: listing runs, nothing moves, so the scrape sees a run in a known state.
+    let s = wait_for(
+        "the listing of a paused run",
+        Duration::from_secs(60),
+        || live(&sock).filter(|s| s.progress.listing_done),
+    );
+    assert!(s.paused);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "status socket must be private");
+
+    let (code, body) = client::request(&Target::Tcp(addr.clone()), "GET", "/metrics").unwrap();
+    assert_eq!(code, 200);
+    let text = String::from_utf8(body).unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("valid Prometheus text");
+    let value = |name: &str, label: Option<(&str, &str)>| -> f64 {
+        let s = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .unwrap_or_else(|| panic!("{name} {label:?} not in scrape:\n{text}"));
+        match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("{name}: unexpected {other:?}"),
+        }
+    };
+    assert_eq!(
+        value("barge_objects_total", Some(("stage", "listed"))),
+        files
+    );
+    assert_eq!(
+        value("barge_objects_total", Some(("stage", "drained"))),
+        0.0
+    );
+    assert_eq!(value("barge_bytes_total", Some(("stage", "drained"))), 0.0);
+    assert_eq!(value("barge_paused", None), 1.0);
+    assert!(value("barge_drive_size_bytes", None) > 0.0);
+    assert!(value("barge_queue_capacity", Some(("queue", "fetch"))) > 0.0);
+    assert!(scrape.docs.contains_key("barge_endpoint_requests") || !text.contains("endpoint="));
+
+    // Resume from the control API; the run then finishes and the socket goes away.
+    let r = client::control(&Target::Unix(sock.clone()), Action::Resume).unwrap();
+    assert!(r.contains("resumed"), "{r}");
+    let stdout = finish(child);
+    assert!(stdout.contains("DONE"), "{stdout}");
+    assert!(!sock.exists(), "status socket removed at exit");
+    assert_same_tree(&src, &out);
+    // Idle node: `barge status` reads the catalog again.
+    let st = ok(&barge(&state, &["status"]));
+    assert!(st.contains("DONE"), "{st}");
+    // The report draws the run's throughput from the samples kept in the catalog.
+    let rep = ok(&barge(&state, &["report"]));
+    assert!(rep.contains("report.svg"), "{rep}");
+    let svg = std::fs::read_to_string(state.join("report.svg")).unwrap();
+    assert!(
+        svg.contains("barge migrate: throughput") && svg.contains("<polyline"),
+        "{svg}"
+    );
+}
+
+fn tmux(args: &[&str]) -> String {
+    let o = Command::new("tmux")
+        .args(args)
+        .output()
+        .expect("run tmux (scripts/deps.sh test installs it)");
+    assert!(
+        o.status.success(),
+        "tmux {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The number after `drained` on the dashboard's objects panel.
+fn drained_on_screen(screen: &str) -> Option<u64> {
+    screen.lines().find_map(|l| {
+        let i = l.find("drained")?;
+        l[i + "drained".len()..]
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+#[test]
+fn tui_in_tmux_follows_a_running_migration_into_swift() {
+    let env = common::servers::saio();
+    let d = tmp();
+    let (src, state) = (d.path().join("src"), d.path().join("state"));
+    for i in 0..200u64 {
+        write(
+            &src,
+            format!("obj/{i:04}.bin").as_bytes(),
+            &rand_bytes(i, 40_000 + i as usize * 700),
+        );
+    }
+    init_small(&state, &[]);
+    let container = format!("tui{}", std::process::id());
+    let mut mig = bin();
+    mig.arg("--state")
+        .arg(&state)
+        .args([
+            "--quiet",
+            "--max-requests-per-second",
+            "8",
+            "migrate",
+            "--source",
+        ])
+        .arg(&src)
+        .args(["--dest", &format!("swift://{container}")])
+        .env("ST_AUTH", &env["ST_AUTH"])
+        .env("ST_USER", &env["ST_USER"])
+        .env("ST_KEY", &env["ST_KEY"]);
+    let child = spawn_cmd(&mut mig);
+    let sock = state.join("barge.sock");
+    wait_for("the node's status socket", Duration::from_secs(60), || {
+        live(&sock).filter(|s| s.totals.drained_objects > 0)
+    });
+
+    let session = format!("barge-tui-test-{}", std::process::id());
+    let cmd = format!(
+        "{} --state {} tui",
+        env!("CARGO_BIN_EXE_barge"),
+        state.display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "80",
+        "-y",
+        "24",
+        &cmd,
+    ]);
+    let _session = Tmux(session.clone());
+    let capture = || tmux(&["capture-pane", "-p", "-t", &session]);
+    let first = wait_for("the dashboard to draw", Duration::from_secs(30), || {
+        let s = capture();
+        (s.contains("RUNNING") && drained_on_screen(&s).is_some()).then_some(s)
+    });
+    let n1 = drained_on_screen(&first).unwrap();
+    let second = wait_for(
+        "the drained counter to move",
+        Duration::from_secs(60),
+        || {
+            let s = capture();
+            drained_on_screen(&s).filter(|n| *n > n1).map(|_| s)
+        },
+    );
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let _ = std::fs::write(artifacts.join("tui-capture-1.txt"), &first);
+    let _ = std::fs::write(artifacts.join("tui-capture-2.txt"), &second);
+    for panel in [
+        "barge migrate",
+        "throughput MB/s",
+        " objects ",
+        "queue drain",
+        "drives (",
+        "endpoints (",
+        "errors (",
+        "q quit",
+    ] {
+        assert!(second.contains(panel), "panel {panel:?} missing:\n{second}");
+    }
+    // Tab switches the bottom panel to the endpoints.
+    tmux(&["send-keys", "-t", &session, "Tab"]);
+    let want = format!("destination swift://{container}");
+    wait_for("the endpoints panel", Duration::from_secs(30), || {
+        capture().contains(&want).then_some(())
+    });
+    // Keys reach the node: pause shows on the dashboard, resume lets the run finish.
+    tmux(&["send-keys", "-t", &session, "p"]);
+    wait_for("PAUSED on the dashboard", Duration::from_secs(30), || {
+        capture().contains("PAUSED").then_some(())
+    });
+    assert!(live(&sock).is_some_and(|s| s.paused));
+    tmux(&["send-keys", "-t", &session, "p"]);
+    wait_for("RUNNING again", Duration::from_secs(30), || {
+        capture().contains("RUNNING").then_some(())
+    });
+    tmux(&["send-keys", "-t", &session, "q"]);
+    let out = finish(child);
+    assert!(out.contains("DONE"), "{out}");
+}
