@@ -244,6 +244,7 @@ pub async fn run_following(
                     content_type: rec.content_type.clone(),
                     user_meta: rec.user_meta.clone(),
                 };
+                crate::failpoint::point("drain.before_put");
                 let body = object_body(&reader, &key, &rec);
                 let res = match dest.put(&meta, body).await {
                     Ok(()) => {

@@ -232,6 +232,7 @@ pub async fn run(
                 ctx.fail(&key, None, reason);
             }
             Listed::Object(meta) => {
+                crate::failpoint::point("ingest.listed");
                 ctx.monitor.ingest.listed.fetch_add(1, Ordering::Relaxed);
                 ctx.monitor
                     .ingest
@@ -369,6 +370,7 @@ async fn fetch_one(ctx: &Arc<Ctx>, meta: ObjectMeta, old: Option<ObjectRecord>) 
                 uploads: 0,
                 updated: unix_now(),
             };
+            crate::failpoint::point("ingest.before_commit");
             match ctx.node_catalog.commit_staged(&key, &rec, &drop_refs) {
                 Ok(()) => {
                     crate::failpoint::point("ingest.after_object");

@@ -32,6 +32,8 @@ pub struct Report {
     /// Objects written to the destination more than once after being recorded drained
     /// (must stay 0: a re-run never re-uploads finished work).
     pub uploaded_twice: u64,
+    /// The first of those, by name (at most [`crate::ingest::MAX_FAILURES_SHOWN`]).
+    pub uploaded_twice_keys: Vec<String>,
     /// Staged objects per source checksum verified: "md5", "md5-multipart", "unchecked".
     pub checks: std::collections::BTreeMap<String, u64>,
     pub io_engine: Option<String>,
@@ -76,6 +78,10 @@ pub fn build(node: &Node) -> Result<Report> {
         }
         if rec.uploads > 1 {
             r.uploaded_twice += 1;
+            if r.uploaded_twice_keys.len() < crate::ingest::MAX_FAILURES_SHOWN {
+                r.uploaded_twice_keys
+                    .push(format!("{key} ({} uploads)", rec.uploads));
+            }
         }
         match &rec.state {
             ObjectState::Listed => r.listed += 1,

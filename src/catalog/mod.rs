@@ -341,6 +341,13 @@ impl Catalog {
         self.write_sync(b)
     }
 
+    /// Forgets a segment (one that never held a committed record). Synced.
+    pub fn delete_segment(&self, id: u64) -> Result<()> {
+        let mut b = WriteBatch::default();
+        b.delete_cf(self.cf(CF_SEGMENTS)?, id.to_be_bytes());
+        self.write_sync(b)
+    }
+
     pub fn get_segment(&self, id: u64) -> Result<Option<SegmentRecord>> {
         match self
             .db

@@ -30,6 +30,8 @@ pub struct RecoveryReport {
     pub records_kept: u64,
     pub bytes_discarded: u64,
     pub orphan_files_removed: Vec<String>,
+    /// Open segments that held no committed record (killed right after creation).
+    pub empty_segments_removed: u64,
     /// Open segments whose committed records do not all verify (rot inside durable data).
     pub unrecoverable: Vec<String>,
 }
@@ -111,6 +113,25 @@ fn reseal(
     rep: &mut RecoveryReport,
 ) -> Result<()> {
     let path = PathBuf::from(&rec.path);
+    if rec.records == 0 {
+        // Recorded Open, then killed before its first commit: no chunk points into it
+        // (locations are committed only after data is synced), and its header may never
+        // have reached the disk. Nothing to keep: the file and the entry go.
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("removing an empty crashed segment", &path, e)),
+        }
+        catalog.delete_segment(id)?;
+        rep.bytes_discarded += len;
+        rep.empty_segments_removed += 1;
+        tracing::warn!(
+            "segment {id}: crashed before its first commit; {} removed",
+            path.display()
+        );
+        return Ok(());
+    }
     let seg_err = |message: String| Error::Segment {
         segment: id,
         drive: Path::new(&rec.drive).to_path_buf(),

@@ -529,6 +529,7 @@ impl Destination for SwiftStore {
                 )
                 .await
                 .map_err(oerr)?;
+            crate::failpoint::point("swift.after_segment");
             etags.push_str(&md5);
             manifest.push(serde_json::json!({"path": format!("/{seg_c}/{seg_name}"), "etag": md5, "size_bytes": len}));
             idx += 1;

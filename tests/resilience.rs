@@ -1,0 +1,186 @@
+//! Resilience against the real servers of scripts/servers/: SIGKILL at many points of a
+//! migration into Swift, then a resume that ends with the destination equal to the source
+//! object by object (checked with the swift CLI, downloading every object), and no
+//! object uploaded again after it was recorded done.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::servers::{Env, saio};
+use common::*;
+
+const SWIFT: &str = "/usr/bin/swift";
+
+fn swift(env: &Env) -> Command {
+    let mut c = Command::new(SWIFT);
+    c.args([
+        "-A",
+        &env["ST_AUTH"],
+        "-U",
+        &env["ST_USER"],
+        "-K",
+        &env["ST_KEY"],
+    ]);
+    c
+}
+
+/// Downloads every object of `container` with the swift CLI and compares it with the
+/// file of the same name under `src`; also checks nothing else is there.
+fn assert_container_equals_tree(env: &Env, container: &str, src: &Path) {
+    let d = tmp();
+    let o = swift(env)
+        .args(["download", container, "-D"])
+        .arg(d.path())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "swift download: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_same_tree(src, d.path());
+}
+
+/// Runs barge with a deadline; returns its exit code (None: killed by a signal).
+fn run_with_deadline(c: &mut Command, limit: Duration) -> (Option<i32>, String) {
+    let mut child = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn barge");
+    let t = std::time::Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            let o = child.wait_with_output().expect("output");
+            return (st.code(), String::from_utf8_lossy(&o.stderr).into_owned());
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("barge ran past {limit:?}: {c:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sigkill_at_24_points_of_a_migration_into_swift_loses_nothing() {
+    let env = saio();
+    let t = tmp();
+    let (state, src) = (t.path().join("state"), t.path().join("src"));
+    // Small objects, duplicates, and three objects large enough to become SLOs.
+    for i in 0..80u64 {
+        write(
+            &src,
+            format!("small/{i:03}").as_bytes(),
+            &rand_bytes(i, 20_000 + i as usize * 3_000),
+        );
+    }
+    write(&src, b"dup/a", &rand_bytes(7, 300_000));
+    write(&src, b"dup/b", &rand_bytes(7, 300_000));
+    for i in 0..3u64 {
+        write(
+            &src,
+            format!("large/{i}").as_bytes(),
+            &rand_bytes(50 + i, 3_500_000 + i as usize * 100_000),
+        );
+    }
+    init_small(&state, &[]);
+    let container = format!("crash{}", std::process::id());
+    let dest = format!("swift://{container}");
+    let run = |cmd: &str, crash: Option<String>| {
+        let mut c = bin();
+        c.arg("--state").arg(&state).args([
+            "--quiet",
+            "--large-threshold",
+            "2MiB",
+            "--slo-segment-size",
+            "1MiB",
+            cmd,
+            "--concurrency",
+            "3",
+        ]);
+        if cmd != "drain" {
+            c.arg("--source").arg(&src);
+        }
+        if cmd != "ingest" {
+            c.args(["--dest", &dest]);
+        }
+        c.env("ST_AUTH", &env["ST_AUTH"])
+            .env("ST_USER", &env["ST_USER"])
+            .env("ST_KEY", &env["ST_KEY"]);
+        if let Some(p) = crash {
+            c.env("BARGE_CRASH_AT", p);
+        }
+        run_with_deadline(&mut c, Duration::from_secs(300))
+    };
+    // 24 kill points. `ingest` runs die at every step of fetching and staging (listing,
+    // staging writes, fdatasync, catalog commits, segment sealing); `drain` runs die
+    // before and after PUTs, between SLO segments and after the catalog mark. Each point
+    // is taken at an early and a later pass; every run resumes what the last one left.
+    let points = [
+        ("ingest", "ingest.listed", 3),
+        ("ingest", "ingest.listed", 20),
+        ("ingest", "staging.before_append", 1),
+        ("ingest", "staging.before_append", 9),
+        ("ingest", "staging.after_sync", 1),
+        ("ingest", "staging.after_sync", 3),
+        ("ingest", "staging.after_commit", 2),
+        ("ingest", "staging.after_commit", 5),
+        ("ingest", "ingest.before_commit", 2),
+        ("ingest", "ingest.before_commit", 11),
+        ("ingest", "ingest.after_object", 1),
+        ("ingest", "ingest.after_object", 7),
+        ("ingest", "staging.before_seal", 1),
+        ("drain", "swift.after_segment", 1),
+        ("drain", "swift.after_segment", 3),
+        ("drain", "drain.before_put", 1),
+        ("drain", "drain.before_put", 6),
+        ("drain", "drain.after_put", 2),
+        ("drain", "drain.after_put", 8),
+        ("drain", "drain.after_mark", 1),
+        ("drain", "drain.after_mark", 4),
+        ("drain", "drain.after_mark", 12),
+        ("drain", "drain.after_put", 10),
+        ("drain", "drain.before_put", 15),
+    ];
+    let mut killed = vec![];
+    let mut finished = vec![];
+    for (cmd, point, n) in points {
+        let (code, err) = run(cmd, Some(format!("{point}:{n}")));
+        match code {
+            None => killed.push(format!("{point}:{n}")),
+            Some(c) => {
+                // Not reached: the run finished (all work was done by earlier runs).
+                assert!(c == 0 || c == 3, "{point}:{n} exited {c}: {err}");
+                finished.push(format!("{point}:{n}"));
+            }
+        }
+    }
+    eprintln!(
+        "killed at {} points: {killed:?}; not reached (run completed): {finished:?}",
+        killed.len()
+    );
+    assert!(
+        killed.len() >= 20,
+        "only {} of {} kill points were hit: {killed:?}",
+        killed.len(),
+        points.len()
+    );
+    let (code, err) = run("migrate", None);
+    eprintln!("final resume stderr:\n{err}");
+    assert_eq!(code, Some(0), "final resume: {err}");
+    let rep = ok(&barge(&state, &["--json", "report"]));
+    let r = &json_doc(&rep, "report")["report"];
+    assert_eq!(r["done"], true, "{rep}");
+    assert_eq!(
+        r["uploaded_twice"], 0,
+        "uploaded again after it was done: {}",
+        r["uploaded_twice_keys"]
+    );
+    assert_eq!(r["segments_open"], 0, "{rep}");
+    assert_container_equals_tree(env, &container, &src);
+}
