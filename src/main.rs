@@ -115,6 +115,9 @@ struct Ends {
     /// Swift SLO segment size (default 64MiB, at least 1MiB).
     #[arg(long, global = true, value_parser = parse_size)]
     slo_segment_size: Option<u64>,
+    /// Seconds without a byte from an endpoint before the attempt is abandoned and retried.
+    #[arg(long, global = true, default_value_t = 60.0)]
+    stall_timeout: f64,
     /// Listings run in parallel (S3: first-level prefixes).
     #[arg(long, global = true, default_value_t = 4)]
     list_parallel: usize,
@@ -297,6 +300,9 @@ impl Global {
                 max_concurrency: e.max_concurrency.max(1),
                 initial_concurrency: e.max_concurrency.clamp(1, 8),
                 max_rps: e.max_requests_per_second,
+                stall_timeout: std::time::Duration::from_secs_f64(
+                    e.stall_timeout.clamp(0.1, 3600.0),
+                ),
             },
             part_size: e.part_size,
             large_threshold: e.large_threshold,

@@ -90,7 +90,7 @@ async fn client(opts: &S3Options) -> Client {
         .timeout_config(
             aws_sdk_s3::config::timeout::TimeoutConfig::builder()
                 .connect_timeout(super::CONNECT_TIMEOUT)
-                .read_timeout(super::STALL_TIMEOUT)
+                .read_timeout(opts.throttle.stall_timeout)
                 .build(),
         );
     if sdk.region().is_none() {

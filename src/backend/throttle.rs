@@ -38,6 +38,9 @@ pub struct ThrottleConfig {
     pub max_concurrency: usize,
     pub initial_concurrency: usize,
     pub max_rps: Option<f64>,
+    /// Silence on a connection after which an attempt is abandoned and retried
+    /// (`--stall-timeout`).
+    pub stall_timeout: Duration,
 }
 
 impl Default for ThrottleConfig {
@@ -46,6 +49,7 @@ impl Default for ThrottleConfig {
             max_concurrency: 64,
             initial_concurrency: 8,
             max_rps: None,
+            stall_timeout: crate::backend::STALL_TIMEOUT,
         }
     }
 }
@@ -107,6 +111,7 @@ pub fn size_class(bytes: u64) -> usize {
 /// The back-pressure controller of one endpoint.
 pub struct Throttle {
     name: String,
+    stall_timeout: Duration,
     /// `--max-concurrency`, changeable while running (`Throttle::set_caps`).
     cap: AtomicUsize,
     /// `--max-requests-per-second` as f64 bits; 0 means no cap.
@@ -138,6 +143,7 @@ impl Throttle {
         let init = cfg.initial_concurrency.clamp(1, cfg.max_concurrency.max(1)) as f64;
         Throttle {
             name: name.into(),
+            stall_timeout: cfg.stall_timeout,
             state: Mutex::new(State {
                 limit: init,
                 last_decrease: None,
@@ -158,6 +164,11 @@ impl Throttle {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The configured stall timeout of this endpoint's connections.
+    pub fn stall_timeout(&self) -> Duration {
+        self.stall_timeout
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -371,6 +382,7 @@ mod tests {
                 max_concurrency: 16,
                 initial_concurrency: 8,
                 max_rps: None,
+                ..Default::default()
             },
         );
         let mut n = 0;

@@ -697,6 +697,7 @@ mod tests {
                 max_concurrency: 8,
                 initial_concurrency: 8,
                 max_rps: None,
+                ..Default::default()
             },
         ));
         m.set_destination("swift://x", Some(t.clone()));

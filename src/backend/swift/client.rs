@@ -163,7 +163,7 @@ impl SwiftClient {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(crate::backend::CONNECT_TIMEOUT)
-            .read_timeout(crate::backend::STALL_TIMEOUT)
+            .read_timeout(throttle.stall_timeout())
             .pool_max_idle_per_host(64)
             .build()
             .map_err(|e| Error::Pipeline(format!("HTTP client: {e}")))?;
@@ -179,7 +179,9 @@ impl SwiftClient {
         &self.throttle
     }
 
-    async fn login(&self) -> Result<Session> {
+    /// Logs in. Network errors and 5xx/429/498 answers are transient (the request that
+    /// needed the token is retried under the throttle); 401/403 and bad replies are not.
+    async fn login(&self) -> std::result::Result<Session, Failure> {
         match &self.auth {
             Auth::V1 { url, user, key } => {
                 let r = self
@@ -189,12 +191,13 @@ impl SwiftClient {
                     .header("X-Auth-Key", key)
                     .send()
                     .await
-                    .map_err(|e| Error::Pipeline(format!("Swift auth at {url}: {e}")))?;
+                    .map_err(|e| Failure::Transient(format!("Swift auth at {url}: {e}")))?;
                 if !r.status().is_success() {
-                    return Err(Error::Pipeline(format!(
-                        "Swift auth at {url} as {user}: HTTP {}",
-                        r.status()
-                    )));
+                    return Err(classify_status(
+                        r.status().as_u16(),
+                        None,
+                        format!("Swift auth at {url} as {user}: HTTP {}", r.status()),
+                    ));
                 }
                 let h = |n: &str| {
                     r.headers()
@@ -204,9 +207,9 @@ impl SwiftClient {
                 };
                 match (h("x-storage-url"), h("x-auth-token")) {
                     (Some(storage_url), Some(token)) => Ok(Session { storage_url, token }),
-                    _ => Err(Error::Pipeline(format!(
+                    _ => Err(Failure::Permanent(Error::Pipeline(format!(
                         "Swift auth at {url}: no X-Storage-Url/X-Auth-Token in the reply"
-                    ))),
+                    )))),
                 }
             }
             Auth::V3 {
@@ -231,12 +234,16 @@ impl SwiftClient {
                     .body(body.to_string())
                     .send()
                     .await
-                    .map_err(|e| Error::Pipeline(format!("Keystone auth at {tokens}: {e}")))?;
+                    .map_err(|e| Failure::Transient(format!("Keystone auth at {tokens}: {e}")))?;
                 if !r.status().is_success() {
-                    return Err(Error::Pipeline(format!(
-                        "Keystone auth at {tokens} as {username}: HTTP {}",
-                        r.status()
-                    )));
+                    return Err(classify_status(
+                        r.status().as_u16(),
+                        None,
+                        format!(
+                            "Keystone auth at {tokens} as {username}: HTTP {}",
+                            r.status()
+                        ),
+                    ));
                 }
                 let token = r
                     .headers()
@@ -244,14 +251,17 @@ impl SwiftClient {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string)
                     .ok_or_else(|| {
-                        Error::Pipeline("Keystone reply has no X-Subject-Token".into())
+                        Failure::Permanent(Error::Pipeline(
+                            "Keystone reply has no X-Subject-Token".into(),
+                        ))
                     })?;
                 let raw = r
                     .bytes()
                     .await
-                    .map_err(|e| Error::Pipeline(format!("Keystone token document: {e}")))?;
-                let doc: KsToken = serde_json::from_slice(&raw)
-                    .map_err(|e| Error::Pipeline(format!("Keystone token document: {e}")))?;
+                    .map_err(|e| Failure::Transient(format!("Keystone token document: {e}")))?;
+                let doc: KsToken = serde_json::from_slice(&raw).map_err(|e| {
+                    Failure::Permanent(Error::Pipeline(format!("Keystone token document: {e}")))
+                })?;
                 let storage_url = doc
                     .token
                     .catalog
@@ -261,16 +271,16 @@ impl SwiftClient {
                     .find(|e| e.interface == "public" && (region.is_none() || e.region == *region))
                     .map(|e| e.url.clone())
                     .ok_or_else(|| {
-                        Error::Pipeline(
+                        Failure::Permanent(Error::Pipeline(
                             "Keystone catalog has no public object-store endpoint".into(),
-                        )
+                        ))
                     })?;
                 Ok(Session { storage_url, token })
             }
         }
     }
 
-    async fn session(&self, stale: Option<&str>) -> Result<Session> {
+    async fn session(&self, stale: Option<&str>) -> std::result::Result<Session, Failure> {
         if let Some(s) = self.session.read().await.as_ref()
             && Some(s.token.as_str()) != stale
         {
@@ -289,7 +299,11 @@ impl SwiftClient {
 
     /// The account's storage URL (logs in if needed).
     pub async fn storage_url(&self) -> Result<String> {
-        Ok(self.session(None).await?.storage_url)
+        self.throttle
+            .call("Swift auth", || async {
+                self.session(None).await.map(|s| s.storage_url)
+            })
+            .await
     }
 
     /// Sends one request with the current token; a 401 logs in again and resends once.
@@ -304,10 +318,7 @@ impl SwiftClient {
     ) -> std::result::Result<reqwest::Response, Failure> {
         let mut stale: Option<String> = None;
         loop {
-            let s = self
-                .session(stale.as_deref())
-                .await
-                .map_err(Failure::Permanent)?;
+            let s = self.session(stale.as_deref()).await?;
             let mut rb = self
                 .http
                 .request(method.clone(), format!("{}{path}", s.storage_url))
