@@ -49,6 +49,8 @@ pub struct DrainSummary {
     pub bytes: u64,
     pub failed: u64,
     pub failures: Vec<(String, String)>,
+    /// Failed objects whose staged copy was corrupt (they need a fetch from the source).
+    pub rot: u64,
     /// The destination endpoint's requests, retries, throttles and final window.
     pub endpoint: Option<crate::backend::throttle::ThrottleStats>,
 }
@@ -198,6 +200,7 @@ pub async fn run_following(
     let bytes = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
     let failed = Arc::new(AtomicU64::new(0));
+    let rot = Arc::new(AtomicU64::new(0));
     let mut workers = vec![];
     for _ in 0..opts.concurrency.max(1) {
         let rx = rx.clone();
@@ -207,6 +210,7 @@ pub async fn run_following(
         let busy = busy.clone();
         let monitor = monitor.clone();
         let drain_q = drain_q.clone();
+        let rot = rot.clone();
         let (drained, bytes, failures, failed) = (
             drained.clone(),
             bytes.clone(),
@@ -275,13 +279,26 @@ pub async fn run_following(
                         {
                             f.push((key.to_string(), e.to_string()));
                         }
-                        let _ = catalog.set_object_state(
-                            &key,
+                        // A chunk whose staged copy was found corrupt has lost its
+                        // location: the object must come from the source again.
+                        let lost = rec.chunks.iter().any(|c| {
+                            matches!(catalog.get_chunk(&c.id), Ok(None))
+                        });
+                        let state = if lost {
+                            rot.fetch_add(1, Ordering::Relaxed);
+                            ObjectState::Failed {
+                                stage: "staging".into(),
+                                reason: format!(
+                                    "{e}; the staged copy is corrupt: it is fetched again from the source if the source still has it"
+                                ),
+                            }
+                        } else {
                             ObjectState::Failed {
                                 stage: "drain".into(),
                                 reason: e.to_string(),
-                            },
-                        );
+                            }
+                        };
+                        let _ = catalog.set_object_state(&key, state);
                     }
                 }
                 if let Ok(mut b) = busy.lock() {
@@ -316,6 +333,7 @@ pub async fn run_following(
         bytes: bytes.load(Ordering::Relaxed),
         failed: failed.load(Ordering::Relaxed),
         failures: failures.lock().map(|f| f.clone()).unwrap_or_default(),
+        rot: rot.load(Ordering::Relaxed),
         endpoint: dest.stats(),
     };
     node.catalog.finish_run(

@@ -28,6 +28,10 @@ use std::sync::Arc;
 /// (2 is clap's usage error).
 const NOT_DONE: u8 = 3;
 
+/// Passes `migrate` makes at most: the second only when the first found corrupt staged
+/// chunks, to fetch those objects again from the source.
+const MIGRATE_REPAIR_PASSES: u32 = 2;
+
 #[derive(Parser)]
 #[command(
     name = "barge",
@@ -603,16 +607,29 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Migrate { source, dest, tune } => {
             let node = g.open()?;
             // Fetch, stage and drain at once: the drain follows what ingest stages.
-            let (tx, rx) = tokio::sync::mpsc::channel(barge::drain::DRAIN_QUEUE);
             let live = live(g, &node, "migrate", Mode::Migrate).await?;
             let m = &live.monitor;
-            let (s, d) = tokio::join!(
-                do_ingest(g, &node, source, tune, Some(tx), m.clone()),
-                do_drain(g, &node, dest, tune, Some(rx), m.clone())
-            );
+            let mut pass = 1;
+            let (s, d) = loop {
+                let (tx, rx) = tokio::sync::mpsc::channel(barge::drain::DRAIN_QUEUE);
+                let (s, d) = tokio::join!(
+                    do_ingest(g, &node, source, tune, Some(tx), m.clone()),
+                    do_drain(g, &node, dest, tune, Some(rx), m.clone())
+                );
+                let (s, d) = (s?, d?);
+                if d.rot == 0 || pass == MIGRATE_REPAIR_PASSES {
+                    break (s, d);
+                }
+                // Rot in staging: the chunk locations are forgotten and the objects
+                // marked for a new fetch; one more pass fetches and drains them.
+                tracing::warn!(
+                    "{} objects had a corrupt staged copy: fetching them again from the source",
+                    d.rot
+                );
+                pass += 1;
+            };
             live.monitor.finish();
             drop(live);
-            let (s, d) = (s?, d?);
             let v = do_verify(g, &node, dest, false, g.json).await?;
             let done = do_report(&node, g.json, None, None)?;
             Ok(code(

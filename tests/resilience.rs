@@ -329,3 +329,107 @@ fn faults_on_the_wire_are_retried_and_nothing_corrupt_is_recorded() {
     assert!(r["checks"].get("unchecked").is_none(), "{rep}");
     assert_container_equals_tree(env, &container, &src);
 }
+
+/// Runs migrate from a local tree into a Swift container of the SAIO.
+fn migrate_to_swift(env: &Env, state: &Path, src: &Path, container: &str) -> std::process::Output {
+    bin()
+        .arg("--state")
+        .arg(state)
+        .args(["--json", "migrate", "--source"])
+        .arg(src)
+        .args(["--dest", &format!("swift://{container}")])
+        .env("ST_AUTH", &env["ST_AUTH"])
+        .env("ST_USER", &env["ST_USER"])
+        .env("ST_KEY", &env["ST_KEY"])
+        .output()
+        .expect("run barge")
+}
+
+#[test]
+fn a_flipped_byte_in_staging_is_fetched_again_from_the_source() {
+    let env = saio();
+    let t = tmp();
+    let (state, src) = (t.path().join("state"), t.path().join("src"));
+    for i in 0..6u64 {
+        write(
+            &src,
+            format!("obj/{i}").as_bytes(),
+            &rand_bytes(900 + i, 150_000 + i as usize * 10_000),
+        );
+    }
+    init_small(&state, &[]);
+    ok(&barge(
+        &state,
+        &["ingest", "--source", src.to_str().unwrap()],
+    ));
+    // Rot: one bit inside the first record's ciphertext of every segment.
+    let segs = files_under(&state.join("staging"));
+    assert!(!segs.is_empty());
+    for seg in &segs {
+        let mut b = std::fs::read(seg).unwrap();
+        b[4096 + 48 + 5000] ^= 0x10;
+        std::fs::write(seg, b).unwrap();
+    }
+    let container = format!("rot{}", std::process::id());
+    let o = migrate_to_swift(env, &state, &src, &container);
+    let out = ok(&o);
+    // The first pass found the rot and dropped the staged copies; the second fetched
+    // the objects again from the source and drained them.
+    let rot: u64 = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["drain"]["rot"].as_u64())
+        .sum();
+    assert!(rot >= 1, "no object was found rotten:\n{out}");
+    assert!(
+        stderr(&o).contains("fetching them again from the source"),
+        "{}",
+        stderr(&o)
+    );
+    let r = json_doc(&out, "report");
+    assert_eq!(r["report"]["done"], true, "{out}");
+    assert_container_equals_tree(env, &container, &src);
+
+    // Rot again, and this time the source no longer has the objects: they are reported
+    // by name, and nothing corrupt reaches the destination.
+    let t2 = tmp();
+    let (state2, src2) = (t2.path().join("state"), t2.path().join("src"));
+    write(&src2, b"only/copy", &rand_bytes(77, 200_000));
+    init_small(&state2, &[]);
+    ok(&barge(
+        &state2,
+        &["ingest", "--source", src2.to_str().unwrap()],
+    ));
+    for seg in files_under(&state2.join("staging")) {
+        let mut b = std::fs::read(&seg).unwrap();
+        b[4096 + 48 + 5000] ^= 0x10;
+        std::fs::write(&seg, b).unwrap();
+    }
+    std::fs::remove_file(src2.join("only/copy")).unwrap();
+    let container2 = format!("rotgone{}", std::process::id());
+    let o = migrate_to_swift(env, &state2, &src2, &container2);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let o = barge(&state2, &["report"]);
+    assert_eq!(o.status.code(), Some(3), "NOT DONE exits 3");
+    let rep = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        rep.contains("only/copy") && rep.contains("staged copy is corrupt"),
+        "{rep}"
+    );
+    let listing = Command::new(SWIFT)
+        .args([
+            "-A",
+            &env["ST_AUTH"],
+            "-U",
+            &env["ST_USER"],
+            "-K",
+            &env["ST_KEY"],
+        ])
+        .args(["list", &container2])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&listing.stdout).contains("only/copy"),
+        "nothing corrupt at the destination"
+    );
+}

@@ -341,6 +341,25 @@ impl Catalog {
         self.write_sync(b)
     }
 
+    /// Forgets where a chunk is stored (its staged copy is corrupt) but keeps its
+    /// references: the chunk is no longer durable, so staging writes it again when an
+    /// object that uses it is fetched again. Synced.
+    pub fn forget_chunk_location(&self, id: &ChunkId) -> Result<()> {
+        let mut b = WriteBatch::default();
+        b.merge_cf(
+            self.cf(CF_CHUNKS)?,
+            id.0,
+            ChunkOp::Locate {
+                segment: 0,
+                offset: 0,
+                sealed_len: 0,
+                plain_len: 0,
+            }
+            .encode(),
+        );
+        self.write_sync(b)
+    }
+
     /// Forgets a segment (one that never held a committed record). Synced.
     pub fn delete_segment(&self, id: u64) -> Result<()> {
         let mut b = WriteBatch::default();

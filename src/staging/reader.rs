@@ -116,7 +116,7 @@ impl ChunkReader {
             })?;
         let inner = self.inner.clone();
         let id = *id;
-        tokio::task::spawn_blocking(move || {
+        let checked = tokio::task::spawn_blocking(move || {
             let seg_err = |message: String| Error::Segment {
                 segment: rec.segment,
                 drive: seg.path.clone().into(),
@@ -156,6 +156,14 @@ impl ChunkReader {
             Ok(bytes.into_bytes())
         })
         .await
-        .map_err(|e| Error::Pipeline(format!("decrypt task: {e}")))?
+        .map_err(|e| Error::Pipeline(format!("decrypt task: {e}")))?;
+        if let Err(e) = &checked {
+            // The bytes were read but are not the chunk: rot in staging. Forget the
+            // location so the chunk counts as not staged; the objects using it are
+            // fetched again from the source (and the chunk rewritten) by the next ingest.
+            tracing::error!("{e}: the staged copy is dropped; it will be fetched again");
+            self.inner.catalog.forget_chunk_location(&id)?;
+        }
+        checked
     }
 }
