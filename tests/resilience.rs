@@ -433,3 +433,46 @@ fn a_flipped_byte_in_staging_is_fetched_again_from_the_source() {
         "nothing corrupt at the destination"
     );
 }
+
+#[test]
+fn a_swift_quota_refusal_is_clear_and_the_run_resumes_when_raised() {
+    let env = saio();
+    let t = tmp();
+    let (state, src) = (t.path().join("state"), t.path().join("src"));
+    for i in 0..9u64 {
+        write(
+            &src,
+            format!("q/{i}").as_bytes(),
+            &rand_bytes(600 + i, 10_000),
+        );
+    }
+    write(&src, b"q/big", &rand_bytes(650, 400_000));
+    init_small(&state, &[]);
+    let container = format!("quota{}", std::process::id());
+    // Swift's container_quotas middleware: at most 300 kB in the container, so the
+    // 400 kB object is always refused (the container's usage is updated lazily, so
+    // small objects may slip under the quota).
+    must(swift(env).args(["post", "-m", "quota-bytes:300000", &container]));
+    let o = migrate_to_swift(env, &state, &src, &container);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        out.contains("q/big") && out.contains("413") && out.contains("quota exceeded or disk full"),
+        "the refusal is named:\n{out}"
+    );
+    let r = json_doc(&out, "report");
+    assert_eq!(r["report"]["done"], false);
+    let drained = r["report"]["drained"].as_u64().unwrap();
+    assert!((1..10).contains(&drained), "{out}");
+    assert!(
+        r["report"]["failures"].to_string().contains("q/big"),
+        "{out}"
+    );
+    // The operator raises the quota; the same command finishes the job.
+    must(swift(env).args(["post", "-m", "quota-bytes:100000000", &container]));
+    let out = ok(&migrate_to_swift(env, &state, &src, &container));
+    let r = json_doc(&out, "report");
+    assert_eq!(r["report"]["done"], true, "{out}");
+    assert_eq!(r["report"]["uploaded_twice"], 0, "{out}");
+    assert_container_equals_tree(env, &container, &src);
+}
