@@ -164,6 +164,10 @@ enum Cmd {
     Verify {
         #[arg(long)]
         dest: String,
+        /// Also list the source: objects it has that the catalog does not, or that
+        /// changed since they were staged, are not done.
+        #[arg(long)]
+        source: Option<String>,
         /// Download everything and compare BLAKE3 of the content.
         #[arg(long)]
         full: bool,
@@ -486,9 +490,20 @@ async fn do_drain(
     Ok(s)
 }
 
-async fn do_verify(g: &Global, node: &Node, dest: &str, full: bool, json: bool) -> Result<bool> {
+async fn do_verify(
+    g: &Global,
+    node: &Node,
+    dest: &str,
+    source: Option<&str>,
+    full: bool,
+    json: bool,
+) -> Result<bool> {
     let d = open_destination(dest, &g.dest_side(node, dest)).await?;
-    let r = verify::run(node, d, full).await?;
+    let s = match source {
+        Some(u) => Some(open_source(u, &g.side(true)).await?),
+        None => None,
+    };
+    let r = verify::run(node, d, s, full).await?;
     if json {
         println!("{}", serde_json::json!({ "verify": r }));
     } else {
@@ -514,6 +529,20 @@ async fn do_verify(g: &Global, node: &Node, dest: &str, full: bool, json: bool) 
         }
         for (k, why) in r.differing.iter().take(20) {
             println!("differs: {k}: {why}");
+        }
+        if source.is_some() {
+            println!(
+                "source: {} listed, {} not in the catalog, {} changed since staged",
+                r.source_listed,
+                r.source_only.len(),
+                r.changed_at_source.len()
+            );
+            for k in r.source_only.iter().take(20) {
+                println!("only at the source: {k}");
+            }
+            for k in r.changed_at_source.iter().take(20) {
+                println!("changed at the source: {k}");
+            }
         }
     }
     Ok(r.ok())
@@ -630,15 +659,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             };
             live.monitor.finish();
             drop(live);
-            let v = do_verify(g, &node, dest, false, g.json).await?;
+            // The run's own listing was the source check; a second listing of a huge
+            // bucket is left to an explicit `barge verify --source`.
+            let v = do_verify(g, &node, dest, None, false, g.json).await?;
             let done = do_report(&node, g.json, None, None)?;
             Ok(code(
                 s.failed == 0 && s.stopped_early.is_none() && d.failed == 0 && v && done,
             ))
         }
-        Cmd::Verify { dest, full } => {
+        Cmd::Verify { dest, source, full } => {
             let node = g.open()?;
-            Ok(code(do_verify(g, &node, dest, *full, g.json).await?))
+            Ok(code(
+                do_verify(g, &node, dest, source.as_deref(), *full, g.json).await?,
+            ))
         }
         Cmd::Report { csv, chart } => {
             let node = g.open()?;
@@ -754,7 +787,15 @@ async fn demo(g: &Global, dir: &std::path::Path, size: u64) -> Result<ExitCode> 
     let m = Arc::new(Monitor::new("demo"));
     let s = do_ingest(g, &node, &src.display().to_string(), &tune, None, m.clone()).await?;
     let d = do_drain(g, &node, &out.display().to_string(), &tune, None, m).await?;
-    let v = do_verify(g, &node, &out.display().to_string(), true, false).await?;
+    let v = do_verify(
+        g,
+        &node,
+        &out.display().to_string(),
+        Some(&src.display().to_string()),
+        true,
+        false,
+    )
+    .await?;
     let r = report::build(&node)?;
     print!("{}", r.to_text());
     println!(

@@ -1,4 +1,7 @@
-//! Stage 4a: an independent pass over the destination against the catalog.
+//! Stage 4a: an independent pass over the destination against the catalog and, when
+//! the source is given, over the source against the catalog: an object the source has
+//! and the catalog does not, or one that changed at the source since it was staged, is
+//! not "done" however well the destination matches the catalog.
 //!
 //! Cheap mode compares presence and size. Full mode downloads every object and compares
 //! the BLAKE3 of its content with the catalog's, marking matches as verified.
@@ -10,7 +13,7 @@ use serde::Serialize;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-use crate::backend::{Destination, Listed};
+use crate::backend::{Destination, Listed, Source};
 use crate::catalog::{ObjectState, RunRecord, unix_now};
 use crate::error::{Error, Result};
 use crate::node::Node;
@@ -29,11 +32,22 @@ pub struct VerifyReport {
     pub missing: Vec<String>,
     pub extra: Vec<String>,
     pub differing: Vec<(String, String)>,
+    /// Objects the source listing returned (0 when no source was given).
+    pub source_listed: u64,
+    /// At the source, unknown to the catalog (never ingested).
+    pub source_only: Vec<String>,
+    /// At the source with another size or version than the catalog's (changed since it
+    /// was staged): the destination holds an old copy.
+    pub changed_at_source: Vec<String>,
 }
 
 impl VerifyReport {
     pub fn ok(&self) -> bool {
-        self.missing.is_empty() && self.extra.is_empty() && self.differing.is_empty()
+        self.missing.is_empty()
+            && self.extra.is_empty()
+            && self.differing.is_empty()
+            && self.source_only.is_empty()
+            && self.changed_at_source.is_empty()
     }
 }
 
@@ -56,8 +70,40 @@ async fn hash_of(dest: &dyn Destination, key: &ObjectKey) -> Result<(u64, [u8; 3
     Ok((n, *h.finalize().as_bytes()))
 }
 
-/// Lists the destination and checks it against every object in the catalog.
-pub async fn run(node: &Node, dest: Arc<dyn Destination>, full: bool) -> Result<VerifyReport> {
+/// Lists the source into a map of key -> (size, version).
+async fn list_source(
+    source: Arc<dyn Source>,
+    report: &mut VerifyReport,
+) -> Result<HashMap<ObjectKey, (u64, String)>> {
+    let (tx, mut rx) = mpsc::channel(4096);
+    let s2 = source.clone();
+    let lister = tokio::spawn(async move { s2.list(tx).await });
+    let mut out = HashMap::new();
+    while let Some(item) = rx.recv().await {
+        match item {
+            Listed::Object(m) => {
+                out.insert(m.key, (m.size, m.version));
+            }
+            Listed::Error { key, reason } => report
+                .differing
+                .push((key.to_string(), format!("at the source: {reason}"))),
+        }
+    }
+    lister
+        .await
+        .map_err(|e| Error::Pipeline(format!("source listing: {e}")))??;
+    report.source_listed = out.len() as u64;
+    Ok(out)
+}
+
+/// Lists the destination (and the source, if given) and checks them against every
+/// object in the catalog.
+pub async fn run(
+    node: &Node,
+    dest: Arc<dyn Destination>,
+    source: Option<Arc<dyn Source>>,
+    full: bool,
+) -> Result<VerifyReport> {
     let id = node.catalog.start_run(&RunRecord {
         command: if full { "verify --full" } else { "verify" }.into(),
         destination: Some(dest.url()),
@@ -83,10 +129,25 @@ pub async fn run(node: &Node, dest: Arc<dyn Destination>, full: bool) -> Result<
     lister
         .await
         .map_err(|e| Error::Pipeline(format!("destination listing: {e}")))??;
+    let mut at_source = match source {
+        Some(s) => Some(list_source(s, &mut report).await?),
+        None => None,
+    };
 
     let mut to_hash = vec![];
     for item in node.catalog.objects()? {
         let (key, rec) = item?;
+        if let Some(src) = at_source.as_mut() {
+            match src.remove(&key) {
+                // Deleted at the source since: the catalog still expects it (a move
+                // copies, it does not mirror deletions).
+                None => {}
+                Some((size, version)) if size != rec.size || version != rec.version => {
+                    report.changed_at_source.push(key.to_string())
+                }
+                Some(_) => {}
+            }
+        }
         report.expected += 1;
         match at_dest.remove(&key) {
             None => report.missing.push(key.to_string()),
@@ -109,6 +170,11 @@ pub async fn run(node: &Node, dest: Arc<dyn Destination>, full: bool) -> Result<
     }
     report.extra = at_dest.into_keys().map(|k| k.to_string()).collect();
     report.extra.sort();
+    if let Some(src) = at_source {
+        report.source_only = src.into_keys().map(|k| k.to_string()).collect();
+        report.source_only.sort();
+    }
+    report.changed_at_source.sort();
 
     if full {
         let results = futures::stream::iter(to_hash.into_iter().map(|(key, want, drained)| {
@@ -154,6 +220,11 @@ pub async fn run(node: &Node, dest: Arc<dyn Destination>, full: bool) -> Result<
             ("missing".into(), report.missing.len() as u64),
             ("extra".into(), report.extra.len() as u64),
             ("differing".into(), report.differing.len() as u64),
+            ("source_only".into(), report.source_only.len() as u64),
+            (
+                "changed_at_source".into(),
+                report.changed_at_source.len() as u64,
+            ),
         ],
         if report.ok() {
             "ok".into()
