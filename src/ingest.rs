@@ -163,6 +163,14 @@ pub async fn run(
             rec.orphan_files_removed.len()
         );
     }
+    if crate::staging::reclaim::nearly_full(&drives, node.staging.settings.segment_size) {
+        let r = crate::staging::reclaim::reclaim(&node.catalog)?;
+        tracing::warn!(
+            "staging nearly full: reclaimed {} segments ({} bytes) of drained objects",
+            r.segments_removed,
+            r.bytes_freed
+        );
+    }
     let stager = Stager::start(
         node.catalog.clone(),
         node.master.clone(),
@@ -390,7 +398,9 @@ async fn fetch_one(ctx: &Arc<Ctx>, meta: ObjectMeta, old: Option<ObjectRecord>) 
         }
         Err(e) => {
             if e.is_no_space() || matches!(e, Error::AllDrivesFull { .. }) {
-                ctx.stop(format!("{e}; free staging space (or drain) and run again"));
+                ctx.stop(format!(
+                    "{e}; drain (the next run reclaims what is drained), add a drive with --staging, or free space, and run again"
+                ));
             }
             ctx.fail(&key, Some(&meta), e.to_string());
         }

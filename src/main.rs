@@ -190,8 +190,11 @@ enum Cmd {
         #[arg(long)]
         connect: Option<String>,
     },
-    /// Seal segments left open by a crash and remove staging files the catalog does not know.
+    /// Seal segments left open by a crash, remove staging files the catalog does not
+    /// know, and reclaim segments no pending object needs.
     Fsck,
+    /// Delete staging segments whose chunks no object still to be drained needs.
+    Reclaim,
     /// Generate a sample tree with duplicates and shifted copies.
     Sample {
         #[arg(long)]
@@ -686,8 +689,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let node = g.open()?;
             let drives = node.drive_paths(&[]);
             let r = node.recover_staging(&drives)?;
+            let rc = barge::staging::reclaim::reclaim(&node.catalog)?;
             if g.json {
-                println!("{}", serde_json::json!({ "fsck": r }));
+                println!("{}", serde_json::json!({ "fsck": r, "reclaim": rc }));
             } else {
                 println!(
                     "fsck: {} open segments resealed ({} records kept, {} bytes released), {} orphan files removed",
@@ -695,6 +699,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     r.records_kept,
                     r.bytes_discarded,
                     r.orphan_files_removed.len()
+                );
+                println!(
+                    "reclaim: {} segments removed ({} bytes freed), {} kept for objects still to drain",
+                    rc.segments_removed, rc.bytes_freed, rc.segments_kept
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Reclaim => {
+            let node = g.open()?;
+            let rc = barge::staging::reclaim::reclaim(&node.catalog)?;
+            if g.json {
+                println!("{}", serde_json::json!({ "reclaim": rc }));
+            } else {
+                println!(
+                    "reclaim: {} segments removed ({} bytes freed, {} chunk locations forgotten), {} kept for objects still to drain",
+                    rc.segments_removed, rc.bytes_freed, rc.chunks_forgotten, rc.segments_kept
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -513,3 +513,83 @@ fn a_swift_quota_refusal_is_clear_and_the_run_resumes_when_raised() {
     assert_eq!(r["report"]["uploaded_twice"], 0, "{out}");
     assert_container_equals_tree(env, &container, &src);
 }
+
+#[test]
+fn full_staging_stops_cleanly_then_drained_space_is_reclaimed_and_the_move_finishes() {
+    let env = saio();
+    let t = tmp();
+    let (state, src) = (t.path().join("state"), t.path().join("src"));
+    // 12 MiB of unique data through a 5 MiB staging drive.
+    for i in 0..8u64 {
+        write(
+            &src,
+            format!("obj-{i}").as_bytes(),
+            &rand_bytes(700 + i, 1_500_000),
+        );
+    }
+    let small = t.path().join("small-drive");
+    std::fs::create_dir_all(&small).unwrap();
+    let m = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=5M", "tmpfs"])
+        .arg(&small)
+        .output()
+        .unwrap();
+    assert!(
+        m.status.success(),
+        "the test suite runs as root (tmpfs staging drive): {}",
+        String::from_utf8_lossy(&m.stderr)
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(small.clone());
+    init_small(&state, &["--staging", small.to_str().unwrap()]);
+    let container = format!("full{}", std::process::id());
+    // Each run stages until the drive is full (and stops cleanly, naming it), drains
+    // what it staged; the next run reclaims the drained segments and goes on.
+    let mut runs = vec![];
+    let mut done = false;
+    for _ in 0..8 {
+        let o = migrate_to_swift(env, &state, &src, &container);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let code = o.status.code();
+        assert!(
+            code == Some(0) || code == Some(3),
+            "a full drive must not crash the run: {code:?}\n{}",
+            stderr(&o)
+        );
+        let stopped = json_doc(&out, "ingest")["ingest"]["stopped_early"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if code == Some(3) {
+            assert!(
+                stopped.contains("full") && stopped.contains("small-drive"),
+                "the stop names the drive: {out}"
+            );
+        }
+        runs.push(stopped);
+        if code == Some(0) {
+            done = true;
+            break;
+        }
+    }
+    assert!(done, "the move never finished: {runs:?}");
+    assert!(runs.len() >= 2, "the drive never filled up: {runs:?}");
+    let rep = ok(&barge(&state, &["--json", "report"]));
+    let r = &json_doc(&rep, "report")["report"];
+    assert_eq!(r["done"], true, "{rep}");
+    assert_eq!(r["uploaded_twice"], 0, "{rep}");
+    assert_container_equals_tree(env, &container, &src);
+    // Everything is drained: an explicit reclaim empties the drive.
+    let rc = ok(&barge(&state, &["--json", "reclaim"]));
+    assert_eq!(
+        json_doc(&rc, "reclaim")["reclaim"]["segments_kept"],
+        0,
+        "{rc}"
+    );
+    assert!(files_under(&small).is_empty(), "staging emptied");
+}

@@ -360,6 +360,28 @@ impl Catalog {
         self.write_sync(b)
     }
 
+    /// Forgets a reclaimed segment and where its chunks were, in one synced batch
+    /// (references are kept: a chunk needed again is staged again).
+    pub fn forget_segment(&self, id: u64, chunks: &[ChunkId]) -> Result<()> {
+        let mut b = WriteBatch::default();
+        let cf = self.cf(CF_CHUNKS)?;
+        for c in chunks {
+            b.merge_cf(
+                cf,
+                c.0,
+                ChunkOp::Locate {
+                    segment: 0,
+                    offset: 0,
+                    sealed_len: 0,
+                    plain_len: 0,
+                }
+                .encode(),
+            );
+        }
+        b.delete_cf(self.cf(CF_SEGMENTS)?, id.to_be_bytes());
+        self.write_sync(b)
+    }
+
     /// Forgets a segment (one that never held a committed record). Synced.
     pub fn delete_segment(&self, id: u64) -> Result<()> {
         let mut b = WriteBatch::default();

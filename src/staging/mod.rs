@@ -11,6 +11,7 @@
 pub mod format;
 pub mod io;
 pub mod reader;
+pub mod reclaim;
 pub mod recover;
 pub mod writer;
 
