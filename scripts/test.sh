@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need and runs the whole suite: formatting, clippy, every test
 # of the workspace (unit, integration against real Swift SAIO and Ceph radosgw servers
-# that the tests start through scripts/servers/, doc tests). .ci/run calls exactly this.
+# that the tests start through scripts/servers/, doc tests) and a short run of the
+# libFuzzer targets in fuzz/. .ci/run calls exactly this.
 # The servers the tests started are stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,3 +19,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== fuzz (short run of every target; scripts/fuzz.sh 3600 for a long one)"
+scripts/fuzz.sh "${BARGE_FUZZ_SECS:-15}"
