@@ -42,6 +42,10 @@ pub struct Report {
     pub runs: Vec<RunLine>,
     pub done: bool,
     pub verdict: String,
+    /// Seconds from the first run's start to the last run's end (wall time of the move).
+    pub elapsed_secs: u64,
+    /// Sum of the runs' own durations (runs killed before they ended count as 0).
+    pub busy_secs: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -139,6 +143,22 @@ pub fn build(node: &Node) -> Result<Report> {
             counters: run.counters,
         });
     }
+    let first = r.runs.iter().map(|x| x.started).min();
+    let last = r
+        .runs
+        .iter()
+        .filter_map(|x| x.finished)
+        .chain(r.runs.iter().map(|x| x.started))
+        .max();
+    r.elapsed_secs = match (first, last) {
+        (Some(a), Some(b)) => b.saturating_sub(a),
+        _ => 0,
+    };
+    r.busy_secs = r
+        .runs
+        .iter()
+        .filter_map(|x| x.finished.map(|f| f.saturating_sub(x.started)))
+        .sum();
     let left = r.listed + r.staged + r.failed;
     r.done = r.objects > 0 && left == 0;
     r.verdict = if r.done {
@@ -225,6 +245,12 @@ impl Report {
                 .unwrap_or("(no staging writes yet)")
         ));
         s.push_str(&format!("drives      {}\n", self.drives.join(", ")));
+        s.push_str(&format!(
+            "time        {} s from the first run to the last ({} s in {} runs)\n",
+            self.elapsed_secs,
+            self.busy_secs,
+            self.runs.len()
+        ));
         for f in self.failures.iter().take(20) {
             s.push_str(&format!(
                 "failed      {} [{}]: {}\n",
