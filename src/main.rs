@@ -195,6 +195,9 @@ enum Cmd {
     Fsck,
     /// Delete staging segments whose chunks no object still to be drained needs.
     Reclaim,
+    /// Block devices of this node (from sysfs) and their role: the OS, staging, mounted
+    /// elsewhere, or free. Drives are named by serial; kernel names change across boots.
+    Drives,
     /// Generate a sample tree with duplicates and shifted copies.
     Sample {
         #[arg(long)]
@@ -707,6 +710,35 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Drives => {
+            let rows = drives_table(g)?;
+            if g.json {
+                println!("{}", serde_json::json!({ "drives": rows }));
+            } else {
+                println!(
+                    "{:<10} {:<22} {:<24} {:>10} {:<5} role",
+                    "device", "serial", "model", "size", "kind"
+                );
+                for r in &rows {
+                    println!(
+                        "{:<10} {:<22} {:<24} {:>10} {:<5} {}",
+                        r.device.name,
+                        r.device.serial.as_deref().unwrap_or("-"),
+                        r.device.model.as_deref().unwrap_or("-"),
+                        format!("{:.1} GiB", gib(r.device.size_bytes)),
+                        if r.device.is_nvme {
+                            "nvme"
+                        } else if r.device.rotational {
+                            "hdd"
+                        } else {
+                            "ssd"
+                        },
+                        r.role
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Reclaim => {
             let node = g.open()?;
             let rc = barge::staging::reclaim::reclaim(&node.catalog)?;
@@ -784,6 +816,68 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Demo { dir, size } => demo(g, dir, *size).await,
         Cmd::Bench(_) => unreachable!("handled before the runtime starts"),
     }
+}
+
+/// One row of `barge drives`.
+#[derive(serde::Serialize)]
+struct DriveRow {
+    #[serde(flatten)]
+    device: barge_firmware::BlockDevice,
+    mount_points: Vec<String>,
+    /// "os", "staging <path>", "mounted <points>" or "free".
+    role: String,
+}
+
+fn drives_table(g: &Global) -> Result<Vec<DriveRow>> {
+    use std::os::unix::fs::MetadataExt;
+    let devices = barge_firmware::discover(std::path::Path::new("/sys/block"))?;
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let mounts = barge_firmware::parse_mountinfo(&mountinfo);
+    // Staging drives of this node (configured, or given with --staging).
+    let staging: Vec<PathBuf> = if g.staging.is_empty() {
+        Node::open(&g.state, &g.key(), &[])
+            .map(|n| n.staging.drives.iter().map(PathBuf::from).collect())
+            .unwrap_or_default()
+    } else {
+        g.staging.clone()
+    };
+    let dev_of = |p: &std::path::Path| {
+        std::fs::metadata(p).ok().map(|m| {
+            let d = m.dev();
+            format!("{}:{}", libc::major(d), libc::minor(d))
+        })
+    };
+    let root = dev_of(std::path::Path::new("/"));
+    Ok(devices
+        .into_iter()
+        .map(|d| {
+            let mount_points = d.mount_points(&mounts);
+            let on: Vec<String> = staging
+                .iter()
+                .filter(|p| dev_of(p).is_some_and(|x| d.holds(&x)))
+                .map(|p| p.display().to_string())
+                .collect();
+            let role = if root.as_deref().is_some_and(|r| d.holds(r)) {
+                if on.is_empty() {
+                    "os".to_string()
+                } else {
+                    format!("os, staging {}", on.join(" "))
+                }
+            } else if !on.is_empty() {
+                format!("staging {}", on.join(" "))
+            } else if !mount_points.is_empty() {
+                format!("mounted {}", mount_points.join(" "))
+            } else {
+                "free".to_string()
+            };
+            DriveRow {
+                device: d,
+                mount_points,
+                role,
+            }
+        })
+        .collect())
 }
 
 async fn demo(g: &Global, dir: &std::path::Path, size: u64) -> Result<ExitCode> {

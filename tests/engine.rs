@@ -614,3 +614,46 @@ fn full_staging_stops_cleanly_and_resumes_on_another_drive() {
     assert_eq!(i["ingest"]["unchanged"].as_u64().unwrap(), staged_first);
     assert_same_tree(&src, &out);
 }
+
+#[test]
+fn drives_lists_the_os_disk_and_the_staging_drive_on_it() {
+    let t = tmp();
+    let staging = t.path().join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let out = ok(&bin()
+        .args(["--state"])
+        .arg(t.path().join("no-state"))
+        .arg("--staging")
+        .arg(&staging)
+        .args(["--json", "drives"])
+        .output()
+        .unwrap());
+    let doc = json_doc(&out, "drives");
+    let rows = doc["drives"].as_array().expect("rows");
+    // Independently: the device of "/" as findmnt (util-linux) reports it.
+    let f = std::process::Command::new("findmnt")
+        .args(["-n", "-o", "MAJ:MIN", "/"])
+        .output()
+        .unwrap();
+    let root = String::from_utf8_lossy(&f.stdout).trim().to_string();
+    let os = rows
+        .iter()
+        .find(|r| {
+            r["dev"] == root.as_str()
+                || r["partitions"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|x| x == root.as_str()))
+        })
+        .unwrap_or_else(|| panic!("no listed device holds / ({root}): {out}"));
+    let role = os["role"].as_str().unwrap();
+    assert!(role.starts_with("os"), "{out}");
+    // The staging directory lives on the root filesystem here.
+    assert!(role.contains(staging.to_str().unwrap()), "{out}");
+    assert!(
+        os["mount_points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m == "/")
+    );
+}

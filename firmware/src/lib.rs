@@ -1,8 +1,10 @@
 //! Drive discovery and preparation for the barge appliance.
 //!
 //! This version reads block devices from sysfs (model, serial, firmware, size, block
-//! size, NUMA node, rotational). NVMe health through the admin passthrough ioctl, secure
-//! erase and sanitize come with the appliance issue.
+//! size, NUMA node, rotational, `major:minor` of the device and its partitions) and the
+//! kernel's mount table, so `barge drives` can tell the OS disk, staging drives, other
+//! mounted disks and free ones apart. NVMe health through the admin passthrough ioctl,
+//! secure erase and sanitize come with the appliance issue.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -36,6 +38,50 @@ pub struct BlockDevice {
     pub firmware_rev: Option<String>,
     pub numa_node: Option<i32>,
     pub is_nvme: bool,
+    /// `major:minor` of the whole device (sysfs `dev`).
+    pub dev: Option<String>,
+    /// `major:minor` of its partitions.
+    pub partitions: Vec<String>,
+}
+
+impl BlockDevice {
+    /// Whether `major:minor` is this device or one of its partitions.
+    pub fn holds(&self, dev: &str) -> bool {
+        self.dev.as_deref() == Some(dev) || self.partitions.iter().any(|p| p == dev)
+    }
+
+    /// Mount points of filesystems on this device or its partitions.
+    pub fn mount_points(&self, mounts: &[Mount]) -> Vec<String> {
+        mounts
+            .iter()
+            .filter(|m| self.holds(&m.dev))
+            .map(|m| m.mount_point.clone())
+            .collect()
+    }
+}
+
+/// One line of `/proc/self/mountinfo`: the filesystem's device and where it is mounted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mount {
+    /// `major:minor`.
+    pub dev: String,
+    pub mount_point: String,
+}
+
+/// Parses `/proc/self/mountinfo` (fields: id, parent, major:minor, root, mount point,
+/// ...; the mount point has spaces escaped as `\040`). Malformed lines are skipped.
+pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let dev = f.nth(2)?;
+            let mount_point = f.nth(1)?.replace("\\040", " ");
+            dev.contains(':').then(|| Mount {
+                dev: dev.to_string(),
+                mount_point,
+            })
+        })
+        .collect()
 }
 
 fn read_trim(p: &Path) -> Option<String> {
@@ -64,6 +110,15 @@ pub fn discover(sys_block: &Path) -> Result<Vec<BlockDevice>, Error> {
         }
         let dev = dir.join("device");
         // NVMe namespaces keep model/serial on the controller (device/), others too.
+        let mut partitions: Vec<String> = fs::read_dir(&dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|p| p.path().join("partition").exists())
+                    .filter_map(|p| read_trim(&p.path().join("dev")))
+                    .collect()
+            })
+            .unwrap_or_default();
+        partitions.sort();
         let numa = read_trim(&dev.join("numa_node"))
             .or_else(|| read_trim(&dev.join("device/numa_node")))
             .and_then(|s| s.parse().ok());
@@ -79,6 +134,8 @@ pub fn discover(sys_block: &Path) -> Result<Vec<BlockDevice>, Error> {
             firmware_rev: read_trim(&dev.join("firmware_rev"))
                 .or_else(|| read_trim(&dev.join("rev"))),
             numa_node: numa,
+            dev: read_trim(&dir.join("dev")),
+            partitions,
             name,
         });
     }
@@ -113,6 +170,9 @@ mod tests {
         put(r, "nvme0n1/device/firmware_rev", "9.2.0   ");
         put(r, "nvme0n1/device/device/numa_node", "-1");
         put(r, "vda/size", "41943040");
+        put(r, "vda/dev", "254:0");
+        put(r, "vda/vda1/partition", "1");
+        put(r, "vda/vda1/dev", "254:1");
         put(r, "vda/queue/logical_block_size", "512");
         put(r, "vda/queue/rotational", "1");
         put(r, "loop0/size", "0");
@@ -127,6 +187,16 @@ mod tests {
         assert_eq!(d[0].numa_node, Some(-1));
         assert!(d[0].is_nvme && !d[0].rotational);
         assert!(d[1].rotational && d[1].serial.is_none());
+        assert_eq!(d[1].partitions, vec!["254:1".to_string()]);
+        let mounts = parse_mountinfo(
+            "22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n\
+             30 22 0:26 / /run rw shared:5 - tmpfs tmpfs rw\n\
+             31 22 254:1 /srv /mnt/my\\040disk rw - ext4 /dev/vda1 rw\n\
+             garbage\n",
+        );
+        assert_eq!(mounts.len(), 3);
+        assert_eq!(d[1].mount_points(&mounts), vec!["/", "/mnt/my disk"]);
+        assert!(d[0].mount_points(&mounts).is_empty());
     }
 
     #[test]
