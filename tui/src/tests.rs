@@ -42,6 +42,10 @@ fn every_panel_shows_the_recorded_run_in_80x24() {
     assert!(screen.contains(&pct), "progress {pct}:\n{screen}");
     // Chart and counters panels.
     assert!(screen.contains("throughput MB/s"), "{screen}");
+    assert!(
+        screen.contains(&format!("drain {:.1}", s.rates.drained_bytes_per_sec / 1e6)),
+        "{screen}"
+    );
     assert!(screen.contains(" objects "), "{screen}");
     assert!(
         screen.contains(&format!("drained{:>8}", s.totals.drained_objects)),

@@ -199,27 +199,40 @@ fn draw_chart(f: &mut Frame, r: Rect, s: &Status) {
         * 1.1;
     let sets = vec![
         Dataset::default()
-            .name(format!("stage {:.1}", s.rates.staged_bytes_per_sec / 1e6))
             .marker(symbols::Marker::Braille)
             .graph_type(GraphType::Line)
             .style(Style::default().fg(Color::Cyan))
             .data(&staged),
         Dataset::default()
-            .name(format!("drain {:.1}", s.rates.drained_bytes_per_sec / 1e6))
             .marker(symbols::Marker::Braille)
             .graph_type(GraphType::Line)
             .style(Style::default().fg(Color::Magenta))
             .data(&drained),
     ];
+    // The current rates sit in the title, coloured like their lines: a legend box would
+    // cover the start of the chart in 80x24.
+    let title = Line::from(vec![
+        Span::styled(
+            " throughput MB/s ",
+            Style::default().add_modifier(Modifier::BOLD),
+        ),
+        Span::styled(
+            format!("stage {:.1} ", s.rates.staged_bytes_per_sec / 1e6),
+            Style::default().fg(Color::Cyan),
+        ),
+        Span::styled(
+            format!("drain {:.1} ", s.rates.drained_bytes_per_sec / 1e6),
+            Style::default().fg(Color::Magenta),
+        ),
+    ]);
     let chart = Chart::new(sets)
-        .block(boxed("throughput MB/s"))
+        .block(Block::default().borders(Borders::ALL).title(title))
         .x_axis(Axis::default().bounds([x0, x1]))
         .y_axis(
             Axis::default()
                 .bounds([0.0, ymax])
                 .labels(vec![Span::raw("0"), Span::raw(format!("{ymax:.0}"))]),
-        )
-        .hidden_legend_constraints((Constraint::Percentage(90), Constraint::Percentage(90)));
+        );
     f.render_widget(chart, r);
 }
 
