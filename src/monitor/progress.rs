@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use barge_tui::model::Status;
+use barge_tui::ui::{bytes, secs};
 
 use super::Monitor;
 
@@ -57,53 +58,25 @@ impl Drop for Progress {
     }
 }
 
-/// Human-readable bytes (binary units).
-pub fn human_bytes(b: f64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = b;
-    let mut i = 0;
-    while v >= 1024.0 && i < units.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{v:.0} {}", units[i])
-    } else {
-        format!("{v:.1} {}", units[i])
-    }
-}
-
-/// "1h02m", "3m05s", "12s".
-pub fn human_secs(s: f64) -> String {
-    let s = s.max(0.0).round() as u64;
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
-    } else if s >= 60 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
-    }
-}
-
 /// One line summarising a status: objects per stage, rates, dedup, ETA.
 pub fn line(s: &Status) -> String {
     let t = &s.totals;
     let eta = match (s.progress.eta_secs, s.progress.listing_done) {
-        (Some(e), _) => format!("ETA {}", human_secs(e)),
+        (Some(e), _) => format!("ETA {}", secs(e)),
         (None, false) => "ETA after listing".into(),
         (None, true) => "ETA -".into(),
     };
     format!(
         "{:.1}% {} of {}; listed {} staged {} drained {} failed {}; stage {}/s drain {}/s; dedup {:.2}x; {eta}{}",
         s.progress.fraction * 100.0,
-        human_bytes(s.progress.bytes_done as f64),
-        human_bytes(s.progress.bytes_to_move as f64),
+        bytes(s.progress.bytes_done as f64),
+        bytes(s.progress.bytes_to_move as f64),
         t.listed_objects,
         t.staged_objects,
         t.drained_objects,
         t.failed_objects,
-        human_bytes(s.rates.staged_bytes_per_sec),
-        human_bytes(s.rates.drained_bytes_per_sec),
+        bytes(s.rates.staged_bytes_per_sec),
+        bytes(s.rates.drained_bytes_per_sec),
         s.staging.dedup_ratio,
         if s.paused { " [paused]" } else { "" }
     )
@@ -173,10 +146,10 @@ mod tests {
 
     #[test]
     fn units_read_like_an_operator_expects() {
-        assert_eq!(human_bytes(512.0), "512 B");
-        assert_eq!(human_bytes(3.5 * 1024.0 * 1024.0), "3.5 MiB");
-        assert_eq!(human_secs(3725.0), "1h02m");
-        assert_eq!(human_secs(185.0), "3m05s");
+        assert_eq!(bytes(512.0), "512 B");
+        assert_eq!(bytes(3.5 * 1024.0 * 1024.0), "3.5 MiB");
+        assert_eq!(secs(3725.0), "1h02m");
+        assert_eq!(secs(185.0), "3m05s");
         let mut s = Status::default();
         s.progress.fraction = 0.5;
         s.totals.drained_objects = 3;

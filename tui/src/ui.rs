@@ -83,7 +83,8 @@ pub fn bytes(b: f64) -> String {
     }
 }
 
-fn secs(s: f64) -> String {
+/// "1h02m", "3m05s", "12s".
+pub fn secs(s: f64) -> String {
     let s = s.max(0.0).round() as u64;
     if s >= 3600 {
         format!("{}h{:02}m", s / 3600, s % 3600 / 60)
