@@ -84,7 +84,7 @@ pub struct Chunk {
 
 /// Spare capacity reserved in every chunk's buffer so that sealing can append the
 /// AES-GCM tag in place without reallocating (and copying) the chunk.
-const SEAL_SLACK: usize = 16;
+const SEAL_SLACK: usize = crate::crypto::TAG_LEN;
 
 /// Cuts `reader` into chunks and hands each to `sink` in order. An empty stream yields no
 /// chunk. Read errors are returned as they come, wrapped by the caller with the object.

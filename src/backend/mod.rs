@@ -86,21 +86,6 @@ impl Rope {
         out
     }
 
-    /// One contiguous buffer; copies only when there is more than one piece.
-    pub fn contiguous(&self) -> Bytes {
-        match self.pieces.len() {
-            0 => Bytes::new(),
-            1 => self.pieces[0].clone(),
-            _ => {
-                let mut b = bytes::BytesMut::with_capacity(self.len);
-                for p in &self.pieces {
-                    b.extend_from_slice(p);
-                }
-                b.freeze()
-            }
-        }
-    }
-
     /// The pieces as an HTTP body with an exact size hint.
     pub fn http_body(&self) -> RopeBody {
         RopeBody(self.clone())

@@ -346,17 +346,7 @@ impl Catalog {
     /// object that uses it is fetched again. Synced.
     pub fn forget_chunk_location(&self, id: &ChunkId) -> Result<()> {
         let mut b = WriteBatch::default();
-        b.merge_cf(
-            self.cf(CF_CHUNKS)?,
-            id.0,
-            ChunkOp::Locate {
-                segment: 0,
-                offset: 0,
-                sealed_len: 0,
-                plain_len: 0,
-            }
-            .encode(),
-        );
+        self.unlocate(&mut b, std::slice::from_ref(id))?;
         self.write_sync(b)
     }
 
@@ -364,22 +354,26 @@ impl Catalog {
     /// (references are kept: a chunk needed again is staged again).
     pub fn forget_segment(&self, id: u64, chunks: &[ChunkId]) -> Result<()> {
         let mut b = WriteBatch::default();
-        let cf = self.cf(CF_CHUNKS)?;
-        for c in chunks {
-            b.merge_cf(
-                cf,
-                c.0,
-                ChunkOp::Locate {
-                    segment: 0,
-                    offset: 0,
-                    sealed_len: 0,
-                    plain_len: 0,
-                }
-                .encode(),
-            );
-        }
+        self.unlocate(&mut b, chunks)?;
         b.delete_cf(self.cf(CF_SEGMENTS)?, id.to_be_bytes());
         self.write_sync(b)
+    }
+
+    /// Adds to `b` a `Locate` with `sealed_len = 0` for each chunk: "not durable",
+    /// references kept.
+    fn unlocate(&self, b: &mut WriteBatch, chunks: &[ChunkId]) -> Result<()> {
+        let cf = self.cf(CF_CHUNKS)?;
+        let op = ChunkOp::Locate {
+            segment: 0,
+            offset: 0,
+            sealed_len: 0,
+            plain_len: 0,
+        }
+        .encode();
+        for c in chunks {
+            b.merge_cf(cf, c.0, &op);
+        }
+        Ok(())
     }
 
     /// Forgets a segment (one that never held a committed record). Synced.
