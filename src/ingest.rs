@@ -179,6 +179,12 @@ pub async fn run(
         &drives,
     )?;
     opts.monitor.set_staging(stager.handle());
+    // This run's figures start here, and its listing has not finished yet.
+    let start_totals = opts.monitor.ingest.totals();
+    opts.monitor
+        .ingest
+        .listing_done
+        .store(false, Ordering::Relaxed);
     opts.monitor.set_source(&source.url(), source.throttle());
     let run_id = node.catalog.start_run(&RunRecord {
         command: "ingest".into(),
@@ -289,13 +295,14 @@ pub async fn run(
         .ok_or_else(|| Error::Pipeline("ingest workers still running".into()))?;
     let engine = ctx.stager.engine();
     let st = ctx.stager.stats();
+    let run = ctx.monitor.ingest.totals().since(start_totals);
     let mut summary = IngestSummary {
-        listed: ctx.monitor.ingest.listed.load(Ordering::Relaxed),
-        unchanged: ctx.monitor.ingest.unchanged.load(Ordering::Relaxed),
-        staged: ctx.monitor.ingest.staged.load(Ordering::Relaxed),
-        failed: ctx.monitor.ingest.failed.load(Ordering::Relaxed),
-        bytes_listed: ctx.monitor.ingest.bytes_listed.load(Ordering::Relaxed),
-        bytes_staged: ctx.monitor.ingest.bytes_staged.load(Ordering::Relaxed),
+        listed: run.listed,
+        unchanged: run.unchanged,
+        staged: run.staged,
+        failed: run.failed,
+        bytes_listed: run.bytes_listed,
+        bytes_staged: run.bytes_staged,
         chunks_new: st.chunks_new.load(Ordering::Relaxed),
         chunks_dedup: st.chunks_dedup.load(Ordering::Relaxed),
         bytes_new: st.bytes_new.load(Ordering::Relaxed),

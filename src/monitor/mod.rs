@@ -57,6 +57,46 @@ pub struct IngestCounters {
     pub listing_done: AtomicBool,
 }
 
+/// The ingest counters at one instant; a run's own figures are the difference between
+/// its end and its start (a monitor outlives runs: `migrate` may make two passes).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IngestTotals {
+    pub listed: u64,
+    pub bytes_listed: u64,
+    pub unchanged: u64,
+    pub staged: u64,
+    pub bytes_staged: u64,
+    pub failed: u64,
+}
+
+impl IngestCounters {
+    pub fn totals(&self) -> IngestTotals {
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        IngestTotals {
+            listed: ld(&self.listed),
+            bytes_listed: ld(&self.bytes_listed),
+            unchanged: ld(&self.unchanged),
+            staged: ld(&self.staged),
+            bytes_staged: ld(&self.bytes_staged),
+            failed: ld(&self.failed),
+        }
+    }
+}
+
+impl IngestTotals {
+    /// What was counted since `start`.
+    pub fn since(self, start: IngestTotals) -> IngestTotals {
+        IngestTotals {
+            listed: self.listed - start.listed,
+            bytes_listed: self.bytes_listed - start.bytes_listed,
+            unchanged: self.unchanged - start.unchanged,
+            staged: self.staged - start.staged,
+            bytes_staged: self.bytes_staged - start.bytes_staged,
+            failed: self.failed - start.failed,
+        }
+    }
+}
+
 /// Counters of the drain stage.
 #[derive(Debug, Default)]
 pub struct DrainCounters {
