@@ -465,18 +465,7 @@ fn a_flipped_byte_in_staging_is_fetched_again_from_the_source() {
         rep.contains("only/copy") && rep.contains("staged copy is corrupt"),
         "{rep}"
     );
-    let listing = Command::new(SWIFT)
-        .args([
-            "-A",
-            &env["ST_AUTH"],
-            "-U",
-            &env["ST_USER"],
-            "-K",
-            &env["ST_KEY"],
-        ])
-        .args(["list", &container2])
-        .output()
-        .unwrap();
+    let listing = swift(env).args(["list", &container2]).output().unwrap();
     assert!(
         !String::from_utf8_lossy(&listing.stdout).contains("only/copy"),
         "nothing corrupt at the destination"
