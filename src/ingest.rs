@@ -163,7 +163,12 @@ pub async fn run(
             rec.orphan_files_removed.len()
         );
     }
-    if crate::staging::reclaim::nearly_full(&drives, node.staging.settings.segment_size) {
+    if crate::staging::reclaim::nearly_full(
+        &node.catalog,
+        &node.appliance_id,
+        &drives,
+        node.staging.settings.segment_size,
+    ) {
         let r = crate::staging::reclaim::reclaim(&node.catalog)?;
         tracing::warn!(
             "staging nearly full: reclaimed {} segments ({} bytes) of drained objects",

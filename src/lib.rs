@@ -19,6 +19,7 @@ pub mod node;
 pub mod object;
 pub mod report;
 pub mod sample;
+pub mod ship;
 pub mod staging;
 pub mod verify;
 

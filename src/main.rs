@@ -3,6 +3,7 @@
 //! with failed objects or NOT DONE.
 
 mod bench;
+mod cli_ship;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -197,7 +198,43 @@ enum Cmd {
     Reclaim,
     /// Block devices of this node (from sysfs) and their role: the OS, staging, mounted
     /// elsewhere, or free. Drives are named by serial; kernel names change across boots.
-    Drives,
+    Drives {
+        #[command(subcommand)]
+        action: Option<cli_ship::DrivesCmd>,
+    },
+    /// Seal the raw staging drives for shipping: finish open segments, write each
+    /// drive's encrypted manifest, wrap the key under a new unlock code (printed, and
+    /// written with the bill of materials into --out, which must not travel with them).
+    Seal {
+        /// Where the unlock code, bill of materials and seal report go (default <state>/ship).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// At the destination: check shipped drives and build this fresh state directory
+    /// from them; then `drain` as usual and `ingest` for the top-up.
+    Import {
+        /// The shipped drives (block devices or drive images).
+        #[arg(required = true)]
+        drives: Vec<PathBuf>,
+        /// The unlock code printed by `barge seal`.
+        #[arg(long, env = "BARGE_UNLOCK_CODE", hide_env_values = true)]
+        unlock_code: Option<String>,
+        /// A file holding the unlock code (as written by `barge seal`).
+        #[arg(long, conflicts_with = "unlock_code")]
+        unlock_code_file: Option<PathBuf>,
+    },
+    /// After a verified drain: crypto-erase and overwrite drives, one erase certificate
+    /// (JSON) per drive.
+    Erase {
+        #[arg(required = true)]
+        drives: Vec<PathBuf>,
+        /// Erase even though no verify has passed since the last drain.
+        #[arg(long)]
+        force: bool,
+        /// Where certificates go (default <state>/ship).
+        #[arg(long)]
+        certificate_dir: Option<PathBuf>,
+    },
     /// Generate a sample tree with duplicates and shifted copies.
     Sample {
         #[arg(long)]
@@ -244,6 +281,9 @@ struct InitArgs {
     /// AES-256-GCM implementation for sealing.
     #[arg(long, value_enum, default_value_t = SealBackend::AwsLc)]
     seal_backend: SealBackend,
+    /// Raw --staging drives holding another barge set are overwritten.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args, Clone)]
@@ -550,6 +590,7 @@ async fn do_verify(
                 println!("changed at the source: {k}");
             }
         }
+        println!("verdict: {}", if r.ok() { "DONE" } else { "NOT DONE" });
     }
     Ok(r.ok())
 }
@@ -599,6 +640,7 @@ fn init_opts(g: &Global, a: &InitArgs) -> Result<InitOptions> {
             seal_backend: a.seal_backend,
         },
         drives: g.staging.clone(),
+        force_drives: a.force,
     })
 }
 
@@ -710,7 +752,24 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Drives => {
+        Cmd::Seal { out } => cli_ship::seal(g, out.as_deref()),
+        Cmd::Import {
+            drives,
+            unlock_code,
+            unlock_code_file,
+        } => cli_ship::import(
+            g,
+            drives,
+            unlock_code.as_deref(),
+            unlock_code_file.as_deref(),
+        ),
+        Cmd::Erase {
+            drives,
+            force,
+            certificate_dir,
+        } => cli_ship::erase(g, drives, *force, certificate_dir.as_deref()),
+        Cmd::Drives { action: Some(a) } => cli_ship::drives(g, a),
+        Cmd::Drives { action: None } => {
             let rows = drives_table(g)?;
             if g.json {
                 println!("{}", serde_json::json!({ "drives": rows }));

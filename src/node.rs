@@ -19,6 +19,9 @@ use crate::crypto::{MasterKey, random_bytes};
 use crate::error::{Error, Result};
 use crate::staging::StagingSettings;
 
+/// File in a state directory while `barge import` builds it.
+pub const IMPORT_MARKER: &str = "import.incomplete";
+
 /// Staging configuration persisted in the catalog (`meta/staging`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StagingConfig {
@@ -33,6 +36,14 @@ pub struct InitOptions {
     pub chunks: ChunkParams,
     pub staging: StagingSettings,
     pub drives: Vec<PathBuf>,
+    /// Raw drives already holding a barge superblock of another set are overwritten.
+    pub force_drives: bool,
+}
+
+/// What `barge import` hands to [`Node::init_imported`]: the shipped set's identity.
+pub struct Imported {
+    pub master: MasterKey,
+    pub appliance_id: [u8; 16],
 }
 
 /// An opened state directory.
@@ -61,7 +72,19 @@ fn open_catalog(state: &Path, create: bool) -> Result<Catalog> {
 
 impl Node {
     /// `barge init`: creates the key and the catalog. Refuses an initialised directory.
+    /// Raw drives among `opts.drives` are prepared as one new drive set.
     pub fn init(state: &Path, opts: &InitOptions) -> Result<Node> {
+        Self::init_inner(state, opts, None)
+    }
+
+    /// Initialises a state directory for drives imported from another site: the set's
+    /// master key and appliance id are reused; the drives are not prepared (they hold
+    /// the shipped segments).
+    pub fn init_imported(state: &Path, opts: &InitOptions, imported: Imported) -> Result<Node> {
+        Self::init_inner(state, opts, Some(imported))
+    }
+
+    fn init_inner(state: &Path, opts: &InitOptions, imported: Option<Imported>) -> Result<Node> {
         opts.chunks.validate()?;
         opts.staging.validate(opts.chunks.max)?;
         std::fs::create_dir_all(state)
@@ -75,7 +98,10 @@ impl Node {
         // Catalog first, key last: keys/key.json marks a finished init, so an init that
         // died half-way can simply be run again.
         let catalog = open_catalog(state, true)?;
-        let appliance_id: [u8; 16] = random_bytes();
+        let appliance_id: [u8; 16] = match &imported {
+            Some(i) => i.appliance_id,
+            None => random_bytes(),
+        };
         catalog.meta_put_sync(META_APPLIANCE_ID, &appliance_id)?;
         catalog.meta_put_sync(
             META_CHUNK_PARAMS,
@@ -94,7 +120,13 @@ impl Node {
                 .collect(),
         };
         catalog.meta_put_sync(META_STAGING, &crate::catalog::records::encode(&staging))?;
-        let master = init_key(state, &opts.key)?;
+        if imported.is_none() {
+            prepare_raw_drives(&catalog, &appliance_id, opts, &staging.drives)?;
+        }
+        let master = match imported {
+            Some(i) => crate::crypto::keys::init_key_given(state, &opts.key, i.master)?,
+            None => init_key(state, &opts.key)?,
+        };
         tracing::info!(
             "initialised {} (appliance {}, key {})",
             state.display(),
@@ -115,6 +147,15 @@ impl Node {
     /// opened, so a wrong key changes nothing. `extra_drives` (from `--staging`) are added
     /// to the persisted drive list.
     pub fn open(state: &Path, key: &KeyRequest, extra_drives: &[PathBuf]) -> Result<Node> {
+        if state.join(IMPORT_MARKER).exists() {
+            return Err(Error::State {
+                path: state.to_path_buf(),
+                message: format!(
+                    "an import into it did not finish ({IMPORT_MARKER} is there): \
+                     delete the directory and run `barge import` again"
+                ),
+            });
+        }
         let master = load_key(state, key)?;
         let catalog = open_catalog(state, false)?;
         let appliance_id: [u8; 16] = catalog
@@ -169,6 +210,7 @@ impl Node {
             &self.master,
             &self.appliance_id,
             self.staging.settings.seal_backend,
+            self.staging.settings.segment_size,
             drives,
         )
     }
@@ -181,6 +223,59 @@ impl Node {
             only.iter().map(|p| absolute(p)).collect()
         }
     }
+}
+
+/// Writes superblocks on the raw drives of a new node: they form one drive set, recorded
+/// in `meta/drive_set`.
+fn prepare_raw_drives(
+    catalog: &Catalog,
+    appliance_id: &[u8; 16],
+    opts: &InitOptions,
+    drives: &[String],
+) -> Result<()> {
+    use crate::staging::device;
+    let raw: Vec<&String> = drives
+        .iter()
+        .filter(|d| device::is_raw(Path::new(d)))
+        .collect();
+    if raw.is_empty() {
+        return Ok(());
+    }
+    if raw.len() != drives.len() {
+        return Err(Error::option(
+            "--staging",
+            "mixes raw drives and directories; a node stages on one kind",
+        ));
+    }
+    let set_id: [u8; 16] = random_bytes();
+    let mut members = vec![];
+    for (i, d) in raw.iter().enumerate() {
+        let p = Path::new(d.as_str());
+        let sb = device::prepare(
+            p,
+            &device::PrepareSpec {
+                appliance_id: *appliance_id,
+                set_id,
+                index: i as u32,
+                set_size: raw.len() as u32,
+                slot_size: opts.staging.segment_size,
+                force: opts.force_drives,
+            },
+        )?;
+        tracing::info!(
+            "prepared {} as drive #{i} of set {} ({} slots)",
+            p.display(),
+            hex::encode(set_id),
+            sb.slot_count
+        );
+        members.push(crate::ship::Member {
+            index: i as u32,
+            drive_id: sb.drive_id,
+            path: d.to_string(),
+            serial: crate::ship::drive_serial(p),
+        });
+    }
+    crate::ship::DriveSet { set_id, members }.store(catalog)
 }
 
 fn absolute(p: &Path) -> PathBuf {

@@ -174,7 +174,7 @@ pub fn build(node: &Node) -> Result<Report> {
     Ok(r)
 }
 
-fn csv_field(s: &str) -> String {
+pub(crate) fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {

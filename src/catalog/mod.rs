@@ -21,7 +21,7 @@ use crate::object::ObjectKey;
 /// Version of the catalog layout (column families, keys, value encodings).
 /// 2 added [`CF_SAMPLES`]; a version-1 catalog is upgraded in place when opened (the
 /// column family is created empty, nothing else changes).
-pub const CATALOG_FORMAT_VERSION: u32 = 2;
+pub const CATALOG_FORMAT_VERSION: u32 = 3;
 
 /// Column family: small named settings and counters.
 pub const CF_META: &str = "meta";
@@ -63,6 +63,8 @@ pub const META_NEXT_RUN: &[u8] = b"next_run_id";
 pub const META_DEST_LAYOUT: &[u8] = b"dest_layout";
 /// meta key: which I/O engine the last staging run used, and why (UTF-8).
 pub const META_IO_ENGINE: &[u8] = b"io_engine";
+/// meta key: the raw drive set (`ship::DriveSet`, postcard); absent with directories.
+pub const META_DRIVE_SET: &[u8] = b"drive_set";
 
 /// Handle to the catalog. Cheap to share behind an `Arc`; RocksDB is thread-safe.
 pub struct Catalog {
@@ -123,10 +125,14 @@ impl Catalog {
             }
             Some(v) => {
                 let found = u32::from_le_bytes(v.as_slice().try_into().unwrap_or([0xff; 4]));
-                if found == 1 {
+                if found == 1 || found == 2 {
                     // v1 -> v2: CF_SAMPLES was created above by create_missing_column_families.
+                    // v2 -> v3: segment records gain `base`.
+                    cat.upgrade_segments_v3()?;
                     cat.meta_put_sync(META_FORMAT, &CATALOG_FORMAT_VERSION.to_le_bytes())?;
-                    tracing::info!("catalog upgraded from format 1 to {CATALOG_FORMAT_VERSION}");
+                    tracing::info!(
+                        "catalog upgraded from format {found} to {CATALOG_FORMAT_VERSION}"
+                    );
                 } else if found != CATALOG_FORMAT_VERSION {
                     return Err(cat.err(format!(
                         "catalog format version {found}, this barge reads version {CATALOG_FORMAT_VERSION}"
@@ -139,6 +145,18 @@ impl Catalog {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Rewrites every segment record in the format-3 encoding (one synced batch).
+    fn upgrade_segments_v3(&self) -> Result<()> {
+        let cf = self.cf(CF_SEGMENTS)?;
+        let mut batch = WriteBatch::default();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| self.db_err(e))?;
+            let old: records::SegmentRecordV2 = records::decode(&"segment (format 2)", &v)?;
+            batch.put_cf(cf, k, records::encode(&SegmentRecord::from(old)));
+        }
+        self.write_sync(batch)
     }
 
     fn err(&self, message: impl Into<String>) -> Error {
@@ -376,6 +394,47 @@ impl Catalog {
         Ok(())
     }
 
+    /// Writes records brought in from shipped drives (`barge import`) in one synced
+    /// batch: segments, chunk records (encoded [`ChunkRecord`]s) and objects.
+    pub fn import_batch(
+        &self,
+        segments: &[(u64, SegmentRecord)],
+        chunks: &[(ChunkId, Vec<u8>)],
+        objects: &[(ObjectKey, ObjectRecord)],
+    ) -> Result<()> {
+        let mut b = WriteBatch::default();
+        for (id, rec) in segments {
+            b.put_cf(
+                self.cf(CF_SEGMENTS)?,
+                id.to_be_bytes(),
+                records::encode(rec),
+            );
+        }
+        for (id, rec) in chunks {
+            b.put_cf(self.cf(CF_CHUNKS)?, id.0, rec);
+        }
+        for (k, rec) in objects {
+            b.put_cf(self.cf(CF_OBJECTS)?, k.as_bytes(), records::encode(rec));
+        }
+        self.write_sync(b)
+    }
+
+    /// Raises a meta counter (see [`Catalog::next_id`]) so it hands out ids >= `floor`.
+    pub fn raise_counter(&self, key: &[u8], floor: u64) -> Result<()> {
+        let _g = self
+            .counter_lock
+            .lock()
+            .map_err(|_| self.err("counter lock poisoned"))?;
+        let cur = match self.meta_get(key)? {
+            Some(v) => u64::from_le_bytes(v.as_slice().try_into().unwrap_or([0; 8])),
+            None => 1,
+        };
+        if floor > cur {
+            self.meta_put_sync(key, &floor.to_le_bytes())?;
+        }
+        Ok(())
+    }
+
     /// Forgets a segment (one that never held a committed record). Synced.
     pub fn delete_segment(&self, id: u64) -> Result<()> {
         let mut b = WriteBatch::default();
@@ -502,4 +561,40 @@ impl Catalog {
 /// Current Unix time in seconds.
 pub fn unix_now() -> u64 {
     now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_2_catalog_is_upgraded_with_segment_bases() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let cat = Catalog::open(dir.path(), true).unwrap();
+            let old = records::SegmentRecordV2 {
+                drive: "/d".into(),
+                path: "/d/seg-0000000000000007.barge".into(),
+                salt: [4; 16],
+                state: SegmentState::Sealed,
+                data_len: 8192,
+                records: 2,
+                checksum: Some([5; 16]),
+            };
+            let cf = cat.cf(CF_SEGMENTS).unwrap();
+            cat.db
+                .put_cf(cf, 7u64.to_be_bytes(), records::encode(&old))
+                .unwrap();
+            cat.meta_put_sync(META_FORMAT, &2u32.to_le_bytes()).unwrap();
+        }
+        let cat = Catalog::open(dir.path(), false).unwrap();
+        let rec = cat.get_segment(7).unwrap().unwrap();
+        assert_eq!(rec.base, 0);
+        assert_eq!(rec.records, 2);
+        assert_eq!(rec.checksum, Some([5; 16]));
+        assert_eq!(
+            cat.meta_get(META_FORMAT).unwrap().unwrap(),
+            CATALOG_FORMAT_VERSION.to_le_bytes()
+        );
+    }
 }

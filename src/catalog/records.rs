@@ -102,6 +102,37 @@ pub struct SegmentRecord {
     pub records: u64,
     /// XXH3-128 of bytes [0, data_len) once sealed (see `staging::format::SegmentHasher`).
     pub checksum: Option<[u8; 16]>,
+    /// Byte offset of the segment inside `path`: 0 for a segment file, the slot start on
+    /// a raw drive (catalog format 3).
+    pub base: u64,
+}
+
+/// A segment record as catalog formats 1 and 2 stored it (no `base`); read only by the
+/// upgrade to format 3.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SegmentRecordV2 {
+    pub drive: String,
+    pub path: String,
+    pub salt: [u8; 16],
+    pub state: SegmentState,
+    pub data_len: u64,
+    pub records: u64,
+    pub checksum: Option<[u8; 16]>,
+}
+
+impl From<SegmentRecordV2> for SegmentRecord {
+    fn from(o: SegmentRecordV2) -> Self {
+        SegmentRecord {
+            drive: o.drive,
+            path: o.path,
+            salt: o.salt,
+            state: o.state,
+            data_len: o.data_len,
+            records: o.records,
+            checksum: o.checksum,
+            base: 0,
+        }
+    }
 }
 
 /// Value of the `runs` column family. Key: run id, u64 big-endian.

@@ -164,6 +164,32 @@ fn read_key_file(path: &Path) -> Result<MasterKey> {
 
 /// Creates the key material of a new state directory. Fails if one exists already.
 pub fn init_key(state: &Path, req: &KeyRequest) -> Result<MasterKey> {
+    init_key_inner(state, req, None)
+}
+
+/// Like [`init_key`] for a key that already exists (a shipped set's, opened with its
+/// unlock code): it is stored in `keys/master.key`, or in the file `--key-file` names.
+/// A passphrase cannot reproduce a given key and is refused.
+pub fn init_key_given(state: &Path, req: &KeyRequest, key: MasterKey) -> Result<MasterKey> {
+    if req.passphrase_env.is_some() {
+        return Err(Error::Key(
+            "--passphrase-env cannot hold an imported set's key; use the default key file or --key-file"
+                .into(),
+        ));
+    }
+    if let Some(path) = &req.key_file {
+        if path.exists() {
+            return Err(Error::Key(format!(
+                "{} exists; import writes the set's key into a new --key-file",
+                path.display()
+            )));
+        }
+        write_private(path, key.expose())?;
+    }
+    init_key_inner(state, req, Some(key))
+}
+
+fn init_key_inner(state: &Path, req: &KeyRequest, given: Option<MasterKey>) -> Result<MasterKey> {
     let dir = keys_dir(state);
     let info_path = dir.join("key.json");
     if info_path.exists() {
@@ -196,7 +222,7 @@ pub fn init_key(state: &Path, req: &KeyRequest) -> Result<MasterKey> {
             },
         )
     } else {
-        let key = MasterKey::generate();
+        let key = given.unwrap_or_else(MasterKey::generate);
         write_private(&dir.join("master.key"), key.expose())?;
         (key, KeyOrigin::Random)
     };

@@ -579,12 +579,15 @@ impl Monitor {
             .enumerate()
             .map(|(i, d)| {
                 let written = ld(&d.bytes_written);
-                let (size, used, health) = match nix::sys::statvfs::statvfs(&d.path) {
-                    Ok(v) => {
+                let fs = match d.raw_usage() {
+                    Some((size, used)) => Ok((size, used)),
+                    None => nix::sys::statvfs::statvfs(&d.path).map(|v| {
                         let bs = v.fragment_size();
-                        let size = v.blocks() * bs;
-                        (size, size - v.blocks_free() * bs, "ok".to_string())
-                    }
+                        (v.blocks() * bs, (v.blocks() - v.blocks_free()) * bs)
+                    }),
+                };
+                let (size, used, health) = match fs {
+                    Ok((size, used)) => (size, used, "ok".to_string()),
                     Err(e) => (0, 0, format!("cannot stat: {e}")),
                 };
                 if marks.len() <= i {

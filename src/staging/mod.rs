@@ -1,6 +1,7 @@
 //! Staging: sealed chunks appended to segment files on the staging drives.
 //!
 //! * [`format`]: the on-disk segment format (pure encode/decode).
+//! * [`device`]: raw drives (block devices): superblock and segment slots.
 //! * [`io`]: io_uring (registered buffers, O_DIRECT) and the pwrite fallback.
 //! * [`writer`]: one thread per drive that seals, appends, fdatasyncs, then commits
 //!   chunk locations to the catalog.
@@ -8,6 +9,7 @@
 //! * [`Stager`]: the front door used by ingest: dedups against the catalog and against
 //!   chunks already in flight, and stripes new chunks over drives.
 
+pub mod device;
 pub mod format;
 pub mod io;
 pub mod reader;
@@ -92,12 +94,76 @@ impl StagingSettings {
     }
 }
 
-/// One staging drive (a directory in this version).
+/// One staging drive: a directory of segment files, or a raw drive (see [`device`]).
 pub struct Drive {
     pub index: usize,
     pub path: PathBuf,
     pub full: AtomicBool,
     pub bytes_written: AtomicU64,
+    /// Superblock and slot map of a raw drive; `None` for a directory.
+    pub raw: Option<Mutex<device::RawDrive>>,
+}
+
+impl Drive {
+    /// (capacity, used) bytes of a raw drive's slots; `None` for a directory.
+    pub fn raw_usage(&self) -> Option<(u64, u64)> {
+        let r = self.raw.as_ref()?.lock().ok()?;
+        Some((
+            r.sb.slot_count * r.sb.slot_size,
+            r.used.len() as u64 * r.sb.slot_size,
+        ))
+    }
+}
+
+/// Opens a raw drive for staging: its superblock must belong to this appliance, have
+/// slots of `segment_size`, and not be sealed for shipping. Slots of segments the
+/// catalog knows on `path`, and the manifest's slots, are marked used.
+pub fn open_raw_drive(
+    catalog: &Catalog,
+    appliance_id: &[u8; 16],
+    segment_size: u64,
+    path: &std::path::Path,
+) -> Result<device::RawDrive> {
+    let f = device::open(path, false)?;
+    let sb = device::read_superblock(&f, path)?;
+    let err = |message: String| Error::Drive {
+        drive: path.to_path_buf(),
+        message,
+    };
+    if sb.appliance_id != *appliance_id {
+        return Err(err(format!(
+            "belongs to appliance {}, not this one ({}); prepare it with `barge drives prepare`",
+            hex::encode(sb.appliance_id),
+            hex::encode(appliance_id)
+        )));
+    }
+    if sb.slot_size != segment_size {
+        return Err(err(format!(
+            "its slots are {} bytes, this node's segments {segment_size}",
+            sb.slot_size
+        )));
+    }
+    if sb.is_sealed() && !sb.is_imported() {
+        return Err(err(
+            "is sealed for shipping: import it at the destination (`barge import`) before staging on it"
+                .into(),
+        ));
+    }
+    let mut used: std::collections::BTreeSet<u64> = sb.manifest_slots().collect();
+    let want = path.display().to_string();
+    for item in catalog.segments()? {
+        let (_, rec) = item?;
+        if rec.path == want
+            && let Some(n) = sb.slot_of(rec.base)
+        {
+            used.insert(n);
+        }
+    }
+    Ok(device::RawDrive {
+        path: path.to_path_buf(),
+        sb,
+        used,
+    })
 }
 
 /// Why a chunk could not be staged.
@@ -269,15 +335,26 @@ impl Stager {
         let mut senders = vec![];
         let mut receivers = vec![];
         for (index, p) in drive_paths.iter().enumerate() {
-            std::fs::create_dir_all(p).map_err(|e| Error::Drive {
-                drive: p.clone(),
-                message: format!("cannot create staging directory: {e}"),
-            })?;
+            let raw = if device::is_raw(p) {
+                Some(Mutex::new(open_raw_drive(
+                    &catalog,
+                    &appliance_id,
+                    settings.segment_size,
+                    p,
+                )?))
+            } else {
+                std::fs::create_dir_all(p).map_err(|e| Error::Drive {
+                    drive: p.clone(),
+                    message: format!("cannot create staging directory: {e}"),
+                })?;
+                None
+            };
             drives.push(Arc::new(Drive {
                 index,
                 path: p.clone(),
                 full: AtomicBool::new(false),
                 bytes_written: AtomicU64::new(0),
+                raw,
             }));
             let (tx, rx) = crossbeam_channel::bounded(DRIVE_QUEUE);
             senders.push(tx);

@@ -31,6 +31,8 @@ struct Inner {
 struct SegHandle {
     file: Arc<File>,
     path: String,
+    /// Segment start in `file` (its slot on a raw drive).
+    base: u64,
     cipher: SegmentCipher,
 }
 
@@ -89,6 +91,7 @@ impl ChunkReader {
         let h = Arc::new(SegHandle {
             file: Arc::new(file),
             path: rec.path.clone(),
+            base: rec.base,
             cipher: SegmentCipher::new(self.inner.backend, &key),
         });
         m.insert(id, h.clone());
@@ -107,7 +110,7 @@ impl ChunkReader {
         let mut bytes = self
             .inner
             .svc
-            .read(seg.file.clone(), rec.offset, len)
+            .read(seg.file.clone(), seg.base + rec.offset, len)
             .await
             .map_err(|e| Error::Segment {
                 segment: rec.segment,

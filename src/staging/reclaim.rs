@@ -67,19 +67,25 @@ pub fn reclaim(catalog: &Catalog) -> Result<ReclaimReport> {
         if live.contains(&sid) {
             rep.segments_kept += 1;
         } else {
-            dead.push((sid, rec.path));
+            dead.push((sid, rec));
         }
     }
-    for (sid, path) in dead {
+    for (sid, rec) in dead {
         let chunks = in_segment.remove(&sid).unwrap_or_default();
         catalog.forget_segment(sid, &chunks)?;
-        let p = Path::new(&path);
-        let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        match std::fs::remove_file(p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("removing a reclaimed segment", p, e)),
-        }
+        let p = Path::new(&rec.path);
+        // A slot of a raw drive is free once the catalog forgets its segment.
+        let len = if rec.base > 0 {
+            rec.data_len
+        } else {
+            let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            match std::fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("removing a reclaimed segment", p, e)),
+            }
+            len
+        };
         rep.segments_removed += 1;
         rep.bytes_freed += len;
         rep.chunks_forgotten += chunks.len() as u64;
@@ -95,10 +101,19 @@ pub fn reclaim(catalog: &Catalog) -> Result<ReclaimReport> {
 }
 
 /// Whether any of `drives` has room for fewer than [`MIN_FREE_SEGMENTS`] more segments
-/// of `segment_size`.
-pub fn nearly_full(drives: &[std::path::PathBuf], segment_size: u64) -> bool {
+/// of `segment_size` (free slots on a raw drive, free space on a directory's filesystem).
+pub fn nearly_full(
+    catalog: &Catalog,
+    appliance_id: &[u8; 16],
+    drives: &[std::path::PathBuf],
+    segment_size: u64,
+) -> bool {
     drives.iter().any(|d| {
-        nix::sys::statvfs::statvfs(d).is_ok_and(|v| {
+        if super::device::is_raw(d) {
+            return super::open_raw_drive(catalog, appliance_id, segment_size, d)
+                .is_ok_and(|r| r.free_slots() < MIN_FREE_SEGMENTS);
+        }
+        nix::sys::statvfs::statvfs(d.as_path()).is_ok_and(|v| {
             v.blocks_available() * v.fragment_size() < MIN_FREE_SEGMENTS * segment_size
         })
     })

@@ -48,6 +48,7 @@ pub fn recover(
     master: &MasterKey,
     appliance_id: &[u8; 16],
     backend: SealBackend,
+    segment_size: u64,
     drives: &[PathBuf],
 ) -> Result<RecoveryReport> {
     let mut rep = RecoveryReport::default();
@@ -61,7 +62,7 @@ pub fn recover(
     for (id, rec) in open {
         // A segment that cannot be recovered is reported and left Open; its chunks fail
         // authentication when read, by name, instead of stopping every other segment.
-        if let Err(e) = reseal(catalog, master, backend, id, rec, &mut rep) {
+        if let Err(e) = reseal(catalog, master, backend, segment_size, id, rec, &mut rep) {
             tracing::error!("{e}");
             rep.unrecoverable.push(e.to_string());
         }
@@ -104,25 +105,46 @@ pub fn recover(
     Ok(rep)
 }
 
+/// A segment's bytes: a whole file, or a slot of a raw drive.
+struct Region {
+    f: std::fs::File,
+    base: u64,
+    len: u64,
+}
+
+impl Region {
+    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+        self.f.read_exact_at(buf, self.base + off)
+    }
+}
+
 fn reseal(
     catalog: &Catalog,
     master: &MasterKey,
     backend: SealBackend,
+    segment_size: u64,
     id: u64,
     mut rec: SegmentRecord,
     rep: &mut RecoveryReport,
 ) -> Result<()> {
     let path = PathBuf::from(&rec.path);
+    // A slot of a raw drive (base > 0): never removed or truncated, only re-used.
+    let raw = rec.base > 0;
     if rec.records == 0 {
         // Recorded Open, then killed before its first commit: no chunk points into it
         // (locations are committed only after data is synced), and its header may never
-        // have reached the disk. Nothing to keep: the file and the entry go.
-        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("removing an empty crashed segment", &path, e)),
-        }
+        // have reached the disk. Nothing to keep: the file (or slot) and the entry go.
+        let len = if raw {
+            segment_size
+        } else {
+            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("removing an empty crashed segment", &path, e)),
+            }
+            len
+        };
         catalog.delete_segment(id)?;
         rep.bytes_discarded += len;
         rep.empty_segments_removed += 1;
@@ -137,15 +159,23 @@ fn reseal(
         drive: Path::new(&rec.drive).to_path_buf(),
         message,
     };
-    let f = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .open(&path)
         .map_err(|e| seg_err(format!("cannot open {} to recover it: {e}", path.display())))?;
-    let file_len = f
-        .metadata()
-        .map_err(|e| Error::io("stat segment", &path, e))?
-        .len();
+    let file_len = if raw {
+        segment_size
+    } else {
+        file.metadata()
+            .map_err(|e| Error::io("stat segment", &path, e))?
+            .len()
+    };
+    let f = Region {
+        f: file,
+        base: rec.base,
+        len: file_len,
+    };
     let mut head = vec![0u8; BLOCK];
     f.read_exact_at(&mut head, 0)
         .map_err(|e| seg_err(format!("cannot read header: {e}")))?;
@@ -218,13 +248,13 @@ fn reseal(
         }
         .encode(),
     );
-    f.write_all_at(&tail, pos)
-        .and_then(|_| f.set_len(new_len))
-        .and_then(|_| f.sync_all())
+    f.f.write_all_at(&tail, f.base + pos)
+        .and_then(|_| if raw { Ok(()) } else { f.f.set_len(new_len) })
+        .and_then(|_| f.f.sync_all())
         .map_err(|e| seg_err(format!("cannot write recovered footer: {e}")))?;
     rep.segments_resealed += 1;
     rep.records_kept += index.len() as u64;
-    rep.bytes_discarded += file_len.saturating_sub(new_len);
+    rep.bytes_discarded += f.len.saturating_sub(new_len);
     tracing::warn!(
         "recovered segment {id} ({}): {} records kept, sealed at {pos} bytes",
         path.display(),

@@ -43,6 +43,10 @@ struct OpenSeg {
     id: u64,
     file: File,
     path: PathBuf,
+    /// Where the segment starts in `file`: 0 for a segment file, its slot on a raw drive.
+    base: u64,
+    /// On a raw drive (no file to trim).
+    raw: bool,
     salt: [u8; 16],
     cipher: SegmentCipher,
     /// Logical end: where the next record goes.
@@ -226,38 +230,46 @@ impl Writer {
         Ok(())
     }
 
+    /// Takes a free slot of a raw drive: (device, its path, slot offset).
+    fn open_slot(&self) -> Result<(File, PathBuf, u64)> {
+        let drive = &self.sh.drives[self.drive];
+        let Some(raw) = &drive.raw else {
+            return Err(self.drive_err("not a raw drive"));
+        };
+        let base = {
+            let mut r = raw
+                .lock()
+                .map_err(|_| self.drive_err("slot map lock poisoned"))?;
+            let Some(slot) = r.take_slot() else {
+                return Err(Error::DriveFull {
+                    drive: drive.path.clone(),
+                });
+            };
+            r.sb.slot_offset(slot)
+        };
+        let file = super::device::open(&drive.path, true)?;
+        Ok((file, drive.path.clone(), base))
+    }
+
     fn open_segment(&mut self) -> Result<OpenSeg> {
         let id = self.sh.catalog.next_id(META_NEXT_SEGMENT)?;
-        let path = self.drive_path().join(format!("seg-{id:016x}.barge"));
-        let file = open_direct(&path).map_err(|e| Error::io("creating segment", &path, e))?;
         let capacity = self.sh.settings.segment_size;
-        // Reserve the whole segment now: a full drive is found here, not mid-write.
-        // SAFETY: not unsafe — nix wraps fallocate(2) safely.
-        if let Err(e) = nix::fcntl::fallocate(
-            file.as_raw_fd(),
-            nix::fcntl::FallocateFlags::empty(),
-            0,
-            capacity as i64,
-        ) {
-            if e == nix::errno::Errno::ENOSPC {
-                drop(file);
-                let _ = std::fs::remove_file(&path);
-                return Err(Error::DriveFull {
-                    drive: self.drive_path().to_path_buf(),
-                });
-            }
-            if e != nix::errno::Errno::EOPNOTSUPP {
-                return Err(Error::io("reserving segment space", &path, e.into()));
-            }
-        }
-        sync_dir(self.drive_path())
-            .map_err(|e| Error::io("syncing staging directory", self.drive_path(), e))?;
+        let raw = self.sh.drives[self.drive].raw.is_some();
+        let (file, path, base) = if raw {
+            self.open_slot()?
+        } else {
+            let path = self.drive_path().join(format!("seg-{id:016x}.barge"));
+            let file = open_direct(&path).map_err(|e| Error::io("creating segment", &path, e))?;
+            self.reserve(&file, &path, capacity)?;
+            (file, path, 0)
+        };
         let salt: [u8; 16] = random_bytes();
         let key = segment_key(&self.sh.master, id, &salt);
         let cipher = SegmentCipher::new(self.sh.settings.seal_backend, &key);
         // The catalog learns of the segment (state Open) before any record is written. A
         // crash between creating the file and this line leaves a file the catalog does
-        // not know, holding no committed chunk; `recover` deletes it.
+        // not know, holding no committed chunk; `recover` deletes it (on a raw drive the
+        // slot simply stays free).
         self.sh.catalog.put_segment(
             id,
             &SegmentRecord {
@@ -268,6 +280,7 @@ impl Writer {
                 data_len: BLOCK as u64,
                 records: 0,
                 checksum: None,
+                base,
             },
         )?;
         let header = SegmentHeader {
@@ -287,6 +300,8 @@ impl Writer {
             id,
             file,
             path,
+            base,
+            raw,
             salt,
             cipher,
             pos: 0,
@@ -304,6 +319,28 @@ impl Writer {
         Ok(seg)
     }
 
+    /// Reserves a segment file's whole capacity: a full drive is found here, not mid-write.
+    fn reserve(&self, file: &File, path: &Path, capacity: u64) -> Result<()> {
+        if let Err(e) = nix::fcntl::fallocate(
+            file.as_raw_fd(),
+            nix::fcntl::FallocateFlags::empty(),
+            0,
+            capacity as i64,
+        ) {
+            if e == nix::errno::Errno::ENOSPC {
+                let _ = std::fs::remove_file(path);
+                return Err(Error::DriveFull {
+                    drive: self.drive_path().to_path_buf(),
+                });
+            }
+            if e != nix::errno::Errno::EOPNOTSUPP {
+                return Err(Error::io("reserving segment space", path, e.into()));
+            }
+        }
+        sync_dir(self.drive_path())
+            .map_err(|e| Error::io("syncing staging directory", self.drive_path(), e))
+    }
+
     fn segment_record(
         &self,
         seg: &OpenSeg,
@@ -318,6 +355,7 @@ impl Writer {
             data_len: seg.pos,
             records: seg.index.len() as u64,
             checksum,
+            base: seg.base,
         }
     }
 
@@ -401,8 +439,11 @@ impl Writer {
         let res = (|| {
             append(&mut self.eng, &mut seg, &tail, false)?;
             flush_tail(&mut self.eng, &mut seg)?;
-            seg.file.set_len(file_len)?;
-            seg.file.sync_all()
+            if !seg.raw {
+                seg.file.set_len(file_len)?;
+                seg.file.sync_all()?;
+            }
+            Ok(())
         })();
         self.eng.release(seg.cur);
         res.map_err(|e| Error::io("sealing segment", &seg.path, e))?;
@@ -428,7 +469,7 @@ fn append(
         seg.cur_fill += n;
         rest = &rest[n..];
         if seg.cur_fill == bs {
-            eng.submit(&seg.file, seg.cur, seg.cur_start, bs)?;
+            eng.submit(&seg.file, seg.cur, seg.base + seg.cur_start, bs)?;
             seg.cur = eng.acquire()?;
             seg.cur_start += bs as u64;
             seg.cur_fill = 0;
@@ -447,7 +488,7 @@ fn flush_tail(eng: &mut WriteEngine, seg: &mut OpenSeg) -> std::io::Result<()> {
     if seg.cur_fill > 0 {
         let len = round_up(seg.cur_fill as u64) as usize;
         eng.buf_mut(seg.cur)[seg.cur_fill..len].fill(0);
-        eng.submit(&seg.file, seg.cur, seg.cur_start, len)?;
+        eng.submit(&seg.file, seg.cur, seg.base + seg.cur_start, len)?;
         eng.fdatasync(&seg.file)?;
         eng.claim(seg.cur);
         Ok(())

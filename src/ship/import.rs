@@ -1,0 +1,393 @@
+//! `barge import DRIVE...`: turns shipped drives into a fresh node at the destination.
+//!
+//! Every superblock, wrapped key, manifest and segment checksum is checked. A drive that
+//! fails a check is reported by path with the reason and left out; the import goes on
+//! with the sound drives, and objects that are not (wholly) on them are recorded as
+//! `Listed` so that the top-up ingest fetches them over the wire.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::manifest::{self, Manifest};
+use super::{DriveSet, Member, UnlockCode, manifest_key, unwrap_key};
+use crate::catalog::{META_NEXT_SEGMENT, ObjectRecord, ObjectState, SegmentRecord, unix_now};
+use crate::crypto::{ChunkId, MasterKey};
+use crate::error::{Error, Result};
+use crate::node::{Imported, InitOptions, Node};
+use crate::object::ObjectKey;
+use crate::staging::device::{self, FLAG_IMPORTED, Superblock};
+use crate::staging::format::{INDEX_ENTRY_LEN, SegmentHasher};
+
+/// Records written per catalog batch while importing.
+const IMPORT_BATCH: usize = 10_000;
+
+/// What the import found on each drive and overall.
+#[derive(Debug, Serialize)]
+pub struct ImportReport {
+    pub set_id: String,
+    pub unlock_fingerprint: String,
+    pub drives: Vec<DriveReport>,
+    /// Members of the set that were not given or could not be used.
+    pub missing_drives: Vec<String>,
+    pub objects_in_set: u64,
+    /// Objects whose every chunk came in on a sound drive: ready to drain.
+    pub objects_ready: u64,
+    pub bytes_ready: u64,
+    /// Objects that are not (wholly) on the sound drives; the top-up fetches them.
+    pub objects_missing: Vec<String>,
+    /// True when every drive and segment was sound and nothing is missing.
+    pub complete: bool,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct DriveReport {
+    pub path: String,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub index: Option<u32>,
+    pub drive_id: Option<String>,
+    pub serial: Option<String>,
+    pub segments: u64,
+    pub segments_bad: Vec<String>,
+    pub chunks: u64,
+    pub objects: u64,
+}
+
+struct Good {
+    path: PathBuf,
+    sb: Superblock,
+    manifest: Manifest,
+    bad_segments: HashSet<u64>,
+}
+
+/// Imports `drives` into the fresh state directory `state`. Fails without creating
+/// anything when the unlock code opens none of the drives.
+pub fn import(
+    state: &Path,
+    key: &crate::crypto::keys::KeyRequest,
+    code: &UnlockCode,
+    drives: &[PathBuf],
+) -> Result<ImportReport> {
+    if state.join("keys/key.json").exists() || state.join(crate::node::IMPORT_MARKER).exists() {
+        return Err(Error::State {
+            path: state.to_path_buf(),
+            message: "already initialised: import needs a fresh state directory".into(),
+        });
+    }
+    let mut reports: Vec<DriveReport> = vec![];
+    let mut found: Vec<(usize, PathBuf, Superblock)> = vec![];
+    for p in drives {
+        let p = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        let mut r = DriveReport {
+            path: p.display().to_string(),
+            serial: super::drive_serial(&p),
+            ..Default::default()
+        };
+        match device::open(&p, false).and_then(|f| device::read_superblock(&f, &p)) {
+            Ok(sb) if !sb.is_sealed() => {
+                r.error = Some("is not sealed (run `barge seal` at the source)".into())
+            }
+            Ok(sb) => {
+                r.index = Some(sb.index);
+                r.drive_id = Some(hex::encode(sb.drive_id));
+                found.push((reports.len(), p, sb));
+            }
+            Err(e) => r.error = Some(e.to_string()),
+        }
+        reports.push(r);
+    }
+    // The set is the one whose wrapped key this code opens.
+    let opened = found.iter().find_map(|(_, _, sb)| {
+        unwrap_key(code, &sb.wrapped_key, &sb.set_id, &sb.drive_id).map(|m| (sb.set_id, m))
+    });
+    let Some((set_id, master)) = opened else {
+        let names: Vec<String> = reports
+            .iter()
+            .map(|r| match &r.error {
+                Some(e) => format!("{}: {e}", r.path),
+                None => format!("{}: does not open", r.path),
+            })
+            .collect();
+        return Err(Error::Key(format!(
+            "the unlock code opens none of the drives (wrong code, or drives of another set): {}",
+            names.join("; ")
+        )));
+    };
+    let mkey = manifest_key(&master, &set_id);
+    let mut good: Vec<Good> = vec![];
+    for (ri, path, sb) in found {
+        let r = &mut reports[ri];
+        match check_drive(&path, &sb, code, &master, &set_id, &mkey) {
+            Ok(manifest) => {
+                if good.iter().any(|g| g.sb.drive_id == sb.drive_id) {
+                    r.error = Some(format!(
+                        "drive #{} was given twice (also as another path)",
+                        sb.index
+                    ));
+                    continue;
+                }
+                good.push(Good {
+                    path,
+                    sb,
+                    manifest,
+                    bad_segments: HashSet::new(),
+                });
+            }
+            Err(e) => r.error = Some(e),
+        }
+    }
+    let Some(first) = good.first() else {
+        return Err(Error::Key(format!(
+            "no drive of set {} passed its checks: {}",
+            hex::encode(set_id),
+            reports
+                .iter()
+                .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.path)))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )));
+    };
+    let members: Vec<Member> = first.manifest.members.clone();
+    let appliance_id = first.manifest.appliance_id;
+    let settings = first.manifest.staging.clone();
+    let chunk_params = first.manifest.chunk_params;
+    // Segments: each checked against its manifest checksum by reading it whole.
+    for g in &mut good {
+        let f = device::open(&g.path, false)?;
+        for (id, rec) in &g.manifest.segments {
+            if let Err(e) = check_segment(&f, &g.path, rec) {
+                tracing::error!("{}: segment {id}: {e}", g.path.display());
+                g.bad_segments.insert(*id);
+            }
+        }
+    }
+    let missing_drives: Vec<String> = members
+        .iter()
+        .filter(|m| !good.iter().any(|g| g.sb.drive_id == m.drive_id))
+        .map(|m| {
+            format!(
+                "drive #{} (id {}, serial {}) of set {} is missing or unusable",
+                m.index,
+                hex::encode(m.drive_id),
+                m.serial.as_deref().unwrap_or("-"),
+                hex::encode(set_id)
+            )
+        })
+        .collect();
+
+    // The new node: the set's key, appliance id and settings; the sound drives. The
+    // marker says "not finished" to every other command until the end.
+    std::fs::create_dir_all(state).map_err(|e| Error::io("creating", state, e))?;
+    let marker = state.join(crate::node::IMPORT_MARKER);
+    super::seal::write_synced(&marker, b"barge import in progress\n", 0o644)?;
+    let opts = InitOptions {
+        key: key.clone(),
+        chunks: chunk_params,
+        staging: settings,
+        drives: good.iter().map(|g| g.path.clone()).collect(),
+        force_drives: false,
+    };
+    let node = Node::init_imported(
+        state,
+        &opts,
+        Imported {
+            master: MasterKey::from_bytes(*master.expose()),
+            appliance_id,
+        },
+    )?;
+    let mut chunk_ok: HashSet<ChunkId> = HashSet::new();
+    let mut max_segment = 0u64;
+    let mut objects: BTreeMap<Vec<u8>, ObjectRecord> = BTreeMap::new();
+    let mut index: BTreeMap<Vec<u8>, (u64, String)> = BTreeMap::new();
+    for g in &good {
+        let r = reports
+            .iter_mut()
+            .find(|r| r.path == g.path.display().to_string())
+            .ok_or_else(|| Error::Pipeline("import lost track of a drive".into()))?;
+        let path = g.path.display().to_string();
+        let segs: Vec<(u64, SegmentRecord)> = g
+            .manifest
+            .segments
+            .iter()
+            .filter(|(id, _)| !g.bad_segments.contains(id))
+            .map(|(id, rec)| {
+                max_segment = max_segment.max(*id);
+                let mut rec = rec.clone();
+                rec.drive = path.clone();
+                rec.path = path.clone();
+                (*id, rec)
+            })
+            .collect();
+        let live: HashSet<u64> = segs.iter().map(|(id, _)| *id).collect();
+        let mut chunks = vec![];
+        for (id, enc) in &g.manifest.chunks {
+            let c = crate::catalog::ChunkRecord::decode(enc)?;
+            if live.contains(&c.segment) {
+                chunk_ok.insert(*id);
+                chunks.push((*id, enc.clone()));
+            }
+        }
+        node.catalog.import_batch(&segs, &chunks, &[])?;
+        r.ok = g.bad_segments.is_empty();
+        r.segments = segs.len() as u64;
+        r.segments_bad = g
+            .bad_segments
+            .iter()
+            .map(|id| format!("segment {id}: checksum mismatch (altered or damaged in transit)"))
+            .collect();
+        r.chunks = chunks.len() as u64;
+        r.objects = g.manifest.objects.len() as u64;
+        for (k, rec) in &g.manifest.objects {
+            objects.entry(k.clone()).or_insert_with(|| rec.clone());
+        }
+        for (k, size, version) in &g.manifest.index_of_set {
+            index.entry(k.clone()).or_insert((*size, version.clone()));
+        }
+    }
+    node.catalog
+        .raise_counter(META_NEXT_SEGMENT, max_segment + 1)?;
+
+    let now = unix_now();
+    let (mut ready, mut bytes_ready) = (0u64, 0u64);
+    let mut missing = vec![];
+    let mut batch: Vec<(ObjectKey, ObjectRecord)> = vec![];
+    for (k, (size, version)) in index {
+        let key = ObjectKey::from_bytes(k.clone());
+        let rec = match objects.remove(&k) {
+            Some(mut rec) if rec.chunks.iter().all(|c| chunk_ok.contains(&c.id)) => {
+                rec.state = ObjectState::Staged;
+                rec.uploads = 0;
+                rec.updated = now;
+                ready += 1;
+                bytes_ready += rec.size;
+                rec
+            }
+            other => {
+                missing.push(key.to_string());
+                let (content_type, user_meta) = other
+                    .map(|r| (r.content_type, r.user_meta))
+                    .unwrap_or_default();
+                ObjectRecord {
+                    size,
+                    version,
+                    content_type,
+                    user_meta,
+                    blake3: None,
+                    chunks: vec![],
+                    state: ObjectState::Listed,
+                    checked: String::new(),
+                    uploads: 0,
+                    updated: now,
+                }
+            }
+        };
+        batch.push((key, rec));
+        if batch.len() >= IMPORT_BATCH {
+            node.catalog.import_batch(&[], &[], &batch)?;
+            batch.clear();
+        }
+    }
+    node.catalog.import_batch(&[], &[], &batch)?;
+    DriveSet {
+        set_id,
+        members: members
+            .iter()
+            .map(|m| {
+                let here = good.iter().find(|g| g.sb.drive_id == m.drive_id);
+                Member {
+                    path: here
+                        .map(|g| g.path.display().to_string())
+                        .unwrap_or_default(),
+                    serial: here
+                        .and_then(|g| super::drive_serial(&g.path))
+                        .or(m.serial.clone()),
+                    ..m.clone()
+                }
+            })
+            .collect(),
+    }
+    .store(&node.catalog)?;
+    node.catalog.sync()?;
+    crate::failpoint::point("ship.import_synced");
+    // The drives may now take top-up segments at this site.
+    for g in &good {
+        let f = device::open(&g.path, true)?;
+        let mut sb = device::read_superblock(&f, &g.path)?;
+        sb.flags |= FLAG_IMPORTED;
+        device::write_superblock(&f, &g.path, &mut sb)?;
+    }
+    let complete = missing.is_empty()
+        && missing_drives.is_empty()
+        && reports.iter().all(|r| r.ok && r.error.is_none());
+    let report = ImportReport {
+        set_id: hex::encode(set_id),
+        unlock_fingerprint: code.fingerprint(),
+        drives: reports,
+        missing_drives,
+        objects_in_set: ready + missing.len() as u64,
+        objects_ready: ready,
+        bytes_ready,
+        objects_missing: missing,
+        complete,
+    };
+    let json = serde_json::to_vec_pretty(&report).map_err(|e| Error::Pipeline(e.to_string()))?;
+    super::seal::write_synced(&state.join("import-report.json"), &json, 0o644)?;
+    std::fs::remove_file(&marker).map_err(|e| Error::io("removing", &marker, e))?;
+    crate::staging::writer::sync_dir(state).map_err(|e| Error::io("syncing", state, e))?;
+    Ok(report)
+}
+
+/// Superblock and manifest checks of one drive; the error names what is wrong.
+fn check_drive(
+    path: &Path,
+    sb: &Superblock,
+    code: &UnlockCode,
+    master: &MasterKey,
+    set_id: &[u8; 16],
+    mkey: &[u8; 32],
+) -> std::result::Result<Manifest, String> {
+    if sb.set_id != *set_id {
+        return Err(format!(
+            "belongs to drive set {}, not to set {} that this unlock code opens",
+            hex::encode(sb.set_id),
+            hex::encode(set_id)
+        ));
+    }
+    match unwrap_key(code, &sb.wrapped_key, &sb.set_id, &sb.drive_id) {
+        Some(k) if k.expose() == master.expose() => {}
+        _ => {
+            return Err(
+                "its wrapped key does not open with this unlock code (superblock altered?)".into(),
+            );
+        }
+    }
+    let f = device::open(path, false).map_err(|e| e.to_string())?;
+    let bytes = device::read_at(&f, path, sb.manifest_offset, sb.manifest_len as usize)
+        .map_err(|e| e.to_string())?;
+    manifest::open(&bytes, mkey, &sb.set_id, &sb.drive_id, sb.index)
+}
+
+/// Recomputes a sealed segment's checksum (header, records and index) from the drive.
+fn check_segment(
+    f: &std::fs::File,
+    path: &Path,
+    rec: &SegmentRecord,
+) -> std::result::Result<(), String> {
+    let want = rec.checksum.ok_or("was never sealed")?;
+    let len = rec.data_len + rec.records * INDEX_ENTRY_LEN as u64;
+    let mut h = SegmentHasher::new();
+    let step = 8 << 20;
+    let mut pos = 0;
+    while pos < len {
+        let n = (len - pos).min(step);
+        let b = device::read_at(f, path, rec.base + pos, n as usize).map_err(|e| e.to_string())?;
+        h.update(&b);
+        pos += n;
+    }
+    if h.finish() != want {
+        return Err("checksum mismatch (altered or damaged in transit)".into());
+    }
+    Ok(())
+}

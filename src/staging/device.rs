@@ -1,0 +1,499 @@
+//! Raw staging drives: a block device (or a whole file standing in for one) that starts
+//! with a superblock and holds segments in fixed-size slots.
+//!
+//! ```text
+//! block 0, block 1    superblock copies A and B (the valid one with the higher sequence wins)
+//! DATA_START ..       slot 0, slot 1, ... each `slot_size` bytes, one segment per slot
+//! ```
+//!
+//! A segment in a slot has exactly the layout of a segment file (see [`super::format`]):
+//! its offsets are relative to the slot start, which the catalog records as the segment's
+//! `base`. A sealed drive also carries its manifest (see `crate::ship`) in slots that no
+//! segment uses; the superblock points at it and holds the set key wrapped under the
+//! unlock code. Superblocks are rewritten copy A / copy B alternately, so a crash during
+//! a rewrite leaves the previous copy intact.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::format::{BLOCK, round_up};
+use super::io::{AlignedBuf, WriteEngine};
+use crate::error::{Error, Result};
+
+/// Magic at the start of each superblock copy.
+pub const DRIVE_MAGIC: [u8; 8] = *b"BARGEDRV";
+/// Superblock layout version.
+pub const DRIVE_FORMAT_VERSION: u16 = 1;
+/// Where slot 0 starts: 1 MiB, aligned for any device.
+pub const DATA_START: u64 = 1 << 20;
+/// Bytes of a superblock copy covered by its CRC (the rest of the block is zero).
+pub const SUPERBLOCK_LEN: usize = 256;
+/// Length of a wrapped key: GCM nonce, 32-byte key, tag.
+pub const WRAPPED_KEY_LEN: usize = 12 + 32 + 16;
+/// Most bytes of one write while writing regions (manifests, erase passes).
+const REGION_IO: usize = 1 << 20;
+
+/// Set once `barge seal` wrote the manifest and the wrapped key.
+pub const FLAG_SEALED: u16 = 1;
+/// Set by `barge import` at the destination: the drive may take new segments again.
+pub const FLAG_IMPORTED: u16 = 2;
+
+/// The decoded superblock of a raw staging drive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Superblock {
+    pub version: u16,
+    pub flags: u16,
+    #[serde(serialize_with = "ser_hex")]
+    pub appliance_id: [u8; 16],
+    #[serde(serialize_with = "ser_hex")]
+    pub drive_id: [u8; 16],
+    #[serde(serialize_with = "ser_hex")]
+    pub set_id: [u8; 16],
+    /// Position of this drive in its set, and the set's size.
+    pub index: u32,
+    pub set_size: u32,
+    /// Incremented on every rewrite; decides between the two copies.
+    pub sequence: u64,
+    pub created: u64,
+    pub device_size: u64,
+    pub slot_size: u64,
+    pub slot_count: u64,
+    /// Where the encrypted manifest is (0, 0 until sealed).
+    pub manifest_offset: u64,
+    pub manifest_len: u64,
+    pub sealed_at: u64,
+    /// The set key (the appliance master key) sealed under the unlock code; zero until
+    /// sealed and after a crypto-erase.
+    #[serde(skip)]
+    pub wrapped_key: [u8; WRAPPED_KEY_LEN],
+}
+
+fn ser_hex<S: serde::Serializer>(b: &[u8; 16], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(b))
+}
+
+impl Superblock {
+    pub fn is_sealed(&self) -> bool {
+        self.flags & FLAG_SEALED != 0
+    }
+
+    pub fn is_imported(&self) -> bool {
+        self.flags & FLAG_IMPORTED != 0
+    }
+
+    /// Byte offset of slot `n`.
+    pub fn slot_offset(&self, n: u64) -> u64 {
+        DATA_START + n * self.slot_size
+    }
+
+    /// The slot a segment at `base` occupies.
+    pub fn slot_of(&self, base: u64) -> Option<u64> {
+        let rel = base.checked_sub(DATA_START)?;
+        (rel.is_multiple_of(self.slot_size) && rel / self.slot_size < self.slot_count)
+            .then_some(rel / self.slot_size)
+    }
+
+    /// Slots covered by the manifest region.
+    pub fn manifest_slots(&self) -> std::ops::Range<u64> {
+        if self.manifest_len == 0 {
+            return 0..0;
+        }
+        let first = (self.manifest_offset - DATA_START) / self.slot_size;
+        let end = (self.manifest_offset + self.manifest_len - DATA_START).div_ceil(self.slot_size);
+        first..end.min(self.slot_count)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(BLOCK);
+        b.extend_from_slice(&DRIVE_MAGIC);
+        b.extend_from_slice(&self.version.to_le_bytes());
+        b.extend_from_slice(&self.flags.to_le_bytes());
+        b.extend_from_slice(&self.appliance_id);
+        b.extend_from_slice(&self.drive_id);
+        b.extend_from_slice(&self.set_id);
+        b.extend_from_slice(&self.index.to_le_bytes());
+        b.extend_from_slice(&self.set_size.to_le_bytes());
+        for v in [
+            self.sequence,
+            self.created,
+            self.device_size,
+            self.slot_size,
+            self.slot_count,
+            self.manifest_offset,
+            self.manifest_len,
+            self.sealed_at,
+        ] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&self.wrapped_key);
+        b.resize(SUPERBLOCK_LEN - 4, 0);
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b.resize(BLOCK, 0);
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> std::result::Result<Self, String> {
+        if b.len() < SUPERBLOCK_LEN || b[..8] != DRIVE_MAGIC {
+            return Err("no barge superblock (bad magic)".into());
+        }
+        let crc = u32::from_le_bytes(le(&b[SUPERBLOCK_LEN - 4..]));
+        if crc32c::crc32c(&b[..SUPERBLOCK_LEN - 4]) != crc {
+            return Err("superblock checksum mismatch".into());
+        }
+        let version = u16::from_le_bytes(le(&b[8..]));
+        if version != DRIVE_FORMAT_VERSION {
+            return Err(format!(
+                "drive format version {version}, this barge reads {DRIVE_FORMAT_VERSION}"
+            ));
+        }
+        let u64_at = |i: usize| u64::from_le_bytes(le(&b[68 + i * 8..]));
+        let sb = Superblock {
+            version,
+            flags: u16::from_le_bytes(le(&b[10..])),
+            appliance_id: le(&b[12..]),
+            drive_id: le(&b[28..]),
+            set_id: le(&b[44..]),
+            index: u32::from_le_bytes(le(&b[60..])),
+            set_size: u32::from_le_bytes(le(&b[64..])),
+            sequence: u64_at(0),
+            created: u64_at(1),
+            device_size: u64_at(2),
+            slot_size: u64_at(3),
+            slot_count: u64_at(4),
+            manifest_offset: u64_at(5),
+            manifest_len: u64_at(6),
+            sealed_at: u64_at(7),
+            wrapped_key: le(&b[132..]),
+        };
+        if sb.slot_size == 0 || !sb.slot_size.is_multiple_of(BLOCK as u64) {
+            return Err(format!(
+                "slot size {} is not a multiple of {BLOCK}",
+                sb.slot_size
+            ));
+        }
+        if DATA_START + sb.slot_count * sb.slot_size > sb.device_size {
+            return Err("slots extend past the recorded device size".into());
+        }
+        Ok(sb)
+    }
+}
+
+/// Copies the first N bytes of `b` into an array (callers slice with room to spare).
+fn le<const N: usize>(b: &[u8]) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(&b[..N]);
+    a
+}
+
+/// True when `path` is a raw drive rather than a staging directory: a block device, or
+/// a regular file (a drive image).
+pub fn is_raw(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device() || m.is_file())
+}
+
+/// Opens a raw drive for O_DIRECT I/O (buffered where the filesystem refuses O_DIRECT,
+/// e.g. an image file on tmpfs; fdatasync still makes writes durable).
+pub fn open(path: &Path, write: bool) -> Result<File> {
+    let mut o = OpenOptions::new();
+    o.read(true).write(write);
+    match o.clone().custom_flags(libc::O_DIRECT).open(path) {
+        Ok(f) => Ok(f),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => o
+            .open(path)
+            .map_err(|e| Error::io("opening raw drive", path, e)),
+        Err(e) => Err(Error::io("opening raw drive", path, e)),
+    }
+}
+
+/// Size in bytes of a block device or file (lseek to the end works for both).
+pub fn size_of(f: &File, path: &Path) -> Result<u64> {
+    let mut f = f;
+    f.seek(SeekFrom::End(0))
+        .map_err(|e| Error::io("sizing raw drive", path, e))
+}
+
+/// Reads `len` bytes at `offset` with BLOCK-aligned I/O (the fd may be O_DIRECT).
+pub fn read_at(f: &File, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
+    let start = offset / BLOCK as u64 * BLOCK as u64;
+    let skip = (offset - start) as usize;
+    let mut buf = AlignedBuf::new(round_up((skip + len) as u64) as usize);
+    let mut done = 0;
+    while done < buf.len() {
+        let n = (buf.len() - done).min(REGION_IO);
+        f.read_exact_at(&mut buf.as_mut_slice()[done..done + n], start + done as u64)
+            .map_err(|e| Error::io("reading raw drive", path, e))?;
+        done += n;
+    }
+    Ok(buf.as_slice()[skip..skip + len].to_vec())
+}
+
+/// Writes `data` (zero-padded to a BLOCK multiple) at BLOCK-aligned `offset` through the
+/// io_uring write engine, then fdatasyncs.
+pub fn write_at(f: &File, path: &Path, offset: u64, data: &[u8]) -> Result<()> {
+    debug_assert!(offset.is_multiple_of(BLOCK as u64));
+    let ioe = |e| Error::io("writing raw drive", path, e);
+    let mut eng = WriteEngine::new(4, REGION_IO);
+    let mut pos = 0usize;
+    while pos < data.len() {
+        let n = (data.len() - pos).min(REGION_IO);
+        let len = round_up(n as u64) as usize;
+        let idx = eng.acquire().map_err(ioe)?;
+        let buf = eng.buf_mut(idx);
+        buf[..n].copy_from_slice(&data[pos..pos + n]);
+        buf[n..len].fill(0);
+        eng.submit(f, idx, offset + pos as u64, len).map_err(ioe)?;
+        pos += n;
+    }
+    eng.drain().map_err(ioe)?;
+    eng.fdatasync(f).map_err(ioe)
+}
+
+/// Overwrites bytes [0, len) with zeros (len a BLOCK multiple), several writes in
+/// flight, then fdatasyncs.
+pub fn zero_fill(f: &File, path: &Path, len: u64) -> Result<()> {
+    let ioe = |e| Error::io("erasing raw drive", path, e);
+    let mut eng = WriteEngine::new(8, REGION_IO);
+    let mut pos = 0u64;
+    while pos < len {
+        let n = (len - pos).min(REGION_IO as u64) as usize;
+        let idx = eng.acquire().map_err(ioe)?;
+        eng.buf_mut(idx).fill(0);
+        eng.submit(f, idx, pos, n).map_err(ioe)?;
+        pos += n as u64;
+    }
+    eng.drain().map_err(ioe)?;
+    eng.fdatasync(f).map_err(ioe)
+}
+
+/// Reads both superblock copies and returns the valid one with the higher sequence.
+pub fn read_superblock(f: &File, path: &Path) -> Result<Superblock> {
+    let both = read_at(f, path, 0, 2 * BLOCK)?;
+    let a = Superblock::decode(&both[..BLOCK]);
+    let b = Superblock::decode(&both[BLOCK..]);
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok(if b.sequence > a.sequence { b } else { a }),
+        (Ok(s), Err(_)) | (Err(_), Ok(s)) => Ok(s),
+        (Err(e), Err(_)) => Err(Error::Drive {
+            drive: path.to_path_buf(),
+            message: e,
+        }),
+    }
+}
+
+/// Writes `sb` with the next sequence into the copy the current one is not in.
+pub fn write_superblock(f: &File, path: &Path, sb: &mut Superblock) -> Result<()> {
+    sb.sequence += 1;
+    write_at(f, path, (sb.sequence % 2) * BLOCK as u64, &sb.encode())
+}
+
+/// Refuses a device that holds a mounted filesystem (the OS included).
+pub fn check_not_mounted(path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| Error::io("inspecting drive", path, e))?;
+    if !meta.file_type().is_block_device() {
+        return Ok(());
+    }
+    let rdev = format!("{}:{}", libc::major(meta.rdev()), libc::minor(meta.rdev()));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| barge_firmware::parse_mountinfo(&t))
+        .map_err(|e| Error::io("reading mount table", "/proc/self/mountinfo", e))?;
+    let devices = barge_firmware::discover(Path::new("/sys/block")).unwrap_or_default();
+    let whole = devices
+        .iter()
+        .find(|d| d.dev.as_deref() == Some(rdev.as_str()));
+    let used: Vec<String> = mounts
+        .iter()
+        .filter(|m| m.dev == rdev || whole.is_some_and(|d| d.holds(&m.dev)))
+        .map(|m| m.mount_point.clone())
+        .collect();
+    if used.is_empty() {
+        return Ok(());
+    }
+    let what = if used.iter().any(|m| m == "/") {
+        "holds the operating system".to_string()
+    } else {
+        format!("holds a mounted filesystem ({})", used.join(", "))
+    };
+    Err(Error::Drive {
+        drive: path.to_path_buf(),
+        message: format!("{what}; refusing to use it for staging"),
+    })
+}
+
+/// What to write on a drive being prepared.
+#[derive(Debug, Clone)]
+pub struct PrepareSpec {
+    pub appliance_id: [u8; 16],
+    pub set_id: [u8; 16],
+    pub index: u32,
+    pub set_size: u32,
+    pub slot_size: u64,
+    /// Overwrite a superblock of another appliance or set.
+    pub force: bool,
+}
+
+/// Writes a fresh superblock: the drive joins `spec.set_id` with no segments.
+pub fn prepare(path: &Path, spec: &PrepareSpec) -> Result<Superblock> {
+    check_not_mounted(path)?;
+    let f = open(path, true)?;
+    let size = size_of(&f, path)?;
+    let drive_err = |message: String| Error::Drive {
+        drive: path.to_path_buf(),
+        message,
+    };
+    if let Ok(old) = read_superblock(&f, path)
+        && !spec.force
+        && (old.appliance_id != spec.appliance_id || old.set_id != spec.set_id)
+    {
+        return Err(drive_err(format!(
+            "already holds barge drive set {}{}; pass --force to overwrite it",
+            hex::encode(old.set_id),
+            if old.is_sealed() && !old.is_imported() {
+                " (sealed for shipping)"
+            } else {
+                ""
+            }
+        )));
+    }
+    let slot_count = size.saturating_sub(DATA_START) / spec.slot_size;
+    if slot_count < 2 {
+        return Err(drive_err(format!(
+            "{size} bytes hold fewer than 2 segments of {} bytes",
+            spec.slot_size
+        )));
+    }
+    let sb = Superblock {
+        version: DRIVE_FORMAT_VERSION,
+        flags: 0,
+        appliance_id: spec.appliance_id,
+        drive_id: crate::crypto::random_bytes(),
+        set_id: spec.set_id,
+        index: spec.index,
+        set_size: spec.set_size,
+        sequence: 0,
+        created: crate::catalog::unix_now(),
+        device_size: size,
+        slot_size: spec.slot_size,
+        slot_count,
+        manifest_offset: 0,
+        manifest_len: 0,
+        sealed_at: 0,
+        wrapped_key: [0; WRAPPED_KEY_LEN],
+    };
+    // Both copies: an old superblock must not win over the new one by sequence.
+    write_at(&f, path, 0, &[sb.encode(), sb.encode()].concat())?;
+    Ok(sb)
+}
+
+/// A raw drive as the staging layer sees it: its superblock and which slots are taken.
+#[derive(Debug)]
+pub struct RawDrive {
+    pub path: PathBuf,
+    pub sb: Superblock,
+    /// Slots holding a segment the catalog knows, or the manifest.
+    pub used: std::collections::BTreeSet<u64>,
+}
+
+impl RawDrive {
+    /// A free slot, lowest first.
+    pub fn take_slot(&mut self) -> Option<u64> {
+        let n = (0..self.sb.slot_count).find(|n| !self.used.contains(n))?;
+        self.used.insert(n);
+        Some(n)
+    }
+
+    pub fn free_slots(&self) -> u64 {
+        self.sb.slot_count - self.used.len() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Superblock {
+        Superblock {
+            version: DRIVE_FORMAT_VERSION,
+            flags: FLAG_SEALED,
+            appliance_id: [1; 16],
+            drive_id: [2; 16],
+            set_id: [3; 16],
+            index: 1,
+            set_size: 3,
+            sequence: 7,
+            created: 1_700_000_000,
+            device_size: 64 << 20,
+            slot_size: 8 << 20,
+            slot_count: 7,
+            manifest_offset: DATA_START + 6 * (8 << 20),
+            manifest_len: 12345,
+            sealed_at: 1_700_000_100,
+            wrapped_key: [9; WRAPPED_KEY_LEN],
+        }
+    }
+
+    #[test]
+    fn superblock_round_trips_and_detects_damage() {
+        let sb = sample();
+        let b = sb.encode();
+        assert_eq!(b.len(), BLOCK);
+        assert_eq!(Superblock::decode(&b).unwrap(), sb);
+        for i in [0, 9, 40, 70, 140, SUPERBLOCK_LEN - 1] {
+            let mut bad = b.clone();
+            bad[i] ^= 1;
+            assert!(Superblock::decode(&bad).is_err(), "flip at {i} accepted");
+        }
+        assert_eq!(sb.manifest_slots(), 6..7);
+        assert_eq!(sb.slot_of(DATA_START + 2 * (8 << 20)), Some(2));
+        assert_eq!(sb.slot_of(DATA_START + 1), None);
+    }
+
+    #[test]
+    fn newer_copy_wins_and_a_torn_copy_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("drive.img");
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(32 << 20).unwrap();
+        let spec = PrepareSpec {
+            appliance_id: [1; 16],
+            set_id: [2; 16],
+            index: 0,
+            set_size: 1,
+            slot_size: 4 << 20,
+            force: false,
+        };
+        let mut sb = prepare(&p, &spec).unwrap();
+        assert_eq!(sb.slot_count, 7);
+        let f = open(&p, true).unwrap();
+        sb.flags = FLAG_SEALED;
+        write_superblock(&f, &p, &mut sb).unwrap();
+        assert_eq!(read_superblock(&f, &p).unwrap(), sb);
+        // Tear the newer copy: the older one is read.
+        let plain = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        plain
+            .write_all_at(&[0xff; 16], (sb.sequence % 2) * BLOCK as u64 + 100)
+            .unwrap();
+        plain.sync_all().unwrap();
+        assert_eq!(read_superblock(&f, &p).unwrap().flags, 0);
+        // Another set is refused without --force.
+        let other = PrepareSpec {
+            set_id: [5; 16],
+            ..spec
+        };
+        let e = prepare(&p, &other).unwrap_err().to_string();
+        assert!(e.contains("already holds barge drive set"), "{e}");
+        prepare(
+            &p,
+            &PrepareSpec {
+                force: true,
+                ..other
+            },
+        )
+        .unwrap();
+    }
+}
