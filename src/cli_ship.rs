@@ -1,4 +1,5 @@
-//! CLI edge of offline seeding (`seal`, `import`, `erase`) and of `drives show`.
+//! CLI edge of offline seeding (`seal`, `import`, `erase`) and of the `drives`
+//! subcommands (`show`, `prepare`, `health`, `erase`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,16 +10,177 @@ use clap::Subcommand;
 use barge::ship::{self, UnlockCode};
 use barge::staging::device;
 
-use super::{Global, NOT_DONE};
+use barge_firmware::nvme::EraseMethod;
+
+use super::{Global, InitArgs, NOT_DONE, init_opts};
 
 #[derive(Subcommand)]
 pub enum DrivesCmd {
     /// Print a drive's barge superblock (set, drive id, slots, sealed or not) as JSON.
     Show { drive: PathBuf },
+    /// Make drives raw staging drives of this node (initialising the state directory
+    /// with them when it is not yet). Refuses the OS disk, mounted or unhealthy drives and
+    /// drives of another set; drives already in the set are recognised by superblock.
+    Prepare {
+        /// Devices to prepare (any name; they are recorded by their /dev/disk/by-id link).
+        devices: Vec<PathBuf>,
+        /// Every NVMe namespace that is free.
+        #[arg(long)]
+        all_free: bool,
+        /// Erase new drives first with the controller's strongest method (NVMe Sanitize
+        /// or Format with secure erase).
+        #[arg(long)]
+        secure_erase: bool,
+        #[command(flatten)]
+        init: InitArgs,
+    },
+    /// Identify and SMART / health log of an NVMe drive, read through the admin ioctl.
+    Health {
+        device: PathBuf,
+        /// Also write the raw pages (identify.bin, smart.bin) into this directory.
+        #[arg(long)]
+        dump: Option<PathBuf>,
+    },
+    /// Erase an NVMe drive with its controller (Sanitize or Format NVM secure erase).
+    Erase {
+        device: PathBuf,
+        /// Say what would be done; send nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The drive's serial number, typed out: nothing is erased without it.
+        #[arg(long)]
+        confirm: Option<String>,
+        /// Force one method (default: the strongest the controller offers).
+        #[arg(long, value_parser = parse_method)]
+        method: Option<EraseMethod>,
+    },
 }
 
-pub fn drives(_g: &Global, cmd: &DrivesCmd) -> Result<ExitCode> {
+fn parse_method(s: &str) -> Result<EraseMethod, String> {
+    [
+        EraseMethod::SanitizeCrypto,
+        EraseMethod::SanitizeBlock,
+        EraseMethod::SanitizeOverwrite,
+        EraseMethod::FormatCrypto,
+        EraseMethod::FormatUserData,
+    ]
+    .into_iter()
+    .find(|m| m.name() == s)
+    .ok_or_else(|| {
+        "one of nvme-sanitize-crypto, nvme-sanitize-block, nvme-sanitize-overwrite,          nvme-format-crypto-erase, nvme-format-user-data-erase"
+            .to_string()
+    })
+}
+
+/// The namespace device and id behind any name of an NVMe namespace.
+fn nvme_target(device: &Path) -> Result<(PathBuf, u32)> {
+    let real =
+        std::fs::canonicalize(device).with_context(|| format!("resolving {}", device.display()))?;
+    let name = real
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !name.starts_with("nvme") {
+        bail!("{}: not an NVMe namespace ({name})", device.display());
+    }
+    let nsid =
+        barge_firmware::nvme::namespace_id(Path::new(barge::drives::SYS_BLOCK), &name).unwrap_or(1);
+    Ok((real, nsid))
+}
+
+pub fn drives(g: &Global, cmd: &DrivesCmd) -> Result<ExitCode> {
     match cmd {
+        DrivesCmd::Prepare {
+            devices,
+            all_free,
+            secure_erase,
+            init,
+        } => {
+            if devices.is_empty() && !all_free {
+                bail!("name the devices to prepare, or pass --all-free");
+            }
+            let opts = barge::drives::PrepareOptions {
+                devices: devices.clone(),
+                all_free: *all_free,
+                secure_erase: *secure_erase,
+                force: init.force,
+                init: init_opts(g, init)?,
+            };
+            let rows = barge::drives::prepare(&g.state, &g.key(), &opts)?;
+            let refused = rows
+                .iter()
+                .filter(|r| r.outcome.starts_with("refused"))
+                .count();
+            if g.json {
+                println!("{}", serde_json::json!({ "prepare": rows }));
+            } else {
+                for r in &rows {
+                    println!(
+                        "{} serial {} health {}: {}",
+                        r.device,
+                        r.serial.as_deref().unwrap_or("-"),
+                        r.health,
+                        r.outcome
+                    );
+                }
+            }
+            Ok(if refused == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(NOT_DONE)
+            })
+        }
+        DrivesCmd::Health { device, dump } => {
+            let (dev, _) = nvme_target(device)?;
+            if let Some(dir) = dump {
+                std::fs::create_dir_all(dir)?;
+                std::fs::write(
+                    dir.join("identify.bin"),
+                    barge_firmware::nvme::identify_controller(&dev)?,
+                )?;
+                std::fs::write(
+                    dir.join("smart.bin"),
+                    barge_firmware::nvme::smart_log(&dev)?,
+                )?;
+            }
+            let h = barge_firmware::nvme_health(&dev)?;
+            println!("{}", serde_json::to_string_pretty(&h)?);
+            Ok(if h.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(NOT_DONE)
+            })
+        }
+        DrivesCmd::Erase {
+            device,
+            dry_run,
+            confirm,
+            method,
+        } => {
+            let (dev, nsid) = nvme_target(device)?;
+            let plan =
+                barge_firmware::nvme::erase(&dev, nsid, *method, confirm.as_deref(), *dry_run)?;
+            if g.json {
+                println!("{}", serde_json::json!({ "erase": plan }));
+            } else if plan.done {
+                println!(
+                    "{} (serial {}): {} completed",
+                    plan.dev,
+                    plan.serial,
+                    plan.method.name()
+                );
+            } else {
+                println!(
+                    "{} (serial {}): would run {} on namespace {} (dry run; confirm with --confirm {})",
+                    plan.dev,
+                    plan.serial,
+                    plan.method.name(),
+                    plan.nsid,
+                    plan.serial
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         DrivesCmd::Show { drive } => {
             let f = device::open(drive, false)?;
             let sb = device::read_superblock(&f, drive)?;

@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod chunker;
 pub mod crypto;
 pub mod drain;
+pub mod drives;
 pub mod error;
 pub mod failpoint;
 pub mod ingest;

@@ -4,6 +4,7 @@
 
 mod bench;
 mod cli_ship;
+mod daemon;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -201,6 +202,14 @@ enum Cmd {
     Drives {
         #[command(subcommand)]
         action: Option<cli_ship::DrivesCmd>,
+    },
+    /// Run as the node's service: hold the status socket (and --http), run jobs from
+    /// <state>/jobs/*.json one at a time, report readiness to systemd.
+    Daemon {
+        /// At start, migrate a generated sample tree through staging into
+        /// <state>/self-test/destination and verify it.
+        #[arg(long)]
+        self_test: bool,
     },
     /// Seal the raw staging drives for shipping: finish open segments, write each
     /// drive's encrypted manifest, wrap the key under a new unlock code (printed, and
@@ -475,6 +484,39 @@ async fn live(g: &Global, node: &Node, command: &str, mode: Mode) -> Result<Live
     })
 }
 
+/// migrate's ingest and drain, run together (a second pass when staging rot was found).
+/// True when nothing failed and nothing stopped early.
+async fn do_move(
+    g: &Global,
+    node: &Node,
+    source: &str,
+    dest: &str,
+    tune: &Tune,
+    monitor: Arc<Monitor>,
+) -> Result<bool> {
+    let m = &monitor;
+    let mut pass = 1;
+    let (s, d) = loop {
+        let (tx, rx) = tokio::sync::mpsc::channel(barge::drain::DRAIN_QUEUE);
+        let (s, d) = tokio::join!(
+            do_ingest(g, node, source, tune, Some(tx), m.clone()),
+            do_drain(g, node, dest, tune, Some(rx), m.clone())
+        );
+        let (s, d) = (s?, d?);
+        if d.rot == 0 || pass == MIGRATE_REPAIR_PASSES {
+            break (s, d);
+        }
+        // Rot in staging: the chunk locations are forgotten and the objects
+        // marked for a new fetch; one more pass fetches and drains them.
+        tracing::warn!(
+            "{} objects had a corrupt staged copy: fetching them again from the source",
+            d.rot
+        );
+        pass += 1;
+    };
+    Ok(s.failed == 0 && s.stopped_early.is_none() && d.failed == 0)
+}
+
 async fn do_ingest(
     g: &Global,
     node: &Node,
@@ -685,35 +727,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let node = g.open()?;
             // Fetch, stage and drain at once: the drain follows what ingest stages.
             let live = live(g, &node, "migrate", Mode::Migrate).await?;
-            let m = &live.monitor;
-            let mut pass = 1;
-            let (s, d) = loop {
-                let (tx, rx) = tokio::sync::mpsc::channel(barge::drain::DRAIN_QUEUE);
-                let (s, d) = tokio::join!(
-                    do_ingest(g, &node, source, tune, Some(tx), m.clone()),
-                    do_drain(g, &node, dest, tune, Some(rx), m.clone())
-                );
-                let (s, d) = (s?, d?);
-                if d.rot == 0 || pass == MIGRATE_REPAIR_PASSES {
-                    break (s, d);
-                }
-                // Rot in staging: the chunk locations are forgotten and the objects
-                // marked for a new fetch; one more pass fetches and drains them.
-                tracing::warn!(
-                    "{} objects had a corrupt staged copy: fetching them again from the source",
-                    d.rot
-                );
-                pass += 1;
-            };
+            let moved = do_move(g, &node, source, dest, tune, live.monitor.clone()).await?;
             live.monitor.finish();
             drop(live);
             // The run's own listing was the source check; a second listing of a huge
             // bucket is left to an explicit `barge verify --source`.
             let v = do_verify(g, &node, dest, None, false, g.json).await?;
             let done = do_report(&node, g.json, None, None)?;
-            Ok(code(
-                s.failed == 0 && s.stopped_early.is_none() && d.failed == 0 && v && done,
-            ))
+            Ok(code(moved && v && done))
         }
         Cmd::Verify { dest, source, full } => {
             let node = g.open()?;
@@ -752,6 +773,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Daemon { self_test } => {
+            daemon::run(g, *self_test).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Seal { out } => cli_ship::seal(g, out.as_deref()),
         Cmd::Import {
             drives,
@@ -775,12 +800,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{}", serde_json::json!({ "drives": rows }));
             } else {
                 println!(
-                    "{:<10} {:<22} {:<24} {:>10} {:<5} role",
-                    "device", "serial", "model", "size", "kind"
+                    "{:<10} {:<22} {:<24} {:>10} {:<5} {:<8} role",
+                    "device", "serial", "model", "size", "kind", "health"
                 );
                 for r in &rows {
                     println!(
-                        "{:<10} {:<22} {:<24} {:>10} {:<5} {}",
+                        "{:<10} {:<22} {:<24} {:>10} {:<5} {:<8} {}",
                         r.device.name,
                         r.device.serial.as_deref().unwrap_or("-"),
                         r.device.model.as_deref().unwrap_or("-"),
@@ -792,6 +817,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         } else {
                             "ssd"
                         },
+                        r.health,
                         r.role
                     );
                 }
@@ -877,22 +903,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// One row of `barge drives`.
-#[derive(serde::Serialize)]
-struct DriveRow {
-    #[serde(flatten)]
-    device: barge_firmware::BlockDevice,
-    mount_points: Vec<String>,
-    /// "os", "staging <path>", "mounted <points>" or "free".
-    role: String,
-}
-
-fn drives_table(g: &Global) -> Result<Vec<DriveRow>> {
-    use std::os::unix::fs::MetadataExt;
-    let devices = barge_firmware::discover(std::path::Path::new("/sys/block"))?;
-    let mountinfo =
-        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    let mounts = barge_firmware::parse_mountinfo(&mountinfo);
+fn drives_table(g: &Global) -> Result<Vec<barge::drives::DriveRow>> {
     // Staging drives of this node (configured, or given with --staging).
     let staging: Vec<PathBuf> = if g.staging.is_empty() {
         Node::open(&g.state, &g.key(), &[])
@@ -901,42 +912,7 @@ fn drives_table(g: &Global) -> Result<Vec<DriveRow>> {
     } else {
         g.staging.clone()
     };
-    let dev_of = |p: &std::path::Path| {
-        std::fs::metadata(p).ok().map(|m| {
-            let d = m.dev();
-            format!("{}:{}", libc::major(d), libc::minor(d))
-        })
-    };
-    let root = dev_of(std::path::Path::new("/"));
-    Ok(devices
-        .into_iter()
-        .map(|d| {
-            let mount_points = d.mount_points(&mounts);
-            let on: Vec<String> = staging
-                .iter()
-                .filter(|p| dev_of(p).is_some_and(|x| d.holds(&x)))
-                .map(|p| p.display().to_string())
-                .collect();
-            let role = if root.as_deref().is_some_and(|r| d.holds(r)) {
-                if on.is_empty() {
-                    "os".to_string()
-                } else {
-                    format!("os, staging {}", on.join(" "))
-                }
-            } else if !on.is_empty() {
-                format!("staging {}", on.join(" "))
-            } else if !mount_points.is_empty() {
-                format!("mounted {}", mount_points.join(" "))
-            } else {
-                "free".to_string()
-            };
-            DriveRow {
-                device: d,
-                mount_points,
-                role,
-            }
-        })
-        .collect())
+    Ok(barge::drives::table(&staging)?)
 }
 
 async fn demo(g: &Global, dir: &std::path::Path, size: u64) -> Result<ExitCode> {

@@ -199,6 +199,46 @@ impl Node {
         })
     }
 
+    /// Adds a staging drive to the persisted configuration.
+    pub fn add_drive(&self, path: &str) -> Result<()> {
+        let mut cfg = self.stored_staging()?;
+        if !cfg.drives.iter().any(|d| d == path) {
+            cfg.drives.push(path.to_string());
+        }
+        self.catalog
+            .meta_put_sync(META_STAGING, &crate::catalog::records::encode(&cfg))
+    }
+
+    /// A raw drive was found under another path: the configuration and every segment
+    /// record follow it.
+    pub fn move_drive(&self, old: &str, new: &str) -> Result<()> {
+        let mut cfg = self.stored_staging()?;
+        for d in cfg.drives.iter_mut().filter(|d| *d == old) {
+            *d = new.to_string();
+        }
+        self.catalog
+            .meta_put_sync(META_STAGING, &crate::catalog::records::encode(&cfg))?;
+        let moved: Vec<_> = self
+            .catalog
+            .segments()?
+            .filter_map(|r| r.ok())
+            .filter(|(_, r)| r.path == old)
+            .collect();
+        for (id, mut rec) in moved {
+            rec.path = new.to_string();
+            rec.drive = new.to_string();
+            self.catalog.put_segment(id, &rec)?;
+        }
+        Ok(())
+    }
+
+    fn stored_staging(&self) -> Result<StagingConfig> {
+        match self.catalog.meta_get(META_STAGING)? {
+            Some(v) => crate::catalog::records::decode(&"meta staging", &v),
+            None => Ok(self.staging.clone()),
+        }
+    }
+
     /// Seals segments a crashed run left open and removes staging files the catalog does
     /// not know (see `staging::recover`).
     pub fn recover_staging(

@@ -318,8 +318,13 @@ fn ship_seal_import_drain_topup_erase_on_loop_devices() {
     let mlen = show["superblock"]["manifest_len"].as_u64().unwrap();
     flip_byte(&tampered, moff + mlen / 2);
     let tl = Loop::attach(&tampered);
+    // And one byte flipped inside the first segment (slot 0) of a copy of drive 2.
+    let seg_tampered = t.path().join("drive2-tampered.img");
+    std::fs::copy(&imgs[2], &seg_tampered).unwrap();
+    flip_byte(&seg_tampered, (1 << 20) + 10_000);
+    let sl = Loop::attach(&seg_tampered);
     let st = t.path().join("site-b-tampered");
-    let o = import(&st, &unlock_file, &[devs[0], &tl.dev, devs[2]]);
+    let o = import(&st, &unlock_file, &[devs[0], &tl.dev, &sl.dev]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let r = &json_doc(&String::from_utf8_lossy(&o.stdout), "import")["import"];
     let bad = r["drives"]
@@ -336,7 +341,16 @@ fn ship_seal_import_drain_topup_erase_on_loop_devices() {
         "{bad}"
     );
     assert!(!r["objects_missing"].as_array().unwrap().is_empty());
-    drop(tl);
+    let seg_bad = r["drives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["path"] == sl.dev.as_str())
+        .unwrap();
+    assert_eq!(seg_bad["ok"], false, "{seg_bad}");
+    let why = seg_bad["segments_bad"][0].as_str().unwrap();
+    assert!(why.contains("checksum mismatch"), "{seg_bad}");
+    drop((tl, sl));
 
     // A drive of another set.
     let other_src = t.path().join("other-src");

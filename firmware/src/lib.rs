@@ -1,12 +1,19 @@
 //! Drive discovery and preparation for the barge appliance.
 //!
-//! This version reads block devices from sysfs (model, serial, firmware, size, block
-//! size, NUMA node, rotational, `major:minor` of the device and its partitions) and the
-//! kernel's mount table, so `barge drives` can tell the OS disk, staging drives, other
-//! mounted disks and free ones apart. NVMe health through the admin passthrough ioctl,
-//! secure erase and sanitize come with the appliance issue.
+//! * Block devices from sysfs (model, serial, firmware, size, block size, NUMA node,
+//!   rotational, `major:minor` of the device and its partitions), NVMe controllers and
+//!   their namespaces, and the kernel's mount table: `barge drives` tells the OS disk,
+//!   staging drives, other mounted disks and free ones apart.
+//! * [`nvme`]: health (SMART log), identify, Format NVM with secure erase and Sanitize
+//!   through the NVMe admin passthrough ioctl.
+//! * [`discard`]: TRIM of a byte range (`BLKDISCARD`).
+//! * [`by_id`]: the stable `/dev/disk/by-id` name of a device (kernel names change
+//!   across boots and must never identify a drive).
+
+pub mod nvme;
 
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -20,6 +27,78 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("NVMe {dev}: {message}")]
+    Nvme { dev: PathBuf, message: String },
+    #[error("discard on {dev}: {message}")]
+    Discard { dev: PathBuf, message: String },
+}
+
+/// Health of one NVMe drive, read through the admin passthrough ioctl.
+#[derive(Debug, Clone, Serialize)]
+pub struct NvmeHealth {
+    pub controller: nvme::ControllerInfo,
+    pub smart: nvme::SmartLog,
+    /// Why the drive must not take staging data; empty when healthy.
+    pub problems: Vec<String>,
+}
+
+/// Reads Identify Controller and the SMART log of the NVMe device `dev`.
+pub fn nvme_health(dev: &Path) -> Result<NvmeHealth, Error> {
+    let err = |message: String| Error::Nvme {
+        dev: dev.to_path_buf(),
+        message,
+    };
+    let controller = nvme::ControllerInfo::decode(&nvme::identify_controller(dev)?).map_err(err)?;
+    let smart = nvme::SmartLog::decode(&nvme::smart_log(dev)?).map_err(err)?;
+    let problems = smart.problems();
+    Ok(NvmeHealth {
+        controller,
+        smart,
+        problems,
+    })
+}
+
+nix::ioctl_write_ptr_bad!(blkdiscard, nix::request_code_none!(0x12, 119), [u64; 2]);
+
+/// Discards (TRIMs) `len` bytes at `offset` of a block device: the drive may forget
+/// them. Both must be multiples of the logical block size.
+pub fn discard(dev: &std::fs::File, path: &Path, offset: u64, len: u64) -> Result<(), Error> {
+    let range = [offset, len];
+    // SAFETY: BLKDISCARD reads a `[u64; 2]` (start, length) from the pointer, which
+    // points at `range`, alive for the whole synchronous call.
+    unsafe { blkdiscard(dev.as_raw_fd(), &range) }.map_err(|e| Error::Discard {
+        dev: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(())
+}
+
+/// The `/dev/disk/by-id` link of a block device, preferring serial-based NVMe and ATA
+/// names (`nvme-<model>_<serial>`, `ata-…`) over EUI/WWN ones. `None` when udev made no
+/// link (loop devices, drive images).
+pub fn by_id(dev: &Path, by_id_dir: &Path) -> Option<PathBuf> {
+    let target = fs::canonicalize(dev).ok()?;
+    let mut links: Vec<PathBuf> = fs::read_dir(by_id_dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| fs::canonicalize(p).is_ok_and(|t| t == target))
+        .collect();
+    let rank = |p: &PathBuf| {
+        let n = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if n.starts_with("nvme-eui.") || n.starts_with("nvme-nvme.") || n.starts_with("wwn-") {
+            2
+        } else if n.ends_with("_1") && n.starts_with("nvme-") {
+            1
+        } else {
+            0
+        }
+    };
+    links.sort_by_key(|p| (rank(p), p.clone()));
+    links.into_iter().next()
 }
 
 /// Size of the unit `/sys/block/*/size` counts in, whatever the device's block size.

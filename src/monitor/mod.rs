@@ -586,10 +586,15 @@ impl Monitor {
                         (v.blocks() * bs, (v.blocks() - v.blocks_free()) * bs)
                     }),
                 };
-                let (size, used, health) = match fs {
+                let (size, used, mut health) = match fs {
                     Ok((size, used)) => (size, used, "ok".to_string()),
                     Err(e) => (0, 0, format!("cannot stat: {e}")),
                 };
+                if d.raw.is_some()
+                    && let Some(h) = crate::drives::health_of_path(&d.path)
+                {
+                    health = h;
+                }
                 if marks.len() <= i {
                     marks.push((self.started, 0));
                 }

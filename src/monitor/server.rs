@@ -47,8 +47,41 @@ impl Drop for StatusServer {
 }
 
 /// Starts the status API for `monitor` on `<state>/barge.sock` and, if given, `http`.
+/// The monitor a server answers for; the daemon swaps in a new one for each job.
+#[derive(Clone)]
+pub struct MonitorSlot(Arc<std::sync::RwLock<Arc<Monitor>>>);
+
+impl MonitorSlot {
+    pub fn new(m: Arc<Monitor>) -> Self {
+        MonitorSlot(Arc::new(std::sync::RwLock::new(m)))
+    }
+
+    pub fn get(&self) -> Arc<Monitor> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn set(&self, m: Arc<Monitor>) {
+        match self.0.write() {
+            Ok(mut g) => *g = m,
+            Err(p) => *p.into_inner() = m,
+        }
+    }
+}
+
 pub async fn start(
     monitor: Arc<Monitor>,
+    state: &Path,
+    http: Option<SocketAddr>,
+) -> Result<StatusServer> {
+    start_slot(MonitorSlot::new(monitor), state, http).await
+}
+
+/// Like [`start`], answering for whatever monitor `slot` holds at each request.
+pub async fn start_slot(
+    monitor: MonitorSlot,
     state: &Path,
     http: Option<SocketAddr>,
 ) -> Result<StatusServer> {
@@ -110,10 +143,10 @@ pub async fn start(
     })
 }
 
-fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(m: Arc<Monitor>, s: S) {
+fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(slot: MonitorSlot, s: S) {
     tokio::spawn(async move {
         let svc = hyper::service::service_fn(move |req| {
-            let m = m.clone();
+            let m = slot.get();
             async move { Ok::<_, Infallible>(route(&m, req)) }
         });
         if let Err(e) = hyper::server::conn::http1::Builder::new()

@@ -4,10 +4,11 @@
 //! 1. Crypto-erase: both superblock copies (which hold the wrapped set key) and the
 //!    manifest region are overwritten with random bytes and synced; without the wrapped
 //!    key and the unlock code nothing on the drive can be opened.
-//! 2. Device erase: every byte is overwritten with zeros through the io_uring write
-//!    engine, synced, and read back at sampled offsets (NIST SP 800-88 "clear"). An
-//!    NVMe drive is instead formatted with secure erase or sanitized through the
-//!    firmware crate when the controller supports it.
+//! 2. Device erase: an NVMe namespace is sanitized or formatted with secure erase by
+//!    its controller (firmware crate, strongest supported method); anything else
+//!    (files, loop devices, controllers without either) has every byte overwritten with
+//!    zeros through the io_uring write engine, synced, and read back at sampled offsets
+//!    (NIST SP 800-88 "clear").
 //! 3. The node's catalog forgets the drive's segments.
 
 use std::path::{Path, PathBuf};
@@ -122,8 +123,23 @@ pub fn erase(node: &Node, path: &Path, cert_dir: &Path) -> Result<(Certificate, 
         failed = Some(e.to_string());
     }
 
-    // 2. Device erase: overwrite with zeros, then read back samples.
-    if failed.is_none() {
+    // 2. Device erase: the NVMe controller's own erase where it has one, else (and for
+    // files and loop devices) overwrite with zeros, then read back samples.
+    let controller = if failed.is_none() {
+        nvme_erase(path)
+    } else {
+        None
+    };
+    if let Some((method, res)) = controller {
+        methods.push(Step {
+            method: method.clone(),
+            detail: "NVMe admin command through the passthrough ioctl, confirmed by serial".into(),
+            result: outcome(&res),
+        });
+        if let Err(e) = res {
+            failed = Some(e.to_string());
+        }
+    } else if failed.is_none() {
         let res = overwrite(&f, path, size);
         methods.push(Step {
             method: "overwrite".into(),
@@ -188,6 +204,27 @@ pub fn erase(node: &Node, path: &Path, cert_dir: &Path) -> Result<(Certificate, 
     let json = serde_json::to_vec_pretty(&cert).map_err(|e| Error::Pipeline(e.to_string()))?;
     super::seal::write_synced(&out, &json, 0o644)?;
     Ok((cert, out))
+}
+
+/// Runs the controller's strongest erase on an NVMe namespace; `None` when `path` is not
+/// NVMe or the controller offers no erase (the caller then overwrites).
+fn nvme_erase(path: &Path) -> Option<(String, Result<()>)> {
+    let real = std::fs::canonicalize(path).ok()?;
+    let name = real.file_name()?.to_string_lossy().into_owned();
+    if !name.starts_with("nvme") {
+        return None;
+    }
+    let sys = Path::new(crate::drives::SYS_BLOCK);
+    let nsid = barge_firmware::nvme::namespace_id(sys, &name).unwrap_or(1);
+    let plan = barge_firmware::nvme::erase(&real, nsid, None, None, true).ok()?;
+    let res =
+        barge_firmware::nvme::erase(&real, nsid, Some(plan.method), Some(&plan.serial), false)
+            .map(|_| ())
+            .map_err(|e| Error::Drive {
+                drive: path.to_path_buf(),
+                message: e.to_string(),
+            });
+    Some((plan.method.name().to_string(), res))
 }
 
 fn outcome(r: &Result<()>) -> String {

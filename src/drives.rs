@@ -1,0 +1,342 @@
+//! The node's drives: what each block device is (OS, staging, mounted, free), its health,
+//! and preparing NVMe drives as raw staging drives (`barge drives`, `drives prepare`).
+//!
+//! Drives are named by their `/dev/disk/by-id` link (serial-based) wherever udev made
+//! one: kernel names such as `nvme0n1` follow PCI enumeration and change across boots.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use barge_firmware::{BlockDevice, NvmeHealth};
+use serde::Serialize;
+
+use crate::crypto::keys::KeyRequest;
+use crate::error::{Error, Result};
+use crate::node::{InitOptions, Node};
+use crate::ship::{DriveSet, Member};
+use crate::staging::device;
+
+/// Where udev puts serial-based links.
+pub const BY_ID: &str = "/dev/disk/by-id";
+/// Where sysfs lists block devices.
+pub const SYS_BLOCK: &str = "/sys/block";
+
+/// One block device as `barge drives` shows it.
+#[derive(Debug, Serialize)]
+pub struct DriveRow {
+    #[serde(flatten)]
+    pub device: BlockDevice,
+    /// `/dev/disk/by-id/…` when udev made a link, else `/dev/<name>`.
+    pub stable_path: String,
+    pub mount_points: Vec<String>,
+    /// "os", "staging <path>", "mounted <points>" or "free".
+    pub role: String,
+    /// "ok", "n/a" (not NVMe), "unreadable: …", or the problems found.
+    pub health: String,
+    pub nvme: Option<NvmeHealth>,
+}
+
+/// `major:minor` a path stands for: the device itself for a block device, else the
+/// filesystem holding it.
+fn dev_of(p: &Path) -> Option<String> {
+    std::fs::metadata(p).ok().map(|m| {
+        let d = if m.file_type().is_block_device() {
+            m.rdev()
+        } else {
+            m.dev()
+        };
+        format!("{}:{}", libc::major(d), libc::minor(d))
+    })
+}
+
+/// Health of an NVMe namespace: ("ok" | problems, details).
+pub fn health_of(d: &BlockDevice) -> (String, Option<NvmeHealth>) {
+    if !d.is_nvme {
+        return ("n/a".into(), None);
+    }
+    match barge_firmware::nvme_health(&Path::new("/dev").join(&d.name)) {
+        Ok(h) if h.problems.is_empty() => ("ok".into(), Some(h)),
+        Ok(h) => (h.problems.join("; "), Some(h)),
+        Err(e) => (format!("unreadable: {e}"), None),
+    }
+}
+
+/// Health of the NVMe namespace behind a staging path (any name of it): `None` when the
+/// path is not an NVMe namespace, `"ok"` or the problems otherwise.
+pub fn health_of_path(p: &Path) -> Option<String> {
+    let real = std::fs::canonicalize(p).ok()?;
+    let name = real.file_name()?.to_string_lossy().into_owned();
+    if !name.starts_with("nvme") {
+        return None;
+    }
+    Some(match barge_firmware::nvme_health(&real) {
+        Ok(h) if h.problems.is_empty() => "ok".into(),
+        Ok(h) => h.problems.join("; "),
+        Err(e) => format!("unreadable: {e}"),
+    })
+}
+
+/// Every block device with its role and health. `staging` are the node's drive paths.
+pub fn table(staging: &[PathBuf]) -> Result<Vec<DriveRow>> {
+    let devices = barge_firmware::discover(Path::new(SYS_BLOCK)).map_err(|e| Error::Drive {
+        drive: SYS_BLOCK.into(),
+        message: e.to_string(),
+    })?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| Error::io("reading", "/proc/self/mountinfo", e))?;
+    let mounts = barge_firmware::parse_mountinfo(&mountinfo);
+    let root = dev_of(Path::new("/"));
+    Ok(devices
+        .into_iter()
+        .map(|d| {
+            let mount_points = d.mount_points(&mounts);
+            let on: Vec<String> = staging
+                .iter()
+                .filter(|p| dev_of(p).is_some_and(|x| d.holds(&x)))
+                .map(|p| p.display().to_string())
+                .collect();
+            let role = if root.as_deref().is_some_and(|r| d.holds(r)) {
+                if on.is_empty() {
+                    "os".to_string()
+                } else {
+                    format!("os, staging {}", on.join(" "))
+                }
+            } else if !on.is_empty() {
+                format!("staging {}", on.join(" "))
+            } else if !mount_points.is_empty() {
+                format!("mounted {}", mount_points.join(" "))
+            } else {
+                "free".to_string()
+            };
+            let dev = Path::new("/dev").join(&d.name);
+            let stable_path = barge_firmware::by_id(&dev, Path::new(BY_ID))
+                .unwrap_or(dev)
+                .display()
+                .to_string();
+            let (health, nvme) = health_of(&d);
+            DriveRow {
+                device: d,
+                stable_path,
+                mount_points,
+                role,
+                health,
+                nvme,
+            }
+        })
+        .collect())
+}
+
+/// What `drives prepare` should do.
+#[derive(Debug, Clone, Default)]
+pub struct PrepareOptions {
+    /// Devices named on the command line.
+    pub devices: Vec<PathBuf>,
+    /// Every NVMe namespace that is free (no filesystem mounted, not the OS).
+    pub all_free: bool,
+    /// Erase each new drive with its controller's strongest method first.
+    pub secure_erase: bool,
+    /// Overwrite a superblock of another appliance or set.
+    pub force: bool,
+    /// Settings for a state directory that is not initialised yet.
+    pub init: InitOptions,
+}
+
+/// The outcome for one device.
+#[derive(Debug, Serialize)]
+pub struct PrepareRow {
+    pub device: String,
+    pub serial: Option<String>,
+    pub model: Option<String>,
+    pub health: String,
+    /// "prepared as drive #N", "already staging drive #N", "erased with …", or
+    /// "refused: <why>".
+    pub outcome: String,
+}
+
+/// Prepares drives as raw staging drives of the node at `state` (initialising it, with
+/// these drives as its set, when it is not yet). Refuses mounted or OS devices, unhealthy
+/// drives and drives of another set, each with the reason.
+pub fn prepare(state: &Path, key: &KeyRequest, opts: &PrepareOptions) -> Result<Vec<PrepareRow>> {
+    let devices = barge_firmware::discover(Path::new(SYS_BLOCK)).unwrap_or_default();
+    let mut wanted: Vec<(PathBuf, Option<BlockDevice>)> = vec![];
+    let find = |p: &Path| {
+        let real = std::fs::canonicalize(p).ok()?;
+        let name = real.file_name()?.to_string_lossy().into_owned();
+        devices.iter().find(|d| d.name == name).cloned()
+    };
+    for p in &opts.devices {
+        wanted.push((p.clone(), find(p)));
+    }
+    if opts.all_free {
+        for d in devices.iter().filter(|d| d.is_nvme) {
+            let dev = Path::new("/dev").join(&d.name);
+            if !wanted
+                .iter()
+                .any(|(_, w)| w.as_ref().is_some_and(|w| w.name == d.name))
+            {
+                wanted.push((dev, Some(d.clone())));
+            }
+        }
+    }
+    let initialised = state.join("keys/key.json").exists();
+    let node = if initialised {
+        Some(Node::open(state, key, &[])?)
+    } else {
+        None
+    };
+    let mut set = match &node {
+        Some(n) => DriveSet::load(&n.catalog)?,
+        None => None,
+    };
+    if node.is_some() && set.is_none() {
+        return Err(Error::State {
+            path: state.to_path_buf(),
+            message: "this node stages on directories; raw drives cannot join it".into(),
+        });
+    }
+    let mut rows = vec![];
+    let mut accepted: Vec<PathBuf> = vec![];
+    for (path, bd) in wanted {
+        let stable = barge_firmware::by_id(&path, Path::new(BY_ID)).unwrap_or(path.clone());
+        let (health, nvme) = match &bd {
+            Some(d) => health_of(d),
+            None => ("n/a".into(), None),
+        };
+        let mut row = PrepareRow {
+            device: stable.display().to_string(),
+            serial: bd.as_ref().and_then(|d| d.serial.clone()),
+            model: bd.as_ref().and_then(|d| d.model.clone()),
+            health: health.clone(),
+            outcome: String::new(),
+        };
+        if let Err(e) = device::check_not_mounted(&path) {
+            row.outcome = format!("refused: {e}");
+            rows.push(row);
+            continue;
+        }
+        if let Some(h) = &nvme
+            && !h.problems.is_empty()
+        {
+            row.outcome = format!("refused: unhealthy: {}", h.problems.join("; "));
+            rows.push(row);
+            continue;
+        }
+        if health.starts_with("unreadable") {
+            row.outcome = format!("refused: health {health}");
+            rows.push(row);
+            continue;
+        }
+        // Already one of ours? Then only its path may need updating.
+        let existing = device::open(&path, false)
+            .and_then(|f| device::read_superblock(&f, &path))
+            .ok();
+        if let (Some(sb), Some(n), Some(s)) = (&existing, &node, &mut set)
+            && sb.appliance_id == n.appliance_id
+            && sb.set_id == s.set_id
+            && let Some(m) = s.members.iter_mut().find(|m| m.drive_id == sb.drive_id)
+        {
+            row.outcome = format!("already staging drive #{}", m.index);
+            let now = stable.display().to_string();
+            if m.path != now {
+                n.move_drive(&m.path, &now)?;
+                row.outcome.push_str(&format!(" (was {})", m.path));
+                m.path = now;
+            }
+            rows.push(row);
+            continue;
+        }
+        if let Some(sb) = &existing
+            && !opts.force
+        {
+            row.outcome = format!(
+                "refused: holds barge drive set {} of appliance {} (use --force to reuse it)",
+                hex::encode(sb.set_id),
+                hex::encode(sb.appliance_id)
+            );
+            rows.push(row);
+            continue;
+        }
+        if opts.secure_erase
+            && let Some(d) = &bd
+            && d.is_nvme
+        {
+            let nsid =
+                barge_firmware::nvme::namespace_id(Path::new(SYS_BLOCK), &d.name).unwrap_or(1);
+            let dev = Path::new("/dev").join(&d.name);
+            match barge_firmware::nvme::erase(&dev, nsid, None, d.serial.as_deref(), false) {
+                Ok(p) => row.outcome = format!("erased with {}; ", p.method.name()),
+                Err(e) => {
+                    row.outcome = format!("refused: secure erase failed: {e}");
+                    rows.push(row);
+                    continue;
+                }
+            }
+        }
+        accepted.push(stable.clone());
+        rows.push(row);
+    }
+    if accepted.is_empty() {
+        if let (Some(n), Some(s)) = (&node, &set) {
+            s.store(&n.catalog)?;
+        }
+        return Ok(rows);
+    }
+    // New drives: a new node with them as its set, or new members of the node's set.
+    let mut outcome_for = |p: &Path, text: String| {
+        if let Some(r) = rows
+            .iter_mut()
+            .find(|r| r.device == p.display().to_string())
+        {
+            r.outcome.push_str(&text);
+        }
+    };
+    match (node, set) {
+        (None, _) => {
+            let mut init = opts.init.clone();
+            init.drives = accepted.clone();
+            init.key = key.clone();
+            init.force_drives = opts.force;
+            let n = Node::init(state, &init)?;
+            let s = DriveSet::load(&n.catalog)?
+                .ok_or_else(|| Error::Pipeline("init wrote no drive set".into()))?;
+            for m in &s.members {
+                outcome_for(
+                    Path::new(&m.path),
+                    format!("prepared as drive #{}", m.index),
+                );
+            }
+        }
+        (Some(n), Some(mut s)) => {
+            for p in &accepted {
+                let index = s.members.iter().map(|m| m.index + 1).max().unwrap_or(0);
+                let sb = device::prepare(
+                    p,
+                    &device::PrepareSpec {
+                        appliance_id: n.appliance_id,
+                        set_id: s.set_id,
+                        index,
+                        set_size: index + 1,
+                        slot_size: n.staging.settings.segment_size,
+                        force: opts.force,
+                    },
+                )?;
+                s.members.push(Member {
+                    index,
+                    drive_id: sb.drive_id,
+                    path: p.display().to_string(),
+                    serial: crate::ship::drive_serial(p),
+                });
+                n.add_drive(&p.display().to_string())?;
+                outcome_for(p, format!("prepared as drive #{index}"));
+            }
+            s.store(&n.catalog)?;
+        }
+        (Some(_), None) => {
+            return Err(Error::State {
+                path: state.to_path_buf(),
+                message: "this node stages on directories; raw drives cannot join it".into(),
+            });
+        }
+    }
+    Ok(rows)
+}
