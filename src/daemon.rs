@@ -25,6 +25,8 @@ use super::{Global, Tune, do_drain, do_ingest, do_move, do_report, do_verify};
 const SPOOL_POLL: Duration = Duration::from_secs(2);
 /// Size of the self-test's sample tree.
 const SELF_TEST_BYTES: u64 = 24 << 20;
+/// Segment size of the self-test's staging (small: it shares the state partition).
+const SELF_TEST_SEGMENT: u64 = 32 << 20;
 
 #[derive(Debug, Deserialize)]
 struct Job {
@@ -231,10 +233,11 @@ async fn self_test_run(g: &Global, slot: &MonitorSlot) -> Result<bool> {
     let out = dir.join("destination");
     let state = dir.join("state");
     if !state.join("keys/key.json").exists() {
-        let opts = barge::node::InitOptions {
+        let mut opts = barge::node::InitOptions {
             drives: vec![dir.join("staging")],
             ..Default::default()
         };
+        opts.staging.segment_size = SELF_TEST_SEGMENT;
         Node::init(&state, &opts)?;
     }
     let g = &Global {

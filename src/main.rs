@@ -396,8 +396,10 @@ fn init_logging(g: &Global) {
     use tracing_subscriber::EnvFilter;
     let default = if g.quiet { "error" } else { "info" };
     let filter = EnvFilter::try_from_env("BARGE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // Colours only on a terminal: the journal and the serial console get plain text.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match g.log_format {
         LogFormat::Json => b.json().init(),

@@ -40,6 +40,9 @@ pub struct NvmeHealth {
     pub smart: nvme::SmartLog,
     /// Why the drive must not take staging data; empty when healthy.
     pub problems: Vec<String>,
+    /// The raw pages, hex, for vendor support and for recording test fixtures.
+    pub identify_hex: String,
+    pub smart_hex: String,
 }
 
 /// Reads Identify Controller and the SMART log of the NVMe device `dev`.
@@ -48,13 +51,17 @@ pub fn nvme_health(dev: &Path) -> Result<NvmeHealth, Error> {
         dev: dev.to_path_buf(),
         message,
     };
-    let controller = nvme::ControllerInfo::decode(&nvme::identify_controller(dev)?).map_err(err)?;
-    let smart = nvme::SmartLog::decode(&nvme::smart_log(dev)?).map_err(err)?;
+    let id = nvme::identify_controller(dev)?;
+    let log = nvme::smart_log(dev)?;
+    let controller = nvme::ControllerInfo::decode(&id).map_err(err)?;
+    let smart = nvme::SmartLog::decode(&log).map_err(err)?;
     let problems = smart.problems();
     Ok(NvmeHealth {
         controller,
         smart,
         problems,
+        identify_hex: hex::encode(&id),
+        smart_hex: hex::encode(&log),
     })
 }
 
@@ -170,6 +177,64 @@ fn read_trim(p: &Path) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// One NVMe controller (`/sys/class/nvme/nvmeX`) and its namespaces' block devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NvmeController {
+    /// Kernel name (nvme0): not stable across boots.
+    pub name: String,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub firmware_rev: Option<String>,
+    /// pcie, tcp, rdma, fc, loop.
+    pub transport: Option<String>,
+    /// PCI address for pcie.
+    pub address: Option<String>,
+    pub numa_node: Option<i32>,
+    /// Namespace block devices (nvme0n1, ...), sorted.
+    pub namespaces: Vec<String>,
+}
+
+/// Lists NVMe controllers under `sys_class_nvme` (normally `/sys/class/nvme`); an
+/// absent directory (no NVMe driver loaded) is an empty list.
+pub fn nvme_controllers(sys_class_nvme: &Path) -> Vec<NvmeController> {
+    let Ok(rd) = fs::read_dir(sys_class_nvme) else {
+        return vec![];
+    };
+    let mut out: Vec<NvmeController> = rd
+        .flatten()
+        .map(|e| {
+            let dir = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let mut namespaces: Vec<String> = fs::read_dir(&dir)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|n| n.file_name().to_string_lossy().into_owned())
+                        .filter(|n| {
+                            n.starts_with(&format!("{name}n"))
+                                || (n.starts_with("nvme") && n.contains('c') && n.contains('n'))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            namespaces.sort();
+            NvmeController {
+                model: read_trim(&dir.join("model")),
+                serial: read_trim(&dir.join("serial")),
+                firmware_rev: read_trim(&dir.join("firmware_rev")),
+                transport: read_trim(&dir.join("transport")),
+                address: read_trim(&dir.join("address")),
+                numa_node: read_trim(&dir.join("numa_node"))
+                    .or_else(|| read_trim(&dir.join("device/numa_node")))
+                    .and_then(|s| s.parse().ok()),
+                namespaces,
+                name,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
 /// Lists the block devices under `sys_block` (normally `/sys/block`), sorted by name.
 /// Devices with size 0 (empty loop devices, card readers) are left out.
 pub fn discover(sys_block: &Path) -> Result<Vec<BlockDevice>, Error> {
@@ -276,6 +341,88 @@ mod tests {
         assert_eq!(mounts.len(), 3);
         assert_eq!(d[1].mount_points(&mounts), vec!["/", "/mnt/my disk"]);
         assert!(d[0].mount_points(&mounts).is_empty());
+    }
+
+    #[test]
+    fn lists_nvme_controllers_and_their_namespaces() {
+        // Shaped after /sys/class/nvme of the qemu guest in image/test-boot.sh.
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        for (c, serial, addr) in [
+            ("nvme0", "BARGENVME0001", "0000:00:04.0"),
+            ("nvme1", "BARGENVME0002", "0000:00:05.0"),
+        ] {
+            put(
+                r,
+                &format!("{c}/model"),
+                "QEMU NVMe Ctrl                          ",
+            );
+            put(r, &format!("{c}/serial"), &format!("{serial}       "));
+            put(r, &format!("{c}/firmware_rev"), "7.2.22  ");
+            put(r, &format!("{c}/transport"), "pcie");
+            put(r, &format!("{c}/address"), addr);
+            put(r, &format!("{c}/numa_node"), "-1");
+            put(r, &format!("{c}/{c}n1/size"), "8388608");
+        }
+        let cs = nvme_controllers(r);
+        assert_eq!(cs.len(), 2);
+        assert_eq!(cs[1].serial.as_deref(), Some("BARGENVME0002"));
+        assert_eq!(cs[1].namespaces, vec!["nvme1n1".to_string()]);
+        assert_eq!(cs[0].transport.as_deref(), Some("pcie"));
+        assert_eq!(cs[0].address.as_deref(), Some("0000:00:04.0"));
+        assert!(nvme_controllers(Path::new("/nonexistent/class/nvme")).is_empty());
+    }
+
+    /// BLKDISCARD on a real loop device punches the range out of its backing file.
+    /// Needs root (losetup), as the whole test suite does.
+    #[test]
+    fn discard_frees_a_range_of_a_loop_device() {
+        use std::os::unix::fs::{FileExt, MetadataExt};
+        let t = tempfile::tempdir().unwrap();
+        let img = t.path().join("disk.img");
+        let f = fs::File::create(&img).unwrap();
+        f.write_all_at(&vec![0xa5u8; 8 << 20], 0).unwrap();
+        f.sync_all().unwrap();
+        let before = fs::metadata(&img).unwrap().blocks();
+        let o = std::process::Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&img)
+            .output()
+            .expect("losetup");
+        assert!(
+            o.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let dev = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        let res = fs::OpenOptions::new()
+            .write(true)
+            .open(&dev)
+            .map_err(|e| e.to_string())
+            .and_then(|d| {
+                discard(&d, Path::new(&dev), 1 << 20, 4 << 20).map_err(|e| e.to_string())
+            });
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &dev])
+            .status();
+        res.unwrap();
+        let after = fs::metadata(&img).unwrap().blocks();
+        assert!(
+            after < before,
+            "{after} blocks after discard, {before} before"
+        );
+        let mut b = vec![1u8; 4096];
+        fs::File::open(&img)
+            .unwrap()
+            .read_exact_at(&mut b, 2 << 20)
+            .unwrap();
+        assert!(b.iter().all(|&x| x == 0));
+        let mut b = vec![0u8; 4096];
+        fs::File::open(&img)
+            .unwrap()
+            .read_exact_at(&mut b, 6 << 20)
+            .unwrap();
+        assert!(b.iter().all(|&x| x == 0xa5), "outside the range kept");
     }
 
     #[test]

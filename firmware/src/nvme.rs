@@ -424,6 +424,48 @@ mod tests {
         assert!(SmartLog::decode(&page[..100]).is_err());
     }
 
+    fn fixture(name: &str) -> Vec<u8> {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(name);
+        let text = std::fs::read_to_string(&p).unwrap();
+        hex::decode(text.trim()).unwrap()
+    }
+
+    /// Pages read through the ioctl from qemu 7.2's emulated controller (serial set on
+    /// the qemu command line), recorded by the image's boot test.
+    #[test]
+    fn decodes_pages_recorded_from_qemu() {
+        let id = ControllerInfo::decode(&fixture("qemu-7.2-identify.hex")).unwrap();
+        assert_eq!(id.vendor_id, 0x1b36);
+        assert_eq!(id.serial, "BARGENVME0001");
+        assert_eq!(id.model, "QEMU NVMe Ctrl");
+        assert_eq!(id.firmware_rev, "7.2.22");
+        assert_eq!(id.namespaces, 256);
+        assert!(id.format_supported && !id.format_crypto_erase);
+        assert!(!id.sanitize_crypto && !id.sanitize_block && !id.sanitize_overwrite);
+        assert_eq!(id.erase_methods(), vec![EraseMethod::FormatUserData]);
+        let smart = SmartLog::decode(&fixture("qemu-7.2-smart.hex")).unwrap();
+        assert_eq!(smart.critical_warning, 0);
+        assert_eq!(smart.temperature_celsius(), 50);
+        assert_eq!(smart.data_units_read, 5);
+        assert_eq!(smart.media_errors, 0);
+        assert!(smart.problems().is_empty());
+        // The same page from a drive that lost its spare area and went read-only.
+        let mut worn = fixture("qemu-7.2-smart.hex");
+        worn[0] = 0b1001;
+        worn[3] = 2;
+        worn[4] = 10;
+        let p = SmartLog::decode(&worn).unwrap().problems();
+        assert_eq!(
+            p,
+            vec![
+                "critical warning: available spare below threshold",
+                "critical warning: media is read-only"
+            ]
+        );
+    }
+
     #[test]
     fn erase_commands_follow_the_spec() {
         let c = EraseMethod::FormatUserData.command(1);

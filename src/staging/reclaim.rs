@@ -76,6 +76,16 @@ pub fn reclaim(catalog: &Catalog) -> Result<ReclaimReport> {
         let p = Path::new(&rec.path);
         // A slot of a raw drive is free once the catalog forgets its segment.
         let len = if rec.base > 0 {
+            // Tell the drive the slot's bytes are free (TRIM); best effort: files and
+            // devices without discard simply keep them.
+            let extent = super::format::Trailer::file_len(
+                rec.data_len + rec.records * super::format::INDEX_ENTRY_LEN as u64,
+            );
+            if let Ok(f) = std::fs::OpenOptions::new().write(true).open(p)
+                && let Err(e) = barge_firmware::discard(&f, p, rec.base, extent)
+            {
+                tracing::debug!("{e}");
+            }
             rec.data_len
         } else {
             let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);

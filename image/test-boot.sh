@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Boots the node image (image/build.sh) in qemu the way a rack boots it: UEFI (OVMF) ->
+# systemd-boot -> Debian, with two emulated, file-backed NVMe data drives, and watches the
+# serial console. It passes when, before the timeout:
+#   * barge-prepare listed both NVMe drives by serial with their health read through the
+#     NVMe admin ioctl (SMART log: temperature, spare, percentage used),
+#   * both were erased by their controller (Format NVM, user data erase, through the
+#     admin ioctl) and prepared as raw staging drives, recorded by their
+#     /dev/disk/by-id name,
+#   * the daemon reported ready,
+#   * the daemon's self-test migration ended with "self-test: verify DONE",
+#   * no systemd unit failed.
+# The console log is kept as an artifact ($ARTIFACTS/boot-console.log). Only the qemu this
+# script started is killed. KVM is used only when it is hardware-backed (kvm_intel or
+# kvm_amd loaded); otherwise TCG.
+#
+#   image/test-boot.sh                 (after image/build.sh)
+#   OUT=dir TIMEOUT=600 ARTIFACTS=dir ACCEL=auto|kvm|tcg image/test-boot.sh
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+OUT=${OUT:-$TARGET/image}
+ARTIFACTS=${ARTIFACTS:-$TARGET/artifacts}
+TIMEOUT=${TIMEOUT:-600}
+ACCEL=${ACCEL:-auto}
+SERIALS=(BARGENVME0001 BARGENVME0002)
+LOG=$ARTIFACTS/boot-console.log
+
+command -v qemu-system-x86_64 >/dev/null || { echo "qemu-system-x86_64 missing: scripts/deps.sh test" >&2; exit 2; }
+[ -f "$OUT/disk.raw" ] || { echo "no $OUT/disk.raw: run image/build.sh first" >&2; exit 2; }
+CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
+VARS=/usr/share/OVMF/OVMF_VARS_4M.fd
+[ -f "$CODE" ] || { echo "no OVMF firmware ($CODE): scripts/deps.sh test" >&2; exit 2; }
+
+RUN=$(mktemp -d "${TMPDIR:-/var/tmp}/barge-boot.XXXXXX")
+QPID=""
+cleanup() {
+  if [ -n "$QPID" ] && kill -0 "$QPID" 2>/dev/null; then
+    kill "$QPID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$QPID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$QPID" 2>/dev/null || true
+  fi
+  rm -rf "$RUN"
+}
+trap cleanup EXIT INT TERM
+
+hw_kvm() {
+  [ -r /dev/kvm ] && [ -w /dev/kvm ] && { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; }
+}
+if [ "$ACCEL" = auto ]; then
+  if hw_kvm; then ACCEL=kvm; else ACCEL=tcg; fi
+fi
+case "$ACCEL" in
+  kvm) ACCEL_ARGS=(-accel kvm -cpu host) ;;
+  tcg) ACCEL_ARGS=(-accel tcg,thread=multi -cpu max) ;;
+  *) echo "ACCEL must be auto, kvm or tcg" >&2; exit 2 ;;
+esac
+
+cp "$VARS" "$RUN/vars.fd"
+Q=(qemu-system-x86_64 "${ACCEL_ARGS[@]}" -machine q35 -m 2048 -smp 2
+  -nographic -no-reboot -nodefaults -serial stdio -monitor none
+  -netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0
+  -drive "if=pflash,format=raw,unit=0,readonly=on,file=$CODE"
+  -drive "if=pflash,format=raw,unit=1,file=$RUN/vars.fd"
+  -drive "file=$OUT/disk.raw,if=none,id=os,format=raw,snapshot=on"
+  -device "virtio-blk-pci,drive=os,bootindex=0")
+for i in "${!SERIALS[@]}"; do
+  truncate -s 4G "$RUN/nvme$i.img" # sparse
+  Q+=(-drive "file=$RUN/nvme$i.img,if=none,id=nvm$i,format=raw,cache=unsafe"
+    -device "nvme,serial=${SERIALS[$i]},drive=nvm$i")
+done
+
+mkdir -p "$ARTIFACTS"
+echo "[boot-test] accel=$ACCEL timeout=${TIMEOUT}s drives=${SERIALS[*]} console=$LOG"
+START=$(date +%s)
+"${Q[@]}" </dev/null >"$LOG" 2>&1 &
+QPID=$!
+
+seen() { tr -d '\r' <"$LOG" | grep -a -q -E "$1"; }
+checks=(
+  "daemon ready|barge daemon ready"
+  "self-test DONE|self-test: verify DONE"
+)
+for s in "${SERIALS[@]}"; do
+  checks+=("$s listed with health ok| nvme[0-9]+n1 +$s .* nvme +ok ")
+  checks+=("$s health via ioctl|\"controller\":\\{[^}]*\"serial\":\"$s\"[^}]*\\}[^{}]*\"smart\":\\{[^}]*\"critical_warning\":0,[^}]*\"temperature_kelvin\":[1-9]")
+  checks+=("$s erased by its controller, prepared by serial|by-id/nvme-[^ ]*$s[^ ]* serial $s health ok: erased with nvme-format-user-data-erase; prepared as drive #[0-9]")
+done
+ok=""
+while :; do
+  all=1
+  for c in "${checks[@]}"; do seen "${c#*|}" || { all=""; break; }; done
+  if [ -n "$all" ]; then ok=1; break; fi
+  if seen "self-test failed|self-test: NOT DONE|Failed to start|Kernel panic"; then break; fi
+  kill -0 "$QPID" 2>/dev/null || break
+  [ $(($(date +%s) - START)) -lt "$TIMEOUT" ] || break
+  sleep 1
+done
+# A little longer for late unit failures to show.
+[ -n "$ok" ] && sleep 3
+ELAPSED=$(($(date +%s) - START))
+
+rc=0
+for c in "${checks[@]}"; do
+  if seen "${c#*|}"; then echo "[boot-test] ok: ${c%%|*}"; else echo "[boot-test] MISSING: ${c%%|*}"; rc=1; fi
+done
+if seen "Failed to start|FAILED"; then
+  echo "[boot-test] a unit failed:"
+  tr -d '\r' <"$LOG" | grep -a -E "Failed to start|FAILED" | sed 's/^/[console] /'
+  rc=1
+fi
+if [ "$rc" = 0 ]; then
+  echo "[boot-test] PASS after ${ELAPSED}s ($ACCEL); console log: $LOG"
+  tr -d '\r' <"$LOG" | grep -a -E "daemon ready|self-test:|prepared as drive| nvme[0-9]+n1 " | sed 's/^/[guest] /'
+else
+  why="checks missing"
+  kill -0 "$QPID" 2>/dev/null || why="qemu exited"
+  echo "[boot-test] FAIL after ${ELAPSED}s ($why); last console lines:"
+  tail -n 60 "$LOG" | tr -d '\r' | sed 's/^/[console] /'
+fi
+exit $rc
