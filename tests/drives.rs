@@ -1,0 +1,140 @@
+//! `barge drives prepare` on this machine's real block devices (run as root): the disk
+//! holding `/` is refused, loop devices become raw staging drives of a new node and then
+//! new members of its set, a drive already in the set is recognised, and a drive of
+//! another set is refused without --force.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+struct Loop(String);
+
+impl Loop {
+    fn attach(file: &Path) -> Loop {
+        let o = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(file)
+            .output()
+            .expect("losetup (the test runs as root)");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        Loop(String::from_utf8_lossy(&o.stdout).trim().to_string())
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+fn image(dir: &Path, name: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::File::create(&p)
+        .unwrap()
+        .set_len(128 << 20)
+        .unwrap();
+    p
+}
+
+/// The block device `/` is on, from the mount table.
+fn root_device() -> String {
+    let o = Command::new("findmnt")
+        .args(["-n", "-o", "SOURCE", "/"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn prepare(state: &Path, devs: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    let mut args = vec!["--json", "drives", "prepare", "--segment-size", "32MiB"];
+    args.extend_from_slice(devs);
+    let o = barge(state, &args);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let v = if out.trim().is_empty() {
+        serde_json::Value::Null
+    } else {
+        json_doc(&out, "prepare")["prepare"].clone()
+    };
+    (o.status.code(), v, stderr(&o))
+}
+
+#[test]
+fn prepare_refuses_the_os_disk_and_foreign_drives_and_grows_the_set() {
+    let t = tmp();
+    let state = t.path().join("state");
+    let a = Loop::attach(&image(t.path(), "a.img"));
+    let b = Loop::attach(&image(t.path(), "b.img"));
+    let c = Loop::attach(&image(t.path(), "c.img"));
+
+    // The OS disk is refused with the reason; the free loop device is prepared and the
+    // state directory initialised with it.
+    let root = root_device();
+    let (code, rows, err) = prepare(&state, &[&root, &a.0]);
+    assert_eq!(code, Some(3), "{rows} {err}");
+    let r = rows.as_array().unwrap();
+    assert!(
+        r[0]["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("holds the operating system"),
+        "{rows}"
+    );
+    assert_eq!(r[1]["outcome"], "prepared as drive #0", "{rows}");
+    assert!(state.join("keys/key.json").exists());
+
+    // Again: recognised by its superblock; another drive joins as #1.
+    let (code, rows, err) = prepare(&state, &[&a.0, &b.0]);
+    assert_eq!(code, Some(0), "{rows} {err}");
+    let r = rows.as_array().unwrap();
+    assert_eq!(r[0]["outcome"], "already staging drive #0", "{rows}");
+    assert_eq!(r[1]["outcome"], "prepared as drive #1", "{rows}");
+    let show: serde_json::Value =
+        serde_json::from_str(&ok(&barge(&state, &["drives", "show", &b.0]))).unwrap();
+    assert_eq!(show["superblock"]["index"], 1);
+    let set_a = show["superblock"]["set_id"].clone();
+
+    // A drive of another node's set is refused unless forced.
+    let other = t.path().join("other");
+    let (code, _, err) = prepare(&other, &[&c.0]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, rows, _) = prepare(&state, &[&c.0]);
+    assert_eq!(code, Some(3));
+    assert!(
+        rows[0]["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("refused: holds barge drive set"),
+        "{rows}"
+    );
+    let o = barge(&state, &["--json", "drives", "prepare", "--force", &c.0]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let show: serde_json::Value =
+        serde_json::from_str(&ok(&barge(&state, &["drives", "show", &c.0]))).unwrap();
+    assert_eq!(show["superblock"]["set_id"], set_a);
+    assert_eq!(show["superblock"]["index"], 2);
+
+    // The node stages on all three: a small ingest stripes over them.
+    let src = t.path().join("src");
+    for i in 0..6u64 {
+        write(&src, format!("f{i}").as_bytes(), &rand_bytes(i, 3_000_000));
+    }
+    ok(&barge(
+        &state,
+        &[
+            "--quiet",
+            "migrate",
+            "--source",
+            src.to_str().unwrap(),
+            "--dest",
+            t.path().join("out").to_str().unwrap(),
+        ],
+    ));
+    assert_same_tree(&src, &t.path().join("out"));
+    let st = ok(&barge(&state, &["status"]));
+    for d in [&a.0, &b.0, &c.0] {
+        assert!(st.contains(d.as_str()), "{d} not a staging drive:\n{st}");
+    }
+}
