@@ -118,12 +118,16 @@ pub fn open(
         .map_err(|_| {
             "manifest fails authentication: it was altered or damaged after sealing".to_string()
         })?;
-    let m: Manifest =
-        postcard::from_bytes(&pt).map_err(|e| format!("manifest does not decode: {e}"))?;
+    let m = decode_plain(&pt)?;
     if m.set_id != *set_id || m.drive_id != *drive_id || m.index != index {
         return Err("manifest belongs to another drive".into());
     }
     Ok(m)
+}
+
+/// Decodes an opened (decrypted, authenticated) manifest body.
+pub fn decode_plain(b: &[u8]) -> Result<Manifest, String> {
+    postcard::from_bytes(b).map_err(|e| format!("manifest does not decode: {e}"))
 }
 
 #[cfg(test)]
