@@ -7,6 +7,8 @@
 #   * both were erased by their controller (Format NVM, user data erase, through the
 #     admin ioctl) and prepared as raw staging drives, recorded by their
 #     /dev/disk/by-id name,
+#   * a third NVMe drive reporting a critical warning (qemu's smart_critical_warning)
+#     was listed unhealthy and refused with the reason,
 #   * the daemon reported ready,
 #   * the daemon's self-test migration ended with "self-test: verify DONE",
 #   * no systemd unit failed.
@@ -26,6 +28,9 @@ ARTIFACTS=${ARTIFACTS:-$TARGET/artifacts}
 TIMEOUT=${TIMEOUT:-600}
 ACCEL=${ACCEL:-auto}
 SERIALS=(BARGENVME0001 BARGENVME0002)
+# A third drive whose controller reports a critical warning (reliability degraded):
+# it must be listed unhealthy and refused.
+SICK=BARGENVME0666
 LOG=$ARTIFACTS/boot-console.log
 
 command -v qemu-system-x86_64 >/dev/null || { echo "qemu-system-x86_64 missing: scripts/deps.sh test" >&2; exit 2; }
@@ -61,6 +66,7 @@ esac
 cp "$VARS" "$RUN/vars.fd"
 Q=(qemu-system-x86_64 "${ACCEL_ARGS[@]}" -machine q35 -m 2048 -smp 2
   -nographic -no-reboot -nodefaults -serial stdio -monitor none
+  -device VGA -qmp "unix:$RUN/qmp.sock,server=on,wait=off"
   -netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0
   -drive "if=pflash,format=raw,unit=0,readonly=on,file=$CODE"
   -drive "if=pflash,format=raw,unit=1,file=$RUN/vars.fd"
@@ -71,9 +77,12 @@ for i in "${!SERIALS[@]}"; do
   Q+=(-drive "file=$RUN/nvme$i.img,if=none,id=nvm$i,format=raw,cache=unsafe"
     -device "nvme,serial=${SERIALS[$i]},drive=nvm$i")
 done
+truncate -s 4G "$RUN/sick.img"
+Q+=(-drive "file=$RUN/sick.img,if=none,id=sick,format=raw,cache=unsafe"
+  -device "nvme,serial=$SICK,drive=sick,smart_critical_warning=4")
 
 mkdir -p "$ARTIFACTS"
-echo "[boot-test] accel=$ACCEL timeout=${TIMEOUT}s drives=${SERIALS[*]} console=$LOG"
+echo "[boot-test] accel=$ACCEL timeout=${TIMEOUT}s drives=${SERIALS[*]} (and $SICK, unhealthy) console=$LOG"
 START=$(date +%s)
 "${Q[@]}" </dev/null >"$LOG" 2>&1 &
 QPID=$!
@@ -88,6 +97,8 @@ for s in "${SERIALS[@]}"; do
   checks+=("$s health via ioctl|\"controller\":\\{[^}]*\"serial\":\"$s\"[^}]*\\}[^{}]*\"smart\":\\{[^}]*\"critical_warning\":0,[^}]*\"temperature_kelvin\":[1-9]")
   checks+=("$s erased by its controller, prepared by serial|by-id/nvme-[^ ]*$s[^ ]* serial $s health ok: erased with nvme-format-user-data-erase; prepared as drive #[0-9]")
 done
+checks+=("$SICK listed unhealthy| nvme[0-9]+n1 +$SICK .* nvme +critical warning: reliability degraded")
+checks+=("$SICK refused with the reason|serial $SICK health critical warning: reliability degraded \\(media or internal errors\\): refused: unhealthy: critical warning: reliability degraded")
 ok=""
 while :; do
   all=1
@@ -111,9 +122,30 @@ if seen "Failed to start|FAILED"; then
   tr -d '\r' <"$LOG" | grep -a -E "Failed to start|FAILED" | sed 's/^/[console] /'
   rc=1
 fi
+# The console as an operator sees it (tty1: the dashboard), through QMP screendump.
+if [ -S "$RUN/qmp.sock" ] && kill -0 "$QPID" 2>/dev/null; then
+  python3 - "$RUN/qmp.sock" "$ARTIFACTS/console.png" <<'PY' || echo "[boot-test] (no console screenshot)"
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(20)
+s.connect(sys.argv[1])
+f = s.makefile("rw")
+f.readline()
+for cmd in ({"execute": "qmp_capabilities"},
+            {"execute": "screendump", "arguments": {"filename": sys.argv[2], "format": "png"}}):
+    f.write(json.dumps(cmd) + "\n"); f.flush()
+    while True:
+        r = json.loads(f.readline())
+        if "return" in r or "error" in r:
+            break
+    if "error" in r:
+        sys.exit(r["error"]["desc"])
+PY
+  [ -f "$ARTIFACTS/console.png" ] && echo "[boot-test] console screenshot: $ARTIFACTS/console.png"
+fi
 if [ "$rc" = 0 ]; then
   echo "[boot-test] PASS after ${ELAPSED}s ($ACCEL); console log: $LOG"
-  tr -d '\r' <"$LOG" | grep -a -E "daemon ready|self-test:|prepared as drive| nvme[0-9]+n1 " | sed 's/^/[guest] /'
+  tr -d '\r' <"$LOG" | grep -a -E "daemon ready|self-test:|prepared as drive|refused| nvme[0-9]+n1 " | sed 's/^/[guest] /'
 else
   why="checks missing"
   kill -0 "$QPID" 2>/dev/null || why="qemu exited"

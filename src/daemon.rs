@@ -43,11 +43,28 @@ struct JobResult {
     finished: u64,
 }
 
-/// What the status API shows between jobs. A finished job's monitor is replaced by this
-/// one because it holds the catalog (through its staging view) open, and the next job
-/// opens the catalog again.
-fn idle() -> Arc<Monitor> {
+/// What the status API shows between jobs: the node's drives (fill, health) and
+/// nothing running. A finished job's monitor is replaced by this one because it holds
+/// the catalog open (through its stager), and the next job opens the catalog again.
+fn idle(g: &Global) -> Arc<Monitor> {
     let m = Arc::new(Monitor::new("idle"));
+    match g.open() {
+        Ok(node) => {
+            m.describe(
+                "idle",
+                Mode::Migrate,
+                &g.state.display().to_string(),
+                &node.master.fingerprint(),
+            );
+            m.set_staging(barge::staging::StagingHandle::idle(
+                &node.catalog,
+                &node.appliance_id,
+                &node.staging.settings,
+                &node.drive_paths(&[]),
+            ));
+        }
+        Err(e) => tracing::warn!("status between jobs shows no drives: {e:#}"),
+    }
     m.finish();
     m
 }
@@ -64,7 +81,7 @@ pub async fn run(g: &Global, self_test: bool) -> Result<()> {
         );
         drop(n);
     }
-    let slot = MonitorSlot::new(idle());
+    let slot = MonitorSlot::new(idle(g));
     let server = barge::monitor::server::start_slot(slot.clone(), &g.state, g.http).await?;
     let spool = g.state.join("jobs");
     std::fs::create_dir_all(&spool)?;
@@ -80,7 +97,7 @@ pub async fn run(g: &Global, self_test: bool) -> Result<()> {
     );
     if self_test {
         let ok = self_test_run(g, &slot).await;
-        slot.set(idle());
+        slot.set(idle(g));
         match &ok {
             Ok(true) => tracing::info!("self-test: verify DONE"),
             Ok(false) => tracing::error!("self-test: NOT DONE"),
@@ -91,7 +108,7 @@ pub async fn run(g: &Global, self_test: bool) -> Result<()> {
     loop {
         if let Some(job) = next_job(&spool)? {
             run_job(g, &slot, &job).await;
-            slot.set(idle());
+            slot.set(idle(g));
             continue;
         }
         tokio::select! {

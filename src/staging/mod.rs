@@ -283,26 +283,77 @@ impl Shared {
     }
 }
 
-/// Read-only view of a stager's drives, counters and I/O engine, for the status API.
+/// Read-only view of a stager's drives, counters and I/O engine, for the status API; or
+/// of the node's drives alone while no stager runs ([`StagingHandle::idle`]).
 #[derive(Clone)]
-pub struct StagingHandle(Arc<Shared>);
+pub struct StagingHandle {
+    shared: Option<Arc<Shared>>,
+    drives: Vec<Arc<Drive>>,
+    stats: Arc<StageStats>,
+    backend: SealBackend,
+}
 
 impl StagingHandle {
+    /// The node's staging drives with nothing running (the daemon between jobs): their
+    /// fill and health, no counters. A raw drive that cannot be opened is left out.
+    pub fn idle(
+        catalog: &Catalog,
+        appliance_id: &[u8; 16],
+        settings: &StagingSettings,
+        paths: &[PathBuf],
+    ) -> Self {
+        let drives = paths
+            .iter()
+            .enumerate()
+            .filter_map(|(index, p)| {
+                let raw = if device::is_raw(p) {
+                    match open_raw_drive(catalog, appliance_id, settings.segment_size, p) {
+                        Ok(r) => Some(Mutex::new(r)),
+                        Err(e) => {
+                            tracing::warn!("{e}");
+                            return None;
+                        }
+                    }
+                } else {
+                    None
+                };
+                Some(Arc::new(Drive {
+                    index,
+                    path: p.clone(),
+                    full: AtomicBool::new(false),
+                    bytes_written: AtomicU64::new(0),
+                    raw,
+                }))
+            })
+            .collect();
+        StagingHandle {
+            shared: None,
+            drives,
+            stats: Arc::default(),
+            backend: settings.seal_backend,
+        }
+    }
+
     pub fn stats(&self) -> &StageStats {
-        &self.0.stats
+        &self.stats
     }
 
     pub fn drives(&self) -> &[Arc<Drive>] {
-        &self.0.drives
+        &self.drives
     }
 
     pub fn engine(&self) -> Option<EngineKind> {
-        self.0.engine.lock().ok().and_then(|g| g.clone())
+        self.shared
+            .as_ref()?
+            .engine
+            .lock()
+            .ok()
+            .and_then(|g| g.clone())
     }
 
     /// The AES-256-GCM implementation sealing this run's chunks.
     pub fn seal_backend_name(&self) -> &'static str {
-        match self.0.settings.seal_backend {
+        match self.backend {
             crate::crypto::SealBackend::AwsLc => "aws-lc-rs",
             crate::crypto::SealBackend::RustCrypto => "aes-gcm crate",
         }
@@ -443,7 +494,12 @@ impl Stager {
 
     /// A view of the drives and counters that outlives the stager (status API).
     pub fn handle(&self) -> StagingHandle {
-        StagingHandle(self.shared.clone())
+        StagingHandle {
+            shared: Some(self.shared.clone()),
+            drives: self.shared.drives.clone(),
+            stats: self.shared.stats.clone(),
+            backend: self.shared.settings.seal_backend,
+        }
     }
 
     /// Commits and seals every open segment, then stops the writers.

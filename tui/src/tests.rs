@@ -138,6 +138,16 @@ fn an_unhealthy_drive_is_red_and_disconnection_is_shown() {
 }
 
 #[test]
+fn the_daemon_between_jobs_is_idle_not_finished() {
+    let mut s = recorded();
+    s.command = "idle".into();
+    s.finished = true;
+    let (screen, _) = render(&s, &View::default(), 80, 24);
+    assert!(screen.contains("IDLE"), "{screen}");
+    assert!(!screen.contains("FINISHED"), "{screen}");
+}
+
+#[test]
 fn keys_map_to_actions() {
     assert_eq!(action_for(KeyCode::Char('p'), false), Some(Action::Pause));
     assert_eq!(action_for(KeyCode::Char('p'), true), Some(Action::Resume));

@@ -137,6 +137,9 @@ pub fn draw(f: &mut Frame, s: &Status, v: &View) {
 fn draw_title(f: &mut Frame, r: Rect, s: &Status, v: &View) {
     let (state, color) = if let Some(e) = &v.disconnected {
         (format!("DISCONNECTED ({e})"), Color::Red)
+    } else if s.finished && s.command == "idle" {
+        // The daemon between jobs: the drives are shown, nothing runs.
+        ("IDLE".to_string(), Color::Cyan)
     } else if s.finished {
         ("FINISHED".to_string(), Color::Green)
     } else if s.paused {
