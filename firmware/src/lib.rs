@@ -425,6 +425,27 @@ mod tests {
         assert!(b.iter().all(|&x| x == 0xa5), "outside the range kept");
     }
 
+    /// The sysfs tree and mount table of the machine this project is built on (a
+    /// Firecracker guest: one virtio disk holding `/`, zram for swap), recorded with
+    /// `firmware/fixtures/record-sysfs.sh`.
+    #[test]
+    fn reads_the_recorded_build_host() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sysfs-build-host");
+        let d = discover(&root.join("block")).unwrap();
+        // zram0 has size 0 there (not set up) and is left out.
+        assert_eq!(d.len(), 1, "{d:?}");
+        let vda = &d[0];
+        assert_eq!(vda.name, "vda");
+        assert_eq!(vda.size_bytes, 536_870_912 * 512);
+        assert_eq!(vda.logical_block_size, 512);
+        assert!(vda.rotational && !vda.is_nvme);
+        assert_eq!(vda.serial, None);
+        assert_eq!(vda.dev.as_deref(), Some("254:0"));
+        let mounts = parse_mountinfo(&fs::read_to_string(root.join("mountinfo")).unwrap());
+        assert!(vda.mount_points(&mounts).contains(&"/".to_string()));
+        assert!(nvme_controllers(&root.join("class-nvme")).is_empty());
+    }
+
     #[test]
     fn a_missing_sysfs_is_named() {
         let e = discover(Path::new("/nonexistent/sys/block")).unwrap_err();
