@@ -8,12 +8,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh test
+# Servers start from scratch each run: test containers and buckets are never deleted by
+# the tests, and the SAIO keeps its objects in RAM (/dev/shm), so leftovers of earlier
+# runs would pile up. After a passing run they are purged too; after a failure they stay
+# (stopped) with their logs for inspection until the next run.
 stop_servers() {
-  scripts/servers/saio-stop.sh /tmp/barge-saio >/dev/null 2>&1 || true
-  scripts/servers/saio-stop.sh /tmp/barge-saio-throttled >/dev/null 2>&1 || true
-  scripts/servers/ceph-stop.sh /tmp/barge-ceph >/dev/null 2>&1 || true
+  local purge=()
+  [ "${1:-}" = purge ] && purge=(--purge)
+  scripts/servers/saio-stop.sh "${purge[@]}" /tmp/barge-saio >/dev/null 2>&1 || true
+  scripts/servers/saio-stop.sh "${purge[@]}" /tmp/barge-saio-throttled >/dev/null 2>&1 || true
+  scripts/servers/ceph-stop.sh "${purge[@]}" /tmp/barge-ceph >/dev/null 2>&1 || true
 }
-trap stop_servers EXIT
+stop_servers purge
+trap 'rc=$?; if [ $rc = 0 ]; then stop_servers purge; else stop_servers; fi; exit $rc' EXIT
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
