@@ -248,10 +248,21 @@ fn reseal(
         }
         .encode(),
     );
-    f.f.write_all_at(&tail, f.base + pos)
-        .and_then(|_| if raw { Ok(()) } else { f.f.set_len(new_len) })
-        .and_then(|_| f.f.sync_all())
-        .map_err(|e| seg_err(format!("cannot write recovered footer: {e}")))?;
+    if raw {
+        // Raw drives are written only with O_DIRECT through the io_uring engine: the
+        // footer goes out with the start of its block read back in front of it.
+        let block = pos / BLOCK as u64 * BLOCK as u64;
+        let direct = super::device::open(&path, true)?;
+        let mut buf =
+            super::device::read_at(&direct, &path, f.base + block, (pos - block) as usize)?;
+        buf.extend_from_slice(&tail);
+        super::device::write_at(&direct, &path, f.base + block, &buf)?;
+    } else {
+        f.f.write_all_at(&tail, f.base + pos)
+            .and_then(|_| f.f.set_len(new_len))
+            .and_then(|_| f.f.sync_all())
+            .map_err(|e| seg_err(format!("cannot write recovered footer: {e}")))?;
+    }
     rep.segments_resealed += 1;
     rep.records_kept += index.len() as u64;
     rep.bytes_discarded += f.len.saturating_sub(new_len);
