@@ -177,10 +177,16 @@ fn a_crash_while_staging_on_raw_drives_loses_nothing() {
         assert_eq!(o.status.code(), None, "{point}: not killed: {}", stderr(&o));
         let out = ok(&barge(&state, &["--json", "fsck"]));
         let f = json_doc(&out, "fsck");
-        assert!(
-            f["fsck"]["segments_resealed"].as_u64().unwrap() >= 1,
-            "{point}: nothing resealed: {f}"
-        );
+        // Killed right after a location commit, the open segment holds committed records
+        // and must be resealed. Killed after an fdatasync but before its commit, the
+        // segment may have no committed record yet: then it is dropped, slot and all.
+        let resealed = f["fsck"]["segments_resealed"].as_u64().unwrap();
+        let dropped = f["fsck"]["empty_segments_removed"].as_u64().unwrap();
+        if point.starts_with("staging.after_commit") {
+            assert!(resealed >= 1, "{point}: nothing resealed: {f}");
+        } else {
+            assert!(resealed + dropped >= 1, "{point}: open segment left: {f}");
+        }
         assert!(
             f["fsck"]["unrecoverable"].as_array().unwrap().is_empty(),
             "{f}"
