@@ -25,8 +25,12 @@ use crate::error::{Error, Result};
 
 /// Lowest concurrency the limit can shrink to.
 pub const MIN_CONCURRENCY: f64 = 1.0;
-/// A request this many times slower than the smoothed baseline counts as congestion.
+/// Recent requests this many times slower than the smoothed baseline mean congestion.
 pub const LATENCY_FACTOR: f64 = 4.0;
+/// Latencies per size class whose median is "recent latency": one slow request (a GC
+/// pause, a disk flush on the server) moves a median of this many samples not at all,
+/// growth that lasts does.
+pub const RECENT_SAMPLES: usize = 7;
 /// Attempts per request before giving up (first try included).
 pub const MAX_ATTEMPTS: usize = 8;
 /// Minimum time between two multiplicative decreases.
@@ -92,6 +96,8 @@ struct State {
     /// Smoothed latency per payload size class (see [`size_class`]): a 32 MiB PUT is not
     /// congestion just because it takes longer than a 1 KiB one.
     latency_ewma: [Option<f64>; SIZE_CLASSES],
+    /// The last [`RECENT_SAMPLES`] latencies per size class (ring buffers).
+    recent: [std::collections::VecDeque<f64>; SIZE_CLASSES],
 }
 
 /// Number of payload size classes for the latency baseline.
@@ -150,6 +156,7 @@ impl Throttle {
                 pause_until: None,
                 next_start: Instant::now(),
                 latency_ewma: [None; SIZE_CLASSES],
+                recent: Default::default(),
             }),
             cap: AtomicUsize::new(cfg.max_concurrency.max(1)),
             rps_bits: AtomicU64::new(cfg.max_rps.filter(|r| *r > 0.0).unwrap_or(0.0).to_bits()),
@@ -259,7 +266,16 @@ impl Throttle {
         let l = latency.as_secs_f64();
         let class = class.min(SIZE_CLASSES - 1);
         let base = *s.latency_ewma[class].get_or_insert(l);
-        if l > base * LATENCY_FACTOR && l > 0.05 {
+        let recent = &mut s.recent[class];
+        if recent.len() == RECENT_SAMPLES {
+            recent.pop_front();
+        }
+        recent.push_back(l);
+        let mut sorted: Vec<f64> = recent.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        let full = sorted.len() == RECENT_SAMPLES;
+        if full && median > base * LATENCY_FACTOR && median > 0.05 {
             let gap_ok = s.last_decrease.is_none_or(|t| t.elapsed() >= DECREASE_GAP);
             if gap_ok {
                 s.limit = (s.limit * 0.9).max(MIN_CONCURRENCY);
@@ -268,7 +284,14 @@ impl Throttle {
         } else {
             s.limit = (s.limit + 1.0 / s.limit).min(self.cap.load(Ordering::Relaxed) as f64);
         }
-        s.latency_ewma[class] = Some(base * 0.9 + l * 0.1);
+        // Slow samples barely move the baseline: congestion must not become "normal"
+        // before the median sees it; a lasting shift still does, slowly.
+        let alpha = if l <= base * LATENCY_FACTOR {
+            0.1
+        } else {
+            0.01
+        };
+        s.latency_ewma[class] = Some(base * (1.0 - alpha) + l * alpha);
     }
 
     fn on_throttle(&self, retry_after: Option<Duration>) {
@@ -440,6 +463,34 @@ mod tests {
                 .contains("gave up after 8 attempts")
         );
         assert_eq!(calls, MAX_ATTEMPTS);
+    }
+
+    #[test]
+    fn one_slow_request_does_not_cut_the_window_lasting_slowness_does() {
+        let cfg = ThrottleConfig {
+            initial_concurrency: 8,
+            max_concurrency: 8,
+            ..Default::default()
+        };
+        let t = Throttle::new("test", cfg);
+        let ms = Duration::from_millis;
+        for _ in 0..30 {
+            t.on_success(ms(10), 0);
+        }
+        // A flush on the server: one request takes 100x longer.
+        t.on_success(ms(1000), 0);
+        for _ in 0..5 {
+            t.on_success(ms(10), 0);
+        }
+        assert_eq!(t.lock().limit, 8.0, "a single outlier cut the window");
+        // The server stays slow: the window shrinks once the median sees it.
+        for _ in 0..RECENT_SAMPLES {
+            t.on_success(ms(300), 0);
+        }
+        assert!(
+            t.lock().limit < 8.0,
+            "lasting slowness left the window at 8"
+        );
     }
 
     #[test]
