@@ -74,18 +74,9 @@ fn parse_method(s: &str) -> Result<EraseMethod, String> {
 
 /// The namespace device and id behind any name of an NVMe namespace.
 fn nvme_target(device: &Path) -> Result<(PathBuf, u32)> {
-    let real =
-        std::fs::canonicalize(device).with_context(|| format!("resolving {}", device.display()))?;
-    let name = real
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if !name.starts_with("nvme") {
-        bail!("{}: not an NVMe namespace ({name})", device.display());
-    }
-    let nsid =
-        barge_firmware::nvme::namespace_id(Path::new(barge::drives::SYS_BLOCK), &name).unwrap_or(1);
-    Ok((real, nsid))
+    let ns = barge::drives::nvme_namespace(device)
+        .with_context(|| format!("{}: not an NVMe namespace", device.display()))?;
+    Ok((ns.dev, ns.nsid))
 }
 
 pub fn drives(g: &Global, cmd: &DrivesCmd) -> Result<ExitCode> {

@@ -19,7 +19,7 @@ use barge::monitor::server::MonitorSlot;
 use barge::monitor::{Mode, Monitor};
 use barge::node::Node;
 
-use super::{Global, Tune, do_drain, do_ingest, do_move, do_report, do_verify};
+use super::{Global, Tune, do_drain, do_ingest, do_move, do_verify, migrate_check};
 
 /// Seconds between two looks at the spool directory.
 const SPOOL_POLL: Duration = Duration::from_secs(2);
@@ -230,9 +230,8 @@ async fn execute(g: &Global, slot: &MonitorSlot, job: &Job) -> Result<bool> {
             )
             .await?;
             m.finish();
-            let v = do_verify(g, &node, &dest, None, false, false).await?;
-            let done = do_report(&node, false, None, None)?;
-            moved && v && done
+            let checked = migrate_check(g, &node, &dest, false).await?;
+            moved && checked
         }
     };
     m.finish();

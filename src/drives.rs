@@ -4,7 +4,7 @@
 //! Drives are named by their `/dev/disk/by-id` link (serial-based) wherever udev made
 //! one: kernel names such as `nvme0n1` follow PCI enumeration and change across boots.
 
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use barge_firmware::{BlockDevice, NvmeHealth};
@@ -39,41 +39,55 @@ pub struct DriveRow {
 /// `major:minor` a path stands for: the device itself for a block device, else the
 /// filesystem holding it.
 fn dev_of(p: &Path) -> Option<String> {
-    std::fs::metadata(p).ok().map(|m| {
-        let d = if m.file_type().is_block_device() {
-            m.rdev()
-        } else {
-            m.dev()
-        };
-        format!("{}:{}", libc::major(d), libc::minor(d))
+    barge_firmware::dev_number(p).or_else(|| {
+        std::fs::metadata(p).ok().map(|m| {
+            let d = m.dev();
+            format!("{}:{}", libc::major(d), libc::minor(d))
+        })
     })
 }
 
-/// Health of an NVMe namespace: ("ok" | problems, details).
-pub fn health_of(d: &BlockDevice) -> (String, Option<NvmeHealth>) {
-    if !d.is_nvme {
-        return ("n/a".into(), None);
+/// An NVMe namespace reached through any of its names (by-id link, kernel name).
+#[derive(Debug, Clone)]
+pub struct Namespace {
+    /// `/dev/nvmeXnY`.
+    pub dev: PathBuf,
+    /// NVMe namespace id (sysfs `nsid`; 1 when sysfs does not say).
+    pub nsid: u32,
+}
+
+/// The NVMe namespace behind `p`; `None` when `p` is not one.
+pub fn nvme_namespace(p: &Path) -> Option<Namespace> {
+    let dev = std::fs::canonicalize(p).ok()?;
+    let name = dev.file_name()?.to_string_lossy().into_owned();
+    if !name.starts_with("nvme") {
+        return None;
     }
-    match barge_firmware::nvme_health(&Path::new("/dev").join(&d.name)) {
+    let nsid = barge_firmware::nvme::namespace_id(Path::new(SYS_BLOCK), &name).unwrap_or(1);
+    Some(Namespace { dev, nsid })
+}
+
+/// Health read through the ioctl: "ok", the problems, or "unreadable: …"; with details.
+fn health_text(dev: &Path) -> (String, Option<NvmeHealth>) {
+    match barge_firmware::nvme_health(dev) {
         Ok(h) if h.problems.is_empty() => ("ok".into(), Some(h)),
         Ok(h) => (h.problems.join("; "), Some(h)),
         Err(e) => (format!("unreadable: {e}"), None),
     }
 }
 
+/// Health of an NVMe namespace: ("ok" | problems, details); "n/a" for other devices.
+pub fn health_of(d: &BlockDevice) -> (String, Option<NvmeHealth>) {
+    if !d.is_nvme {
+        return ("n/a".into(), None);
+    }
+    health_text(&Path::new("/dev").join(&d.name))
+}
+
 /// Health of the NVMe namespace behind a staging path (any name of it): `None` when the
 /// path is not an NVMe namespace, `"ok"` or the problems otherwise.
 pub fn health_of_path(p: &Path) -> Option<String> {
-    let real = std::fs::canonicalize(p).ok()?;
-    let name = real.file_name()?.to_string_lossy().into_owned();
-    if !name.starts_with("nvme") {
-        return None;
-    }
-    Some(match barge_firmware::nvme_health(&real) {
-        Ok(h) if h.problems.is_empty() => "ok".into(),
-        Ok(h) => h.problems.join("; "),
-        Err(e) => format!("unreadable: {e}"),
-    })
+    nvme_namespace(p).map(|ns| health_text(&ns.dev).0)
 }
 
 /// Every block device with its role and health. `staging` are the node's drive paths.
@@ -258,12 +272,9 @@ pub fn prepare(state: &Path, key: &KeyRequest, opts: &PrepareOptions) -> Result<
         }
         if opts.secure_erase
             && let Some(d) = &bd
-            && d.is_nvme
+            && let Some(ns) = nvme_namespace(&Path::new("/dev").join(&d.name))
         {
-            let nsid =
-                barge_firmware::nvme::namespace_id(Path::new(SYS_BLOCK), &d.name).unwrap_or(1);
-            let dev = Path::new("/dev").join(&d.name);
-            match barge_firmware::nvme::erase(&dev, nsid, None, d.serial.as_deref(), false) {
+            match barge_firmware::nvme::erase(&ns.dev, ns.nsid, None, d.serial.as_deref(), false) {
                 Ok(p) => row.outcome = format!("erased with {}; ", p.method.name()),
                 Err(e) => {
                     row.outcome = format!("refused: secure erase failed: {e}");

@@ -486,6 +486,15 @@ async fn live(g: &Global, node: &Node, command: &str, mode: Mode) -> Result<Live
     })
 }
 
+/// How a migrate ends: a cheap verify of the destination and the report; true when both
+/// say DONE. The run's own listing was the source check; a second listing of a huge
+/// bucket is left to an explicit `barge verify --source`.
+async fn migrate_check(g: &Global, node: &Node, dest: &str, json: bool) -> Result<bool> {
+    let v = do_verify(g, node, dest, None, false, json).await?;
+    let done = do_report(node, json, None, None)?;
+    Ok(v && done)
+}
+
 /// migrate's ingest and drain, run together (a second pass when staging rot was found).
 /// True when nothing failed and nothing stopped early.
 async fn do_move(
@@ -732,11 +741,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let moved = do_move(g, &node, source, dest, tune, live.monitor.clone()).await?;
             live.monitor.finish();
             drop(live);
-            // The run's own listing was the source check; a second listing of a huge
-            // bucket is left to an explicit `barge verify --source`.
-            let v = do_verify(g, &node, dest, None, false, g.json).await?;
-            let done = do_report(&node, g.json, None, None)?;
-            Ok(code(moved && v && done))
+            let checked = migrate_check(g, &node, dest, g.json).await?;
+            Ok(code(moved && checked))
         }
         Cmd::Verify { dest, source, full } => {
             let node = g.open()?;

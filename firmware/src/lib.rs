@@ -33,6 +33,21 @@ pub enum Error {
     Discard { dev: PathBuf, message: String },
 }
 
+/// `major:minor` of a block device node (any name of it); `None` for anything else.
+pub fn dev_number(path: &Path) -> Option<String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let m = fs::metadata(path).ok()?;
+    m.file_type().is_block_device().then(|| {
+        let d = m.rdev();
+        format!("{}:{}", nix::sys::stat::major(d), nix::sys::stat::minor(d))
+    })
+}
+
+/// The device among `devices` whose `major:minor` is `dev` (whole devices only).
+pub fn find_dev<'a>(devices: &'a [BlockDevice], dev: &str) -> Option<&'a BlockDevice> {
+    devices.iter().find(|d| d.dev.as_deref() == Some(dev))
+}
+
 /// Health of one NVMe drive, read through the admin passthrough ioctl.
 #[derive(Debug, Clone, Serialize)]
 pub struct NvmeHealth {

@@ -155,19 +155,26 @@ pub fn erase(node: &Node, path: &Path, cert_dir: &Path) -> Result<(Certificate, 
     }
 
     // 3. The catalog forgets what was on the drive.
+    // One pass over the chunks for all of the drive's segments.
     let want = path.display().to_string();
-    for item in node.catalog.segments()?.collect::<Vec<_>>() {
+    let mut on_drive: std::collections::HashMap<u64, Vec<crate::crypto::ChunkId>> =
+        std::collections::HashMap::new();
+    for item in node.catalog.segments()? {
         let (id, rec) = item?;
         if rec.path == want {
-            let chunks: Vec<_> = node
-                .catalog
-                .chunks()?
-                .filter_map(|c| c.ok())
-                .filter(|(_, c)| c.segment == id)
-                .map(|(cid, _)| cid)
-                .collect();
-            node.catalog.forget_segment(id, &chunks)?;
+            on_drive.insert(id, vec![]);
         }
+    }
+    if !on_drive.is_empty() {
+        for item in node.catalog.chunks()? {
+            let (cid, c) = item?;
+            if let Some(v) = on_drive.get_mut(&c.segment) {
+                v.push(cid);
+            }
+        }
+    }
+    for (id, chunks) in on_drive {
+        node.catalog.forget_segment(id, &chunks)?;
     }
 
     let cert = Certificate {
@@ -209,13 +216,8 @@ pub fn erase(node: &Node, path: &Path, cert_dir: &Path) -> Result<(Certificate, 
 /// Runs the controller's strongest erase on an NVMe namespace; `None` when `path` is not
 /// NVMe or the controller offers no erase (the caller then overwrites).
 fn nvme_erase(path: &Path) -> Option<(String, Result<()>)> {
-    let real = std::fs::canonicalize(path).ok()?;
-    let name = real.file_name()?.to_string_lossy().into_owned();
-    if !name.starts_with("nvme") {
-        return None;
-    }
-    let sys = Path::new(crate::drives::SYS_BLOCK);
-    let nsid = barge_firmware::nvme::namespace_id(sys, &name).unwrap_or(1);
+    let ns = crate::drives::nvme_namespace(path)?;
+    let (real, nsid) = (ns.dev, ns.nsid);
     let plan = barge_firmware::nvme::erase(&real, nsid, None, None, true).ok()?;
     let res =
         barge_firmware::nvme::erase(&real, nsid, Some(plan.method), Some(&plan.serial), false)

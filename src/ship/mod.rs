@@ -210,16 +210,12 @@ pub fn manifest_key(master: &MasterKey, set_id: &[u8; 16]) -> [u8; 32] {
 /// Where the serial of a drive comes from: sysfs for real devices, the backing file
 /// for a loop device, the path for a drive image.
 pub fn drive_serial(path: &std::path::Path) -> Option<String> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let meta = std::fs::metadata(path).ok()?;
-    if !meta.file_type().is_block_device() {
-        return Some(format!("file:{}", path.display()));
-    }
-    let rdev = format!("{}:{}", libc::major(meta.rdev()), libc::minor(meta.rdev()));
-    let devs = barge_firmware::discover(std::path::Path::new("/sys/block")).ok()?;
-    let d = devs
-        .iter()
-        .find(|d| d.dev.as_deref() == Some(rdev.as_str()))?;
+    let Some(rdev) = barge_firmware::dev_number(path) else {
+        return path.exists().then(|| format!("file:{}", path.display()));
+    };
+    let sys = std::path::Path::new(crate::drives::SYS_BLOCK);
+    let devs = barge_firmware::discover(sys).ok()?;
+    let d = barge_firmware::find_dev(&devs, &rdev)?;
     if let Some(s) = &d.serial {
         return Some(s.clone());
     }

@@ -293,19 +293,15 @@ pub fn write_superblock(f: &File, path: &Path, sb: &mut Superblock) -> Result<()
 
 /// Refuses a device that holds a mounted filesystem (the OS included).
 pub fn check_not_mounted(path: &Path) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).map_err(|e| Error::io("inspecting drive", path, e))?;
-    if !meta.file_type().is_block_device() {
+    std::fs::metadata(path).map_err(|e| Error::io("inspecting drive", path, e))?;
+    let Some(rdev) = barge_firmware::dev_number(path) else {
         return Ok(());
-    }
-    let rdev = format!("{}:{}", libc::major(meta.rdev()), libc::minor(meta.rdev()));
+    };
     let mounts = std::fs::read_to_string("/proc/self/mountinfo")
         .map(|t| barge_firmware::parse_mountinfo(&t))
         .map_err(|e| Error::io("reading mount table", "/proc/self/mountinfo", e))?;
     let devices = barge_firmware::discover(Path::new("/sys/block")).unwrap_or_default();
-    let whole = devices
-        .iter()
-        .find(|d| d.dev.as_deref() == Some(rdev.as_str()));
+    let whole = barge_firmware::find_dev(&devices, &rdev);
     let used: Vec<String> = mounts
         .iter()
         .filter(|m| m.dev == rdev || whole.is_some_and(|d| d.holds(&m.dev)))
