@@ -10,34 +10,8 @@ use std::process::Command;
 
 use common::*;
 
-struct Loop(String);
-
-impl Loop {
-    fn attach(file: &Path) -> Loop {
-        let o = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(file)
-            .output()
-            .expect("losetup (the test runs as root)");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        Loop(String::from_utf8_lossy(&o.stdout).trim().to_string())
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
-    }
-}
-
-fn image(dir: &Path, name: &str) -> std::path::PathBuf {
-    let p = dir.join(name);
-    std::fs::File::create(&p)
-        .unwrap()
-        .set_len(128 << 20)
-        .unwrap();
-    p
-}
+/// Size of each drive image: 3 slots of 32 MiB.
+const DRIVE_BYTES: u64 = 128 << 20;
 
 /// The block device `/` is on, from the mount table.
 fn root_device() -> String {
@@ -65,14 +39,14 @@ fn prepare(state: &Path, devs: &[&str]) -> (Option<i32>, serde_json::Value, Stri
 fn prepare_refuses_the_os_disk_and_foreign_drives_and_grows_the_set() {
     let t = tmp();
     let state = t.path().join("state");
-    let a = Loop::attach(&image(t.path(), "a.img"));
-    let b = Loop::attach(&image(t.path(), "b.img"));
-    let c = Loop::attach(&image(t.path(), "c.img"));
+    let a = Loop::attach(&sparse_file(t.path(), "a.img", DRIVE_BYTES));
+    let b = Loop::attach(&sparse_file(t.path(), "b.img", DRIVE_BYTES));
+    let c = Loop::attach(&sparse_file(t.path(), "c.img", DRIVE_BYTES));
 
     // The OS disk is refused with the reason; the free loop device is prepared and the
     // state directory initialised with it.
     let root = root_device();
-    let (code, rows, err) = prepare(&state, &[&root, &a.0]);
+    let (code, rows, err) = prepare(&state, &[&root, &a.dev]);
     assert_eq!(code, Some(3), "{rows} {err}");
     let r = rows.as_array().unwrap();
     assert!(
@@ -86,21 +60,21 @@ fn prepare_refuses_the_os_disk_and_foreign_drives_and_grows_the_set() {
     assert!(state.join("keys/key.json").exists());
 
     // Again: recognised by its superblock; another drive joins as #1.
-    let (code, rows, err) = prepare(&state, &[&a.0, &b.0]);
+    let (code, rows, err) = prepare(&state, &[&a.dev, &b.dev]);
     assert_eq!(code, Some(0), "{rows} {err}");
     let r = rows.as_array().unwrap();
     assert_eq!(r[0]["outcome"], "already staging drive #0", "{rows}");
     assert_eq!(r[1]["outcome"], "prepared as drive #1", "{rows}");
     let show: serde_json::Value =
-        serde_json::from_str(&ok(&barge(&state, &["drives", "show", &b.0]))).unwrap();
+        serde_json::from_str(&ok(&barge(&state, &["drives", "show", &b.dev]))).unwrap();
     assert_eq!(show["superblock"]["index"], 1);
     let set_a = show["superblock"]["set_id"].clone();
 
     // A drive of another node's set is refused unless forced.
     let other = t.path().join("other");
-    let (code, _, err) = prepare(&other, &[&c.0]);
+    let (code, _, err) = prepare(&other, &[&c.dev]);
     assert_eq!(code, Some(0), "{err}");
-    let (code, rows, _) = prepare(&state, &[&c.0]);
+    let (code, rows, _) = prepare(&state, &[&c.dev]);
     assert_eq!(code, Some(3));
     assert!(
         rows[0]["outcome"]
@@ -109,10 +83,10 @@ fn prepare_refuses_the_os_disk_and_foreign_drives_and_grows_the_set() {
             .contains("refused: holds barge drive set"),
         "{rows}"
     );
-    let o = barge(&state, &["--json", "drives", "prepare", "--force", &c.0]);
+    let o = barge(&state, &["--json", "drives", "prepare", "--force", &c.dev]);
     assert!(o.status.success(), "{}", stderr(&o));
     let show: serde_json::Value =
-        serde_json::from_str(&ok(&barge(&state, &["drives", "show", &c.0]))).unwrap();
+        serde_json::from_str(&ok(&barge(&state, &["drives", "show", &c.dev]))).unwrap();
     assert_eq!(show["superblock"]["set_id"], set_a);
     assert_eq!(show["superblock"]["index"], 2);
 
@@ -134,7 +108,7 @@ fn prepare_refuses_the_os_disk_and_foreign_drives_and_grows_the_set() {
     ));
     assert_same_tree(&src, &t.path().join("out"));
     let st = ok(&barge(&state, &["status"]));
-    for d in [&a.0, &b.0, &c.0] {
+    for d in [&a.dev, &b.dev, &c.dev] {
         assert!(st.contains(d.as_str()), "{d} not a staging drive:\n{st}");
     }
 }
@@ -147,7 +121,7 @@ fn a_crash_while_staging_on_raw_drives_loses_nothing() {
     let t = tmp();
     let state = t.path().join("state");
     let imgs: Vec<_> = (0..2)
-        .map(|i| image(t.path(), &format!("raw{i}.img")))
+        .map(|i| sparse_file(t.path(), &format!("raw{i}.img"), DRIVE_BYTES))
         .collect();
     init_small(
         &state,

@@ -12,38 +12,6 @@ use std::time::Duration;
 use common::servers::{Env, saio};
 use common::*;
 
-const SWIFT: &str = "/usr/bin/swift";
-
-fn swift(env: &Env) -> Command {
-    let mut c = Command::new(SWIFT);
-    c.args([
-        "-A",
-        &env["ST_AUTH"],
-        "-U",
-        &env["ST_USER"],
-        "-K",
-        &env["ST_KEY"],
-    ]);
-    c
-}
-
-/// Downloads every object of `container` with the swift CLI and compares it with the
-/// file of the same name under `src`; also checks nothing else is there.
-fn assert_container_equals_tree(env: &Env, container: &str, src: &Path) {
-    let d = tmp();
-    let o = swift(env)
-        .args(["download", container, "-D"])
-        .arg(d.path())
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "swift download: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert_same_tree(src, d.path());
-}
-
 /// Runs barge with a deadline; returns its exit code (None: killed by a signal).
 fn run_with_deadline(c: &mut Command, limit: Duration) -> (Option<i32>, String) {
     let mut child = c
@@ -465,7 +433,7 @@ fn a_flipped_byte_in_staging_is_fetched_again_from_the_source() {
         rep.contains("only/copy") && rep.contains("staged copy is corrupt"),
         "{rep}"
     );
-    let listing = swift(env).args(["list", &container2]).output().unwrap();
+    let listing = swift_cli(env).args(["list", &container2]).output().unwrap();
     assert!(
         !String::from_utf8_lossy(&listing.stdout).contains("only/copy"),
         "nothing corrupt at the destination"
@@ -490,7 +458,7 @@ fn a_swift_quota_refusal_is_clear_and_the_run_resumes_when_raised() {
     // Swift's container_quotas middleware: at most 300 kB in the container, so the
     // 400 kB object is always refused (the container's usage is updated lazily, so
     // small objects may slip under the quota).
-    must(swift(env).args(["post", "-m", "quota-bytes:300000", &container]));
+    must(swift_cli(env).args(["post", "-m", "quota-bytes:300000", &container]));
     let o = migrate_to_swift(env, &state, &src, &container);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
@@ -507,7 +475,7 @@ fn a_swift_quota_refusal_is_clear_and_the_run_resumes_when_raised() {
         "{out}"
     );
     // The operator raises the quota; the same command finishes the job.
-    must(swift(env).args(["post", "-m", "quota-bytes:100000000", &container]));
+    must(swift_cli(env).args(["post", "-m", "quota-bytes:100000000", &container]));
     let out = ok(&migrate_to_swift(env, &state, &src, &container));
     let r = json_doc(&out, "report");
     assert_eq!(r["report"]["done"], true, "{out}");

@@ -9,64 +9,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::servers::{Env, saio};
 use common::*;
 
-const SWIFT: &str = "/usr/bin/swift";
 /// Size of each drive image.
 const DRIVE_BYTES: u64 = 40 << 20;
-
-/// A loop device over a file; detached on drop.
-struct Loop {
-    dev: String,
-}
-
-impl Loop {
-    fn attach(file: &Path) -> Loop {
-        let o = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(file)
-            .output()
-            .expect("run losetup (the test needs root and util-linux)");
-        assert!(
-            o.status.success(),
-            "losetup {}: {}",
-            file.display(),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        Loop {
-            dev: String::from_utf8_lossy(&o.stdout).trim().to_string(),
-        }
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
-    }
-}
-
-fn image(dir: &Path, name: &str) -> PathBuf {
-    let p = dir.join(name);
-    let f = std::fs::File::create(&p).unwrap();
-    f.set_len(DRIVE_BYTES).unwrap();
-    p
-}
-
-fn swift(env: &Env) -> Command {
-    let mut c = Command::new(SWIFT);
-    c.args([
-        "-A",
-        &env["ST_AUTH"],
-        "-U",
-        &env["ST_USER"],
-        "-K",
-        &env["ST_KEY"],
-    ]);
-    c
-}
 
 /// barge with the SAIO credentials in its environment.
 fn barge_swift(state: &Path, env: &Env, args: &[&str]) -> Output {
@@ -158,7 +107,7 @@ fn ship_seal_import_drain_topup_erase_on_loop_devices() {
     let src = t.path().join("src");
     let files = make_source(&src);
     let imgs: Vec<PathBuf> = (0..3)
-        .map(|i| image(t.path(), &format!("drive{i}.img")))
+        .map(|i| sparse_file(t.path(), &format!("drive{i}.img"), DRIVE_BYTES))
         .collect();
 
     // ---- site A: ingest onto 3 raw drives, seal.
@@ -355,7 +304,7 @@ fn ship_seal_import_drain_topup_erase_on_loop_devices() {
     // A drive of another set.
     let other_src = t.path().join("other-src");
     write(&other_src, b"other/file.bin", &rand_bytes(77, 300_000));
-    let other_img = image(t.path(), "other.img");
+    let other_img = sparse_file(t.path(), "other.img", DRIVE_BYTES);
     let st_c = t.path().join("site-c");
     {
         let l = Loop::attach(&other_img);
@@ -455,14 +404,7 @@ fn ship_seal_import_drain_topup_erase_on_loop_devices() {
         &["verify", "--dest", &dest, "--source", src.to_str().unwrap()],
     ));
     assert!(out.contains("verdict: DONE"), "{out}");
-    let d = tmp();
-    let o = swift(env)
-        .args(["download", &container, "-D"])
-        .arg(d.path())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_same_tree(&src, d.path());
+    assert_container_equals_tree(env, &container, &src);
 
     // ---- erase after the verified drain: certificates, and nothing left on the drives.
     let certs = t.path().join("certs");

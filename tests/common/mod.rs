@@ -147,3 +147,71 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
+
+/// The swift CLI (python3-swiftclient) logged in to a test server from its env.sh.
+pub fn swift_cli(env: &servers::Env) -> Command {
+    let mut c = Command::new("/usr/bin/swift");
+    c.args([
+        "-A",
+        &env["ST_AUTH"],
+        "-U",
+        &env["ST_USER"],
+        "-K",
+        &env["ST_KEY"],
+    ]);
+    c
+}
+
+/// Downloads every object of `container` with the swift CLI and compares it with the
+/// file of the same name under `src`; also checks nothing else is there.
+pub fn assert_container_equals_tree(env: &servers::Env, container: &str, src: &Path) {
+    let d = tmp();
+    let o = swift_cli(env)
+        .args(["download", container, "-D"])
+        .arg(d.path())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "swift download: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_same_tree(src, d.path());
+}
+
+/// A sparse file of `bytes` (a drive image).
+pub fn sparse_file(dir: &Path, name: &str, bytes: u64) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::File::create(&p).unwrap().set_len(bytes).unwrap();
+    p
+}
+
+/// A loop device over a file (the tests run as root); detached on drop.
+pub struct Loop {
+    pub dev: String,
+}
+
+impl Loop {
+    pub fn attach(file: &Path) -> Loop {
+        let o = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(file)
+            .output()
+            .expect("run losetup (the test needs root and util-linux)");
+        assert!(
+            o.status.success(),
+            "losetup {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Loop {
+            dev: String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        }
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+    }
+}
