@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::crypto::keys::KeyRequest;
 use crate::error::{Error, Result};
 use crate::node::{InitOptions, Node};
-use crate::ship::{DriveSet, Member};
+use crate::ship::DriveSet;
 use crate::staging::device;
 
 /// Where udev puts serial-based links.
@@ -67,11 +67,19 @@ pub fn nvme_namespace(p: &Path) -> Option<Namespace> {
     Some(Namespace { dev, nsid })
 }
 
+/// "ok", or the problems joined.
+fn problems_text(problems: &[String]) -> String {
+    if problems.is_empty() {
+        "ok".into()
+    } else {
+        problems.join("; ")
+    }
+}
+
 /// Health read through the ioctl: "ok", the problems, or "unreadable: …"; with details.
 fn health_text(dev: &Path) -> (String, Option<NvmeHealth>) {
     match barge_firmware::nvme_health(dev) {
-        Ok(h) if h.problems.is_empty() => ("ok".into(), Some(h)),
-        Ok(h) => (h.problems.join("; "), Some(h)),
+        Ok(h) => (problems_text(&h.problems), Some(h)),
         Err(e) => (format!("unreadable: {e}"), None),
     }
 }
@@ -85,9 +93,14 @@ pub fn health_of(d: &BlockDevice) -> (String, Option<NvmeHealth>) {
 }
 
 /// Health of the NVMe namespace behind a staging path (any name of it): `None` when the
-/// path is not an NVMe namespace, `"ok"` or the problems otherwise.
+/// path is not an NVMe namespace, `"ok"` or the problems otherwise. Reads only the SMART
+/// log (the status API asks every second).
 pub fn health_of_path(p: &Path) -> Option<String> {
-    nvme_namespace(p).map(|ns| health_text(&ns.dev).0)
+    let ns = nvme_namespace(p)?;
+    Some(match barge_firmware::nvme_smart(&ns.dev) {
+        Ok(s) => problems_text(&s.problems()),
+        Err(e) => format!("unreadable: {e}"),
+    })
 }
 
 /// Every block device with its role and health. `staging` are the node's drive paths.
@@ -319,24 +332,13 @@ pub fn prepare(state: &Path, key: &KeyRequest, opts: &PrepareOptions) -> Result<
         }
         (Some(n), Some(mut s)) => {
             for p in &accepted {
-                let index = s.members.iter().map(|m| m.index + 1).max().unwrap_or(0);
-                let sb = device::prepare(
+                let index = s.prepare_member(
                     p,
-                    &device::PrepareSpec {
-                        appliance_id: n.appliance_id,
-                        set_id: s.set_id,
-                        index,
-                        set_size: index + 1,
-                        slot_size: n.staging.settings.segment_size,
-                        force: opts.force,
-                    },
+                    &n.appliance_id,
+                    n.staging.settings.segment_size,
+                    None,
+                    opts.force,
                 )?;
-                s.members.push(Member {
-                    index,
-                    drive_id: sb.drive_id,
-                    path: p.display().to_string(),
-                    serial: crate::ship::drive_serial(p),
-                });
                 n.add_drive(&p.display().to_string())?;
                 outcome_for(p, format!("prepared as drive #{index}"));
             }

@@ -287,35 +287,20 @@ fn prepare_raw_drives(
             "mixes raw drives and directories; a node stages on one kind",
         ));
     }
-    let set_id: [u8; 16] = random_bytes();
-    let mut members = vec![];
-    for (i, d) in raw.iter().enumerate() {
-        let p = Path::new(d.as_str());
-        let sb = device::prepare(
-            p,
-            &device::PrepareSpec {
-                appliance_id: *appliance_id,
-                set_id,
-                index: i as u32,
-                set_size: raw.len() as u32,
-                slot_size: opts.staging.segment_size,
-                force: opts.force_drives,
-            },
+    let mut set = crate::ship::DriveSet {
+        set_id: random_bytes(),
+        members: vec![],
+    };
+    for d in &raw {
+        set.prepare_member(
+            Path::new(d.as_str()),
+            appliance_id,
+            opts.staging.segment_size,
+            Some(raw.len() as u32),
+            opts.force_drives,
         )?;
-        tracing::info!(
-            "prepared {} as drive #{i} of set {} ({} slots)",
-            p.display(),
-            hex::encode(set_id),
-            sb.slot_count
-        );
-        members.push(crate::ship::Member {
-            index: i as u32,
-            drive_id: sb.drive_id,
-            path: d.to_string(),
-            serial: crate::ship::drive_serial(p),
-        });
     }
-    crate::ship::DriveSet { set_id, members }.store(catalog)
+    set.store(catalog)
 }
 
 fn absolute(p: &Path) -> PathBuf {

@@ -60,6 +60,15 @@ pub struct NvmeHealth {
     pub smart_hex: String,
 }
 
+/// Reads and decodes only the SMART log of `dev` (what a dashboard polls each second;
+/// identify data does not change).
+pub fn nvme_smart(dev: &Path) -> Result<nvme::SmartLog, Error> {
+    nvme::SmartLog::decode(&nvme::smart_log(dev)?).map_err(|message| Error::Nvme {
+        dev: dev.to_path_buf(),
+        message,
+    })
+}
+
 /// Reads Identify Controller and the SMART log of the NVMe device `dev`.
 pub fn nvme_health(dev: &Path) -> Result<NvmeHealth, Error> {
     let err = |message: String| Error::Nvme {

@@ -96,8 +96,10 @@ struct State {
     /// Smoothed latency per payload size class (see [`size_class`]): a 32 MiB PUT is not
     /// congestion just because it takes longer than a 1 KiB one.
     latency_ewma: [Option<f64>; SIZE_CLASSES],
-    /// The last [`RECENT_SAMPLES`] latencies per size class (ring buffers).
-    recent: [std::collections::VecDeque<f64>; SIZE_CLASSES],
+    /// The last [`RECENT_SAMPLES`] latencies per size class (ring buffers, written at
+    /// `recent_seen % RECENT_SAMPLES`), and how many each class has seen.
+    recent: [[f64; RECENT_SAMPLES]; SIZE_CLASSES],
+    recent_seen: [u64; SIZE_CLASSES],
 }
 
 /// Number of payload size classes for the latency baseline.
@@ -156,7 +158,8 @@ impl Throttle {
                 pause_until: None,
                 next_start: Instant::now(),
                 latency_ewma: [None; SIZE_CLASSES],
-                recent: Default::default(),
+                recent: [[0.0; RECENT_SAMPLES]; SIZE_CLASSES],
+                recent_seen: [0; SIZE_CLASSES],
             }),
             cap: AtomicUsize::new(cfg.max_concurrency.max(1)),
             rps_bits: AtomicU64::new(cfg.max_rps.filter(|r| *r > 0.0).unwrap_or(0.0).to_bits()),
@@ -266,15 +269,14 @@ impl Throttle {
         let l = latency.as_secs_f64();
         let class = class.min(SIZE_CLASSES - 1);
         let base = *s.latency_ewma[class].get_or_insert(l);
-        let recent = &mut s.recent[class];
-        if recent.len() == RECENT_SAMPLES {
-            recent.pop_front();
-        }
-        recent.push_back(l);
-        let mut sorted: Vec<f64> = recent.iter().copied().collect();
+        let seen = s.recent_seen[class];
+        s.recent[class][(seen % RECENT_SAMPLES as u64) as usize] = l;
+        s.recent_seen[class] = seen + 1;
+        // Per request, under the lock: a copy of 7 floats on the stack, no allocation.
+        let mut sorted = s.recent[class];
         sorted.sort_by(f64::total_cmp);
-        let median = sorted[sorted.len() / 2];
-        let full = sorted.len() == RECENT_SAMPLES;
+        let median = sorted[RECENT_SAMPLES / 2];
+        let full = seen + 1 >= RECENT_SAMPLES as u64;
         if full && median > base * LATENCY_FACTOR && median > 0.05 {
             let gap_ok = s.last_decrease.is_none_or(|t| t.elapsed() >= DECREASE_GAP);
             if gap_ok {

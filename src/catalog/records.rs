@@ -120,6 +120,14 @@ pub(crate) struct SegmentRecordV2 {
     pub checksum: Option<[u8; 16]>,
 }
 
+impl SegmentRecord {
+    /// In a slot of a raw drive (slots start at 1 MiB, so `base > 0`), not a file of
+    /// its own: never deleted or truncated, only forgotten and re-used.
+    pub fn is_raw(&self) -> bool {
+        self.base > 0
+    }
+}
+
 impl From<SegmentRecordV2> for SegmentRecord {
     fn from(o: SegmentRecordV2) -> Self {
         SegmentRecord {

@@ -62,6 +62,45 @@ impl DriveSet {
         }
     }
 
+    /// Writes a fresh superblock on `path` and adds it to the set as the next member.
+    /// `set_size` is what the superblock records (default: the members so far plus this
+    /// one). Returns the new member's index.
+    pub fn prepare_member(
+        &mut self,
+        path: &std::path::Path,
+        appliance_id: &[u8; 16],
+        slot_size: u64,
+        set_size: Option<u32>,
+        force: bool,
+    ) -> Result<u32> {
+        use crate::staging::device;
+        let index = self.members.iter().map(|m| m.index + 1).max().unwrap_or(0);
+        let sb = device::prepare(
+            path,
+            &device::PrepareSpec {
+                appliance_id: *appliance_id,
+                set_id: self.set_id,
+                index,
+                set_size: set_size.unwrap_or(index + 1),
+                slot_size,
+                force,
+            },
+        )?;
+        tracing::info!(
+            "prepared {} as drive #{index} of set {} ({} slots)",
+            path.display(),
+            hex::encode(self.set_id),
+            sb.slot_count
+        );
+        self.members.push(Member {
+            index,
+            drive_id: sb.drive_id,
+            path: path.display().to_string(),
+            serial: drive_serial(path),
+        });
+        Ok(index)
+    }
+
     pub fn store(&self, catalog: &crate::catalog::Catalog) -> Result<()> {
         catalog.meta_put_sync(
             crate::catalog::META_DRIVE_SET,

@@ -75,7 +75,7 @@ pub fn reclaim(catalog: &Catalog) -> Result<ReclaimReport> {
         catalog.forget_segment(sid, &chunks)?;
         let p = Path::new(&rec.path);
         // A slot of a raw drive is free once the catalog forgets its segment.
-        let len = if rec.base > 0 {
+        let len = if rec.is_raw() {
             // Tell the drive the slot's bytes are free (TRIM); best effort: files and
             // devices without discard simply keep them.
             let extent = super::format::Trailer::file_len(

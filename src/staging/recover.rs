@@ -128,8 +128,7 @@ fn reseal(
     rep: &mut RecoveryReport,
 ) -> Result<()> {
     let path = PathBuf::from(&rec.path);
-    // A slot of a raw drive (base > 0): never removed or truncated, only re-used.
-    let raw = rec.base > 0;
+    let raw = rec.is_raw();
     if rec.records == 0 {
         // Recorded Open, then killed before its first commit: no chunk points into it
         // (locations are committed only after data is synced), and its header may never

@@ -43,10 +43,9 @@ struct OpenSeg {
     id: u64,
     file: File,
     path: PathBuf,
-    /// Where the segment starts in `file`: 0 for a segment file, its slot on a raw drive.
+    /// Where the segment starts in `file`: 0 for a segment file, its slot on a raw drive
+    /// (never 0: slots start at 1 MiB).
     base: u64,
-    /// On a raw drive (no file to trim).
-    raw: bool,
     salt: [u8; 16],
     cipher: SegmentCipher,
     /// Logical end: where the next record goes.
@@ -301,7 +300,6 @@ impl Writer {
             file,
             path,
             base,
-            raw,
             salt,
             cipher,
             pos: 0,
@@ -439,7 +437,7 @@ impl Writer {
         let res = (|| {
             append(&mut self.eng, &mut seg, &tail, false)?;
             flush_tail(&mut self.eng, &mut seg)?;
-            if !seg.raw {
+            if seg.base == 0 {
                 seg.file.set_len(file_len)?;
                 seg.file.sync_all()?;
             }
