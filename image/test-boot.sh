@@ -113,15 +113,15 @@ done
 [ -n "$ok" ] && sleep 3
 ELAPSED=$(($(date +%s) - START))
 
+# Verdict lines are printed last, after any console excerpt, so that the tail of the
+# output (all a CI summary may keep) says what failed.
+verdict=()
 rc=0
 for c in "${checks[@]}"; do
-  if seen "${c#*|}"; then echo "[boot-test] ok: ${c%%|*}"; else echo "[boot-test] MISSING: ${c%%|*}"; rc=1; fi
+  if seen "${c#*|}"; then verdict+=("[boot-test] ok: ${c%%|*}"); else verdict+=("[boot-test] MISSING: ${c%%|*}"); rc=1; fi
 done
-if seen "Failed to start|FAILED"; then
-  echo "[boot-test] a unit failed:"
-  tr -d '\r' <"$LOG" | grep -a -E "Failed to start|FAILED" | sed 's/^/[console] /'
-  rc=1
-fi
+failed_units=$(tr -d '\r' <"$LOG" | grep -a -E "Failed to start|FAILED|Failed with result|Kernel panic" || true)
+[ -z "$failed_units" ] || rc=1
 # The console as an operator sees it (tty1: the dashboard), through QMP screendump.
 if [ -S "$RUN/qmp.sock" ] && kill -0 "$QPID" 2>/dev/null; then
   python3 - "$RUN/qmp.sock" "$ARTIFACTS/console.png" <<'PY' || echo "[boot-test] (no console screenshot)"
@@ -141,15 +141,23 @@ for cmd in ({"execute": "qmp_capabilities"},
     if "error" in r:
         sys.exit(r["error"]["desc"])
 PY
-  [ -f "$ARTIFACTS/console.png" ] && echo "[boot-test] console screenshot: $ARTIFACTS/console.png"
+  if [ -f "$ARTIFACTS/console.png" ]; then echo "[boot-test] console screenshot: $ARTIFACTS/console.png"; fi
 fi
 if [ "$rc" = 0 ]; then
-  echo "[boot-test] PASS after ${ELAPSED}s ($ACCEL); console log: $LOG"
   tr -d '\r' <"$LOG" | grep -a -E "daemon ready|self-test:|prepared as drive|refused| nvme[0-9]+n1 " | sed 's/^/[guest] /'
+  printf '%s\n' "${verdict[@]}"
+  echo "[boot-test] PASS after ${ELAPSED}s ($ACCEL); console log: $LOG"
 else
   why="checks missing"
-  kill -0 "$QPID" 2>/dev/null || why="qemu exited"
-  echo "[boot-test] FAIL after ${ELAPSED}s ($why); last console lines:"
-  tail -n 60 "$LOG" | tr -d '\r' | sed 's/^/[console] /'
+  [ -z "$failed_units" ] || why="a unit failed"
+  kill -0 "$QPID" 2>/dev/null || why="$why; qemu exited"
+  echo "[boot-test] last console lines:"
+  tail -n 60 "$LOG" | tr -d '\r' | cut -c1-400 | sed 's/^/[console] /'
+  if [ -n "$failed_units" ]; then
+    echo "[boot-test] failures on the console:"
+    printf '%s\n' "$failed_units" | cut -c1-400 | sed 's/^/[console] /'
+  fi
+  printf '%s\n' "${verdict[@]}"
+  echo "[boot-test] FAIL after ${ELAPSED}s ($ACCEL; $why); console log: $LOG"
 fi
 exit $rc

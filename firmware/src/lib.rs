@@ -55,9 +55,6 @@ pub struct NvmeHealth {
     pub smart: nvme::SmartLog,
     /// Why the drive must not take staging data; empty when healthy.
     pub problems: Vec<String>,
-    /// The raw pages, hex, for vendor support and for recording test fixtures.
-    pub identify_hex: String,
-    pub smart_hex: String,
 }
 
 /// Reads and decodes only the SMART log of `dev` (what a dashboard polls each second;
@@ -84,8 +81,6 @@ pub fn nvme_health(dev: &Path) -> Result<NvmeHealth, Error> {
         controller,
         smart,
         problems,
-        identify_hex: hex::encode(&id),
-        smart_hex: hex::encode(&log),
     })
 }
 
