@@ -4,15 +4,20 @@
 //! the object's BLAKE3 and streamed to [`Destination::put`]. If the hash differs from the
 //! catalog's, the body stream ends in an error and the destination discards the upload.
 //! Only after `put` returns is the object marked drained.
+//!
+//! An object whose content (BLAKE3) the run has already written is made a server-side
+//! copy of that object ([`Destination::copy`], checked against its ETag) instead of
+//! being sent again: duplicates cost the destination one request, not their bytes.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
 use serde::Serialize;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, mpsc, watch};
 
-use crate::backend::{Body, Destination};
+use crate::backend::{Body, Destination, Placed};
 use crate::catalog::{ObjectRecord, ObjectState, RunRecord, unix_now};
 use crate::error::{Error, Result};
 use crate::monitor::Monitor;
@@ -24,6 +29,15 @@ use crate::staging::ChunkReader;
 pub const READ_AHEAD: usize = 4;
 /// Objects queued for the drain workers.
 pub const DRAIN_QUEUE: usize = 256;
+
+/// Objects at least this large whose content the run has already written are copied
+/// server-side ([`Destination::copy`]) instead of being sent again; below it a copy
+/// request saves less than it costs.
+pub const COPY_MIN_SIZE: u64 = 256 << 10;
+/// Most contents remembered for server-side copies (a BLAKE3 and a location, about
+/// 150 bytes each). Past it the index is emptied and starts again: duplicates of
+/// forgotten content are sent in full, never lost.
+pub const COPY_INDEX_MAX: usize = 1 << 20;
 
 /// Options of `barge drain`.
 #[derive(Debug, Clone)]
@@ -51,8 +65,127 @@ pub struct DrainSummary {
     pub failures: Vec<(String, String)>,
     /// Failed objects whose staged copy was corrupt (they need a fetch from the source).
     pub rot: u64,
+    /// Of the drained: objects (and bytes) written as server-side copies of content the
+    /// run had already sent, instead of sending it again.
+    pub copied: u64,
+    pub copied_bytes: u64,
     /// The destination endpoint's requests, retries, throttles and final window.
     pub endpoint: Option<crate::backend::throttle::ThrottleStats>,
+}
+
+/// What the run has written, by content, for server-side copies of duplicates.
+#[derive(Default)]
+struct Written {
+    map: std::sync::Mutex<HashMap<[u8; 32], Slot>>,
+}
+
+enum Slot {
+    /// A worker is sending this content; the others wait for it rather than send the
+    /// same bytes alongside.
+    Sending(watch::Receiver<Option<Placed>>),
+    Sent(Placed),
+}
+
+/// What a worker does with an object whose content may be at the destination already.
+enum Claim {
+    Copy(Placed),
+    Wait(watch::Receiver<Option<Placed>>),
+    /// Send it; report where it landed through the sender.
+    Send(watch::Sender<Option<Placed>>),
+}
+
+impl Written {
+    fn claim(&self, h: &[u8; 32]) -> Claim {
+        let Ok(mut m) = self.map.lock() else {
+            return Claim::Send(watch::channel(None).0);
+        };
+        match m.get(h) {
+            Some(Slot::Sent(p)) => Claim::Copy(p.clone()),
+            Some(Slot::Sending(rx)) => Claim::Wait(rx.clone()),
+            None => {
+                if m.len() >= COPY_INDEX_MAX {
+                    m.retain(|_, s| matches!(s, Slot::Sending(_)));
+                }
+                let (tx, rx) = watch::channel(None);
+                m.insert(*h, Slot::Sending(rx));
+                Claim::Send(tx)
+            }
+        }
+    }
+
+    /// The sender's outcome: where the content landed, or None (failed, or the store
+    /// cannot copy it), after which a waiter sends it itself.
+    fn sent(&self, h: &[u8; 32], tx: watch::Sender<Option<Placed>>, placed: Option<Placed>) {
+        if let Ok(mut m) = self.map.lock() {
+            match &placed {
+                Some(p) => m.insert(*h, Slot::Sent(p.clone())),
+                None => m.remove(h),
+            };
+        }
+        if placed.is_some() {
+            tx.send_replace(placed);
+        }
+    }
+
+    /// A copy from this content failed: the next duplicate sends its bytes again.
+    fn forget(&self, h: &[u8; 32], from: &Placed) {
+        if let Ok(mut m) = self.map.lock()
+            && matches!(m.get(h), Some(Slot::Sent(p)) if p == from)
+        {
+            m.remove(h);
+        }
+    }
+}
+
+/// How an object reached the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    Sent,
+    Copied,
+}
+
+/// Writes one object: as a server-side copy when the run has already written the same
+/// content (waiting for a worker that is writing it now), else by sending its body.
+async fn deliver(
+    dest: &dyn Destination,
+    reader: &ChunkReader,
+    written: &Written,
+    key: &ObjectKey,
+    rec: &ObjectRecord,
+    meta: &ObjectMeta,
+) -> Result<Delivery> {
+    let content = rec
+        .blake3
+        .filter(|_| rec.size >= COPY_MIN_SIZE && dest.can_copy());
+    let Some(h) = content else {
+        dest.put(meta, object_body(reader, key, rec)).await?;
+        return Ok(Delivery::Sent);
+    };
+    loop {
+        match written.claim(&h) {
+            Claim::Copy(from) => match dest.copy(&from, meta).await {
+                Ok(true) => return Ok(Delivery::Copied),
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::warn!("server-side copy failed, sending the body instead: {e}");
+                    written.forget(&h, &from);
+                    break;
+                }
+            },
+            // Woken when the sender is done (or gone): claim again.
+            Claim::Wait(mut rx) => {
+                let _ = rx.wait_for(Option::is_some).await;
+            }
+            Claim::Send(tx) => {
+                let r = dest.put(meta, object_body(reader, key, rec)).await;
+                let placed = r.as_ref().ok().cloned().flatten();
+                written.sent(&h, tx, placed);
+                return r.map(|_| Delivery::Sent);
+            }
+        }
+    }
+    dest.put(meta, object_body(reader, key, rec)).await?;
+    Ok(Delivery::Sent)
 }
 
 /// Whether drain should (re)try this object.
@@ -201,6 +334,9 @@ pub async fn run_following(
     let failures = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
     let failed = Arc::new(AtomicU64::new(0));
     let rot = Arc::new(AtomicU64::new(0));
+    let copied = Arc::new(AtomicU64::new(0));
+    let copied_bytes = Arc::new(AtomicU64::new(0));
+    let written = Arc::new(Written::default());
     let mut workers = vec![];
     for _ in 0..opts.concurrency.max(1) {
         let rx = rx.clone();
@@ -211,6 +347,8 @@ pub async fn run_following(
         let monitor = monitor.clone();
         let drain_q = drain_q.clone();
         let rot = rot.clone();
+        let (copied, copied_bytes, written) =
+            (copied.clone(), copied_bytes.clone(), written.clone());
         let (drained, bytes, failures, failed) = (
             drained.clone(),
             bytes.clone(),
@@ -249,18 +387,17 @@ pub async fn run_following(
                     user_meta: rec.user_meta.clone(),
                 };
                 crate::failpoint::point("drain.before_put");
-                let body = object_body(&reader, &key, &rec);
-                let res = match dest.put(&meta, body).await {
-                    Ok(()) => {
+                let res = match deliver(&*dest, &reader, &written, &key, &rec, &meta).await {
+                    Ok(how) => {
                         crate::failpoint::point("drain.after_put");
                         let r = catalog.mark_drained(&key, rec.blake3);
                         crate::failpoint::point("drain.after_mark");
-                        r
+                        r.map(|()| how)
                     }
                     Err(e) => Err(e),
                 };
                 match res {
-                    Ok(()) => {
+                    Ok(how) => {
                         drained.fetch_add(1, Ordering::Relaxed);
                         bytes.fetch_add(rec.size, Ordering::Relaxed);
                         monitor.drain.drained.fetch_add(1, Ordering::Relaxed);
@@ -268,6 +405,15 @@ pub async fn run_following(
                             .drain
                             .bytes_drained
                             .fetch_add(rec.size, Ordering::Relaxed);
+                        if how == Delivery::Copied {
+                            copied.fetch_add(1, Ordering::Relaxed);
+                            copied_bytes.fetch_add(rec.size, Ordering::Relaxed);
+                            monitor.drain.copied.fetch_add(1, Ordering::Relaxed);
+                            monitor
+                                .drain
+                                .bytes_copied
+                                .fetch_add(rec.size, Ordering::Relaxed);
+                        }
                     }
                     Err(e) => {
                         tracing::warn!("drain {key}: {e}");
@@ -334,6 +480,8 @@ pub async fn run_following(
         failed: failed.load(Ordering::Relaxed),
         failures: failures.lock().map(|f| f.clone()).unwrap_or_default(),
         rot: rot.load(Ordering::Relaxed),
+        copied: copied.load(Ordering::Relaxed),
+        copied_bytes: copied_bytes.load(Ordering::Relaxed),
         endpoint: dest.stats(),
     };
     node.catalog.finish_run(
@@ -350,4 +498,44 @@ pub async fn run_following(
         },
     )?;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placed(n: u8) -> Placed {
+        Placed {
+            location: format!("obj{n}"),
+            etag: format!("etag{n}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn duplicates_wait_for_the_sender_then_copy_and_fall_back_after_a_failure() {
+        let w = Written::default();
+        let h = [7u8; 32];
+        let Claim::Send(tx) = w.claim(&h) else {
+            panic!("the first claim sends")
+        };
+        let Claim::Wait(mut rx) = w.claim(&h) else {
+            panic!("a duplicate waits while the first is being sent")
+        };
+        let waiter = tokio::spawn(async move { rx.wait_for(Option::is_some).await.is_ok() });
+        w.sent(&h, tx, Some(placed(1)));
+        assert!(waiter.await.unwrap(), "the waiter is woken");
+        assert!(matches!(w.claim(&h), Claim::Copy(p) if p == placed(1)));
+        // A failed copy forgets the content: the next duplicate is sent in full.
+        w.forget(&h, &placed(1));
+        let Claim::Send(tx) = w.claim(&h) else {
+            panic!("sent again after a failed copy")
+        };
+        // A sender that failed (or whose store cannot copy) lets waiters send.
+        let Claim::Wait(mut rx) = w.claim(&h) else {
+            panic!("waits")
+        };
+        w.sent(&h, tx, None);
+        assert!(rx.wait_for(Option::is_some).await.is_err());
+        assert!(matches!(w.claim(&h), Claim::Send(_)));
+    }
 }

@@ -576,12 +576,14 @@ async fn do_drain(
         return Ok(s);
     }
     println!(
-        "drain: {} objects ({:.3} GiB) written in {:.1}s ({:.0} MiB/s), {} failed",
+        "drain: {} objects ({:.3} GiB) written in {:.1}s ({:.0} MiB/s), {} failed; {} of them ({:.3} GiB) copied server-side from identical content",
         s.drained,
         gib(s.bytes),
         secs,
         s.bytes as f64 / (1 << 20) as f64 / secs.max(1e-9),
-        s.failed
+        s.failed,
+        s.copied,
+        gib(s.copied_bytes)
     );
     for (k, r) in &s.failures {
         println!("failed: {k}: {r}");

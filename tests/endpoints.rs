@@ -90,7 +90,8 @@ fn uniq(base: &str) -> String {
     format!("{base}{}", std::process::id())
 }
 
-/// Names the issue lists: spaces, unicode, %, ?, #, +; plus empty and nested objects.
+/// Names the issue lists: spaces, unicode, %, ?, #, +; plus empty and nested objects
+/// and one duplicate.
 fn tricky_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let files = vec![
         ("plain.txt".to_string(), b"plain".to_vec()),
@@ -99,6 +100,9 @@ fn tricky_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
         ("pct%41 q?x h#y p+z.dat".to_string(), rand_bytes(3, 1234)),
         ("empty".to_string(), vec![]),
         ("deep/a/b/c/leaf".to_string(), rand_bytes(4, 300_000)),
+        // The same content as the leaf, above drain::COPY_MIN_SIZE: written as a
+        // server-side copy of whichever of the two went first.
+        ("twin/leaf copy".to_string(), rand_bytes(4, 300_000)),
     ];
     for (k, v) in &files {
         write(dir, k.as_bytes(), v);
@@ -139,6 +143,9 @@ fn s3_to_swift_with_sharded_containers_slo_and_metadata() {
                 "video/mp4",
             ]);
         }
+        if k == "twin/leaf copy" {
+            c.args(["--metadata", "role=twin", "--content-type", "text/x-twin"]);
+        }
         run_ok(&mut c);
     }
     let state = t.path().join("state");
@@ -173,7 +180,8 @@ fn s3_to_swift_with_sharded_containers_slo_and_metadata() {
     let out = ok(&o);
     let r = json_doc(&out, "report");
     assert_eq!(r["report"]["done"], true, "{out}");
-    assert_eq!(r["report"]["checks"]["md5"], 6, "{out}");
+    assert_eq!(r["report"]["checks"]["md5"], 7, "{out}");
+    assert_eq!(json_doc(&out, "drain")["drain"]["copied"], 1, "{out}");
     assert_eq!(r["report"]["checks"]["md5-multipart"], 1, "{out}");
     // Independent check: the swift CLI downloads every object of every shard.
     let sw = || swift(dst.0, dst.1, dst.2);
@@ -198,20 +206,30 @@ fn s3_to_swift_with_sharded_containers_slo_and_metadata() {
             "{k} differs"
         );
     }
+    let stat_of = |name: &str| {
+        let shard = containers
+            .iter()
+            .find(|c| run_ok(sw().args(["list", c])).lines().any(|l| l == name))
+            .unwrap();
+        run_ok(sw().args(["stat", shard, name]))
+    };
     // The big object is a Static Large Object with its metadata; segments are >= 1 MiB.
-    let shard = containers
-        .iter()
-        .find(|c| {
-            run_ok(sw().args(["list", c]))
-                .lines()
-                .any(|l| l == "big/video.mp4")
-        })
-        .unwrap();
-    let stat = run_ok(sw().args(["stat", shard, "big/video.mp4"]));
+    let stat = stat_of("big/video.mp4");
     assert!(stat.contains("X-Static-Large-Object: True"), "{stat}");
     assert!(
         stat.contains("Meta Owner: alice") && stat.contains("video/mp4"),
         "{stat}"
+    );
+    // Whichever of the twins was a server-side copy, each has its own metadata.
+    let twin = stat_of("twin/leaf copy");
+    assert!(
+        twin.contains("Meta Role: twin") && twin.contains("text/x-twin"),
+        "{twin}"
+    );
+    let leaf = stat_of("deep/a/b/c/leaf");
+    assert!(
+        !leaf.contains("Meta Role") && !leaf.contains("text/x-twin"),
+        "{leaf}"
     );
     // The lookup file names the mapping; verify uses it without --containers.
     let map: serde_json::Value =
@@ -231,7 +249,7 @@ fn s3_to_swift_with_sharded_containers_slo_and_metadata() {
         ],
     );
     let v = json_doc(&ok(&o), "verify");
-    assert_eq!(v["verify"]["matched"], 7);
+    assert_eq!(v["verify"]["matched"], 8);
 }
 
 #[test]
@@ -282,6 +300,7 @@ fn radosgw_s3_to_ceph_s3_with_multipart() {
     );
     let out = ok(&o);
     assert_eq!(json_doc(&out, "report")["report"]["done"], true, "{out}");
+    assert_eq!(json_doc(&out, "drain")["drain"]["copied"], 1, "{out}");
     let got = t.path().join("got");
     run_ok(
         a().args(["s3", "cp", "--recursive", &format!("s3://{dst_b}/moved/")])
@@ -348,6 +367,7 @@ fn swift_to_ceph_through_radosgw_swift_api() {
         true,
         "{out}\n{listed}"
     );
+    assert_eq!(json_doc(&out, "drain")["drain"]["copied"], 1, "{out}");
     let got = t.path().join("got");
     run_ok(
         swift(dst.0, dst.1, dst.2)

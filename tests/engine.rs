@@ -74,6 +74,8 @@ fn round_trip_of_edge_cases_is_byte_identical() {
     let report = json_doc(&text, "report");
     assert_eq!(report["report"]["done"], true);
     assert!(report["report"]["dedup_ratio"].as_f64().unwrap() > 1.2);
+    // dup/b (or dup/a) was copied at the destination from its twin, not rebuilt.
+    assert_eq!(json_doc(&text, "drain")["drain"]["copied"], 1, "{text}");
     // Both drives were used (striping), and the big file crossed segments.
     let d1 = files_under(&t.path().join("d1")).len();
     let d2 = files_under(&t.path().join("d2")).len();

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use super::{Body, ContentCheck, Destination, Listed, Opened, Reader, Source};
+use super::{Body, ContentCheck, Destination, Listed, Opened, Placed, Reader, Source};
 use crate::error::{Error, Result};
 use crate::object::{ObjectKey, ObjectMeta};
 
@@ -205,27 +205,53 @@ impl LocalDest {
     }
 }
 
-#[async_trait]
-impl Destination for LocalDest {
-    fn url(&self) -> String {
-        format!("file://{}", self.root.display())
-    }
-
-    async fn put(&self, meta: &ObjectMeta, mut body: Body) -> Result<()> {
-        let path = key_path(&self.root, &meta.key)?;
+impl LocalDest {
+    /// The object's final path and a fresh temporary name beside it (its directory made).
+    async fn prepare(&self, key: &ObjectKey) -> Result<(PathBuf, PathBuf)> {
+        let path = key_path(&self.root, key)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        let derr = |what: &str, e: std::io::Error| {
-            Error::object(&meta.key, format!("{what} {}: {e}", path.display()))
-        };
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| derr("cannot create the directory of", e))?;
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| {
+            Error::object(
+                key,
+                format!("cannot create the directory of {}: {e}", path.display()),
+            )
+        })?;
         let name = path.file_name().unwrap_or_default().as_bytes();
         let mut tmp_name = b".".to_vec();
         tmp_name.extend_from_slice(&name[..name.len().min(100)]);
         tmp_name.extend_from_slice(TMP_MARKER.as_bytes());
         tmp_name.extend_from_slice(hex::encode(crate::crypto::random_bytes::<6>()).as_bytes());
         let tmp = dir.join(OsStr::from_bytes(&tmp_name));
+        Ok((path, tmp))
+    }
+
+    /// Renames a synced temporary file into place and syncs the directory.
+    async fn commit(&self, key: &ObjectKey, tmp: &Path, path: &Path) -> Result<()> {
+        let derr = |what: &str, e: std::io::Error| {
+            Error::object(key, format!("{what} {}: {e}", path.display()))
+        };
+        tokio::fs::rename(tmp, path)
+            .await
+            .map_err(|e| derr("cannot rename into place", e))?;
+        let d = path.parent().unwrap_or(&self.root).to_path_buf();
+        tokio::task::spawn_blocking(move || std::fs::File::open(&d).and_then(|f| f.sync_all()))
+            .await
+            .map_err(|e| Error::Pipeline(e.to_string()))?
+            .map_err(|e| derr("cannot fsync the directory of", e))
+    }
+}
+
+#[async_trait]
+impl Destination for LocalDest {
+    fn url(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    async fn put(&self, meta: &ObjectMeta, mut body: Body) -> Result<Option<Placed>> {
+        let (path, tmp) = self.prepare(&meta.key).await?;
+        let derr = |what: &str, e: std::io::Error| {
+            Error::object(&meta.key, format!("{what} {}: {e}", path.display()))
+        };
         let mut f = tokio::fs::File::create(&tmp)
             .await
             .map_err(|e| derr("cannot create a temporary file for", e))?;
@@ -253,15 +279,54 @@ impl Destination for LocalDest {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(e);
         }
-        tokio::fs::rename(&tmp, &path)
-            .await
-            .map_err(|e| derr("cannot rename into place", e))?;
-        let d = dir.clone();
-        tokio::task::spawn_blocking(move || std::fs::File::open(&d).and_then(|f| f.sync_all()))
-            .await
-            .map_err(|e| Error::Pipeline(e.to_string()))?
-            .map_err(|e| derr("cannot fsync the directory of", e))?;
-        Ok(())
+        self.commit(&meta.key, &tmp, &path).await?;
+        Ok(Some(Placed {
+            location: path.display().to_string(),
+            etag: meta.size.to_string(),
+        }))
+    }
+
+    fn can_copy(&self) -> bool {
+        true
+    }
+
+    /// A kernel-side copy (`copy_file_range`, a reflink where the filesystem shares
+    /// extents) of a file this run wrote.
+    async fn copy(&self, from: &Placed, meta: &ObjectMeta) -> Result<bool> {
+        let (path, tmp) = self.prepare(&meta.key).await?;
+        let src = PathBuf::from(&from.location);
+        let (t, key) = (tmp.clone(), meta.key.clone());
+        let res = tokio::task::spawn_blocking(move || -> Result<u64> {
+            let cerr = |what: &str, e: std::io::Error| {
+                Error::object(&key, format!("{what} {}: {e}", t.display()))
+            };
+            let n = std::fs::copy(&src, &t).map_err(|e| cerr("cannot copy into", e))?;
+            std::fs::File::open(&t)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| cerr("cannot fsync", e))?;
+            Ok(n)
+        })
+        .await
+        .map_err(|e| Error::Pipeline(e.to_string()))?;
+        let res = res.and_then(|n| {
+            if n.to_string() == from.etag && n == meta.size {
+                Ok(())
+            } else {
+                Err(Error::object(
+                    &meta.key,
+                    format!(
+                        "copy of {} has {n} bytes, expected {}",
+                        from.location, meta.size
+                    ),
+                ))
+            }
+        });
+        if let Err(e) = res {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+        self.commit(&meta.key, &tmp, &path).await?;
+        Ok(true)
     }
 
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()> {

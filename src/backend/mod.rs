@@ -15,6 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
 
@@ -203,13 +204,38 @@ pub trait Source: Send + Sync {
     }
 }
 
+/// Where [`Destination::put`] left an object: what a later server-side copy of the same
+/// content ([`Destination::copy`]) names as its source and checks the copy against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    /// The store's own address of the object (S3 key, Swift `/container/name` escaped
+    /// for a URL, a file path).
+    pub location: String,
+    /// What the store reports for the object and for a faithful copy of it: the hex MD5
+    /// of the body for S3 and Swift single-part objects, the size for files.
+    pub etag: String,
+}
+
 /// Where objects go.
 #[async_trait]
 pub trait Destination: Send + Sync {
     fn url(&self) -> String;
     /// Writes one object atomically: it is visible only if the whole body arrived and the
-    /// body stream ended without error.
-    async fn put(&self, meta: &ObjectMeta, body: Body) -> Result<()>;
+    /// body stream ended without error. Returns where it landed when the store can copy
+    /// it server-side later ([`Destination::copy`]).
+    async fn put(&self, meta: &ObjectMeta, body: Body) -> Result<Option<Placed>>;
+    /// Whether [`Destination::copy`] can work at all (drain only then looks for
+    /// duplicates to copy).
+    fn can_copy(&self) -> bool {
+        false
+    }
+    /// Writes `meta` as a server-side copy of `from`, an object of the same content this
+    /// store already holds, so the bytes are not sent again. The copy is checked against
+    /// `from.etag`; an error leaves nothing that counts as written (the caller sends the
+    /// body instead). Ok(false): the store cannot copy this object.
+    async fn copy(&self, _from: &Placed, _meta: &ObjectMeta) -> Result<bool> {
+        Ok(false)
+    }
     /// Lists what is at the destination (for verify).
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()>;
     /// Reads an object back (for verify --full).
@@ -309,6 +335,30 @@ pub async fn open_destination(url: &str, o: &EndpointOptions) -> Result<Arc<dyn 
     }
 }
 
+/// Characters left unescaped in a URL path: RFC 3986 unreserved, and `/` (object names).
+const PATH: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+/// The same, for one path segment (a Swift container): `/` escaped too.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Escapes an object name for a URL path (Swift paths, S3 copy sources).
+pub fn escape_object(name: &str) -> String {
+    utf8_percent_encode(name, PATH).to_string()
+}
+
+/// Escapes a Swift container name (one path segment).
+pub fn escape_container(name: &str) -> String {
+    utf8_percent_encode(name, SEGMENT).to_string()
+}
+
 fn scheme(url: &str) -> Option<&str> {
     let (s, _) = url.split_once("://")?;
     s.chars()
@@ -318,4 +368,16 @@ fn scheme(url: &str) -> Option<&str> {
 
 fn local_path(url: &str) -> std::path::PathBuf {
     url.strip_prefix("file://").unwrap_or(url).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_escaped_for_paths() {
+        assert_eq!(escape_object("a b/c%d?e#f+g"), "a%20b/c%25d%3Fe%23f%2Bg");
+        assert_eq!(escape_object("ünï"), "%C3%BCn%C3%AF");
+        assert_eq!(escape_container("c/x"), "c%2Fx");
+    }
 }

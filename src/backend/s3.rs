@@ -21,7 +21,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
 use base64::Engine;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -29,7 +29,9 @@ use tokio::sync::mpsc;
 
 use super::check::{SumCheck, SumKind};
 use super::throttle::{Failure, Throttle, ThrottleConfig, parse_retry_after};
-use super::{Body, ContentCheck, Destination, Listed, Opened, Reader, Rope, Source};
+use super::{
+    Body, ContentCheck, Destination, Listed, Opened, Placed, Reader, Rope, Source, escape_object,
+};
 use crate::error::{Error, Result};
 use crate::object::{ObjectKey, ObjectMeta};
 
@@ -384,8 +386,10 @@ impl S3Store {
         Ok(())
     }
 
-    async fn put_single(&self, key: &str, meta: &ObjectMeta, body: Rope) -> Result<()> {
-        let md5 = base64::engine::general_purpose::STANDARD.encode(body.md5());
+    /// One PUT with Content-MD5; returns the body's hex MD5 (its ETag).
+    async fn put_single(&self, key: &str, meta: &ObjectMeta, body: Rope) -> Result<String> {
+        let digest = body.md5();
+        let md5 = base64::engine::general_purpose::STANDARD.encode(digest);
         let what = format!("PUT s3://{}/{key}", self.bucket);
         let metadata: HashMap<String, String> = meta.user_meta.iter().cloned().collect();
         self.throttle
@@ -403,7 +407,8 @@ impl S3Store {
                 let what = what.clone();
                 async move { req.send().await.map(|_| ()).map_err(|e| classify(&what, e)) }
             })
-            .await
+            .await?;
+        Ok(hex::encode(digest))
     }
 
     async fn put_multipart(&self, key: &str, meta: &ObjectMeta, mut body: Body) -> Result<()> {
@@ -677,21 +682,77 @@ impl Destination for S3Store {
         Some(self.throttle.clone())
     }
 
-    async fn put(&self, meta: &ObjectMeta, body: Body) -> Result<()> {
+    async fn put(&self, meta: &ObjectMeta, body: Body) -> Result<Option<Placed>> {
         self.bucket_ready
             .get_or_try_init(|| self.ensure_bucket())
             .await?;
         let key = self.full_key(&meta.key)?;
         if meta.size <= self.multipart_threshold {
             let buf = super::collect_body(meta, body).await?;
-            self.put_single(&key, meta, buf)
+            let etag = self
+                .put_single(&key, meta, buf)
                 .await
-                .map_err(|e| Error::object(&meta.key, e))
+                .map_err(|e| Error::object(&meta.key, e))?;
+            Ok(Some(Placed {
+                location: key,
+                etag,
+            }))
         } else {
+            // Multipart objects are not copied: CopyObject stops at 5 GiB and their
+            // ETag is not the body's MD5.
             self.put_multipart(&key, meta, body)
                 .await
-                .map_err(|e| Error::object(&meta.key, e))
+                .map_err(|e| Error::object(&meta.key, e))?;
+            Ok(None)
         }
+    }
+
+    fn can_copy(&self) -> bool {
+        true
+    }
+
+    async fn copy(&self, from: &Placed, meta: &ObjectMeta) -> Result<bool> {
+        let key = self.full_key(&meta.key)?;
+        let source = format!("{}/{}", self.bucket, escape_object(&from.location));
+        let what = format!(
+            "COPY s3://{}/{} to s3://{}/{key}",
+            self.bucket, from.location, self.bucket
+        );
+        let metadata: HashMap<String, String> = meta.user_meta.iter().cloned().collect();
+        let out = self
+            .throttle
+            .call(&what, || {
+                let req = self
+                    .client
+                    .copy_object()
+                    .bucket(&self.bucket)
+                    .key(&key)
+                    .copy_source(&source)
+                    // Only from the very object this run wrote.
+                    .copy_source_if_match(format!("\"{}\"", from.etag))
+                    .metadata_directive(MetadataDirective::Replace)
+                    .set_content_type(meta.content_type.clone())
+                    .set_metadata((!metadata.is_empty()).then(|| metadata.clone()));
+                let what = what.clone();
+                async move { req.send().await.map_err(|e| classify(&what, e)) }
+            })
+            .await
+            .map_err(|e| Error::object(&meta.key, e))?;
+        let etag = out
+            .copy_object_result()
+            .and_then(|r| r.e_tag())
+            .map(|e| e.trim_matches('"').to_string());
+        if etag.as_deref() != Some(from.etag.as_str()) {
+            return Err(Error::object(
+                &meta.key,
+                format!(
+                    "{what}: the copy's ETag is {}, its source's {}",
+                    etag.as_deref().unwrap_or("missing"),
+                    from.etag
+                ),
+            ));
+        }
+        Ok(true)
     }
 
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()> {

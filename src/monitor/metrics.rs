@@ -73,6 +73,18 @@ pub fn encode_status(s: &Status) -> String {
             (l(&[("stage", "sealed")]), s.staging.bytes_sealed),
         ],
     );
+    counter(
+        &mut r,
+        "copied_objects",
+        "Drained objects written as server-side copies of content already sent",
+        &[(l(&[]), t.copied_objects)],
+    );
+    counter(
+        &mut r,
+        "copied_bytes",
+        "Bytes of drained objects written as server-side copies (not sent again)",
+        &[(l(&[]), t.copied_bytes)],
+    );
     gauge(
         &mut r,
         "rate_bytes_per_second",

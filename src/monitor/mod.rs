@@ -105,6 +105,9 @@ pub struct DrainCounters {
     pub bytes_scanned: AtomicU64,
     pub drained: AtomicU64,
     pub bytes_drained: AtomicU64,
+    /// Of the drained: server-side copies of content the run had already sent.
+    pub copied: AtomicU64,
+    pub bytes_copied: AtomicU64,
     pub failed: AtomicU64,
 }
 
@@ -452,6 +455,8 @@ impl Monitor {
             staged_bytes: ld(&ing.bytes_staged),
             drained_objects: ld(&dr.drained),
             drained_bytes: ld(&dr.bytes_drained),
+            copied_objects: ld(&dr.copied),
+            copied_bytes: ld(&dr.bytes_copied),
             failed_objects: ld(&ing.failed) + ld(&dr.failed),
         };
         let mut history: Vec<Sample> = self

@@ -54,6 +54,9 @@ pub struct Totals {
     pub staged_bytes: u64,
     pub drained_objects: u64,
     pub drained_bytes: u64,
+    /// Of the drained: written as server-side copies of content already sent.
+    pub copied_objects: u64,
+    pub copied_bytes: u64,
     pub failed_objects: u64,
 }
 

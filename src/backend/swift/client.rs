@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::sync::RwLock;
@@ -18,19 +17,6 @@ use crate::backend::Rope;
 use crate::backend::throttle::{Failure, Throttle, classify_status, parse_retry_after};
 use crate::error::{Error, Result};
 
-/// Characters left unescaped in a Swift path: RFC 3986 unreserved, and `/` in object names.
-const PATH: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    .remove(b'/');
-/// The same, for one path segment (container names).
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 /// Per-request timeout.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -123,16 +109,6 @@ impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
-}
-
-/// Escapes an object name for a URL path.
-pub fn escape_object(name: &str) -> String {
-    utf8_percent_encode(name, PATH).to_string()
-}
-
-/// Escapes a container name.
-pub fn escape_container(name: &str) -> String {
-    utf8_percent_encode(name, SEGMENT).to_string()
 }
 
 #[derive(Deserialize)]
@@ -421,17 +397,5 @@ fn status_failure(
         ))),
         422 => Failure::Transient(format!("{msg} (ETag mismatch: body corrupted in transit)")),
         s => classify_status(s, ra, msg),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_escaped_for_paths() {
-        assert_eq!(escape_object("a b/c%d?e#f+g"), "a%20b/c%25d%3Fe%23f%2Bg");
-        assert_eq!(escape_object("ünï"), "%C3%BCn%C3%AF");
-        assert_eq!(escape_container("c/x"), "c%2Fx");
     }
 }

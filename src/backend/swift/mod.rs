@@ -24,9 +24,12 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc};
 
-use self::client::{Auth, SwiftClient, escape_container, escape_object};
+use self::client::{Auth, SwiftClient};
 use super::throttle::{Throttle, ThrottleConfig};
-use super::{Body, ContentCheck, Destination, Listed, Opened, Reader, Rope, Source};
+use super::{
+    Body, ContentCheck, Destination, Listed, Opened, Placed, Reader, Rope, Source,
+    escape_container, escape_object,
+};
 use crate::error::{Error, Result};
 use crate::object::{ObjectKey, ObjectMeta};
 
@@ -483,7 +486,7 @@ impl Destination for SwiftStore {
         Some(SwiftStore::throttle(self).clone())
     }
 
-    async fn put(&self, meta: &ObjectMeta, mut body: Body) -> Result<()> {
+    async fn put(&self, meta: &ObjectMeta, mut body: Body) -> Result<Option<Placed>> {
         let (c, name) = self.name_of(&meta.key)?;
         self.ensure_container(&c).await?;
         if let Ok(mut u) = self.used.lock() {
@@ -497,10 +500,14 @@ impl Destination for SwiftStore {
         if meta.size <= self.slo_threshold {
             let buf = super::collect_body(meta, body).await?;
             headers.extend(user.iter().map(|(k, v)| (k.as_str(), v.clone())));
-            self.put_bytes(&what, &obj_path, buf, &headers)
+            let md5 = self
+                .put_bytes(&what, &obj_path, buf, &headers)
                 .await
                 .map_err(oerr)?;
-            return Ok(());
+            return Ok(Some(Placed {
+                location: obj_path,
+                etag: md5,
+            }));
         }
         // Static Large Object: deterministic segment names, so a retry overwrites.
         let seg_c = format!("{c}_segments");
@@ -550,7 +557,55 @@ impl Destination for SwiftStore {
             )
             .await
             .map_err(oerr)?;
-        Ok(())
+        // An SLO is not copied: a server-side COPY of one would concatenate its segments
+        // into a plain object (and fail over 5 GiB).
+        Ok(None)
+    }
+
+    fn can_copy(&self) -> bool {
+        true
+    }
+
+    async fn copy(&self, from: &Placed, meta: &ObjectMeta) -> Result<bool> {
+        let (c, name) = self.name_of(&meta.key)?;
+        self.ensure_container(&c).await?;
+        if let Ok(mut u) = self.used.lock() {
+            u.insert(c.clone());
+        }
+        let obj_path = format!("/{}/{}", escape_container(&c), escape_object(&name));
+        let user = Self::user_meta_headers(meta);
+        let mut h = Self::meta_headers(meta);
+        // The copy takes this object's own metadata, none of its source's.
+        h.push(("X-Copy-From", from.location.clone()));
+        h.push(("X-Fresh-Metadata", "true".into()));
+        h.extend(user.iter().map(|(k, v)| (k.as_str(), v.clone())));
+        let what = format!("COPY swift:/{} to swift://{c}/{name}", from.location);
+        let reply = self
+            .client
+            .call(
+                &what,
+                Method::PUT,
+                &obj_path,
+                &h,
+                Some(Rope::default()),
+                &[201],
+            )
+            .await
+            .map_err(|e| Error::object(&meta.key, e))?;
+        let etag = reply
+            .header("Etag")
+            .map(|e| e.trim_matches('"').to_string());
+        if etag.as_deref() != Some(from.etag.as_str()) {
+            return Err(Error::object(
+                &meta.key,
+                format!(
+                    "{what}: the copy's ETag is {}, its source's {}",
+                    etag.as_deref().unwrap_or("missing"),
+                    from.etag
+                ),
+            ));
+        }
+        Ok(true)
     }
 
     fn layout(&self) -> Option<serde_json::Value> {
