@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use aws_config::meta::region::RegionProviderChain;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -41,6 +42,8 @@ pub const DEFAULT_PART_SIZE: u64 = 16 << 20;
 pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 64 << 20;
 /// Ranged GETs in flight per large object.
 pub const RANGE_CONCURRENCY: usize = 4;
+/// Region when none is configured (on-prem S3 endpoints mostly ignore it; SigV4 needs one).
+pub const DEFAULT_REGION: &str = "us-east-1";
 /// Keys per listing page.
 pub const PAGE_SIZE: i32 = 1000;
 
@@ -75,9 +78,19 @@ async fn client(opts: &S3Options) -> Client {
     if let Some(p) = &opts.profile {
         loader = loader.profile_name(p);
     }
-    if let Some(r) = &opts.region {
-        loader = loader.region(Region::new(r.clone()));
+    // The region: --region, the AWS variables, the profile, else us-east-1. Not the EC2
+    // metadata service of the SDK's default chain: an appliance in a datacenter has
+    // none, and asking for it costs timeouts and warnings at every start.
+    let mut profile_region = aws_config::profile::ProfileFileRegionProvider::builder();
+    if let Some(p) = &opts.profile {
+        profile_region = profile_region.profile_name(p);
     }
+    loader = loader.region(
+        RegionProviderChain::first_try(opts.region.clone().map(Region::new))
+            .or_else(aws_config::environment::region::EnvironmentVariableRegionProvider::new())
+            .or_else(profile_region.build())
+            .or_else(Region::new(DEFAULT_REGION)),
+    );
     let sdk = loader.load().await;
     let endpoint = opts
         .endpoint
@@ -95,9 +108,6 @@ async fn client(opts: &S3Options) -> Client {
                 .read_timeout(opts.throttle.stall_timeout)
                 .build(),
         );
-    if sdk.region().is_none() {
-        b = b.region(Region::new("us-east-1"));
-    }
     if let Some(e) = endpoint {
         b = b.endpoint_url(e).force_path_style(true);
     }
