@@ -2,7 +2,8 @@
 # Installs the Debian packages barge needs. Usage: scripts/deps.sh build|test|bench
 #   build: what compiling needs (Debian's RocksDB and libclang for bindgen)
 #   test:  build + what the test suite runs (diff, mount for the tmpfs test, the S3 and
-#          Swift CLIs that check results, tmux for the dashboard test, losetup for the
+#          Swift CLIs that check results, Keystone for the v3 login test, tmux for the
+#          dashboard test, losetup for the
 #          shipping test; debootstrap, mkfs/mtools/sfdisk, qemu and OVMF for the image
 #          build and its boot test)
 #   bench: test + the reference tools of benches/compare.sh (fio, b3sum, restic, openssl)
@@ -10,6 +11,7 @@ set -euo pipefail
 want=${1:-test}
 pkgs=(librocksdb-dev libclang-dev clang pkg-config diffutils mount)
 [ "$want" = build ] || pkgs+=(awscli python3-swiftclient tmux util-linux
+  keystone python3-keystonemiddleware python3-keystoneclient
   qemu-system-x86 ovmf debootstrap mtools dosfstools fdisk e2fsprogs zstd)
 case "$want" in
   build|test) ;;

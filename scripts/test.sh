@@ -15,6 +15,7 @@ scripts/deps.sh test
 stop_servers() {
   local purge=()
   [ "${1:-}" = purge ] && purge=(--purge)
+  scripts/servers/keystone-stop.sh "${purge[@]}" /tmp/barge-keystone >/dev/null 2>&1 || true
   scripts/servers/saio-stop.sh "${purge[@]}" /tmp/barge-saio >/dev/null 2>&1 || true
   scripts/servers/saio-stop.sh "${purge[@]}" /tmp/barge-saio-throttled >/dev/null 2>&1 || true
   scripts/servers/ceph-stop.sh "${purge[@]}" /tmp/barge-ceph >/dev/null 2>&1 || true

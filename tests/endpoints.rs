@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::servers::{Env, ceph, saio, saio_throttled};
+use common::servers::{Env, ceph, keystone, saio, saio_throttled};
 use common::*;
 
 const SWIFT: &str = "/usr/bin/swift";
@@ -612,4 +612,81 @@ fn expired_swift_tokens_are_refreshed_mid_run() {
             .arg(&got),
     );
     assert_same_tree(&src, &got);
+}
+
+/// The Keystone v3 variables of the test Keystone (and nothing of tempauth or S3).
+fn with_keystone(c: &mut Command, k: &Env) {
+    for v in [
+        "ST_AUTH",
+        "ST_USER",
+        "ST_KEY",
+        "OS_AUTH_TOKEN",
+        "OS_STORAGE_URL",
+    ] {
+        c.env_remove(v);
+    }
+    for v in [
+        "OS_AUTH_URL",
+        "OS_USERNAME",
+        "OS_PASSWORD",
+        "OS_PROJECT_NAME",
+        "OS_USER_DOMAIN_NAME",
+        "OS_PROJECT_DOMAIN_NAME",
+        "OS_IDENTITY_API_VERSION",
+    ] {
+        c.env(v, &k[v]);
+    }
+}
+
+#[test]
+fn keystone_v3_password_login_into_swift() {
+    let k = keystone();
+    let t = tmp();
+    let dest = uniq("ks");
+    let src = t.path().join("src");
+    let mut files = tricky_files(&src);
+    let big = rand_bytes(7, 5 << 20);
+    write(&src, b"big.bin", &big);
+    files.push(("big.bin".into(), big));
+    let state = t.path().join("state");
+    init_small(&state, &[]);
+    let mut c = bin();
+    c.arg("--state").arg(&state).args([
+        "--json",
+        "--large-threshold",
+        "2MiB",
+        "--slo-segment-size",
+        "1MiB",
+        "migrate",
+        "--source",
+        src.to_str().unwrap(),
+        "--dest",
+        &format!("swift://{dest}"),
+    ]);
+    with_keystone(&mut c, k);
+    let o = c.output().expect("run barge");
+    let out = ok(&o);
+    assert_eq!(json_doc(&out, "report")["report"]["done"], true, "{out}");
+    // The swift CLI logs in to Keystone itself and downloads from the project's account.
+    let got = t.path().join("got");
+    let mut dl = Command::new(SWIFT);
+    dl.args(["download", &dest, "-D"]).arg(&got);
+    with_keystone(&mut dl, k);
+    run_ok(&mut dl);
+    for (name, v) in &files {
+        assert_eq!(
+            &std::fs::read(got.join(name)).unwrap_or_else(|e| panic!("{name}: {e}")),
+            v,
+            "{name} differs"
+        );
+    }
+    let mut st = Command::new(SWIFT);
+    st.args(["stat", &dest, "big.bin"]);
+    with_keystone(&mut st, k);
+    let stat = run_ok(&mut st);
+    assert!(stat.contains("X-Static-Large-Object: True"), "{stat}");
+    assert!(
+        stat.contains(k["KEYSTONE_SWIFT_STORAGE_URL"].rsplit('/').next().unwrap()),
+        "in the project's account: {stat}"
+    );
 }

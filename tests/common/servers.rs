@@ -69,3 +69,13 @@ pub fn ceph() -> &'static Env {
     static E: OnceLock<Env> = OnceLock::new();
     E.get_or_init(|| start("ceph-start.sh", "/tmp/barge-ceph", &[]))
 }
+
+/// Keystone v3 on 127.0.0.1:5000 and a Swift proxy on :8085 that takes its tokens, in
+/// front of the default SAIO's storage (started first).
+pub fn keystone() -> &'static Env {
+    static E: OnceLock<Env> = OnceLock::new();
+    E.get_or_init(|| {
+        saio();
+        start("keystone-start.sh", "/tmp/barge-keystone", &[])
+    })
+}
