@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # barge vs rclone, same data set, same concurrency, same servers: local tree -> the
 # project's SAIO (Swift API) and -> Ceph radosgw (S3 API). Runs alternate barge, rclone,
-# barge, rclone ... and the median throughput ratio is printed.
+# barge, rclone ... and the median throughput ratio is printed, with the CPU seconds the
+# client and the test servers spent per run (they share the machine's cores).
 #
 #   benches/rclone.sh [--rounds N] [--concurrency N] [--size 256MiB]
 set -euo pipefail
@@ -33,21 +34,38 @@ export RCLONE_CONFIG_RGW_TYPE=s3 RCLONE_CONFIG_RGW_PROVIDER=Ceph RCLONE_CONFIG_R
 results=$(mktemp)
 now() { date +%s.%N; }
 mbps() { python3 -c "print($bytes/1e6/($2-$1))"; }
+# CPU seconds (user + system) so far of every test server process the start scripts
+# recorded: both tools share the 2 cores with the servers, so where the CPU goes says
+# more than the throughput alone.
+srv_cpu() {
+  local f pid st line t=0 tck; tck=$(getconf CLK_TCK)
+  for f in /tmp/barge-saio/run/*.pid /tmp/barge-ceph/run/*.pid; do
+    read -r pid st <"$f" 2>/dev/null || continue
+    line=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+    read -r -a a <<<"${line##*) }"
+    t=$((t + a[11] + a[12]))
+  done
+  python3 -c "print($t / $tck)"
+}
+cpu_of() { python3 -c "import sys; u, s = open(sys.argv[1]).read().split(); print(float(u) + float(s))" "$1"; }
 
 barge_run() {  # barge_run TARGET-URL [extra env...]
   local st=$dir/state t0 t1; rm -rf "$st"
   "$B" --quiet --state "$st" init >/dev/null
-  t0=$(now)
-  env "${@:2}" "$B" --quiet --state "$st" --list-parallel 4 --max-concurrency "$conc" \
-      migrate --concurrency "$conc" --source "$dir/tree" --dest "$1" >/dev/null
-  t1=$(now); mbps "$t0" "$t1"
+  s0=$(srv_cpu); t0=$(now)
+  env "${@:2}" /usr/bin/time -f '%U %S' -o "$dir/cpu" "$B" --quiet --state "$st" --list-parallel 4 \
+      --max-concurrency "$conc" migrate --concurrency "$conc" --source "$dir/tree" --dest "$1" >/dev/null
+  t1=$(now); s1=$(srv_cpu)
+  echo "$(mbps "$t0" "$t1") $(cpu_of "$dir/cpu") $(python3 -c "print($s1 - $s0)")"
 }
 rclone_run() {  # rclone_run REMOTE:PATH
-  local t0 t1; t0=$(now)
+  local t0 t1 s0 s1; s0=$(srv_cpu); t0=$(now)
   # AWS_CA_BUNDLE (set on some hosts) breaks rclone's S3 client on plain http.
-  env -u AWS_CA_BUNDLE rclone copy --transfers "$conc" --checkers "$conc" "$dir/tree" "$1" \
-      > "$dir/rclone.log" 2>&1 || { echo "rclone failed:" >&2; tail -5 "$dir/rclone.log" >&2; exit 1; }
-  t1=$(now); mbps "$t0" "$t1"
+  env -u AWS_CA_BUNDLE /usr/bin/time -f '%U %S' -o "$dir/cpu" rclone copy --transfers "$conc" \
+      --checkers "$conc" "$dir/tree" "$1" > "$dir/rclone.log" 2>&1 ||
+      { echo "rclone failed:" >&2; tail -5 "$dir/rclone.log" >&2; exit 1; }
+  t1=$(now); s1=$(srv_cpu)
+  echo "$(mbps "$t0" "$t1") $(cpu_of "$dir/cpu") $(python3 -c "print($s1 - $s0)")"
 }
 # Every run's copy is deleted after it is timed: the test servers' disks are small (the
 # Ceph OSD is a 10 GiB file, and a full OSD stalls writes instead of refusing them).
@@ -67,11 +85,15 @@ done
 python3 - "$results" "$bytes" "$conc" <<'PY'
 import sys, statistics, collections
 res = collections.defaultdict(list)
+cli = collections.defaultdict(list)
+srv = collections.defaultdict(list)
 for line in open(sys.argv[1]):
-    k, v = line.split(); res[k].append(float(v))
+    k, v, c, s = line.split()
+    res[k].append(float(v)); cli[k].append(float(c)); srv[k].append(float(s))
 print(f"data set {int(sys.argv[2])/1e6:.0f} MB, concurrency {sys.argv[3]}")
 for k in ["barge_swift", "rclone_swift", "barge_rgw", "rclone_rgw"]:
-    print(f"{k:14} median {statistics.median(res[k]):7.1f} MB/s   runs " + " ".join(f"{x:.1f}" for x in res[k]))
+    print(f"{k:14} median {statistics.median(res[k]):7.1f} MB/s   runs " + " ".join(f"{x:.1f}" for x in res[k])
+          + f"   CPU-s: client {statistics.median(cli[k]):.2f}, servers {statistics.median(srv[k]):.2f}")
 for dst in ["swift", "rgw"]:
     r = [a / b for a, b in zip(res[f"barge_{dst}"], res[f"rclone_{dst}"])]
     print(f"barge / rclone into {dst:5}: {statistics.median(r):.2f}  (goal >= 1.3)")
