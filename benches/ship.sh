@@ -31,13 +31,16 @@ results=$(mktemp)
 now() { date +%s.%N; }
 dbytes=$(numfmt --from=iec "${dsize%iB}")
 
-fio_run() {  # fio_run read|write: MB/s of 1 MiB sequential O_DIRECT io_uring on a loop device
+fio_ref() {  # prints "WRITE READ" MB/s: 1 MiB sequential O_DIRECT io_uring on a loop device,
+            # the whole device written first so that the read reads data, not holes
   rm -f "$dir/fio.img"; truncate -s "$dsize" "$dir/fio.img"
-  local l; l=$(losetup --find --show --direct-io=on "$dir/fio.img"); loops+=("$l")
-  fio --name=ref --filename="$l" --rw="$1" --bs=1M --direct=1 --ioengine=io_uring --iodepth=8 \
-      --size="$dbytes" --output-format=json 2>/dev/null |
-    python3 -c "import json,sys; j=json.load(sys.stdin)['jobs'][0]; print(j['$1']['bw_bytes']/1e6)"
-  losetup -d "$l"
+  local l w rd; l=$(losetup --find --show --direct-io=on "$dir/fio.img"); loops+=("$l")
+  for m in write read; do
+    fio --name=ref --filename="$l" --rw="$m" --bs=1M --direct=1 --ioengine=io_uring --iodepth=8 \
+        --size="$dbytes" --output-format=json 2>/dev/null |
+      python3 -c "import json,sys; j=json.load(sys.stdin)['jobs'][0]; print(j['$m']['bw_bytes']/1e6)"
+  done | paste -sd' '
+  losetup -d "$l"; rm -f "$dir/fio.img"
 }
 
 for r in $(seq 1 "$rounds"); do
@@ -50,7 +53,7 @@ for r in $(seq 1 "$rounds"); do
   done
   st=()
   for d in "${devs[@]}"; do st+=(--staging "$d"); done
-  "$B" --quiet --state "$dir/site-a" init "${st[@]}" >/dev/null
+  "$B" --quiet --state "$dir/site-a" init --segment-size 256MiB "${st[@]}" >/dev/null
   sealed=$("$B" --json --state "$dir/site-a" ingest --source "$dir/tree" |
            python3 -c "import json,sys; print([json.loads(l) for l in sys.stdin if l.startswith('{\"ingest')][0]['ingest']['bytes_sealed'])")
   code=$("$B" --json --state "$dir/site-a" seal --out "$dir/ship" |
@@ -67,8 +70,9 @@ for r in $(seq 1 "$rounds"); do
   echo "erase $(python3 -c "print(3*$dbytes/1e6/($t1-$t0))")" >>"$results"
   for l in "${devs[@]}"; do losetup -d "$l"; done
   loops=()
-  echo "fio_read $(fio_run read)" >>"$results"
-  echo "fio_write $(fio_run write)" >>"$results"
+  read -r w rd < <(fio_ref)
+  echo "fio_write $w" >>"$results"
+  echo "fio_read $rd" >>"$results"
 done
 python3 - "$results" "$sealed" "$dsize" <<'PY'
 import sys, statistics, collections
