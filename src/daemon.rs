@@ -216,7 +216,7 @@ async fn execute(g: &Global, slot: &MonitorSlot, job: &Job) -> Result<bool> {
         }
         Mode::Drain => {
             let s = do_drain(g, &node, &need(&job.dest, "dest")?, &tune, None, m.clone()).await?;
-            s.failed == 0
+            s.failed == 0 && s.stopped_early.is_none()
         }
         Mode::Migrate => {
             let dest = need(&job.dest, "dest")?;

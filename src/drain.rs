@@ -69,6 +69,9 @@ pub struct DrainSummary {
     /// run had already sent, instead of sending it again.
     pub copied: u64,
     pub copied_bytes: u64,
+    /// Why the drain stopped taking objects (its destination went down); they stay
+    /// staged for the next run.
+    pub stopped_early: Option<String>,
     /// The destination endpoint's requests, retries, throttles and final window.
     pub endpoint: Option<crate::backend::throttle::ThrottleStats>,
 }
@@ -337,6 +340,7 @@ pub async fn run_following(
     let copied = Arc::new(AtomicU64::new(0));
     let copied_bytes = Arc::new(AtomicU64::new(0));
     let written = Arc::new(Written::default());
+    let stopped = Arc::new(std::sync::Mutex::new(None::<String>));
     let mut workers = vec![];
     for _ in 0..opts.concurrency.max(1) {
         let rx = rx.clone();
@@ -347,8 +351,12 @@ pub async fn run_following(
         let monitor = monitor.clone();
         let drain_q = drain_q.clone();
         let rot = rot.clone();
-        let (copied, copied_bytes, written) =
-            (copied.clone(), copied_bytes.clone(), written.clone());
+        let (copied, copied_bytes, written, stopped) = (
+            copied.clone(),
+            copied_bytes.clone(),
+            written.clone(),
+            stopped.clone(),
+        );
         let (drained, bytes, failures, failed) = (
             drained.clone(),
             bytes.clone(),
@@ -361,6 +369,16 @@ pub async fn run_following(
                 let Some((key, _)) = next else { break };
                 drain_q.pop();
                 monitor.gate().await;
+                if let Some(why) = dest.throttle().and_then(|t| t.down().map(str::to_string)) {
+                    // The objects not taken stay Staged for the next run.
+                    if let Ok(mut s) = stopped.lock() {
+                        s.get_or_insert(format!(
+                            "destination {} is down: {why}; run again when it answers",
+                            dest.url()
+                        ));
+                    }
+                    break;
+                }
                 // Take the key (or leave it to the worker that has it), then work from
                 // the record as it is now.
                 if !busy
@@ -482,6 +500,7 @@ pub async fn run_following(
         rot: rot.load(Ordering::Relaxed),
         copied: copied.load(Ordering::Relaxed),
         copied_bytes: copied_bytes.load(Ordering::Relaxed),
+        stopped_early: stopped.lock().ok().and_then(|s| s.clone()),
         endpoint: dest.stats(),
     };
     node.catalog.finish_run(
@@ -491,10 +510,10 @@ pub async fn run_following(
             ("bytes".into(), summary.bytes),
             ("failed".into(), summary.failed),
         ],
-        if summary.failed == 0 {
-            "ok".into()
-        } else {
-            format!("{} objects failed", summary.failed)
+        match (&summary.stopped_early, summary.failed) {
+            (Some(why), _) => format!("stopped: {why}"),
+            (None, 0) => "ok".into(),
+            (None, n) => format!("{n} objects failed"),
         },
     )?;
     Ok(summary)

@@ -57,6 +57,8 @@ pub enum Error {
     Uring(String),
     #[error("pipeline stopped: {0}")]
     Pipeline(String),
+    #[error("{endpoint} is down: {message}; run again when it answers")]
+    Unreachable { endpoint: String, message: String },
 }
 
 impl Error {

@@ -409,6 +409,18 @@ async fn fetch_one(ctx: &Arc<Ctx>, meta: ObjectMeta, old: Option<ObjectRecord>) 
             }
         }
         Err(e) => {
+            if let Some(why) = ctx
+                .source
+                .throttle()
+                .and_then(|t| t.down().map(str::to_string))
+            {
+                // Not the object's fault: it stays listed for the next run.
+                ctx.stop(format!(
+                    "source {} is down: {why}; run again when it answers",
+                    ctx.source.url()
+                ));
+                return;
+            }
             if e.is_no_space() || matches!(e, Error::AllDrivesFull { .. }) {
                 ctx.stop(format!(
                     "{e}; drain (the next run reclaims what is drained), add a drive with --staging, or free space, and run again"

@@ -124,6 +124,10 @@ struct Ends {
     /// Seconds without a byte from an endpoint before the attempt is abandoned and retried.
     #[arg(long, global = true, default_value_t = 60.0)]
     stall_timeout: f64,
+    /// Seconds an endpoint may fail every request (no answer, resets, 5xx) before it is
+    /// taken for down: the run then stops taking objects and ends NOT DONE.
+    #[arg(long, global = true, default_value_t = 300.0)]
+    down_after: f64,
     /// Listings run in parallel (S3: first-level prefixes).
     #[arg(long, global = true, default_value_t = 4)]
     list_parallel: usize,
@@ -366,6 +370,7 @@ impl Global {
                 stall_timeout: std::time::Duration::from_secs_f64(
                     e.stall_timeout.clamp(0.1, 3600.0),
                 ),
+                down_after: std::time::Duration::from_secs_f64(e.down_after.clamp(1.0, 86400.0)),
             },
             part_size: e.part_size,
             large_threshold: e.large_threshold,
@@ -525,7 +530,7 @@ async fn do_move(
         );
         pass += 1;
     };
-    Ok(s.failed == 0 && s.stopped_early.is_none() && d.failed == 0)
+    Ok(s.failed == 0 && s.stopped_early.is_none() && d.failed == 0 && d.stopped_early.is_none())
 }
 
 async fn do_ingest(
@@ -587,6 +592,9 @@ async fn do_drain(
     );
     for (k, r) in &s.failures {
         println!("failed: {k}: {r}");
+    }
+    if let Some(why) = &s.stopped_early {
+        println!("stopped early: {why}");
     }
     Ok(s)
 }
@@ -734,7 +742,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let s = do_drain(g, &node, dest, tune, None, live.monitor.clone()).await?;
             live.monitor.finish();
             drop(live);
-            Ok(code(s.failed == 0))
+            Ok(code(s.failed == 0 && s.stopped_early.is_none()))
         }
         Cmd::Migrate { source, dest, tune } => {
             let node = g.open()?;
@@ -965,7 +973,7 @@ async fn demo(g: &Global, dir: &std::path::Path, size: u64) -> Result<ExitCode> 
         state.join("staging").display(),
         r.dedup_ratio
     );
-    let ok = s.failed == 0 && d.failed == 0 && v && r.done;
+    let ok = s.failed == 0 && d.failed == 0 && d.stopped_early.is_none() && v && r.done;
     Ok(if ok {
         ExitCode::SUCCESS
     } else {

@@ -565,3 +565,86 @@ fn full_staging_stops_cleanly_then_drained_space_is_reclaimed_and_the_move_finis
     );
     assert!(files_under(&small).is_empty(), "staging emptied");
 }
+
+#[test]
+fn a_destination_that_is_down_stops_the_drain_and_loses_nothing() {
+    use common::proxy::{self, Fault};
+    let env = saio();
+    let t = tmp();
+    let src = t.path().join("src");
+    for i in 0..60u64 {
+        write(
+            &src,
+            format!("o/{i:03}").as_bytes(),
+            &rand_bytes(700 + i, 5_000 + i as usize * 100),
+        );
+    }
+    let state = t.path().join("state");
+    init_small(&state, &[]);
+    ok(&barge(
+        &state,
+        &["--quiet", "ingest", "--source", src.to_str().unwrap()],
+    ));
+    // Every request through the proxy is answered 500: the destination is "down".
+    let upstream: std::net::SocketAddr = env["SAIO_S3_ENDPOINT"]
+        .trim_start_matches("http://")
+        .parse()
+        .expect("SAIO address");
+    let p = proxy::start(upstream, vec![Fault::ServerError]);
+    let bucket = format!("downdst{}", std::process::id());
+    let drain = |endpoint: &str| {
+        let mut c = bin();
+        c.arg("--state")
+            .arg(&state)
+            .args([
+                "--json",
+                "--down-after",
+                "2",
+                "--dest-endpoint",
+                endpoint,
+                "drain",
+                "--dest",
+                &format!("s3://{bucket}"),
+            ])
+            .env("AWS_ACCESS_KEY_ID", &env["SAIO_S3_ACCESS_KEY"])
+            .env("AWS_SECRET_ACCESS_KEY", &env["SAIO_S3_SECRET_KEY"])
+            .env("AWS_REGION", "us-east-1")
+            .env_remove("AWS_ENDPOINT_URL");
+        c.output().expect("run barge")
+    };
+    let o = drain(&format!("http://{}", p.addr));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(3), "NOT DONE: {out}{}", stderr(&o));
+    let d = &json_doc(&out, "drain")["drain"];
+    let why = d["stopped_early"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("is down") && why.contains("run again when it answers"),
+        "{d}"
+    );
+    // The run stopped taking objects: only those in flight when the endpoint was taken
+    // for down failed; the others are still staged, none was lost.
+    let rep = barge(&state, &["--json", "report"]);
+    let rep = String::from_utf8_lossy(&rep.stdout);
+    let r = &json_doc(&rep, "report")["report"];
+    assert_eq!(r["drained"], 0, "{rep}");
+    assert!(r["failed"].as_u64().unwrap() <= 8, "{rep}");
+    assert!(r["staged"].as_u64().unwrap() >= 52, "{rep}");
+    drop(p);
+    // Back up: the next run drains everything.
+    let o = drain(&env["SAIO_S3_ENDPOINT"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    let got = t.path().join("got");
+    must(
+        aws_s3(env)
+            .args([
+                "s3",
+                "cp",
+                "--recursive",
+                "--quiet",
+                &format!("s3://{bucket}"),
+            ])
+            .arg(&got),
+    );
+    assert_same_tree(&src, &got);
+}

@@ -36,6 +36,11 @@ pub const MAX_ATTEMPTS: usize = 8;
 /// Minimum time between two multiplicative decreases.
 pub const DECREASE_GAP: Duration = Duration::from_millis(200);
 
+/// How long an endpoint may fail every request (timeouts, resets, 5xx; not throttling,
+/// which is an answer) before it is declared down: calls then fail at once and drain stops
+/// taking objects, instead of spending 8 stall timeouts on each one (`--down-after`).
+pub const DOWN_AFTER: Duration = Duration::from_secs(300);
+
 /// Limits of one endpoint.
 #[derive(Debug, Clone)]
 pub struct ThrottleConfig {
@@ -45,6 +50,9 @@ pub struct ThrottleConfig {
     /// Silence on a connection after which an attempt is abandoned and retried
     /// (`--stall-timeout`).
     pub stall_timeout: Duration,
+    /// Failing without a single success for this long declares the endpoint down
+    /// (`--down-after`, [`DOWN_AFTER`]).
+    pub down_after: Duration,
 }
 
 impl Default for ThrottleConfig {
@@ -54,6 +62,7 @@ impl Default for ThrottleConfig {
             initial_concurrency: 8,
             max_rps: None,
             stall_timeout: crate::backend::STALL_TIMEOUT,
+            down_after: DOWN_AFTER,
         }
     }
 }
@@ -86,6 +95,8 @@ pub struct ThrottleStats {
     pub errors: u64,
     pub limit: f64,
     pub in_flight: usize,
+    /// Why the endpoint was declared down, if it was.
+    pub down: Option<String>,
 }
 
 struct State {
@@ -100,6 +111,9 @@ struct State {
     /// `recent_seen % RECENT_SAMPLES`), and how many each class has seen.
     recent: [[f64; RECENT_SAMPLES]; SIZE_CLASSES],
     recent_seen: [u64; SIZE_CLASSES],
+    /// The first failed attempt since the last success (tokio's clock, so tests can
+    /// pause it).
+    failing_since: Option<tokio::time::Instant>,
 }
 
 /// Number of payload size classes for the latency baseline.
@@ -131,6 +145,9 @@ pub struct Throttle {
     retries: AtomicU64,
     throttled: AtomicU64,
     errors: AtomicU64,
+    down_after: Duration,
+    /// Set once when the endpoint is declared down; never cleared within a run.
+    down: std::sync::OnceLock<String>,
 }
 
 /// A slot of the concurrency window, released on drop.
@@ -160,6 +177,7 @@ impl Throttle {
                 latency_ewma: [None; SIZE_CLASSES],
                 recent: [[0.0; RECENT_SAMPLES]; SIZE_CLASSES],
                 recent_seen: [0; SIZE_CLASSES],
+                failing_since: None,
             }),
             cap: AtomicUsize::new(cfg.max_concurrency.max(1)),
             rps_bits: AtomicU64::new(cfg.max_rps.filter(|r| *r > 0.0).unwrap_or(0.0).to_bits()),
@@ -169,6 +187,8 @@ impl Throttle {
             retries: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            down_after: cfg.down_after,
+            down: std::sync::OnceLock::new(),
         }
     }
 
@@ -217,7 +237,40 @@ impl Throttle {
             errors: self.errors.load(Ordering::Relaxed),
             limit: self.lock().limit,
             in_flight: self.in_flight.load(Ordering::Relaxed),
+            down: self.down().map(str::to_string),
         }
+    }
+
+    /// Why the endpoint was declared down (every request failing for `down_after`).
+    pub fn down(&self) -> Option<&str> {
+        self.down.get().map(String::as_str)
+    }
+
+    fn down_error(&self, why: &str) -> Error {
+        Error::Unreachable {
+            endpoint: self.name.clone(),
+            message: why.to_string(),
+        }
+    }
+
+    /// Records a failed attempt; true when the endpoint has now failed every attempt for
+    /// `down_after` (it is then down).
+    fn on_failure(&self, message: &str) -> bool {
+        let since = *self
+            .lock()
+            .failing_since
+            .get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() < self.down_after {
+            return false;
+        }
+        let why = format!(
+            "no request succeeded for {:.0} s; last error: {message}",
+            since.elapsed().as_secs_f64()
+        );
+        if self.down.set(why).is_ok() {
+            tracing::error!("{} is down: {}", self.name, self.down().unwrap_or_default());
+        }
+        true
     }
 
     /// Waits for a slot in the window, a pause to end and the rate cap.
@@ -266,6 +319,7 @@ impl Throttle {
 
     fn on_success(&self, latency: Duration, class: usize) {
         let mut s = self.lock();
+        s.failing_since = None;
         let l = latency.as_secs_f64();
         let class = class.min(SIZE_CLASSES - 1);
         let base = *s.latency_ewma[class].get_or_insert(l);
@@ -334,6 +388,9 @@ impl Throttle {
             .with_jitter()
             .build();
         loop {
+            if let Some(why) = self.down() {
+                return Err(self.down_error(why));
+            }
             let permit = self.acquire().await;
             let res = op().await;
             let latency = permit.start.elapsed();
@@ -356,6 +413,9 @@ impl Throttle {
                 }
                 Err(Failure::Transient(message)) => {
                     self.errors.fetch_add(1, Ordering::Relaxed);
+                    if self.on_failure(&message) {
+                        return Err(self.down_error(self.down().unwrap_or(&message)));
+                    }
                     (message, None)
                 }
             };
@@ -398,6 +458,55 @@ pub fn parse_retry_after(v: Option<&str>) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn an_endpoint_failing_for_down_after_is_down_and_fails_fast() {
+        let t = Throttle::new(
+            "test",
+            ThrottleConfig {
+                down_after: Duration::from_secs(2),
+                ..Default::default()
+            },
+        );
+        // A success in between resets the clock: one failing request alone is retried.
+        let mut n = 0;
+        let r: Result<u32> = t
+            .call("GET x", || {
+                n += 1;
+                let fail = n < 3;
+                async move {
+                    if fail {
+                        Err(Failure::Transient("500".into()))
+                    } else {
+                        Ok(1)
+                    }
+                }
+            })
+            .await;
+        assert_eq!(r.unwrap(), 1);
+        assert!(t.down().is_none());
+        // Failing without an answer for 2 s: down, with the last error named.
+        let r: Result<u32> = t
+            .call("PUT y", || async {
+                Err(Failure::Transient("reset".into()))
+            })
+            .await;
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.contains("test is down") && e.contains("last error: reset"),
+            "{e}"
+        );
+        // From now on calls fail without a request.
+        let mut called = false;
+        let r: Result<u32> = t
+            .call("GET z", || {
+                called = true;
+                async { Ok(1) }
+            })
+            .await;
+        assert!(r.is_err() && !called);
+        assert!(t.stats().down.is_some());
+    }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn throttling_halves_and_success_grows_the_window() {
