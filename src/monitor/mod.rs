@@ -497,6 +497,7 @@ impl Monitor {
                     throttled: s.throttled,
                     errors: s.errors,
                     latency_ms: s.latency_small.map(|l| l * 1000.0),
+                    down: s.down.clone(),
                 }
             })
             .collect();

@@ -145,6 +145,8 @@ pub struct Endpoint {
     pub errors: u64,
     /// Smoothed latency of small requests, milliseconds.
     pub latency_ms: Option<f64>,
+    /// Why the endpoint was taken for down (every request failing for `--down-after`).
+    pub down: Option<String>,
 }
 
 /// One failure, with the object it concerns.

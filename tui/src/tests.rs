@@ -92,6 +92,17 @@ fn endpoint_and_error_panels() {
         screen.contains("window") && screen.contains("thrtl"),
         "{screen}"
     );
+    // An endpoint taken for down is marked, in red.
+    let mut down = s.clone();
+    down.endpoints[0].down = Some("no request succeeded for 300 s".into());
+    let (screen, t) = render(&down, &v, 80, 24);
+    assert!(screen.contains("DOWN destination swift://mt3"), "{screen}");
+    let buf = t.backend().buffer();
+    let (x, y) = (0..24u16)
+        .flat_map(|y| (0..79u16).map(move |x| (x, y)))
+        .find(|&(x, y)| buf[(x, y)].symbol() == "D" && buf[(x + 1, y)].symbol() == "O")
+        .expect("DOWN shown");
+    assert_eq!(buf[(x, y)].fg, Color::Red, "{screen}");
     let v = View {
         panel: Panel::Errors,
         ..Default::default()

@@ -400,7 +400,11 @@ fn draw_endpoints(f: &mut Frame, r: Rect, s: &Status) {
         .iter()
         .map(|e| {
             Row::new(vec![
-                Cell::from(format!("{} {}", e.role, e.url)),
+                match &e.down {
+                    Some(_) => Cell::from(format!("DOWN {} {}", e.role, e.url))
+                        .style(Style::default().fg(Color::Red)),
+                    None => Cell::from(format!("{} {}", e.role, e.url)),
+                },
                 Cell::from(format!("{:.1}/{}", e.concurrency, e.max_concurrency)),
                 Cell::from(format!("{}", e.in_flight)),
                 Cell::from(e.latency_ms.map_or("-".into(), |l| format!("{l:.0}"))),
