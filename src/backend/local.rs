@@ -308,19 +308,8 @@ impl Destination for LocalDest {
         })
         .await
         .map_err(|e| Error::Pipeline(e.to_string()))?;
-        let res = res.and_then(|n| {
-            if n.to_string() == from.etag && n == meta.size {
-                Ok(())
-            } else {
-                Err(Error::object(
-                    &meta.key,
-                    format!(
-                        "copy of {} has {n} bytes, expected {}",
-                        from.location, meta.size
-                    ),
-                ))
-            }
-        });
+        let what = format!("copy of {}", from.location);
+        let res = res.and_then(|n| from.check_copy(&meta.key, &what, Some(&n.to_string())));
         if let Err(e) = res {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(e);

@@ -216,6 +216,25 @@ pub struct Placed {
     pub etag: String,
 }
 
+impl Placed {
+    /// Checks the entity tag a store reported for a server-side copy of this object
+    /// (quotes ignored): a copy counts only if it is this object's.
+    pub fn check_copy(&self, key: &ObjectKey, what: &str, etag: Option<&str>) -> Result<bool> {
+        let etag = etag.map(|e| e.trim_matches('"'));
+        if etag == Some(self.etag.as_str()) {
+            return Ok(true);
+        }
+        Err(Error::object(
+            key,
+            format!(
+                "{what}: the copy's ETag is {}, its source's {}",
+                etag.unwrap_or("missing"),
+                self.etag
+            ),
+        ))
+    }
+}
+
 /// Where objects go.
 #[async_trait]
 pub trait Destination: Send + Sync {

@@ -748,21 +748,8 @@ impl Destination for S3Store {
             })
             .await
             .map_err(|e| Error::object(&meta.key, e))?;
-        let etag = out
-            .copy_object_result()
-            .and_then(|r| r.e_tag())
-            .map(|e| e.trim_matches('"').to_string());
-        if etag.as_deref() != Some(from.etag.as_str()) {
-            return Err(Error::object(
-                &meta.key,
-                format!(
-                    "{what}: the copy's ETag is {}, its source's {}",
-                    etag.as_deref().unwrap_or("missing"),
-                    from.etag
-                ),
-            ));
-        }
-        Ok(true)
+        let etag = out.copy_object_result().and_then(|r| r.e_tag());
+        from.check_copy(&meta.key, &what, etag)
     }
 
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()> {

@@ -592,20 +592,7 @@ impl Destination for SwiftStore {
             )
             .await
             .map_err(|e| Error::object(&meta.key, e))?;
-        let etag = reply
-            .header("Etag")
-            .map(|e| e.trim_matches('"').to_string());
-        if etag.as_deref() != Some(from.etag.as_str()) {
-            return Err(Error::object(
-                &meta.key,
-                format!(
-                    "{what}: the copy's ETag is {}, its source's {}",
-                    etag.as_deref().unwrap_or("missing"),
-                    from.etag
-                ),
-            ));
-        }
-        Ok(true)
+        from.check_copy(&meta.key, &what, reply.header("Etag"))
     }
 
     fn layout(&self) -> Option<serde_json::Value> {
