@@ -55,7 +55,10 @@ pub enum Error {
     State { path: PathBuf, message: String },
     #[error("io_uring: {0}")]
     Uring(String),
-    #[error("pipeline stopped: {0}")]
+    /// A failed request, or a failure of the pipeline's own machinery (a task, a lock,
+    /// an encoding); the message names which. Shown as is: one object's failed request
+    /// does not stop the run.
+    #[error("{0}")]
     Pipeline(String),
     #[error("{endpoint} is down: {message}; run again when it answers")]
     Unreachable { endpoint: String, message: String },
