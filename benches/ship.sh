@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Offline seeding throughput on loop devices, against fio on the same kind of device in
 # the same run: `barge import` (every superblock, manifest and segment checksum read
-# back) against fio sequential O_DIRECT reads, and `barge erase` (zero overwrite with
-# read-back of the whole drive, after the crypto-erase) against fio sequential O_DIRECT
-# writes. Loop devices over sparse files on the disk under BENCH_DIR; run as root.
+# back) against fio sequential O_DIRECT reads, and `barge erase` (zero overwrite of the
+# whole drive, fdatasync'ed, with a sampled read-back, after the crypto-erase) against fio
+# sequential O_DIRECT writes. Loop devices over sparse files on the disk under BENCH_DIR; run as root.
 #
 #   benches/ship.sh [--size 1GiB] [--drive-size 2GiB] [--rounds 3]
 set -euo pipefail
@@ -84,5 +84,5 @@ for k in ["import", "fio_read", "erase", "fio_write"]:
     print(f"{k:10} median {statistics.median(res[k]):8.1f} MB/s   runs " + " ".join(f"{x:.1f}" for x in res[k]))
 m = {k: statistics.median(v) for k, v in res.items()}
 print(f"import (segment bytes checked) / fio sequential read : {m['import'] / m['fio_read']:.2f}")
-print(f"erase (drive bytes overwritten and read back) / fio sequential write : {m['erase'] / m['fio_write']:.2f}")
+print(f"erase (drive bytes overwritten) / fio sequential write : {m['erase'] / m['fio_write']:.2f}")
 PY

@@ -100,6 +100,18 @@ fn scan(devs: &[PathBuf], needles: &[Vec<u8>]) -> Vec<String> {
     found
 }
 
+/// Copies a document a test produced to `<target>/artifacts/ship/` (beside the boot
+/// test's console log), so the CI run leaves it for inspection.
+fn keep_artifact(name: &str, bytes: &[u8]) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../artifacts/ship");
+    if name.ends_with(".csv") {
+        // The first document of a run: the last run's are gone.
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), bytes).unwrap();
+}
+
 #[test]
 fn ship_seal_import_drain_topup_erase_on_loop_devices() {
     let env = saio();
@@ -181,8 +193,10 @@ fn ship_seal_import_drain_topup_erase_on_loop_devices() {
         .unwrap()
         .to_string();
 
-    // ---- the bill of materials: every object, its size and BLAKE3.
+    // ---- the bill of materials: every object, its size and BLAKE3. Kept, with the
+    // erase certificates below, in <target>/artifacts/ship/ for whoever reads the run.
     let bom = std::fs::read_to_string(&bom_file).unwrap();
+    keep_artifact("bill-of-materials.csv", bom.as_bytes());
     let mut lines = bom.lines();
     assert_eq!(lines.next().unwrap(), "key,size,blake3,source_etag,drives");
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
@@ -428,6 +442,13 @@ fn ship_seal_import_drain_topup_erase_on_loop_devices() {
             serde_json::from_slice(&std::fs::read(c["certificate"].as_str().unwrap()).unwrap())
                 .unwrap();
         assert_eq!(cert["result"], "success", "{cert}");
+        keep_artifact(
+            &format!(
+                "erase-certificate-{}.json",
+                cert["drive"]["drive_id"].as_str().unwrap_or("unknown")
+            ),
+            &serde_json::to_vec_pretty(&cert).unwrap(),
+        );
         let methods: Vec<&str> = cert["methods"]
             .as_array()
             .unwrap()
