@@ -87,7 +87,9 @@ START=$(date +%s)
 "${Q[@]}" </dev/null >"$LOG" 2>&1 &
 QPID=$!
 
-seen() { tr -d '\r' <"$LOG" | grep -a -q -E "$1"; }
+# Without -q: grep -q stops at the first match, tr then dies of SIGPIPE and, under
+# pipefail, a line that is there reads as missing (a CI failure that came and went).
+seen() { tr -d '\r' <"$LOG" | grep -a -E "$1" >/dev/null; }
 checks=(
   "daemon ready|barge daemon ready"
   "self-test DONE|self-test: verify DONE"
