@@ -122,9 +122,14 @@ wait_for "keystone $KS/v3" curl -fsS -m 3 "$KS/v3"
 token_body() {
     printf '{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"admin","domain":{"name":"Default"},"password":"%s"}}},"scope":{"project":{"name":"admin","domain":{"name":"Default"}}}}}' "$PASSWORD"
 }
-tok=$(curl -fsS -m 20 -D - -o "$STATE/token.json" -H 'Content-Type: application/json' \
-      -d "$(token_body)" "$KS/v3/auth/tokens" | tr -d '\r' |
-      awk -F': ' 'tolower($1) == "x-subject-token" {print $2}') || die "admin login failed"
+# login: a fresh admin token on stdout (tokens may live only seconds), the token
+# document in STATE/token.json
+login() {
+    curl -fsS -m 20 -D - -o "$STATE/token.json" -H 'Content-Type: application/json' \
+        -d "$(token_body)" "$KS/v3/auth/tokens" | tr -d '\r' |
+        awk -F': ' 'tolower($1) == "x-subject-token" {print $2}'
+}
+tok=$(login) || die "admin login failed"
 [ -n "$tok" ] || die "admin login returned no token"
 project=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["token"]["project"]["id"])' "$STATE/token.json")
 
@@ -134,7 +139,7 @@ if ! "$PY" -c 'import json,sys; c=json.load(open(sys.argv[1]))["token"]["catalog
     api() {
         local i
         for i in 1 2 3 4 5; do
-            curl -fs -m 20 -H "X-Auth-Token: $tok" -H 'Content-Type: application/json' "$@" && return 0
+            tok=$(login) && curl -fs -m 20 -H "X-Auth-Token: $tok" -H 'Content-Type: application/json' "$@" && return 0
             sleep 1
         done
         return 1
@@ -153,8 +158,7 @@ launch proxy /usr/bin/swift-proxy-server "$ETC/proxy-server.conf" --verbose
 wait_for "Keystone proxy healthcheck" curl -fsS -m 3 "http://$IP:$PX_PORT/healthcheck"
 
 # ---- smoke test: a fresh token, container + object PUT through the proxy, then DELETE
-tok=$(curl -fsS -m 20 -D - -o /dev/null -H 'Content-Type: application/json' -d "$(token_body)" \
-      "$KS/v3/auth/tokens" | tr -d '\r' | awk -F': ' 'tolower($1) == "x-subject-token" {print $2}')
+tok=$(login) || die "admin login failed"
 c=http://$IP:$PX_PORT/v1/AUTH_$project/barge-smoke-$$
 for step in "PUT $c" "PUT $c/obj" "DELETE $c/obj" "DELETE $c"; do
     code=$(curl -sS -m 20 -o /dev/null -w '%{http_code}' -H "X-Auth-Token: $tok" -X ${step%% *} \

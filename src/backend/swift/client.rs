@@ -17,6 +17,9 @@ use crate::backend::Rope;
 use crate::backend::throttle::{Failure, Throttle, classify_status, parse_retry_after};
 use crate::error::{Error, Result};
 
+/// Logins one request may go through when its token keeps expiring (each after a 401 on
+/// a token another request obtained).
+pub const MAX_REAUTH: usize = 3;
 /// Per-request timeout.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -256,34 +259,39 @@ impl SwiftClient {
         }
     }
 
-    async fn session(&self, stale: Option<&str>) -> std::result::Result<Session, Failure> {
+    /// The current session, or a new login when there is none or it holds the `stale`
+    /// token. The flag says whether this call logged in itself (the token is brand new).
+    async fn session(&self, stale: Option<&str>) -> std::result::Result<(Session, bool), Failure> {
         if let Some(s) = self.session.read().await.as_ref()
             && Some(s.token.as_str()) != stale
         {
-            return Ok(s.clone());
+            return Ok((s.clone(), false));
         }
         let mut w = self.session.write().await;
         if let Some(s) = w.as_ref()
             && Some(s.token.as_str()) != stale
         {
-            return Ok(s.clone());
+            return Ok((s.clone(), false));
         }
         let s = self.login().await?;
         *w = Some(s.clone());
-        Ok(s)
+        Ok((s, true))
     }
 
     /// The account's storage URL (logs in if needed).
     pub async fn storage_url(&self) -> Result<String> {
         self.throttle
             .call("Swift auth", || async {
-                self.session(None).await.map(|s| s.storage_url)
+                self.session(None).await.map(|(s, _)| s.storage_url)
             })
             .await
     }
 
-    /// Sends one request with the current token; a 401 logs in again and resends once.
-    /// Statuses other than 401 are returned to the caller.
+    /// Sends one request with the current token. A 401 logs in again and resends; a 401
+    /// on a token this call has just obtained itself is final (the credentials do not
+    /// reach the account), while one on a token another request had obtained (it may
+    /// have expired in the meantime: short-lived tokens, a long wait under a rate cap)
+    /// logs in again, at most [`MAX_REAUTH`] times. Other statuses go to the caller.
     async fn send_authed(
         &self,
         what: &str,
@@ -293,8 +301,9 @@ impl SwiftClient {
         body: Option<&Rope>,
     ) -> std::result::Result<reqwest::Response, Failure> {
         let mut stale: Option<String> = None;
+        let mut reauths = 0;
         loop {
-            let s = self.session(stale.as_deref()).await?;
+            let (s, fresh) = self.session(stale.as_deref()).await?;
             let mut rb = self
                 .http
                 .request(method.clone(), format!("{}{path}", s.storage_url))
@@ -316,11 +325,12 @@ impl SwiftClient {
             if r.status() != StatusCode::UNAUTHORIZED {
                 return Ok(r);
             }
-            if stale.is_some() {
+            if fresh || reauths == MAX_REAUTH {
                 return Err(Failure::Permanent(Error::Pipeline(format!(
-                    "{what}: HTTP 401 after re-authenticating"
+                    "{what}: HTTP 401 right after logging in (do the credentials reach this account?)"
                 ))));
             }
+            reauths += 1;
             tracing::info!("{what}: token expired (401); logging in again");
             stale = Some(s.token);
         }
