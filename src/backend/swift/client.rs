@@ -337,7 +337,8 @@ impl SwiftClient {
     }
 
     /// One request under the endpoint's throttle. `path` is already escaped and starts
-    /// after the storage URL ("/container/object"). A 401 re-authenticates once.
+    /// after the storage URL ("/container/object"). A 401 logs in again (see
+    /// `send_authed`).
     /// Statuses in `ok` are success (a 404 in `ok` comes back as a reply).
     pub async fn call(
         &self,
