@@ -167,8 +167,7 @@ async fn deliver(
     loop {
         match written.claim(&h) {
             Claim::Copy(from) => match dest.copy(&from, meta).await {
-                Ok(true) => return Ok(Delivery::Copied),
-                Ok(false) => break,
+                Ok(()) => return Ok(Delivery::Copied),
                 Err(e) => {
                     tracing::warn!("server-side copy failed, sending the body instead: {e}");
                     written.forget(&h, &from);

@@ -292,7 +292,7 @@ impl Destination for LocalDest {
 
     /// A kernel-side copy (`copy_file_range`, a reflink where the filesystem shares
     /// extents) of a file this run wrote.
-    async fn copy(&self, from: &Placed, meta: &ObjectMeta) -> Result<bool> {
+    async fn copy(&self, from: &Placed, meta: &ObjectMeta) -> Result<()> {
         let (path, tmp) = self.prepare(&meta.key).await?;
         let src = PathBuf::from(&from.location);
         let (t, key) = (tmp.clone(), meta.key.clone());
@@ -315,7 +315,7 @@ impl Destination for LocalDest {
             return Err(e);
         }
         self.commit(&meta.key, &tmp, &path).await?;
-        Ok(true)
+        Ok(())
     }
 
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()> {

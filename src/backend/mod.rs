@@ -219,10 +219,10 @@ pub struct Placed {
 impl Placed {
     /// Checks the entity tag a store reported for a server-side copy of this object
     /// (quotes ignored): a copy counts only if it is this object's.
-    pub fn check_copy(&self, key: &ObjectKey, what: &str, etag: Option<&str>) -> Result<bool> {
+    pub fn check_copy(&self, key: &ObjectKey, what: &str, etag: Option<&str>) -> Result<()> {
         let etag = etag.map(|e| e.trim_matches('"'));
         if etag == Some(self.etag.as_str()) {
-            return Ok(true);
+            return Ok(());
         }
         Err(Error::object(
             key,
@@ -243,7 +243,7 @@ pub trait Destination: Send + Sync {
     /// body stream ended without error. Returns where it landed when the store can copy
     /// it server-side later ([`Destination::copy`]).
     async fn put(&self, meta: &ObjectMeta, body: Body) -> Result<Option<Placed>>;
-    /// Whether [`Destination::copy`] can work at all (drain only then looks for
+    /// Whether the store implements [`Destination::copy`] (drain only then looks for
     /// duplicates to copy).
     fn can_copy(&self) -> bool {
         false
@@ -251,9 +251,12 @@ pub trait Destination: Send + Sync {
     /// Writes `meta` as a server-side copy of `from`, an object of the same content this
     /// store already holds, so the bytes are not sent again. The copy is checked against
     /// `from.etag`; an error leaves nothing that counts as written (the caller sends the
-    /// body instead). Ok(false): the store cannot copy this object.
-    async fn copy(&self, _from: &Placed, _meta: &ObjectMeta) -> Result<bool> {
-        Ok(false)
+    /// body instead). Called only when [`Destination::can_copy`].
+    async fn copy(&self, _from: &Placed, meta: &ObjectMeta) -> Result<()> {
+        Err(Error::object(
+            &meta.key,
+            format!("{} cannot copy objects server-side", self.url()),
+        ))
     }
     /// Lists what is at the destination (for verify).
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()>;

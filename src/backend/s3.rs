@@ -721,7 +721,7 @@ impl Destination for S3Store {
         true
     }
 
-    async fn copy(&self, from: &Placed, meta: &ObjectMeta) -> Result<bool> {
+    async fn copy(&self, from: &Placed, meta: &ObjectMeta) -> Result<()> {
         let key = self.full_key(&meta.key)?;
         let source = format!("{}/{}", self.bucket, escape_object(&from.location));
         let what = format!(

@@ -566,7 +566,7 @@ impl Destination for SwiftStore {
         true
     }
 
-    async fn copy(&self, from: &Placed, meta: &ObjectMeta) -> Result<bool> {
+    async fn copy(&self, from: &Placed, meta: &ObjectMeta) -> Result<()> {
         let (c, name) = self.name_of(&meta.key)?;
         self.ensure_container(&c).await?;
         if let Ok(mut u) = self.used.lock() {
