@@ -100,20 +100,21 @@ fn scan(devs: &[PathBuf], needles: &[Vec<u8>]) -> Vec<String> {
     found
 }
 
-/// Copies a document a test produced to `<target>/artifacts/ship/` (beside the boot
-/// test's console log), so the CI run leaves it for inspection.
+/// Where the shipping test leaves the documents it produced (beside the boot test's
+/// console log), so the CI run keeps them for inspection.
+fn artifacts() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("../artifacts/ship")
+}
+
 fn keep_artifact(name: &str, bytes: &[u8]) {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../artifacts/ship");
-    if name.ends_with(".csv") {
-        // The first document of a run: the last run's are gone.
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(name), bytes).unwrap();
+    std::fs::create_dir_all(artifacts()).unwrap();
+    std::fs::write(artifacts().join(name), bytes).unwrap();
 }
 
 #[test]
 fn ship_seal_import_drain_topup_erase_on_loop_devices() {
+    // Only this run's documents are kept.
+    let _ = std::fs::remove_dir_all(artifacts());
     let env = saio();
     let t = tmp();
     let src = t.path().join("src");
