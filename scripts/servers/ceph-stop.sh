@@ -23,9 +23,4 @@ if [ -d "$RUN" ]; then
     stop_names mon
     rm -f "$RUN/config.sig"
 fi
-if [ $PURGE = 1 ]; then
-    case $STATE in /|/tmp|/root|/home|/usr|/etc|/var) die "refusing to purge $STATE" ;; esac
-    busy=$(ls "$RUN"/*.pid 2>/dev/null || true)
-    [ -z "$busy" ] || die "not purging, still running: $busy"
-    rm -rf "$STATE" && log "removed $STATE"
-fi
+if [ $PURGE = 1 ]; then purge_state; fi

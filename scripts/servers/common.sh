@@ -123,3 +123,15 @@ apt_install() {  # apt_install PKG...: installs those not installed yet
     [ $rc = 0 ] || { tail -n 20 "$logf" >&2; die "apt-get install failed (see $logf)"; }
     log "packages installed"
 }
+
+# purge_state [DIR...]: for --purge in the stop scripts, after stopping: refuses system
+# directories and a state whose processes still run, then deletes the DIRs given (data
+# kept outside STATE) and STATE itself.
+purge_state() {
+    local busy d
+    case $STATE in /|/tmp|/root|/home|/usr|/etc|/var) die "refusing to purge $STATE" ;; esac
+    busy=$(ls "$RUN"/*.pid 2>/dev/null || true)
+    [ -z "$busy" ] || die "not purging, still running: $busy"
+    for d; do rm -rf "$d" && log "removed $d"; done
+    rm -rf "$STATE" && log "removed $STATE"
+}

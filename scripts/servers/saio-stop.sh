@@ -22,10 +22,7 @@ if [ -d "$RUN" ]; then
     rm -f "$RUN/config.sig"
 fi
 if [ $PURGE = 1 ]; then
-    case $STATE in /|/tmp|/root|/home|/usr|/etc|/var) die "refusing to purge $STATE" ;; esac
-    busy=$(ls "$RUN"/*.pid 2>/dev/null || true)
-    [ -z "$busy" ] || die "not purging, still running: $busy"
+    # the objects live in a /dev/shm directory of their own (see saio-start.sh)
     dev=$(cat "$STATE/devices.path" 2>/dev/null || true)
-    case $dev in /dev/shm/barge-saio-*) rm -rf "$dev" && log "removed $dev" ;; esac
-    rm -rf "$STATE" && log "removed $STATE"
+    case $dev in /dev/shm/barge-saio-*) purge_state "$dev" ;; *) purge_state ;; esac
 fi
