@@ -246,6 +246,18 @@ impl SwiftStore {
         Ok((self.map.container_of(k), name))
     }
 
+    /// Where an object is written: its container (created if needed and recorded as
+    /// used), its name, and its escaped path ("/container/name").
+    async fn place(&self, key: &ObjectKey) -> Result<(String, String, String)> {
+        let (c, name) = self.name_of(key)?;
+        self.ensure_container(&c).await?;
+        if let Ok(mut u) = self.used.lock() {
+            u.insert(c.clone());
+        }
+        let path = format!("/{}/{}", escape_container(&c), escape_object(&name));
+        Ok((c, name, path))
+    }
+
     async fn ensure_container(&self, c: &str) -> Result<()> {
         let mut made = self.made.lock().await;
         if made.contains(c) {
@@ -487,12 +499,7 @@ impl Destination for SwiftStore {
     }
 
     async fn put(&self, meta: &ObjectMeta, mut body: Body) -> Result<Option<Placed>> {
-        let (c, name) = self.name_of(&meta.key)?;
-        self.ensure_container(&c).await?;
-        if let Ok(mut u) = self.used.lock() {
-            u.insert(c.clone());
-        }
-        let obj_path = format!("/{}/{}", escape_container(&c), escape_object(&name));
+        let (c, name, obj_path) = self.place(&meta.key).await?;
         let mut headers = Self::meta_headers(meta);
         let user = Self::user_meta_headers(meta);
         let what = format!("PUT swift://{c}/{name}");
@@ -567,12 +574,7 @@ impl Destination for SwiftStore {
     }
 
     async fn copy(&self, from: &Placed, meta: &ObjectMeta) -> Result<()> {
-        let (c, name) = self.name_of(&meta.key)?;
-        self.ensure_container(&c).await?;
-        if let Ok(mut u) = self.used.lock() {
-            u.insert(c.clone());
-        }
-        let obj_path = format!("/{}/{}", escape_container(&c), escape_object(&name));
+        let (c, name, obj_path) = self.place(&meta.key).await?;
         let user = Self::user_meta_headers(meta);
         let mut h = Self::meta_headers(meta);
         // The copy takes this object's own metadata, none of its source's.
