@@ -182,6 +182,12 @@ fn key_str(key: &ObjectKey) -> Result<&str> {
     std::str::from_utf8(key.as_bytes()).map_err(|_| Error::object(key, "S3 keys must be UTF-8"))
 }
 
+/// An object's user metadata as the SDK sends it (None when there is none).
+fn s3_metadata(meta: &ObjectMeta) -> Option<HashMap<String, String>> {
+    (!meta.user_meta.is_empty()).then(|| meta.user_meta.iter().cloned().collect())
+}
+
+/// The user metadata S3 returned, sorted by name (the catalog's form).
 fn user_meta(m: Option<&HashMap<String, String>>) -> Vec<(String, String)> {
     let mut v: Vec<_> = m
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -401,7 +407,7 @@ impl S3Store {
         let digest = body.md5();
         let md5 = base64::engine::general_purpose::STANDARD.encode(digest);
         let what = format!("PUT s3://{}/{key}", self.bucket);
-        let metadata: HashMap<String, String> = meta.user_meta.iter().cloned().collect();
+        let metadata = s3_metadata(meta);
         self.throttle
             .call_sized(&what, body.len() as u64, || {
                 let req = self
@@ -412,7 +418,7 @@ impl S3Store {
                     .content_md5(&md5)
                     .content_length(body.len() as i64)
                     .set_content_type(meta.content_type.clone())
-                    .set_metadata((!metadata.is_empty()).then(|| metadata.clone()))
+                    .set_metadata(metadata.clone())
                     .body(rope_stream(&body));
                 let what = what.clone();
                 async move { req.send().await.map(|_| ()).map_err(|e| classify(&what, e)) }
@@ -423,7 +429,7 @@ impl S3Store {
 
     async fn put_multipart(&self, key: &str, meta: &ObjectMeta, mut body: Body) -> Result<()> {
         let what = format!("MULTIPART s3://{}/{key}", self.bucket);
-        let metadata: HashMap<String, String> = meta.user_meta.iter().cloned().collect();
+        let metadata = s3_metadata(meta);
         let upload_id = self
             .throttle
             .call(&what, || {
@@ -433,7 +439,7 @@ impl S3Store {
                     .bucket(&self.bucket)
                     .key(key)
                     .set_content_type(meta.content_type.clone())
-                    .set_metadata((!metadata.is_empty()).then(|| metadata.clone()));
+                    .set_metadata(metadata.clone());
                 let what = what.clone();
                 async move { req.send().await.map_err(|e| classify(&what, e)) }
             })
@@ -728,7 +734,7 @@ impl Destination for S3Store {
             "COPY s3://{}/{} to s3://{}/{key}",
             self.bucket, from.location, self.bucket
         );
-        let metadata: HashMap<String, String> = meta.user_meta.iter().cloned().collect();
+        let metadata = s3_metadata(meta);
         let out = self
             .throttle
             .call(&what, || {
@@ -742,7 +748,7 @@ impl Destination for S3Store {
                     .copy_source_if_match(format!("\"{}\"", from.etag))
                     .metadata_directive(MetadataDirective::Replace)
                     .set_content_type(meta.content_type.clone())
-                    .set_metadata((!metadata.is_empty()).then(|| metadata.clone()));
+                    .set_metadata(metadata.clone());
                 let what = what.clone();
                 async move { req.send().await.map_err(|e| classify(&what, e)) }
             })
