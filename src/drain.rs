@@ -160,29 +160,27 @@ async fn deliver(
     let content = rec
         .blake3
         .filter(|_| rec.size >= COPY_MIN_SIZE && dest.can_copy());
-    let Some(h) = content else {
-        dest.put(meta, object_body(reader, key, rec)).await?;
-        return Ok(Delivery::Sent);
-    };
-    loop {
-        match written.claim(&h) {
-            Claim::Copy(from) => match dest.copy(&from, meta).await {
-                Ok(()) => return Ok(Delivery::Copied),
-                Err(e) => {
-                    tracing::warn!("server-side copy failed, sending the body instead: {e}");
-                    written.forget(&h, &from);
-                    break;
+    if let Some(h) = content {
+        loop {
+            match written.claim(&h) {
+                Claim::Copy(from) => match dest.copy(&from, meta).await {
+                    Ok(()) => return Ok(Delivery::Copied),
+                    Err(e) => {
+                        tracing::warn!("server-side copy failed, sending the body instead: {e}");
+                        written.forget(&h, &from);
+                        break;
+                    }
+                },
+                // Woken when the sender is done (or gone): claim again.
+                Claim::Wait(mut rx) => {
+                    let _ = rx.wait_for(Option::is_some).await;
                 }
-            },
-            // Woken when the sender is done (or gone): claim again.
-            Claim::Wait(mut rx) => {
-                let _ = rx.wait_for(Option::is_some).await;
-            }
-            Claim::Send(tx) => {
-                let r = dest.put(meta, object_body(reader, key, rec)).await;
-                let placed = r.as_ref().ok().cloned().flatten();
-                written.sent(&h, tx, placed);
-                return r.map(|_| Delivery::Sent);
+                Claim::Send(tx) => {
+                    let r = dest.put(meta, object_body(reader, key, rec)).await;
+                    let placed = r.as_ref().ok().cloned().flatten();
+                    written.sent(&h, tx, placed);
+                    return r.map(|_| Delivery::Sent);
+                }
             }
         }
     }
