@@ -337,7 +337,6 @@ pub async fn run_following(
     let copied = Arc::new(AtomicU64::new(0));
     let copied_bytes = Arc::new(AtomicU64::new(0));
     let written = Arc::new(Written::default());
-    let stopped = Arc::new(std::sync::Mutex::new(None::<String>));
     let mut workers = vec![];
     for _ in 0..opts.concurrency.max(1) {
         let rx = rx.clone();
@@ -348,12 +347,9 @@ pub async fn run_following(
         let monitor = monitor.clone();
         let drain_q = drain_q.clone();
         let rot = rot.clone();
-        let (copied, copied_bytes, written, stopped) = (
-            copied.clone(),
-            copied_bytes.clone(),
-            written.clone(),
-            stopped.clone(),
-        );
+        let (copied, copied_bytes, written) =
+            (copied.clone(), copied_bytes.clone(), written.clone());
+        let throttle = dest.throttle();
         let (drained, bytes, failures, failed) = (
             drained.clone(),
             bytes.clone(),
@@ -366,14 +362,8 @@ pub async fn run_following(
                 let Some((key, _)) = next else { break };
                 drain_q.pop();
                 monitor.gate().await;
-                if let Some(why) = dest.throttle().and_then(|t| t.down().map(str::to_string)) {
+                if throttle.as_ref().is_some_and(|t| t.down().is_some()) {
                     // The objects not taken stay Staged for the next run.
-                    if let Ok(mut s) = stopped.lock() {
-                        s.get_or_insert(format!(
-                            "destination {} is down: {why}; run again when it answers",
-                            dest.url()
-                        ));
-                    }
                     break;
                 }
                 // Take the key (or leave it to the worker that has it), then work from
@@ -497,7 +487,12 @@ pub async fn run_following(
         rot: rot.load(Ordering::Relaxed),
         copied: copied.load(Ordering::Relaxed),
         copied_bytes: copied_bytes.load(Ordering::Relaxed),
-        stopped_early: stopped.lock().ok().and_then(|s| s.clone()),
+        // A destination taken for down stopped the workers; what they did not take
+        // stays staged.
+        stopped_early: dest
+            .throttle()
+            .and_then(|t| t.down_error())
+            .map(|e| format!("destination {e}")),
         endpoint: dest.stats(),
     };
     node.catalog.finish_run(

@@ -409,16 +409,9 @@ async fn fetch_one(ctx: &Arc<Ctx>, meta: ObjectMeta, old: Option<ObjectRecord>) 
             }
         }
         Err(e) => {
-            if let Some(why) = ctx
-                .source
-                .throttle()
-                .and_then(|t| t.down().map(str::to_string))
-            {
+            if let Some(down) = ctx.source.throttle().and_then(|t| t.down_error()) {
                 // Not the object's fault: it stays listed for the next run.
-                ctx.stop(format!(
-                    "source {} is down: {why}; run again when it answers",
-                    ctx.source.url()
-                ));
+                ctx.stop(format!("source {down}"));
                 return;
             }
             if e.is_no_space() || matches!(e, Error::AllDrivesFull { .. }) {

@@ -246,31 +246,34 @@ impl Throttle {
         self.down.get().map(String::as_str)
     }
 
-    fn down_error(&self, why: &str) -> Error {
-        Error::Unreachable {
+    /// The error of every call once the endpoint is down ([`Error::Unreachable`], naming
+    /// the endpoint and why); None while it is up.
+    pub fn down_error(&self) -> Option<Error> {
+        self.down().map(|why| Error::Unreachable {
             endpoint: self.name.clone(),
             message: why.to_string(),
-        }
+        })
     }
 
-    /// Records a failed attempt; true when the endpoint has now failed every attempt for
-    /// `down_after` (it is then down).
-    fn on_failure(&self, message: &str) -> bool {
+    /// Records a failed attempt; the endpoint's down error when it has now failed every
+    /// attempt for `down_after`.
+    fn on_failure(&self, message: &str) -> Option<Error> {
         let since = *self
             .lock()
             .failing_since
             .get_or_insert_with(tokio::time::Instant::now);
-        if since.elapsed() < self.down_after {
-            return false;
+        let failing = since.elapsed();
+        if failing < self.down_after {
+            return None;
         }
         let why = format!(
             "no request succeeded for {:.0} s; last error: {message}",
-            since.elapsed().as_secs_f64()
+            failing.as_secs_f64()
         );
         if self.down.set(why).is_ok() {
             tracing::error!("{} is down: {}", self.name, self.down().unwrap_or_default());
         }
-        true
+        self.down_error()
     }
 
     /// Waits for a slot in the window, a pause to end and the rate cap.
@@ -388,8 +391,8 @@ impl Throttle {
             .with_jitter()
             .build();
         loop {
-            if let Some(why) = self.down() {
-                return Err(self.down_error(why));
+            if let Some(e) = self.down_error() {
+                return Err(e);
             }
             let permit = self.acquire().await;
             let res = op().await;
@@ -413,8 +416,8 @@ impl Throttle {
                 }
                 Err(Failure::Transient(message)) => {
                     self.errors.fetch_add(1, Ordering::Relaxed);
-                    if self.on_failure(&message) {
-                        return Err(self.down_error(self.down().unwrap_or(&message)));
+                    if let Some(e) = self.on_failure(&message) {
+                        return Err(e);
                     }
                     (message, None)
                 }
