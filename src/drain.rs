@@ -188,6 +188,47 @@ async fn deliver(
     Ok(Delivery::Sent)
 }
 
+/// This drain's own counts (the monitor's may span both drains of one migrate), bumped
+/// together with the monitor's.
+#[derive(Default)]
+struct Tally {
+    drained: AtomicU64,
+    bytes: AtomicU64,
+    copied: AtomicU64,
+    copied_bytes: AtomicU64,
+    failed: AtomicU64,
+    rot: AtomicU64,
+    /// The first [`crate::ingest::MAX_FAILURES_SHOWN`] failures: key and reason.
+    failures: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+impl Tally {
+    fn delivered(&self, m: &Monitor, size: u64, how: Delivery) {
+        self.drained.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        m.drain.drained.fetch_add(1, Ordering::Relaxed);
+        m.drain.bytes_drained.fetch_add(size, Ordering::Relaxed);
+        if how == Delivery::Copied {
+            self.copied.fetch_add(1, Ordering::Relaxed);
+            self.copied_bytes.fetch_add(size, Ordering::Relaxed);
+            m.drain.copied.fetch_add(1, Ordering::Relaxed);
+            m.drain.bytes_copied.fetch_add(size, Ordering::Relaxed);
+        }
+    }
+
+    fn failed(&self, m: &Monitor, key: &ObjectKey, e: &Error) {
+        tracing::warn!("drain {key}: {e}");
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        m.drain.failed.fetch_add(1, Ordering::Relaxed);
+        m.error("drain", &key.to_string(), &e.to_string());
+        if let Ok(mut f) = self.failures.lock()
+            && f.len() < crate::ingest::MAX_FAILURES_SHOWN
+        {
+            f.push((key.to_string(), e.to_string()));
+        }
+    }
+}
+
 /// Whether drain should (re)try this object.
 fn wants_drain(rec: &ObjectRecord) -> bool {
     match &rec.state {
@@ -329,13 +370,7 @@ pub async fn run_following(
         std::collections::HashSet::<ObjectKey>::new(),
     ));
     let rx = Arc::new(Mutex::new(rx));
-    let drained = Arc::new(AtomicU64::new(0));
-    let bytes = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
-    let failed = Arc::new(AtomicU64::new(0));
-    let rot = Arc::new(AtomicU64::new(0));
-    let copied = Arc::new(AtomicU64::new(0));
-    let copied_bytes = Arc::new(AtomicU64::new(0));
+    let tally = Arc::new(Tally::default());
     let written = Arc::new(Written::default());
     let mut workers = vec![];
     for _ in 0..opts.concurrency.max(1) {
@@ -346,16 +381,8 @@ pub async fn run_following(
         let busy = busy.clone();
         let monitor = monitor.clone();
         let drain_q = drain_q.clone();
-        let rot = rot.clone();
-        let (copied, copied_bytes, written) =
-            (copied.clone(), copied_bytes.clone(), written.clone());
+        let (tally, written) = (tally.clone(), written.clone());
         let throttle = dest.throttle();
-        let (drained, bytes, failures, failed) = (
-            drained.clone(),
-            bytes.clone(),
-            failures.clone(),
-            failed.clone(),
-        );
         workers.push(tokio::spawn(async move {
             loop {
                 let next = rx.lock().await.recv().await;
@@ -402,41 +429,16 @@ pub async fn run_following(
                     Err(e) => Err(e),
                 };
                 match res {
-                    Ok(how) => {
-                        drained.fetch_add(1, Ordering::Relaxed);
-                        bytes.fetch_add(rec.size, Ordering::Relaxed);
-                        monitor.drain.drained.fetch_add(1, Ordering::Relaxed);
-                        monitor
-                            .drain
-                            .bytes_drained
-                            .fetch_add(rec.size, Ordering::Relaxed);
-                        if how == Delivery::Copied {
-                            copied.fetch_add(1, Ordering::Relaxed);
-                            copied_bytes.fetch_add(rec.size, Ordering::Relaxed);
-                            monitor.drain.copied.fetch_add(1, Ordering::Relaxed);
-                            monitor
-                                .drain
-                                .bytes_copied
-                                .fetch_add(rec.size, Ordering::Relaxed);
-                        }
-                    }
+                    Ok(how) => tally.delivered(&monitor, rec.size, how),
                     Err(e) => {
-                        tracing::warn!("drain {key}: {e}");
-                        monitor.drain.failed.fetch_add(1, Ordering::Relaxed);
-                        monitor.error("drain", &key.to_string(), &e.to_string());
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        if let Ok(mut f) = failures.lock()
-                            && f.len() < crate::ingest::MAX_FAILURES_SHOWN
-                        {
-                            f.push((key.to_string(), e.to_string()));
-                        }
+                        tally.failed(&monitor, &key, &e);
                         // A chunk whose staged copy was found corrupt has lost its
                         // location: the object must come from the source again.
                         let lost = rec.chunks.iter().any(|c| {
                             matches!(catalog.get_chunk(&c.id), Ok(None))
                         });
                         let state = if lost {
-                            rot.fetch_add(1, Ordering::Relaxed);
+                            tally.rot.fetch_add(1, Ordering::Relaxed);
                             ObjectState::Failed {
                                 stage: "staging".into(),
                                 reason: format!(
@@ -480,13 +482,13 @@ pub async fn run_following(
     }
     node.catalog.sync()?;
     let summary = DrainSummary {
-        drained: drained.load(Ordering::Relaxed),
-        bytes: bytes.load(Ordering::Relaxed),
-        failed: failed.load(Ordering::Relaxed),
-        failures: failures.lock().map(|f| f.clone()).unwrap_or_default(),
-        rot: rot.load(Ordering::Relaxed),
-        copied: copied.load(Ordering::Relaxed),
-        copied_bytes: copied_bytes.load(Ordering::Relaxed),
+        drained: tally.drained.load(Ordering::Relaxed),
+        bytes: tally.bytes.load(Ordering::Relaxed),
+        failed: tally.failed.load(Ordering::Relaxed),
+        failures: tally.failures.lock().map(|f| f.clone()).unwrap_or_default(),
+        rot: tally.rot.load(Ordering::Relaxed),
+        copied: tally.copied.load(Ordering::Relaxed),
+        copied_bytes: tally.copied_bytes.load(Ordering::Relaxed),
         // A destination taken for down stopped the workers; what they did not take
         // stays staged.
         stopped_early: dest
