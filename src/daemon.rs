@@ -212,11 +212,11 @@ async fn execute(g: &Global, slot: &MonitorSlot, job: &Job) -> Result<bool> {
                 m.clone(),
             )
             .await?;
-            s.failed == 0 && s.stopped_early.is_none()
+            s.complete()
         }
         Mode::Drain => {
             let s = do_drain(g, &node, &need(&job.dest, "dest")?, &tune, None, m.clone()).await?;
-            s.failed == 0 && s.stopped_early.is_none()
+            s.complete()
         }
         Mode::Migrate => {
             let dest = need(&job.dest, "dest")?;

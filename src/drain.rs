@@ -76,6 +76,13 @@ pub struct DrainSummary {
     pub endpoint: Option<crate::backend::throttle::ThrottleStats>,
 }
 
+impl DrainSummary {
+    /// Nothing failed and the run did not stop early: everything staged is drained.
+    pub fn complete(&self) -> bool {
+        self.failed == 0 && self.stopped_early.is_none()
+    }
+}
+
 /// What the run has written, by content, for server-side copies of duplicates.
 #[derive(Default)]
 struct Written {

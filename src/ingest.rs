@@ -81,6 +81,13 @@ pub struct IngestSummary {
     pub checks: std::collections::BTreeMap<String, u64>,
 }
 
+impl IngestSummary {
+    /// Nothing failed and the run did not stop early: everything listed is staged.
+    pub fn complete(&self) -> bool {
+        self.failed == 0 && self.stopped_early.is_none()
+    }
+}
+
 struct Ctx {
     source: Arc<dyn Source>,
     stager: Stager,

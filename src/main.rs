@@ -530,7 +530,7 @@ async fn do_move(
         );
         pass += 1;
     };
-    Ok(s.failed == 0 && s.stopped_early.is_none() && d.failed == 0 && d.stopped_early.is_none())
+    Ok(s.complete() && d.complete())
 }
 
 async fn do_ingest(
@@ -734,7 +734,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let s = do_ingest(g, &node, source, tune, None, live.monitor.clone()).await?;
             live.monitor.finish();
             drop(live);
-            Ok(code(s.failed == 0 && s.stopped_early.is_none()))
+            Ok(code(s.complete()))
         }
         Cmd::Drain { dest, tune } => {
             let node = g.open()?;
@@ -742,7 +742,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let s = do_drain(g, &node, dest, tune, None, live.monitor.clone()).await?;
             live.monitor.finish();
             drop(live);
-            Ok(code(s.failed == 0 && s.stopped_early.is_none()))
+            Ok(code(s.complete()))
         }
         Cmd::Migrate { source, dest, tune } => {
             let node = g.open()?;
@@ -973,7 +973,7 @@ async fn demo(g: &Global, dir: &std::path::Path, size: u64) -> Result<ExitCode> 
         state.join("staging").display(),
         r.dedup_ratio
     );
-    let ok = s.failed == 0 && d.failed == 0 && d.stopped_early.is_none() && v && r.done;
+    let ok = s.complete() && d.complete() && v && r.done;
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
