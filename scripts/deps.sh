@@ -3,9 +3,8 @@
 #   build: what compiling needs (Debian's RocksDB and libclang for bindgen)
 #   test:  build + what the test suite runs (diff, mount for the tmpfs test, the S3 and
 #          Swift CLIs that check results, Keystone for the v3 login test, tmux for the
-#          dashboard test, losetup for the
-#          shipping test; debootstrap, mkfs/mtools/sfdisk, qemu and OVMF for the image
-#          build and its boot test)
+#          dashboard test, losetup for the shipping test; debootstrap, mkfs/mtools/sfdisk,
+#          qemu and OVMF for the image build and its boot test)
 #   bench: test + the reference tools of benches/compare.sh (fio, b3sum, restic, openssl)
 set -euo pipefail
 want=${1:-test}

@@ -110,21 +110,10 @@ EOF
 
 SIG="$(md5sum <"$CONF" | cut -c1-32) $AK $SK $SWK"
 E=http://$IP:$RGW_PORT
-rgw_ok() { curl -fs -m 3 -o /dev/null "$E/"; }
+healthy() { curl -fs -m 3 -o /dev/null "$E/"; }   # radosgw answers
 print_env() { cat "$STATE/env.sh"; log "Ceph ready: radosgw $E (state $STATE, logs $LOGD)"; }
-
-if running mon && running osd && running rgw && [ "$(cat "$RUN/config.sig" 2>/dev/null)" = "$SIG" ] &&
-   [ -s "$STATE/env.sh" ] && rgw_ok; then
-    log "already running with this configuration"
-    print_env
-    exit 0
-fi
-"$HERE/ceph-stop.sh" "$STATE" >&2
-rm -f "$RUN/config.sig" "$STATE/env.sh"
-trap stop_on_failure EXIT
-for p in "$MON_PORT" "$RGW_PORT"; do
-    port_busy "$p" && die "port $IP:$p is used by another process"
-done
+NAMES=(mon osd rgw)
+reuse_or_restart "$MON_PORT" "$RGW_PORT"
 
 cephq() { timeout 30 ceph -c "$CONF" --connect-timeout 15 "$@"; }
 
@@ -159,7 +148,7 @@ log "OSD up"
 
 # ---- radosgw (creates its pools on first start)
 launch rgw radosgw -c "$CONF" -n client.rgw.a -f
-wait_for "radosgw on $E" rgw_ok
+wait_for "radosgw on $E" healthy
 log "radosgw answers"
 
 # ---- test user: S3 keys, and a Swift subuser USER:swift
@@ -220,6 +209,4 @@ export AWS_REGION=us-east-1
 export AWS_REQUEST_CHECKSUM_CALCULATION=when_required
 export AWS_RESPONSE_CHECKSUM_VALIDATION=when_required
 EOF
-echo "$SIG" >"$RUN/config.sig"
-trap - EXIT
-print_env
+started

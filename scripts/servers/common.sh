@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# Helpers shared by saio-*.sh and ceph-*.sh; sourced, never run.
-# The caller sets TAG (log prefix), STATE, RUN (pid files) and LOGD (logs) first.
+# Helpers shared by the saio-, ceph- and keystone- start and stop scripts; sourced, never
+# run. The caller sets TAG (log prefix), STATE, RUN (pid files) and LOGD (logs) first.
 # A pid file RUN/NAME.pid holds "PID STARTTIME"; STARTTIME is field 22 of /proc/PID/stat,
 # so a PID the kernel has since handed to another process is never taken for ours.
 
@@ -122,6 +122,36 @@ apt_install() {  # apt_install PKG...: installs those not installed yet
     [ $own_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
     [ $rc = 0 ] || { tail -n 20 "$logf" >&2; die "apt-get install failed (see $logf)"; }
     log "packages installed"
+}
+
+# reuse_or_restart PORT...: for the start scripts, once NAMES (the processes), SIG (the
+# configuration's signature), healthy() and print_env() are defined. When every one of
+# NAMES is ours and running with this signature and healthy() answers, prints env.sh and
+# exits. Otherwise stops what an earlier start left (TAG-stop.sh: another configuration,
+# a crashed member), arms stop_on_failure and checks that no other process holds a PORT.
+reuse_or_restart() {
+    local n p up=1
+    for n in "${NAMES[@]}"; do running "$n" || up=0; done
+    if [ $up = 1 ] && [ "$(cat "$RUN/config.sig" 2>/dev/null)" = "$SIG" ] &&
+       [ -s "$STATE/env.sh" ] && healthy; then
+        log "already running with this configuration"
+        print_env
+        exit 0
+    fi
+    "$HERE/$TAG-stop.sh" "$STATE" >&2
+    rm -f "$RUN/config.sig" "$STATE/env.sh"
+    trap stop_on_failure EXIT
+    for p; do
+        port_busy "$p" && die "port 127.0.0.1:$p is used by another process"
+    done
+    return 0
+}
+
+# started: the end of a start script: records the signature and prints env.sh.
+started() {
+    echo "$SIG" >"$RUN/config.sig"
+    trap - EXIT
+    print_env
 }
 
 # purge_state [DIR...]: for --purge in the stop scripts, after stopping: refuses system

@@ -89,19 +89,7 @@ healthy() {
     curl -fsS -m 3 "$KS/v3" >/dev/null 2>&1 &&
         curl -fsS -m 3 "http://$IP:$PX_PORT/healthcheck" 2>/dev/null | grep -qx OK
 }
-up=1
-for n in "${NAMES[@]}"; do running "$n" || up=0; done
-if [ $up = 1 ] && [ "$(cat "$RUN/config.sig" 2>/dev/null)" = "$SIG" ] && [ -s "$STATE/env.sh" ] && healthy; then
-    log "already running with this configuration"
-    print_env
-    exit 0
-fi
-"$HERE/keystone-stop.sh" "$STATE" >&2
-rm -f "$RUN/config.sig" "$STATE/env.sh"
-trap stop_on_failure EXIT
-for p in "$KS_PORT" "$PX_PORT"; do
-    port_busy "$p" && die "port $IP:$p is used by another process"
-done
+reuse_or_restart "$KS_PORT" "$PX_PORT"
 
 PY=/usr/bin/python3
 km() { keystone-manage --config-file "$ETC/keystone.conf" "$@" >>"$LOGD/keystone-manage.log" 2>&1; }
@@ -179,6 +167,4 @@ export OS_PROJECT_DOMAIN_NAME=Default
 export OS_IDENTITY_API_VERSION=3
 export KEYSTONE_SWIFT_STORAGE_URL=http://$IP:$PX_PORT/v1/AUTH_$project
 EOF
-echo "$SIG" >"$RUN/config.sig"
-trap - EXIT
-print_env
+started

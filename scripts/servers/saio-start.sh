@@ -194,22 +194,8 @@ SIG="$(cat "$ETC"/*.conf | md5sum | cut -c1-32) ports=$ACC_PORT/$CON_PORT/$OBJ_P
 print_env() { cat "$STATE/env.sh"; log "SAIO ready: proxy http://$IP:$PORT (state $STATE, logs $LOGD)"; }
 healthy() { curl -fsS -m 3 "http://$IP:$PORT/healthcheck" 2>/dev/null | grep -qx OK; }
 
-# ---- already up with this configuration? then only print
-up=1
-for n in "${NAMES[@]}"; do running "$n" || up=0; done
-if [ $up = 1 ] && [ "$(cat "$RUN/config.sig" 2>/dev/null)" = "$SIG" ] && [ -s "$STATE/env.sh" ] && healthy; then
-    log "already running with this configuration"
-    print_env
-    exit 0
-fi
-# anything left from an earlier start (other config, crashed member): stop it first
-"$HERE/saio-stop.sh" "$STATE" >&2
-rm -f "$RUN/config.sig" "$STATE/env.sh"
-trap stop_on_failure EXIT
-
-for p in "$PORT" "$ACC_PORT" "$CON_PORT" "$OBJ_PORT" "$MC_PORT"; do
-    port_busy "$p" && die "port $IP:$p is used by another process"
-done
+# ---- already up with this configuration? then only print; else (re)start
+reuse_or_restart "$PORT" "$ACC_PORT" "$CON_PORT" "$OBJ_PORT" "$MC_PORT"
 
 # ---- rings: 1 replica, 2^10 partitions, device d1; rebuilt only when the ports change
 RING_SIG="$IP $ACC_PORT $CON_PORT $OBJ_PORT"
@@ -310,6 +296,4 @@ export AWS_REGION=us-east-1
 export AWS_REQUEST_CHECKSUM_CALCULATION=when_required
 export AWS_RESPONSE_CHECKSUM_VALIDATION=when_required
 EOF
-echo "$SIG" >"$RUN/config.sig"
-trap - EXIT
-print_env
+started
