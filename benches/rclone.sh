@@ -49,23 +49,25 @@ srv_cpu() {
 }
 cpu_of() { python3 -c "import sys; u, s = open(sys.argv[1]).read().split(); print(float(u) + float(s))" "$1"; }
 
-barge_run() {  # barge_run TARGET-URL [extra env...]
-  local st=$dir/state t0 t1; rm -rf "$st"
-  "$B" --quiet --state "$st" init >/dev/null
+# timed NAME CMD...: runs CMD (its output in $dir/NAME.log, the tail shown if it fails,
+# which ends the bench) and adds "NAME MB/s client-CPU-s servers-CPU-s" to the results.
+timed() {
+  local name=$1 t0 t1 s0 s1; shift
   s0=$(srv_cpu); t0=$(now)
-  env "${@:2}" /usr/bin/time -f '%U %S' -o "$dir/cpu" "$B" --quiet --state "$st" --list-parallel 4 \
-      --max-concurrency "$conc" migrate --concurrency "$conc" --source "$dir/tree" --dest "$1" >/dev/null
+  /usr/bin/time -f '%U %S' -o "$dir/cpu" "$@" >"$dir/$name.log" 2>&1 ||
+    { echo "bench: $name failed:" >&2; tail -5 "$dir/$name.log" >&2; exit 1; }
   t1=$(now); s1=$(srv_cpu)
-  echo "$(mbps "$t0" "$t1") $(cpu_of "$dir/cpu") $(python3 -c "print($s1 - $s0)")"
+  echo "$name $(mbps "$t0" "$t1") $(cpu_of "$dir/cpu") $(python3 -c "print($s1 - $s0)")" >>"$results"
 }
-rclone_run() {  # rclone_run REMOTE:PATH
-  local t0 t1 s0 s1; s0=$(srv_cpu); t0=$(now)
+barge_run() {  # barge_run NAME TARGET-URL [extra env...]
+  local st=$dir/state; rm -rf "$st"
+  "$B" --quiet --state "$st" init >/dev/null
+  timed "$1" env "${@:3}" "$B" --quiet --state "$st" --list-parallel 4 --max-concurrency "$conc" \
+      migrate --concurrency "$conc" --source "$dir/tree" --dest "$2"
+}
+rclone_run() {  # rclone_run NAME REMOTE:PATH
   # AWS_CA_BUNDLE (set on some hosts) breaks rclone's S3 client on plain http.
-  env -u AWS_CA_BUNDLE /usr/bin/time -f '%U %S' -o "$dir/cpu" rclone copy --transfers "$conc" \
-      --checkers "$conc" "$dir/tree" "$1" > "$dir/rclone.log" 2>&1 ||
-      { echo "rclone failed:" >&2; tail -5 "$dir/rclone.log" >&2; exit 1; }
-  t1=$(now); s1=$(srv_cpu)
-  echo "$(mbps "$t0" "$t1") $(cpu_of "$dir/cpu") $(python3 -c "print($s1 - $s0)")"
+  timed "$1" env -u AWS_CA_BUNDLE rclone copy --transfers "$conc" --checkers "$conc" "$dir/tree" "$2"
 }
 # Every run's copy is deleted after it is timed: the test servers' disks are small (the
 # Ceph OSD is a 10 GiB file, and a full OSD stalls writes instead of refusing them).
@@ -73,13 +75,13 @@ purge() { env -u AWS_CA_BUNDLE rclone purge "$1" >/dev/null 2>&1 || echo "bench:
 for r in $(seq 1 "$rounds"); do
   echo "bench: round $r/$rounds" >&2
   id=$r-$$
-  echo "barge_swift $(barge_run "swift://bb$id" ST_AUTH="$ST_AUTH" ST_USER="$ST_USER" ST_KEY="$ST_KEY")" >> "$results"
+  barge_run barge_swift "swift://bb$id" ST_AUTH="$ST_AUTH" ST_USER="$ST_USER" ST_KEY="$ST_KEY"
   purge "saio:bb$id"
-  echo "rclone_swift $(rclone_run "saio:rc$id")" >> "$results"
+  rclone_run rclone_swift "saio:rc$id"
   purge "saio:rc$id"
-  echo "barge_rgw $(barge_run "s3://bb-$id" AWS_ACCESS_KEY_ID="$RGW_AK" AWS_SECRET_ACCESS_KEY="$RGW_SK" AWS_ENDPOINT_URL="$RGW")" >> "$results"
+  barge_run barge_rgw "s3://bb-$id" AWS_ACCESS_KEY_ID="$RGW_AK" AWS_SECRET_ACCESS_KEY="$RGW_SK" AWS_ENDPOINT_URL="$RGW"
   purge "rgw:bb-$id"
-  echo "rclone_rgw $(rclone_run "rgw:rc-$id")" >> "$results"
+  rclone_run rclone_rgw "rgw:rc-$id"
   purge "rgw:rc-$id"
 done
 python3 - "$results" "$bytes" "$conc" <<'PY'
