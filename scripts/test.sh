@@ -26,8 +26,10 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# --no-fail-fast: every test binary runs even when one fails (the exit stays non-zero),
+# so one failure never hides the others' results
 echo "== cargo test"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 echo "== node image: build (Debian tree cached in /var/tmp/barge-image-cache) and UEFI boot test in qemu"
 image/build.sh
 image/test-boot.sh

@@ -37,6 +37,7 @@ for v in "$KS_PORT" "$PX_PORT"; do
 done
 [ -s "$SAIO/etc/proxy-server.conf" ] || die "no SAIO in $SAIO: run saio-start.sh first"
 
+PY=/usr/bin/python3     # Debian's, which has the keystone modules
 apt_install keystone python3-keystonemiddleware python3-keystoneclient curl
 DEADLINE=$(( $(date +%s) + ${KEYSTONE_START_TIMEOUT:-90} ))
 KS=http://$IP:$KS_PORT
@@ -91,7 +92,6 @@ healthy() {
 }
 reuse_or_restart "$KS_PORT" "$PX_PORT"
 
-PY=/usr/bin/python3
 km() { keystone-manage --config-file "$ETC/keystone.conf" "$@" >>"$LOGD/keystone-manage.log" 2>&1; }
 if [ ! -s "$STATE/bootstrapped" ]; then
     rm -rf "$STATE/keystone.db" "$STATE"/fernet-* "$STATE/credential-keys"
@@ -103,6 +103,13 @@ if [ ! -s "$STATE/bootstrapped" ]; then
         --bootstrap-internal-url "$KS/v3/" || die "keystone-manage bootstrap failed"
     log "bootstrapped"
 fi
+# The object-store service and its endpoints, written before Keystone serves requests:
+# through the REST API a write could meet a read lock the idle test server holds on its
+# SQLite database and fail with "database is locked" (scripts/servers/README.md).
+"$PY" "$HERE/keystone-catalog.py" "$ETC/keystone.conf" \
+    "http://$IP:$PX_PORT/v1/AUTH_\$(project_id)s" RegionOne >>"$LOGD/keystone-manage.log" 2>&1 ||
+    die "registering the object-store endpoints failed (log: $LOGD/keystone-manage.log)"
+log "object-store endpoints http://$IP:$PX_PORT/v1/AUTH_<project> registered"
 # keystone's own test server (wsgiref): enough for one client on loopback
 launch keystone /usr/bin/keystone-wsgi-public --host "$IP" --port "$KS_PORT" -- --config-file "$ETC/keystone.conf"
 wait_for "keystone $KS/v3" curl -fsS -m 3 "$KS/v3"
@@ -120,26 +127,8 @@ login() {
 tok=$(login) || die "admin login failed"
 [ -n "$tok" ] || die "admin login returned no token"
 project=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["token"]["project"]["id"])' "$STATE/token.json")
-
-# The object-store service and its endpoint, once.
-if ! "$PY" -c 'import json,sys; c=json.load(open(sys.argv[1]))["token"]["catalog"]; sys.exit(0 if any(s["type"]=="object-store" for s in c) else 1)' "$STATE/token.json"; then
-    # keystone's SQLite answers "database is locked" (500) now and then: retry
-    api() {
-        local i
-        for i in 1 2 3 4 5; do
-            tok=$(login) && curl -fs -m 20 -H "X-Auth-Token: $tok" -H 'Content-Type: application/json' "$@" && return 0
-            sleep 1
-        done
-        return 1
-    }
-    sid=$(api -d '{"service":{"type":"object-store","name":"swift"}}' "$KS/v3/services" |
-          "$PY" -c 'import json,sys; print(json.load(sys.stdin)["service"]["id"])') || die "creating the object-store service failed"
-    for iface in public internal; do
-        api -o /dev/null -d "{\"endpoint\":{\"service_id\":\"$sid\",\"interface\":\"$iface\",\"region_id\":\"RegionOne\",\"url\":\"http://$IP:$PX_PORT/v1/AUTH_\$(project_id)s\"}}" \
-            "$KS/v3/endpoints" || die "creating the $iface object-store endpoint failed"
-    done
-    log "object-store endpoint http://$IP:$PX_PORT/v1/AUTH_<project> registered"
-fi
+"$PY" -c 'import json,sys; c=json.load(open(sys.argv[1]))["token"]["catalog"]; sys.exit(0 if any(s["type"]=="object-store" and s["endpoints"] for s in c) else 1)' \
+    "$STATE/token.json" || die "the admin token's catalog has no object-store endpoint ($STATE/token.json)"
 echo "$project" >"$STATE/bootstrapped"
 
 launch proxy /usr/bin/swift-proxy-server "$ETC/proxy-server.conf" --verbose
