@@ -447,18 +447,7 @@ impl Monitor {
         let ing = &self.ingest;
         let dr = &self.drain;
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let totals = Totals {
-            listed_objects: ld(&ing.listed),
-            listed_bytes: ld(&ing.bytes_listed),
-            unchanged_objects: ld(&ing.unchanged),
-            staged_objects: ld(&ing.staged),
-            staged_bytes: ld(&ing.bytes_staged),
-            drained_objects: ld(&dr.drained),
-            drained_bytes: ld(&dr.bytes_drained),
-            copied_objects: ld(&dr.copied),
-            copied_bytes: ld(&dr.bytes_copied),
-            failed_objects: ld(&ing.failed) + ld(&dr.failed),
-        };
+        let totals = self.totals();
         let mut history: Vec<Sample> = self
             .history
             .lock()
@@ -480,42 +469,8 @@ impl Monitor {
             &rates_over(&history, HISTORY_LEN),
         );
         let (staging, drives) = self.staging_status();
-        let endpoints = self
-            .get_endpoints()
-            .into_iter()
-            .map(|(role, t)| {
-                let s = t.stats();
-                Endpoint {
-                    role,
-                    url: s.name.clone(),
-                    concurrency: s.limit,
-                    max_concurrency: s.max_concurrency as u64,
-                    max_requests_per_sec: s.max_rps,
-                    in_flight: s.in_flight as u64,
-                    requests: s.requests,
-                    retries: s.retries,
-                    throttled: s.throttled,
-                    errors: s.errors,
-                    latency_ms: s.latency_small.map(|l| l * 1000.0),
-                    down: s.down.clone(),
-                }
-            })
-            .collect();
-        let queues = self
-            .queues
-            .lock()
-            .map(|q| {
-                q.iter()
-                    .filter_map(|(name, probe)| {
-                        probe().map(|(depth, capacity)| Queue {
-                            name: name.clone(),
-                            depth,
-                            capacity,
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let endpoints = self.endpoint_status();
+        let queues = self.queue_status();
         Status {
             version: STATUS_VERSION,
             barge: env!("CARGO_PKG_VERSION").to_string(),
@@ -542,6 +497,67 @@ impl Monitor {
                 .unwrap_or_default(),
             history,
         }
+    }
+
+    /// The run's counters so far.
+    fn totals(&self) -> Totals {
+        let ing = &self.ingest;
+        let dr = &self.drain;
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Totals {
+            listed_objects: ld(&ing.listed),
+            listed_bytes: ld(&ing.bytes_listed),
+            unchanged_objects: ld(&ing.unchanged),
+            staged_objects: ld(&ing.staged),
+            staged_bytes: ld(&ing.bytes_staged),
+            drained_objects: ld(&dr.drained),
+            drained_bytes: ld(&dr.bytes_drained),
+            copied_objects: ld(&dr.copied),
+            copied_bytes: ld(&dr.bytes_copied),
+            failed_objects: ld(&ing.failed) + ld(&dr.failed),
+        }
+    }
+
+    /// Each remote endpoint's limits and request counters.
+    fn endpoint_status(&self) -> Vec<Endpoint> {
+        self.get_endpoints()
+            .into_iter()
+            .map(|(role, t)| {
+                let s = t.stats();
+                Endpoint {
+                    role,
+                    url: s.name.clone(),
+                    concurrency: s.limit,
+                    max_concurrency: s.max_concurrency as u64,
+                    max_requests_per_sec: s.max_rps,
+                    in_flight: s.in_flight as u64,
+                    requests: s.requests,
+                    retries: s.retries,
+                    throttled: s.throttled,
+                    errors: s.errors,
+                    latency_ms: s.latency_small.map(|l| l * 1000.0),
+                    down: s.down.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Depth and capacity of each registered queue whose probe still answers.
+    fn queue_status(&self) -> Vec<Queue> {
+        self.queues
+            .lock()
+            .map(|q| {
+                q.iter()
+                    .filter_map(|(name, probe)| {
+                        probe().map(|(depth, capacity)| Queue {
+                            name: name.clone(),
+                            depth,
+                            capacity,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn staging_status(&self) -> (Staging, Vec<DriveStatus>) {

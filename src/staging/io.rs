@@ -506,6 +506,8 @@ struct InFlightRead {
     reply: tokio::sync::oneshot::Sender<io::Result<ReadBuf>>,
 }
 
+/// The read thread's loop: keeps up to `depth` reads in flight on `ring` until the
+/// channel closes and every read has been answered.
 fn uring_read_loop(
     mut ring: IoUring,
     rx: crossbeam_channel::Receiver<ReadReq>,
@@ -522,55 +524,10 @@ fn uring_read_loop(
         // Fill free slots: block for the first request only when nothing is in flight.
         while open && slots.iter().any(Option::is_none) {
             let busy_now = slots.iter().any(Option::is_some);
-            let req = if busy_now {
-                match rx.try_recv() {
-                    Ok(r) => r,
-                    Err(crossbeam_channel::TryRecvError::Empty) => break,
-                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                        open = false;
-                        break;
-                    }
-                }
-            } else {
-                match rx.recv() {
-                    Ok(r) => r,
-                    Err(_) => {
-                        open = false;
-                        break;
-                    }
-                }
+            let Some(req) = next_request(&rx, busy_now, &mut open) else {
+                break;
             };
-            let start = req.offset / BLOCK as u64 * BLOCK as u64;
-            let skip = (req.offset - start) as usize;
-            let want = (skip + req.len).div_ceil(BLOCK) * BLOCK;
-            let mut buf = pool.take(want);
-            let slot = slots.iter().position(Option::is_none).unwrap_or(0);
-            let sqe = opcode::Read::new(
-                types::Fd(req.file.as_raw_fd() as RawFd),
-                buf.as_mut_ptr(),
-                want as u32,
-            )
-            .offset(start)
-            .build()
-            .user_data(slot as u64);
-            // SAFETY: `buf` is moved into `slots[slot]` right after and is neither read nor
-            // freed until this entry's completion is reaped; the Arc<File> kept beside it
-            // keeps the fd open for the kernel.
-            let pushed = unsafe { ring.submission().push(&sqe) }.is_ok();
-            if !pushed {
-                let _ = req
-                    .reply
-                    .send(read_exact_at(&req.file, req.offset, req.len, &pool));
-                continue;
-            }
-            slots[slot] = Some(InFlightRead {
-                _file: req.file,
-                buf,
-                skip,
-                len: req.len,
-                want,
-                reply: req.reply,
-            });
+            submit_read(&mut ring, &mut slots, req, &pool);
         }
         if slots.iter().all(Option::is_none) {
             continue;
@@ -581,30 +538,103 @@ fn uring_read_loop(
             }
             continue;
         }
-        let done: Vec<(u64, i32)> = ring
-            .completion()
-            .map(|c| (c.user_data(), c.result()))
-            .collect();
-        for (ud, res) in done {
-            let Some(s) = slots.get_mut(ud as usize).and_then(Option::take) else {
-                continue;
-            };
-            let out = if res < 0 {
-                Err(io::Error::from_raw_os_error(-res))
-            } else if (res as usize) < s.skip + s.len {
-                Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("short read: {res} of {} bytes", s.want),
-                ))
-            } else {
-                Ok(ReadBuf {
-                    buf: Some(s.buf),
-                    start: s.skip,
-                    len: s.len,
-                    pool: pool.clone(),
-                })
-            };
-            let _ = s.reply.send(out);
+        reap_reads(&mut ring, &mut slots, &pool);
+    }
+}
+
+/// The next request: waits for one only when `busy_now` is false. `None` when there is
+/// none waiting or the channel closed (then `open` becomes false).
+fn next_request(
+    rx: &crossbeam_channel::Receiver<ReadReq>,
+    busy_now: bool,
+    open: &mut bool,
+) -> Option<ReadReq> {
+    if busy_now {
+        match rx.try_recv() {
+            Ok(r) => Some(r),
+            Err(crossbeam_channel::TryRecvError::Empty) => None,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                *open = false;
+                None
+            }
         }
+    } else {
+        match rx.recv() {
+            Ok(r) => Some(r),
+            Err(_) => {
+                *open = false;
+                None
+            }
+        }
+    }
+}
+
+/// Queues `req` on the ring in a free slot with a pooled aligned buffer; when the
+/// submission queue is full, answers it with a synchronous read instead.
+fn submit_read(
+    ring: &mut IoUring,
+    slots: &mut [Option<InFlightRead>],
+    req: ReadReq,
+    pool: &BufPool,
+) {
+    let start = req.offset / BLOCK as u64 * BLOCK as u64;
+    let skip = (req.offset - start) as usize;
+    let want = (skip + req.len).div_ceil(BLOCK) * BLOCK;
+    let mut buf = pool.take(want);
+    let slot = slots.iter().position(Option::is_none).unwrap_or(0);
+    let sqe = opcode::Read::new(
+        types::Fd(req.file.as_raw_fd() as RawFd),
+        buf.as_mut_ptr(),
+        want as u32,
+    )
+    .offset(start)
+    .build()
+    .user_data(slot as u64);
+    // SAFETY: `buf` is moved into `slots[slot]` right after and is neither read nor
+    // freed until this entry's completion is reaped; the Arc<File> kept beside it
+    // keeps the fd open for the kernel.
+    let pushed = unsafe { ring.submission().push(&sqe) }.is_ok();
+    if !pushed {
+        let _ = req
+            .reply
+            .send(read_exact_at(&req.file, req.offset, req.len, pool));
+        return;
+    }
+    slots[slot] = Some(InFlightRead {
+        _file: req.file,
+        buf,
+        skip,
+        len: req.len,
+        want,
+        reply: req.reply,
+    });
+}
+
+/// Answers every completed read: its buffer as a [`ReadBuf`], or the error or short read.
+fn reap_reads(ring: &mut IoUring, slots: &mut [Option<InFlightRead>], pool: &BufPool) {
+    let done: Vec<(u64, i32)> = ring
+        .completion()
+        .map(|c| (c.user_data(), c.result()))
+        .collect();
+    for (ud, res) in done {
+        let Some(s) = slots.get_mut(ud as usize).and_then(Option::take) else {
+            continue;
+        };
+        let out = if res < 0 {
+            Err(io::Error::from_raw_os_error(-res))
+        } else if (res as usize) < s.skip + s.len {
+            Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("short read: {res} of {} bytes", s.want),
+            ))
+        } else {
+            Ok(ReadBuf {
+                buf: Some(s.buf),
+                start: s.skip,
+                len: s.len,
+                pool: pool.clone(),
+            })
+        };
+        let _ = s.reply.send(out);
     }
 }

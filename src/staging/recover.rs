@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::format::{
-    BLOCK, IndexEntry, RECORD_HEADER_LEN, RecordHeader, SegmentHasher, SegmentHeader, TRAILER_LEN,
-    Trailer,
+    BLOCK, CHECKSUM_LEN, IndexEntry, RECORD_HEADER_LEN, RecordHeader, SegmentHasher, SegmentHeader,
+    TRAILER_LEN, Trailer,
 };
 use crate::catalog::{Catalog, SegmentRecord, SegmentState};
 use crate::crypto::seal::{aad, nonce};
@@ -118,6 +118,8 @@ impl Region {
     }
 }
 
+/// Seals one crashed `Open` segment after its last record that verifies, or removes it
+/// when it never got a committed record.
 fn reseal(
     catalog: &Catalog,
     master: &MasterKey,
@@ -130,51 +132,14 @@ fn reseal(
     let path = PathBuf::from(&rec.path);
     let raw = rec.is_raw();
     if rec.records == 0 {
-        // Recorded Open, then killed before its first commit: no chunk points into it
-        // (locations are committed only after data is synced), and its header may never
-        // have reached the disk. Nothing to keep: the file (or slot) and the entry go.
-        let len = if raw {
-            segment_size
-        } else {
-            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("removing an empty crashed segment", &path, e)),
-            }
-            len
-        };
-        catalog.delete_segment(id)?;
-        rep.bytes_discarded += len;
-        rep.empty_segments_removed += 1;
-        tracing::warn!(
-            "segment {id}: crashed before its first commit; {} removed",
-            path.display()
-        );
-        return Ok(());
+        return remove_empty(catalog, segment_size, id, &path, raw, rep);
     }
     let seg_err = |message: String| Error::Segment {
         segment: id,
         drive: Path::new(&rec.drive).to_path_buf(),
         message,
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| seg_err(format!("cannot open {} to recover it: {e}", path.display())))?;
-    let file_len = if raw {
-        segment_size
-    } else {
-        file.metadata()
-            .map_err(|e| Error::io("stat segment", &path, e))?
-            .len()
-    };
-    let f = Region {
-        f: file,
-        base: rec.base,
-        len: file_len,
-    };
+    let f = open_region(&path, raw, rec.base, segment_size, &seg_err)?;
     let mut head = vec![0u8; BLOCK];
     f.read_exact_at(&mut head, 0)
         .map_err(|e| seg_err(format!("cannot read header: {e}")))?;
@@ -185,6 +150,98 @@ fn reseal(
     let cipher = SegmentCipher::new(backend, &segment_key(master, id, &header.salt));
     let mut hasher = SegmentHasher::new();
     hasher.update(&head);
+    let (pos, index) = scan_records(&f, &cipher, id, &mut hasher);
+    if pos < rec.data_len {
+        return Err(seg_err(format!(
+            "record at offset {pos} does not verify, but the catalog has records committed up to {}: \
+             staged data is corrupt; segment left open, its objects will fail by name",
+            rec.data_len
+        )));
+    }
+    let (tail, new_len, checksum) = footer(&index, hasher, pos);
+    write_footer(&f, &path, raw, pos, &tail, new_len, &seg_err)?;
+    rep.segments_resealed += 1;
+    rep.records_kept += index.len() as u64;
+    rep.bytes_discarded += f.len.saturating_sub(new_len);
+    tracing::warn!(
+        "recovered segment {id} ({}): {} records kept, sealed at {pos} bytes",
+        path.display(),
+        index.len()
+    );
+    rec.state = SegmentState::Sealed;
+    rec.data_len = pos;
+    rec.records = index.len() as u64;
+    rec.checksum = Some(checksum);
+    catalog.put_segment(id, &rec)
+}
+
+/// Removes a segment recorded `Open` that never got a committed record: its file (not a
+/// raw slot) and its catalog entry.
+fn remove_empty(
+    catalog: &Catalog,
+    segment_size: u64,
+    id: u64,
+    path: &Path,
+    raw: bool,
+    rep: &mut RecoveryReport,
+) -> Result<()> {
+    // Recorded Open, then killed before its first commit: no chunk points into it
+    // (locations are committed only after data is synced), and its header may never
+    // have reached the disk. Nothing to keep: the file (or slot) and the entry go.
+    let len = if raw {
+        segment_size
+    } else {
+        let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("removing an empty crashed segment", path, e)),
+        }
+        len
+    };
+    catalog.delete_segment(id)?;
+    rep.bytes_discarded += len;
+    rep.empty_segments_removed += 1;
+    tracing::warn!(
+        "segment {id}: crashed before its first commit; {} removed",
+        path.display()
+    );
+    Ok(())
+}
+
+/// Opens a crashed segment's bytes for reading and writing: its slot of a raw drive or
+/// its whole file.
+fn open_region(
+    path: &Path,
+    raw: bool,
+    base: u64,
+    segment_size: u64,
+    seg_err: &impl Fn(String) -> Error,
+) -> Result<Region> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| seg_err(format!("cannot open {} to recover it: {e}", path.display())))?;
+    let len = if raw {
+        segment_size
+    } else {
+        file.metadata()
+            .map_err(|e| Error::io("stat segment", path, e))?
+            .len()
+    };
+    Ok(Region { f: file, base, len })
+}
+
+/// Reads records from just after the header while each one decodes, fits and opens;
+/// hashes the good ones. Returns where the first bad record starts and the index.
+fn scan_records(
+    f: &Region,
+    cipher: &SegmentCipher,
+    id: u64,
+    hasher: &mut SegmentHasher,
+) -> (u64, Vec<IndexEntry>) {
+    let file_len = f.len;
     let mut pos = BLOCK as u64;
     let mut index = vec![];
     let mut hdr_buf = [0u8; RECORD_HEADER_LEN];
@@ -222,15 +279,18 @@ fn reseal(
         });
         pos += h.record_len();
     }
-    if pos < rec.data_len {
-        return Err(seg_err(format!(
-            "record at offset {pos} does not verify, but the catalog has records committed up to {}: \
-             staged data is corrupt; segment left open, its objects will fail by name",
-            rec.data_len
-        )));
-    }
+    (pos, index)
+}
+
+/// The bytes after the last record (index, padding, trailer), the new segment length
+/// and the data checksum.
+fn footer(
+    index: &[IndexEntry],
+    mut hasher: SegmentHasher,
+    pos: u64,
+) -> (Vec<u8>, u64, [u8; CHECKSUM_LEN]) {
     let mut tail = vec![];
-    for e in &index {
+    for e in index {
         e.encode(&mut tail);
     }
     hasher.update(&tail);
@@ -247,32 +307,34 @@ fn reseal(
         }
         .encode(),
     );
+    (tail, new_len, checksum)
+}
+
+/// Writes the footer at `pos` and makes it durable (O_DIRECT on a raw drive; write,
+/// truncate and fsync for a file).
+fn write_footer(
+    f: &Region,
+    path: &Path,
+    raw: bool,
+    pos: u64,
+    tail: &[u8],
+    new_len: u64,
+    seg_err: &impl Fn(String) -> Error,
+) -> Result<()> {
     if raw {
         // Raw drives are written only with O_DIRECT through the io_uring engine: the
         // footer goes out with the start of its block read back in front of it.
         let block = pos / BLOCK as u64 * BLOCK as u64;
-        let direct = super::device::open(&path, true)?;
+        let direct = super::device::open(path, true)?;
         let mut buf =
-            super::device::read_at(&direct, &path, f.base + block, (pos - block) as usize)?;
-        buf.extend_from_slice(&tail);
-        super::device::write_at(&direct, &path, f.base + block, &buf)?;
+            super::device::read_at(&direct, path, f.base + block, (pos - block) as usize)?;
+        buf.extend_from_slice(tail);
+        super::device::write_at(&direct, path, f.base + block, &buf)?;
     } else {
-        f.f.write_all_at(&tail, f.base + pos)
+        f.f.write_all_at(tail, f.base + pos)
             .and_then(|_| f.f.set_len(new_len))
             .and_then(|_| f.f.sync_all())
             .map_err(|e| seg_err(format!("cannot write recovered footer: {e}")))?;
     }
-    rep.segments_resealed += 1;
-    rep.records_kept += index.len() as u64;
-    rep.bytes_discarded += f.len.saturating_sub(new_len);
-    tracing::warn!(
-        "recovered segment {id} ({}): {} records kept, sealed at {pos} bytes",
-        path.display(),
-        index.len()
-    );
-    rec.state = SegmentState::Sealed;
-    rec.data_len = pos;
-    rec.records = index.len() as u64;
-    rec.checksum = Some(checksum);
-    catalog.put_segment(id, &rec)
+    Ok(())
 }
