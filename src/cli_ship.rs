@@ -74,7 +74,7 @@ fn parse_method(s: &str) -> Result<EraseMethod, String> {
 
 /// The namespace device and id behind any name of an NVMe namespace.
 fn nvme_target(device: &Path) -> Result<(PathBuf, u32)> {
-    let ns = barge::drives::nvme_namespace(device)
+    let ns = barge_firmware::sysfs::nvme_namespace(device)
         .with_context(|| format!("{}: not an NVMe namespace", device.display()))?;
     Ok((ns.dev, ns.nsid))
 }
@@ -177,7 +177,7 @@ pub fn drives(g: &Global, cmd: &DrivesCmd) -> Result<ExitCode> {
             let sb = device::read_superblock(&f, drive)?;
             let v = serde_json::json!({
                 "path": drive,
-                "serial": ship::drive_serial(drive),
+                "serial": barge_firmware::sysfs::drive_serial(drive),
                 "superblock": sb,
                 "sealed": sb.is_sealed(),
                 "imported": sb.is_imported(),

@@ -7,19 +7,18 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use barge_firmware::sysfs::{SYS_BLOCK, nvme_namespace};
 use barge_firmware::{BlockDevice, NvmeHealth};
 use serde::Serialize;
 
 use crate::crypto::keys::KeyRequest;
 use crate::error::{Error, Result};
 use crate::node::{InitOptions, Node};
-use crate::ship::DriveSet;
 use crate::staging::device;
+use crate::staging::set::DriveSet;
 
 /// Where udev puts serial-based links.
 pub const BY_ID: &str = "/dev/disk/by-id";
-/// Where sysfs lists block devices.
-pub const SYS_BLOCK: &str = "/sys/block";
 
 /// One block device as `barge drives` shows it.
 #[derive(Debug, Serialize)]
@@ -45,26 +44,6 @@ fn dev_of(p: &Path) -> Option<String> {
             format!("{}:{}", libc::major(d), libc::minor(d))
         })
     })
-}
-
-/// An NVMe namespace reached through any of its names (by-id link, kernel name).
-#[derive(Debug, Clone)]
-pub struct Namespace {
-    /// `/dev/nvmeXnY`.
-    pub dev: PathBuf,
-    /// NVMe namespace id (sysfs `nsid`; 1 when sysfs does not say).
-    pub nsid: u32,
-}
-
-/// The NVMe namespace behind `p`; `None` when `p` is not one.
-pub fn nvme_namespace(p: &Path) -> Option<Namespace> {
-    let dev = std::fs::canonicalize(p).ok()?;
-    let name = dev.file_name()?.to_string_lossy().into_owned();
-    if !name.starts_with("nvme") {
-        return None;
-    }
-    let nsid = barge_firmware::nvme::namespace_id(Path::new(SYS_BLOCK), &name).unwrap_or(1);
-    Some(Namespace { dev, nsid })
 }
 
 /// "ok", or the problems joined.

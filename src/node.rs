@@ -287,7 +287,7 @@ fn prepare_raw_drives(
             "mixes raw drives and directories; a node stages on one kind",
         ));
     }
-    let mut set = crate::ship::DriveSet {
+    let mut set = crate::staging::set::DriveSet {
         set_id: random_bytes(),
         members: vec![],
     };

@@ -9,8 +9,10 @@
 //! * [`discard`]: TRIM of a byte range (`BLKDISCARD`).
 //! * [`by_id`]: the stable `/dev/disk/by-id` name of a device (kernel names change
 //!   across boots and must never identify a drive).
+//! * [`sysfs`]: the NVMe namespace behind any name of a device, and a drive's serial.
 
 pub mod nvme;
+pub mod sysfs;
 
 use std::fs;
 use std::os::fd::AsRawFd;

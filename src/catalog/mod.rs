@@ -63,7 +63,7 @@ pub const META_NEXT_RUN: &[u8] = b"next_run_id";
 pub const META_DEST_LAYOUT: &[u8] = b"dest_layout";
 /// meta key: which I/O engine the last staging run used, and why (UTF-8).
 pub const META_IO_ENGINE: &[u8] = b"io_engine";
-/// meta key: the raw drive set (`ship::DriveSet`, postcard); absent with directories.
+/// meta key: the raw drive set (`staging::set::DriveSet`, postcard); absent with directories.
 pub const META_DRIVE_SET: &[u8] = b"drive_set";
 
 /// Handle to the catalog. Cheap to share behind an `Arc`; RocksDB is thread-safe.

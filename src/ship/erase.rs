@@ -181,7 +181,7 @@ pub fn erase(node: &Node, path: &Path, cert_dir: &Path) -> Result<(Certificate, 
         certificate_version: CERTIFICATE_VERSION,
         drive: DriveIdentity {
             path: want,
-            serial: super::drive_serial(path),
+            serial: barge_firmware::sysfs::drive_serial(path),
             drive_id: sb.as_ref().map(|s| hex::encode(s.drive_id)),
             set_id: sb.as_ref().map(|s| hex::encode(s.set_id)),
             size_bytes: size,
@@ -216,7 +216,7 @@ pub fn erase(node: &Node, path: &Path, cert_dir: &Path) -> Result<(Certificate, 
 /// Runs the controller's strongest erase on an NVMe namespace; `None` when `path` is not
 /// NVMe or the controller offers no erase (the caller then overwrites).
 fn nvme_erase(path: &Path) -> Option<(String, Result<()>)> {
-    let ns = crate::drives::nvme_namespace(path)?;
+    let ns = barge_firmware::sysfs::nvme_namespace(path)?;
     let (real, nsid) = (ns.dev, ns.nsid);
     let plan = barge_firmware::nvme::erase(&real, nsid, None, None, true).ok()?;
     let res =

@@ -8,10 +8,11 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use barge_firmware::sysfs::drive_serial;
 use serde::Serialize;
 
 use super::manifest::{self, Manifest};
-use super::{DriveSet, Member, UnlockCode, manifest_key, unwrap_key};
+use super::{UnlockCode, manifest_key, unwrap_key};
 use crate::catalog::{META_NEXT_SEGMENT, ObjectRecord, ObjectState, SegmentRecord, unix_now};
 use crate::crypto::{ChunkId, MasterKey};
 use crate::error::{Error, Result};
@@ -19,6 +20,7 @@ use crate::node::{Imported, InitOptions, Node};
 use crate::object::ObjectKey;
 use crate::staging::device::{self, FLAG_IMPORTED, Superblock};
 use crate::staging::format::{INDEX_ENTRY_LEN, SegmentHasher};
+use crate::staging::set::{DriveSet, Member};
 
 /// Records written per catalog batch while importing.
 const IMPORT_BATCH: usize = 10_000;
@@ -82,7 +84,7 @@ pub fn import(
         let p = std::path::absolute(p).unwrap_or_else(|_| p.clone());
         let mut r = DriveReport {
             path: p.display().to_string(),
-            serial: super::drive_serial(&p),
+            serial: drive_serial(&p),
             ..Default::default()
         };
         match device::open(&p, false).and_then(|f| device::read_superblock(&f, &p)) {
@@ -315,7 +317,7 @@ pub fn import(
                         .map(|g| g.path.display().to_string())
                         .unwrap_or_default(),
                     serial: here
-                        .and_then(|g| super::drive_serial(&g.path))
+                        .and_then(|g| drive_serial(&g.path))
                         .or(m.serial.clone()),
                     ..m.clone()
                 }

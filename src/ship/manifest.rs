@@ -11,11 +11,11 @@
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use serde::{Deserialize, Serialize};
 
-use super::Member;
 use crate::catalog::{ObjectRecord, SegmentRecord};
 use crate::chunker::ChunkParams;
 use crate::crypto::{ChunkId, random_bytes};
 use crate::staging::StagingSettings;
+use crate::staging::set::Member;
 
 /// Magic of an encrypted manifest.
 pub const MANIFEST_MAGIC: [u8; 8] = *b"BARGEMAN";

@@ -14,13 +14,14 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::manifest::{self, Manifest};
-use super::{DriveSet, UnlockCode, manifest_key, wrap_key};
+use super::{UnlockCode, manifest_key, wrap_key};
 use crate::catalog::{SegmentRecord, SegmentState, unix_now};
 use crate::crypto::ChunkId;
 use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::object::ObjectKey;
 use crate::staging::device::{self, FLAG_SEALED};
+use crate::staging::set::DriveSet;
 
 /// What `seal` wrote and where.
 #[derive(Debug, Serialize)]

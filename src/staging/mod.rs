@@ -6,6 +6,7 @@
 //! * [`writer`]: one thread per drive that seals, appends, fdatasyncs, then commits
 //!   chunk locations to the catalog.
 //! * [`reader`]: reads a chunk back, checks its record header and GCM tag, decrypts.
+//! * [`set`]: the drive set of a node with raw drives (`meta/drive_set`).
 //! * [`Stager`]: the front door used by ingest: dedups against the catalog and against
 //!   chunks already in flight, and stripes new chunks over drives.
 
@@ -15,6 +16,7 @@ pub mod io;
 pub mod reader;
 pub mod reclaim;
 pub mod recover;
+pub mod set;
 pub mod writer;
 
 use std::collections::HashMap;
