@@ -164,6 +164,48 @@ pub struct PrepareRow {
 /// drives and drives of another set, each with the reason.
 pub fn prepare(state: &Path, key: &KeyRequest, opts: &PrepareOptions) -> Result<Vec<PrepareRow>> {
     let devices = barge_firmware::discover(Path::new(SYS_BLOCK)).unwrap_or_default();
+    let wanted = wanted_devices(&devices, opts);
+    let initialised = state.join("keys/key.json").exists();
+    let node = if initialised {
+        Some(Node::open(state, key, &[])?)
+    } else {
+        None
+    };
+    let mut set = match &node {
+        Some(n) => DriveSet::load(&n.catalog)?,
+        None => None,
+    };
+    if node.is_some() && set.is_none() {
+        return Err(Error::State {
+            path: state.to_path_buf(),
+            message: "this node stages on directories; raw drives cannot join it".into(),
+        });
+    }
+    let mut rows = vec![];
+    let mut accepted: Vec<PathBuf> = vec![];
+    for (path, bd) in wanted {
+        let (row, stable) = check_candidate(&path, bd.as_ref(), node.as_ref(), set.as_mut(), opts)?;
+        if let Some(stable) = stable {
+            accepted.push(stable);
+        }
+        rows.push(row);
+    }
+    if accepted.is_empty() {
+        if let (Some(n), Some(s)) = (&node, &set) {
+            s.store(&n.catalog)?;
+        }
+        return Ok(rows);
+    }
+    add_accepted(state, key, opts, node, set, &accepted, &mut rows)?;
+    Ok(rows)
+}
+
+/// The devices named on the command line, then (with `all_free`) every other NVMe
+/// namespace, each with its sysfs entry when it has one.
+fn wanted_devices(
+    devices: &[BlockDevice],
+    opts: &PrepareOptions,
+) -> Vec<(PathBuf, Option<BlockDevice>)> {
     let mut wanted: Vec<(PathBuf, Option<BlockDevice>)> = vec![];
     let find = |p: &Path| {
         let real = std::fs::canonicalize(p).ok()?;
@@ -184,107 +226,121 @@ pub fn prepare(state: &Path, key: &KeyRequest, opts: &PrepareOptions) -> Result<
             }
         }
     }
-    let initialised = state.join("keys/key.json").exists();
-    let node = if initialised {
-        Some(Node::open(state, key, &[])?)
-    } else {
-        None
+    wanted
+}
+
+/// Decides whether the device at `path` may become a staging drive: its row (the reason
+/// when refused) and its stable path when accepted. A member of the node's set already
+/// is not accepted again; its recorded path follows it. Runs the secure erase if asked.
+fn check_candidate(
+    path: &Path,
+    bd: Option<&BlockDevice>,
+    node: Option<&Node>,
+    set: Option<&mut DriveSet>,
+    opts: &PrepareOptions,
+) -> Result<(PrepareRow, Option<PathBuf>)> {
+    let stable = barge_firmware::by_id(path, Path::new(BY_ID)).unwrap_or(path.to_path_buf());
+    let (health, nvme) = match bd {
+        Some(d) => health_of(d),
+        None => ("n/a".into(), None),
     };
-    let mut set = match &node {
-        Some(n) => DriveSet::load(&n.catalog)?,
-        None => None,
+    let mut row = PrepareRow {
+        device: stable.display().to_string(),
+        serial: bd.and_then(|d| d.serial.clone()),
+        model: bd.and_then(|d| d.model.clone()),
+        health: health.clone(),
+        outcome: String::new(),
     };
-    if node.is_some() && set.is_none() {
-        return Err(Error::State {
-            path: state.to_path_buf(),
-            message: "this node stages on directories; raw drives cannot join it".into(),
-        });
+    if let Some(why) = refusal(path, &health, nvme.as_ref()) {
+        row.outcome = why;
+        return Ok((row, None));
     }
-    let mut rows = vec![];
-    let mut accepted: Vec<PathBuf> = vec![];
-    for (path, bd) in wanted {
-        let stable = barge_firmware::by_id(&path, Path::new(BY_ID)).unwrap_or(path.clone());
-        let (health, nvme) = match &bd {
-            Some(d) => health_of(d),
-            None => ("n/a".into(), None),
-        };
-        let mut row = PrepareRow {
-            device: stable.display().to_string(),
-            serial: bd.as_ref().and_then(|d| d.serial.clone()),
-            model: bd.as_ref().and_then(|d| d.model.clone()),
-            health: health.clone(),
-            outcome: String::new(),
-        };
-        if let Err(e) = device::check_not_mounted(&path) {
-            row.outcome = format!("refused: {e}");
-            rows.push(row);
-            continue;
-        }
-        if let Some(h) = &nvme
-            && !h.problems.is_empty()
-        {
-            row.outcome = format!("refused: unhealthy: {}", h.problems.join("; "));
-            rows.push(row);
-            continue;
-        }
-        if health.starts_with("unreadable") {
-            row.outcome = format!("refused: health {health}");
-            rows.push(row);
-            continue;
-        }
-        // Already one of ours? Then only its path may need updating.
-        let existing = device::open(&path, false)
-            .and_then(|f| device::read_superblock(&f, &path))
-            .ok();
-        if let (Some(sb), Some(n), Some(s)) = (&existing, &node, &mut set)
-            && sb.appliance_id == n.appliance_id
-            && sb.set_id == s.set_id
-            && let Some(m) = s.members.iter_mut().find(|m| m.drive_id == sb.drive_id)
-        {
-            row.outcome = format!("already staging drive #{}", m.index);
-            let now = stable.display().to_string();
-            if m.path != now {
-                n.move_drive(&m.path, &now)?;
-                row.outcome.push_str(&format!(" (was {})", m.path));
-                m.path = now;
-            }
-            rows.push(row);
-            continue;
-        }
-        if let Some(sb) = &existing
-            && !opts.force
-        {
-            row.outcome = format!(
-                "refused: holds barge drive set {} of appliance {} (use --force to reuse it)",
-                hex::encode(sb.set_id),
-                hex::encode(sb.appliance_id)
-            );
-            rows.push(row);
-            continue;
-        }
-        if opts.secure_erase
-            && let Some(d) = &bd
-            && let Some(ns) = nvme_namespace(&Path::new("/dev").join(&d.name))
-        {
-            match barge_firmware::nvme::erase(&ns.dev, ns.nsid, None, d.serial.as_deref(), false) {
-                Ok(p) => row.outcome = format!("erased with {}; ", p.method.name()),
-                Err(e) => {
-                    row.outcome = format!("refused: secure erase failed: {e}");
-                    rows.push(row);
-                    continue;
-                }
+    // Already one of ours? Then only its path may need updating.
+    let existing = device::open(path, false)
+        .and_then(|f| device::read_superblock(&f, path))
+        .ok();
+    if let Some(outcome) = follow_member(existing.as_ref(), node, set, &stable)? {
+        row.outcome = outcome;
+        return Ok((row, None));
+    }
+    if let Some(sb) = &existing
+        && !opts.force
+    {
+        row.outcome = format!(
+            "refused: holds barge drive set {} of appliance {} (use --force to reuse it)",
+            hex::encode(sb.set_id),
+            hex::encode(sb.appliance_id)
+        );
+        return Ok((row, None));
+    }
+    if opts.secure_erase
+        && let Some(d) = bd
+        && let Some(ns) = nvme_namespace(&Path::new("/dev").join(&d.name))
+    {
+        match barge_firmware::nvme::erase(&ns.dev, ns.nsid, None, d.serial.as_deref(), false) {
+            Ok(p) => row.outcome = format!("erased with {}; ", p.method.name()),
+            Err(e) => {
+                row.outcome = format!("refused: secure erase failed: {e}");
+                return Ok((row, None));
             }
         }
-        accepted.push(stable.clone());
-        rows.push(row);
     }
-    if accepted.is_empty() {
-        if let (Some(n), Some(s)) = (&node, &set) {
-            s.store(&n.catalog)?;
+    Ok((row, Some(stable)))
+}
+
+/// Why a device must not take staging data (mounted, unhealthy, health unreadable), as
+/// its row's outcome; `None` when none of these holds.
+fn refusal(path: &Path, health: &str, nvme: Option<&NvmeHealth>) -> Option<String> {
+    if let Err(e) = device::check_not_mounted(path) {
+        return Some(format!("refused: {e}"));
+    }
+    if let Some(h) = nvme
+        && !h.problems.is_empty()
+    {
+        return Some(format!("refused: unhealthy: {}", h.problems.join("; ")));
+    }
+    if health.starts_with("unreadable") {
+        return Some(format!("refused: health {health}"));
+    }
+    None
+}
+
+/// When `sb` is a member of the node's set: its outcome ("already staging drive #N"),
+/// after recording it (set and node) under `stable` if it was found under a new path.
+fn follow_member(
+    sb: Option<&device::Superblock>,
+    node: Option<&Node>,
+    set: Option<&mut DriveSet>,
+    stable: &Path,
+) -> Result<Option<String>> {
+    if let (Some(sb), Some(n), Some(s)) = (sb, node, set)
+        && sb.appliance_id == n.appliance_id
+        && sb.set_id == s.set_id
+        && let Some(m) = s.members.iter_mut().find(|m| m.drive_id == sb.drive_id)
+    {
+        let mut outcome = format!("already staging drive #{}", m.index);
+        let now = stable.display().to_string();
+        if m.path != now {
+            n.move_drive(&m.path, &now)?;
+            outcome.push_str(&format!(" (was {})", m.path));
+            m.path = now;
         }
-        return Ok(rows);
+        return Ok(Some(outcome));
     }
-    // New drives: a new node with them as its set, or new members of the node's set.
+    Ok(None)
+}
+
+/// Makes the accepted drives staging drives: a new node with them as its set, or new
+/// members of the node's set. Appends each one's outcome to its row.
+fn add_accepted(
+    state: &Path,
+    key: &KeyRequest,
+    opts: &PrepareOptions,
+    node: Option<Node>,
+    set: Option<DriveSet>,
+    accepted: &[PathBuf],
+    rows: &mut [PrepareRow],
+) -> Result<()> {
     let mut outcome_for = |p: &Path, text: String| {
         if let Some(r) = rows
             .iter_mut()
@@ -296,12 +352,14 @@ pub fn prepare(state: &Path, key: &KeyRequest, opts: &PrepareOptions) -> Result<
     match (node, set) {
         (None, _) => {
             let mut init = opts.init.clone();
-            init.drives = accepted.clone();
+            init.drives = accepted.to_vec();
             init.key = key.clone();
             init.force_drives = opts.force;
             let n = Node::init(state, &init)?;
-            let s = DriveSet::load(&n.catalog)?
-                .ok_or_else(|| Error::Pipeline("init wrote no drive set".into()))?;
+            let s = DriveSet::load(&n.catalog)?.ok_or_else(|| Error::State {
+                path: state.to_path_buf(),
+                message: "init wrote no drive set".into(),
+            })?;
             for m in &s.members {
                 outcome_for(
                     Path::new(&m.path),
@@ -310,7 +368,7 @@ pub fn prepare(state: &Path, key: &KeyRequest, opts: &PrepareOptions) -> Result<
             }
         }
         (Some(n), Some(mut s)) => {
-            for p in &accepted {
+            for p in accepted {
                 let index = s.prepare_member(
                     p,
                     &n.appliance_id,
@@ -330,5 +388,5 @@ pub fn prepare(state: &Path, key: &KeyRequest, opts: &PrepareOptions) -> Result<
             });
         }
     }
-    Ok(rows)
+    Ok(())
 }

@@ -169,6 +169,31 @@ fn stored_sum(
         .or_else(|| SumCheck::from_header(SumKind::Sha1, sha1))
 }
 
+/// How a ranged fetch is checked against the ETag. `head_len` is the HEAD's length,
+/// the size of part 1 when `part_known`.
+fn ranged_check(
+    etag: &str,
+    head_len: Option<i64>,
+    size: u64,
+    multipart: bool,
+    part_known: bool,
+) -> ContentCheck {
+    // Some servers (radosgw 16) ignore ?partNumber and return the whole length: a
+    // part size is trusted only if it gives the ETag's part count.
+    let part1 = (multipart && part_known).then(|| head_len.unwrap_or(0).max(0) as u64);
+    let parts = etag
+        .trim_matches('"')
+        .rsplit_once('-')
+        .and_then(|(_, n)| n.parse::<u64>().ok());
+    match (part1, parts) {
+        (Some(p), Some(n)) if p > 0 && size.div_ceil(p) == n => {
+            ContentCheck::from_etag(etag, Some(p))
+        }
+        _ if multipart => ContentCheck::guess_multipart(etag, size),
+        _ => ContentCheck::from_etag(etag, None),
+    }
+}
+
 /// An SDK body over the rope's pieces (no copy); retryable because the rope is cheap to
 /// clone.
 fn rope_stream(r: &Rope) -> ByteStream {
@@ -357,6 +382,107 @@ impl S3Store {
                 }
             })
             .await
+    }
+
+    /// Opens an object that one GET fetches whole (not above the part size, not
+    /// multipart).
+    async fn open_whole(&self, key: &str, meta: &ObjectMeta) -> Result<Opened> {
+        let (bytes, out) = self
+            .get_range(key, None)
+            .await
+            .map_err(|e| Error::object(&meta.key, e))?;
+        let check = ContentCheck::from_etag(out.e_tag().unwrap_or(&meta.version), None);
+        let sum = stored_sum(
+            out.checksum_sha256(),
+            out.checksum_crc32_c(),
+            out.checksum_crc32(),
+            out.checksum_sha1(),
+        );
+        Ok(Opened {
+            sum,
+            content_type: out.content_type().map(str::to_string),
+            user_meta: user_meta(out.metadata()),
+            check,
+            reader: super::Payload::Stream(Box::new(std::io::Cursor::new(bytes))),
+        })
+    }
+
+    /// HEAD of an object fetched in ranges; with `multipart`, of part 1 first. Returns
+    /// the output and whether it describes part 1.
+    async fn head_for_ranges(
+        &self,
+        key: &str,
+        meta: &ObjectMeta,
+        multipart: bool,
+    ) -> Result<(aws_sdk_s3::operation::head_object::HeadObjectOutput, bool)> {
+        // HEAD for metadata and, for a multipart ETag, the size of part 1 (servers that
+        // refuse ?partNumber get a second, plain HEAD and a guessed part size).
+        let what = format!("HEAD s3://{}/{key}", self.bucket);
+        let head_req = |part: Option<i32>| {
+            let what = what.clone();
+            let key = key.to_string();
+            async move {
+                self.throttle
+                    .call(&what, || {
+                        let req = self
+                            .client
+                            .head_object()
+                            .bucket(&self.bucket)
+                            .key(&key)
+                            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+                            .set_part_number(part);
+                        let what = what.clone();
+                        async move { req.send().await.map_err(|e| classify(&what, e)) }
+                    })
+                    .await
+            }
+        };
+        Ok(match head_req(multipart.then_some(1)).await {
+            Ok(h) => (h, multipart),
+            Err(_) if multipart => (
+                head_req(None)
+                    .await
+                    .map_err(|e| Error::object(&meta.key, e))?,
+                false,
+            ),
+            Err(e) => return Err(Error::object(&meta.key, e)),
+        })
+    }
+
+    /// The body of `key` as ranged GETs of `part_size`, [`RANGE_CONCURRENCY`] in flight,
+    /// delivered in order.
+    fn ranged_reader(&self, key: &str, size: u64) -> super::Payload {
+        let ps = self.part_size;
+        let ranges: Vec<(u64, u64)> = (0..size.div_ceil(ps))
+            .map(|i| (i * ps, ((i + 1) * ps).min(size) - 1))
+            .collect();
+        let me = Arc::new(S3Store {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            url: self.url.clone(),
+            throttle: self.throttle.clone(),
+            part_size: self.part_size,
+            multipart_threshold: self.multipart_threshold,
+            list_parallel: self.list_parallel,
+            bucket_ready: tokio::sync::OnceCell::new(),
+        });
+        let key2 = key.to_string();
+        let stream = futures::stream::iter(ranges)
+            .map(move |r| {
+                let me = me.clone();
+                let key = key2.clone();
+                async move {
+                    me.get_range(&key, Some(r))
+                        .await
+                        .map(|(b, _)| b)
+                        .map_err(|e| std::io::Error::other(e.to_string()))
+                }
+            })
+            .buffered(RANGE_CONCURRENCY);
+        super::Payload::Stream(Box::new(tokio_util::io::StreamReader::new(Box::pin(
+            stream,
+        ))))
     }
 
     async fn ensure_bucket(&self) -> Result<()> {
@@ -557,57 +683,9 @@ impl Source for S3Store {
         let key = self.full_key(&meta.key)?;
         let multipart = meta.version.contains('-');
         if meta.size <= self.part_size && !multipart {
-            let (bytes, out) = self
-                .get_range(&key, None)
-                .await
-                .map_err(|e| Error::object(&meta.key, e))?;
-            let check = ContentCheck::from_etag(out.e_tag().unwrap_or(&meta.version), None);
-            let sum = stored_sum(
-                out.checksum_sha256(),
-                out.checksum_crc32_c(),
-                out.checksum_crc32(),
-                out.checksum_sha1(),
-            );
-            return Ok(Opened {
-                sum,
-                content_type: out.content_type().map(str::to_string),
-                user_meta: user_meta(out.metadata()),
-                check,
-                reader: super::Payload::Stream(Box::new(std::io::Cursor::new(bytes))),
-            });
+            return self.open_whole(&key, meta).await;
         }
-        // HEAD for metadata and, for a multipart ETag, the size of part 1 (servers that
-        // refuse ?partNumber get a second, plain HEAD and a guessed part size).
-        let what = format!("HEAD s3://{}/{key}", self.bucket);
-        let head_req = |part: Option<i32>| {
-            let what = what.clone();
-            let key = key.clone();
-            async move {
-                self.throttle
-                    .call(&what, || {
-                        let req = self
-                            .client
-                            .head_object()
-                            .bucket(&self.bucket)
-                            .key(&key)
-                            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
-                            .set_part_number(part);
-                        let what = what.clone();
-                        async move { req.send().await.map_err(|e| classify(&what, e)) }
-                    })
-                    .await
-            }
-        };
-        let (head, part_known) = match head_req(multipart.then_some(1)).await {
-            Ok(h) => (h, multipart),
-            Err(_) if multipart => (
-                head_req(None)
-                    .await
-                    .map_err(|e| Error::object(&meta.key, e))?,
-                false,
-            ),
-            Err(e) => return Err(Error::object(&meta.key, e)),
-        };
+        let (head, part_known) = self.head_for_ranges(&key, meta, multipart).await?;
         let etag = head.e_tag().unwrap_or(&meta.version).to_string();
         if etag != meta.version {
             return Err(Error::object(
@@ -615,50 +693,14 @@ impl Source for S3Store {
                 "changed since it was listed (ETag differs); will be fetched again on the next run",
             ));
         }
-        // Some servers (radosgw 16) ignore ?partNumber and return the whole length: a
-        // part size is trusted only if it gives the ETag's part count.
-        let part1 =
-            (multipart && part_known).then(|| head.content_length().unwrap_or(0).max(0) as u64);
-        let parts = etag
-            .trim_matches('"')
-            .rsplit_once('-')
-            .and_then(|(_, n)| n.parse::<u64>().ok());
-        let check = match (part1, parts) {
-            (Some(p), Some(n)) if p > 0 && meta.size.div_ceil(p) == n => {
-                ContentCheck::from_etag(&etag, Some(p))
-            }
-            _ if multipart => ContentCheck::guess_multipart(&etag, meta.size),
-            _ => ContentCheck::from_etag(&etag, None),
-        };
-        let size = meta.size;
-        let ps = self.part_size;
-        let ranges: Vec<(u64, u64)> = (0..size.div_ceil(ps))
-            .map(|i| (i * ps, ((i + 1) * ps).min(size) - 1))
-            .collect();
-        let me = Arc::new(S3Store {
-            client: self.client.clone(),
-            bucket: self.bucket.clone(),
-            prefix: self.prefix.clone(),
-            url: self.url.clone(),
-            throttle: self.throttle.clone(),
-            part_size: self.part_size,
-            multipart_threshold: self.multipart_threshold,
-            list_parallel: self.list_parallel,
-            bucket_ready: tokio::sync::OnceCell::new(),
-        });
-        let key2 = key.clone();
-        let stream = futures::stream::iter(ranges)
-            .map(move |r| {
-                let me = me.clone();
-                let key = key2.clone();
-                async move {
-                    me.get_range(&key, Some(r))
-                        .await
-                        .map(|(b, _)| b)
-                        .map_err(|e| std::io::Error::other(e.to_string()))
-                }
-            })
-            .buffered(RANGE_CONCURRENCY);
+        let check = ranged_check(
+            &etag,
+            head.content_length(),
+            meta.size,
+            multipart,
+            part_known,
+        );
+        let reader = self.ranged_reader(&key, meta.size);
         // A HEAD with ?partNumber reports the part's checksums, not the object's.
         let sum = if part_known {
             None
@@ -675,9 +717,7 @@ impl Source for S3Store {
             content_type: head.content_type().map(str::to_string),
             user_meta: user_meta(head.metadata()),
             check,
-            reader: super::Payload::Stream(Box::new(tokio_util::io::StreamReader::new(Box::pin(
-                stream,
-            )))),
+            reader,
         })
     }
 
