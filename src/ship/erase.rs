@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::catalog::unix_now;
 use crate::error::{Error, Result};
 use crate::node::Node;
-use crate::staging::device;
+use crate::staging::device::{self, Superblock};
 use crate::staging::format::BLOCK;
 
 /// Erase certificate layout version.
@@ -84,6 +84,36 @@ pub fn drain_unverified(node: &Node) -> Result<Option<String>> {
         .then(|| "no `barge verify` has passed since the last drain; verify first".to_string()))
 }
 
+/// The drive being erased, as found before anything was written to it.
+struct Target<'a> {
+    f: std::fs::File,
+    path: &'a Path,
+    size: u64,
+    sb: Option<Superblock>,
+    started: u64,
+}
+
+/// The steps run so far and the first failure, if any.
+#[derive(Default)]
+struct Steps {
+    methods: Vec<Step>,
+    failed: Option<String>,
+}
+
+impl Steps {
+    /// Records a step and its outcome; a failure becomes the erase's failure.
+    fn record(&mut self, method: String, detail: String, res: Result<()>) {
+        self.methods.push(Step {
+            method,
+            detail,
+            result: outcome(&res),
+        });
+        if let Err(e) = res {
+            self.failed = Some(e.to_string());
+        }
+    }
+}
+
 /// Erases one drive and returns its certificate (also written into `cert_dir`).
 pub fn erase(node: &Node, path: &Path, cert_dir: &Path) -> Result<(Certificate, PathBuf)> {
     let started = unix_now();
@@ -91,25 +121,39 @@ pub fn erase(node: &Node, path: &Path, cert_dir: &Path) -> Result<(Certificate, 
     let f = device::open(path, true)?;
     let size = device::size_of(&f, path)?;
     let sb = device::read_superblock(&f, path).ok();
-    let mut methods = vec![];
-    let mut failed: Option<String> = None;
+    let t = Target {
+        f,
+        path,
+        size,
+        sb,
+        started,
+    };
+    let mut steps = Steps::default();
+    crypto_erase(&t, &mut steps);
+    device_erase(&t, &mut steps);
+    forget_drive(node, path)?;
+    let cert = certificate(node, &t, steps);
+    let out = write_certificate(cert_dir, &t, &cert)?;
+    Ok((cert, out))
+}
 
-    // 1. Crypto-erase.
+/// Step 1: overwrites both superblock copies and the manifest with random data.
+fn crypto_erase(t: &Target, steps: &mut Steps) {
     let mut region = vec![(0u64, 2 * BLOCK as u64)];
-    if let Some(sb) = &sb
+    if let Some(sb) = &t.sb
         && sb.manifest_len > 0
     {
         region.push((sb.manifest_offset, sb.manifest_len));
     }
     let res: Result<()> = region.iter().try_for_each(|&(off, len)| {
-        let len = crate::staging::format::round_up(len.min(size.saturating_sub(off)));
+        let len = crate::staging::format::round_up(len.min(t.size.saturating_sub(off)));
         let mut noise = vec![0u8; len as usize];
         getrandom::fill(&mut noise).map_err(|e| Error::Key(e.to_string()))?;
-        device::write_at(&f, path, off, &noise)
+        device::write_at(&t.f, t.path, off, &noise)
     });
-    methods.push(Step {
-        method: "crypto-erase".into(),
-        detail: format!(
+    steps.record(
+        "crypto-erase".into(),
+        format!(
             "superblocks (wrapped set key){} overwritten with random data",
             if region.len() > 1 {
                 " and manifest"
@@ -117,44 +161,41 @@ pub fn erase(node: &Node, path: &Path, cert_dir: &Path) -> Result<(Certificate, 
                 ""
             }
         ),
-        result: outcome(&res),
-    });
-    if let Err(e) = res {
-        failed = Some(e.to_string());
-    }
+        res,
+    );
+}
 
-    // 2. Device erase: the NVMe controller's own erase where it has one, else (and for
-    // files and loop devices) overwrite with zeros, then read back samples.
-    let controller = if failed.is_none() {
-        nvme_erase(path)
+/// Step 2: the controller's erase, else a zero overwrite; skipped after a failed step 1.
+fn device_erase(t: &Target, steps: &mut Steps) {
+    // The NVMe controller's own erase where it has one, else (and for files and loop
+    // devices) overwrite with zeros, then read back samples.
+    let controller = if steps.failed.is_none() {
+        nvme_erase(t.path)
     } else {
         None
     };
     if let Some((method, res)) = controller {
-        methods.push(Step {
-            method: method.clone(),
-            detail: "NVMe admin command through the passthrough ioctl, confirmed by serial".into(),
-            result: outcome(&res),
-        });
-        if let Err(e) = res {
-            failed = Some(e.to_string());
-        }
-    } else if failed.is_none() {
-        let res = overwrite(&f, path, size);
-        methods.push(Step {
-            method: "overwrite".into(),
-            detail: format!(
+        steps.record(
+            method,
+            "NVMe admin command through the passthrough ioctl, confirmed by serial".into(),
+            res,
+        );
+    } else if steps.failed.is_none() {
+        let size = t.size;
+        let res = overwrite(&t.f, t.path, size);
+        steps.record(
+            "overwrite".into(),
+            format!(
                 "{size} bytes written with zeros, fdatasync'ed; the first 2 MiB and \
                  {VERIFY_SAMPLES} blocks spread over the device read back as zeros"
             ),
-            result: outcome(&res),
-        });
-        if let Err(e) = res {
-            failed = Some(e.to_string());
-        }
+            res,
+        );
     }
+}
 
-    // 3. The catalog forgets what was on the drive.
+/// Step 3: the catalog forgets the segments on the drive and their chunks.
+fn forget_drive(node: &Node, path: &Path) -> Result<()> {
     // One pass over the chunks for all of the drive's segments.
     let want = path.display().to_string();
     let mut on_drive: std::collections::HashMap<u64, Vec<crate::crypto::ChunkId>> =
@@ -176,20 +217,25 @@ pub fn erase(node: &Node, path: &Path, cert_dir: &Path) -> Result<(Certificate, 
     for (id, chunks) in on_drive {
         node.catalog.forget_segment(id, &chunks)?;
     }
+    Ok(())
+}
 
-    let cert = Certificate {
+/// The certificate of the steps run on the drive, finished now.
+fn certificate(node: &Node, t: &Target, steps: Steps) -> Certificate {
+    let sb = &t.sb;
+    Certificate {
         certificate_version: CERTIFICATE_VERSION,
         drive: DriveIdentity {
-            path: want,
-            serial: barge_firmware::sysfs::drive_serial(path),
+            path: t.path.display().to_string(),
+            serial: barge_firmware::sysfs::drive_serial(t.path),
             drive_id: sb.as_ref().map(|s| hex::encode(s.drive_id)),
             set_id: sb.as_ref().map(|s| hex::encode(s.set_id)),
-            size_bytes: size,
+            size_bytes: t.size,
         },
-        methods,
-        started,
+        methods: steps.methods,
+        started: t.started,
         finished: unix_now(),
-        result: match &failed {
+        result: match &steps.failed {
             None => "success".into(),
             Some(e) => format!("failed: {e}"),
         },
@@ -198,19 +244,26 @@ pub fn erase(node: &Node, path: &Path, cert_dir: &Path) -> Result<(Certificate, 
             .ok()
             .and_then(|h| h.into_string().ok())
             .unwrap_or_default(),
-    };
+    }
+}
+
+/// Writes the certificate into `cert_dir` (synced) and returns the file's path.
+fn write_certificate(cert_dir: &Path, t: &Target, cert: &Certificate) -> Result<PathBuf> {
     std::fs::create_dir_all(cert_dir).map_err(|e| Error::io("creating", cert_dir, e))?;
-    let name = match &sb {
+    let name = match &t.sb {
         Some(s) => hex::encode(s.drive_id),
-        None => path
+        None => t
+            .path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "drive".into()),
     };
+    let started = t.started;
     let out = cert_dir.join(format!("erase-{name}-{started}.json"));
-    let json = serde_json::to_vec_pretty(&cert).map_err(|e| Error::Pipeline(e.to_string()))?;
+    let json =
+        serde_json::to_vec_pretty(cert).map_err(|e| Error::encode("an erase certificate", e))?;
     super::seal::write_synced(&out, &json, 0o644)?;
-    Ok((cert, out))
+    Ok(out)
 }
 
 /// Runs the controller's strongest erase on an NVMe namespace; `None` when `path` is not

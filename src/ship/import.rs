@@ -14,10 +14,12 @@ use serde::Serialize;
 use super::manifest::{self, Manifest};
 use super::{UnlockCode, manifest_key, unwrap_key};
 use crate::catalog::{META_NEXT_SEGMENT, ObjectRecord, ObjectState, SegmentRecord, unix_now};
+use crate::chunker::ChunkParams;
 use crate::crypto::{ChunkId, MasterKey};
 use crate::error::{Error, Result};
 use crate::node::{Imported, InitOptions, Node};
 use crate::object::ObjectKey;
+use crate::staging::StagingSettings;
 use crate::staging::device::{self, FLAG_IMPORTED, Superblock};
 use crate::staging::format::{INDEX_ENTRY_LEN, SegmentHasher};
 use crate::staging::set::{DriveSet, Member};
@@ -64,6 +66,35 @@ struct Good {
     bad_segments: HashSet<u64>,
 }
 
+/// A drive whose superblock reads and is sealed; `report` indexes its [`DriveReport`].
+struct Found {
+    report: usize,
+    path: PathBuf,
+    sb: Superblock,
+}
+
+/// What the first sound drive's manifest says about the whole set.
+struct SetInfo {
+    members: Vec<Member>,
+    appliance_id: [u8; 16],
+    settings: StagingSettings,
+    chunk_params: ChunkParams,
+}
+
+/// The sound drives' manifests merged: usable chunks, object records, the set's index.
+struct Merged {
+    chunk_ok: HashSet<ChunkId>,
+    objects: BTreeMap<Vec<u8>, ObjectRecord>,
+    index: BTreeMap<Vec<u8>, (u64, String)>,
+}
+
+/// The set's objects sorted into ready to drain and missing.
+struct Tally {
+    ready: u64,
+    bytes_ready: u64,
+    missing: Vec<String>,
+}
+
 /// Imports `drives` into the fresh state directory `state`. Fails without creating
 /// anything when the unlock code opens none of the drives.
 pub fn import(
@@ -72,14 +103,43 @@ pub fn import(
     code: &UnlockCode,
     drives: &[PathBuf],
 ) -> Result<ImportReport> {
+    ensure_fresh(state)?;
+    let (mut reports, found) = open_drives(drives);
+    let (set_id, master) = open_set(code, &found, &reports)?;
+    let (mut good, set) = check_drives(found, &mut reports, code, &master, &set_id)?;
+    check_segments(&mut good)?;
+    let missing_drives = missing_members(&set.members, &good, &set_id);
+    // The new node: the set's key, appliance id and settings; the sound drives. The
+    // marker says "not finished" to every other command until the end.
+    let marker = mark_in_progress(state)?;
+    let node = init_node(state, key, &set, &good, &master)?;
+    let merged = rebuild_catalog(&node, &good, &mut reports)?;
+    let tally = import_objects(&node, merged)?;
+    store_drive_set(&node, set_id, &set.members, &good)?;
+    node.catalog.sync()?;
+    crate::failpoint::point("ship.import_synced");
+    // The drives may now take top-up segments at this site.
+    mark_imported(&good)?;
+    let report = build_report(set_id, code, reports, missing_drives, tally);
+    write_report(state, &marker, &report)?;
+    Ok(report)
+}
+
+/// Refuses a state directory that already holds a node or an unfinished import.
+fn ensure_fresh(state: &Path) -> Result<()> {
     if state.join("keys/key.json").exists() || state.join(crate::node::IMPORT_MARKER).exists() {
         return Err(Error::State {
             path: state.to_path_buf(),
             message: "already initialised: import needs a fresh state directory".into(),
         });
     }
+    Ok(())
+}
+
+/// Reads each given drive's superblock: a report per drive, and the sealed drives found.
+fn open_drives(drives: &[PathBuf]) -> (Vec<DriveReport>, Vec<Found>) {
     let mut reports: Vec<DriveReport> = vec![];
-    let mut found: Vec<(usize, PathBuf, Superblock)> = vec![];
+    let mut found: Vec<Found> = vec![];
     for p in drives {
         let p = std::path::absolute(p).unwrap_or_else(|_| p.clone());
         let mut r = DriveReport {
@@ -94,17 +154,30 @@ pub fn import(
             Ok(sb) => {
                 r.index = Some(sb.index);
                 r.drive_id = Some(hex::encode(sb.drive_id));
-                found.push((reports.len(), p, sb));
+                found.push(Found {
+                    report: reports.len(),
+                    path: p,
+                    sb,
+                });
             }
             Err(e) => r.error = Some(e.to_string()),
         }
         reports.push(r);
     }
+    (reports, found)
+}
+
+/// The id and master key of the set whose wrapped key this code opens.
+fn open_set(
+    code: &UnlockCode,
+    found: &[Found],
+    reports: &[DriveReport],
+) -> Result<([u8; 16], MasterKey)> {
     // The set is the one whose wrapped key this code opens.
-    let opened = found.iter().find_map(|(_, _, sb)| {
+    let opened = found.iter().find_map(|Found { sb, .. }| {
         unwrap_key(code, &sb.wrapped_key, &sb.set_id, &sb.drive_id).map(|m| (sb.set_id, m))
     });
-    let Some((set_id, master)) = opened else {
+    let Some(opened) = opened else {
         let names: Vec<String> = reports
             .iter()
             .map(|r| match &r.error {
@@ -117,11 +190,22 @@ pub fn import(
             names.join("; ")
         )));
     };
-    let mkey = manifest_key(&master, &set_id);
+    Ok(opened)
+}
+
+/// Checks the found drives' superblocks and manifests; the sound drives and their set.
+fn check_drives(
+    found: Vec<Found>,
+    reports: &mut [DriveReport],
+    code: &UnlockCode,
+    master: &MasterKey,
+    set_id: &[u8; 16],
+) -> Result<(Vec<Good>, SetInfo)> {
+    let mkey = manifest_key(master, set_id);
     let mut good: Vec<Good> = vec![];
-    for (ri, path, sb) in found {
-        let r = &mut reports[ri];
-        match check_drive(&path, &sb, code, &master, &set_id, &mkey) {
+    for Found { report, path, sb } in found {
+        let r = &mut reports[report];
+        match check_drive(&path, &sb, code, master, set_id, &mkey) {
             Ok(manifest) => {
                 if good.iter().any(|g| g.sb.drive_id == sb.drive_id) {
                     r.error = Some(format!(
@@ -151,10 +235,17 @@ pub fn import(
                 .join("; ")
         )));
     };
-    let members: Vec<Member> = first.manifest.members.clone();
-    let appliance_id = first.manifest.appliance_id;
-    let settings = first.manifest.staging.clone();
-    let chunk_params = first.manifest.chunk_params;
+    let set = SetInfo {
+        members: first.manifest.members.clone(),
+        appliance_id: first.manifest.appliance_id,
+        settings: first.manifest.staging.clone(),
+        chunk_params: first.manifest.chunk_params,
+    };
+    Ok((good, set))
+}
+
+/// Checks every segment against its manifest checksum, recording the bad ones per drive.
+fn check_segments(good: &mut [Good]) -> Result<()> {
     // Segments: each checked against its manifest checksum by reading it whole; one
     // thread per drive, so the drives are read at once.
     std::thread::scope(|sc| -> Result<()> {
@@ -175,11 +266,15 @@ pub fn import(
             .collect();
         for h in handles {
             h.join()
-                .map_err(|_| Error::Pipeline("a segment check thread panicked".into()))??;
+                .map_err(|_| Error::task("a segment check thread", "panicked"))??;
         }
         Ok(())
-    })?;
-    let missing_drives: Vec<String> = members
+    })
+}
+
+/// One line for each member of the set that is not among the sound drives.
+fn missing_members(members: &[Member], good: &[Good], set_id: &[u8; 16]) -> Vec<String> {
+    members
         .iter()
         .filter(|m| !good.iter().any(|g| g.sb.drive_id == m.drive_id))
         .map(|m| {
@@ -191,37 +286,55 @@ pub fn import(
                 hex::encode(set_id)
             )
         })
-        .collect();
+        .collect()
+}
 
-    // The new node: the set's key, appliance id and settings; the sound drives. The
-    // marker says "not finished" to every other command until the end.
+/// Creates the state directory and writes the synced "import in progress" marker.
+fn mark_in_progress(state: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(state).map_err(|e| Error::io("creating", state, e))?;
     let marker = state.join(crate::node::IMPORT_MARKER);
     super::seal::write_synced(&marker, b"barge import in progress\n", 0o644)?;
+    Ok(marker)
+}
+
+/// Initialises the new node with the set's key, appliance id, settings and sound drives.
+fn init_node(
+    state: &Path,
+    key: &crate::crypto::keys::KeyRequest,
+    set: &SetInfo,
+    good: &[Good],
+    master: &MasterKey,
+) -> Result<Node> {
     let opts = InitOptions {
         key: key.clone(),
-        chunks: chunk_params,
-        staging: settings,
+        chunks: set.chunk_params,
+        staging: set.settings.clone(),
         drives: good.iter().map(|g| g.path.clone()).collect(),
         force_drives: false,
     };
-    let node = Node::init_imported(
+    Node::init_imported(
         state,
         &opts,
         Imported {
             master: MasterKey::from_bytes(*master.expose()),
-            appliance_id,
+            appliance_id: set.appliance_id,
         },
-    )?;
-    let mut chunk_ok: HashSet<ChunkId> = HashSet::new();
+    )
+}
+
+/// Imports the sound segments and their chunks of each drive and fills in its report.
+fn rebuild_catalog(node: &Node, good: &[Good], reports: &mut [DriveReport]) -> Result<Merged> {
+    let mut merged = Merged {
+        chunk_ok: HashSet::new(),
+        objects: BTreeMap::new(),
+        index: BTreeMap::new(),
+    };
     let mut max_segment = 0u64;
-    let mut objects: BTreeMap<Vec<u8>, ObjectRecord> = BTreeMap::new();
-    let mut index: BTreeMap<Vec<u8>, (u64, String)> = BTreeMap::new();
-    for g in &good {
+    for g in good {
         let r = reports
             .iter_mut()
             .find(|r| r.path == g.path.display().to_string())
-            .ok_or_else(|| Error::Pipeline("import lost track of a drive".into()))?;
+            .ok_or_else(|| Error::task("import", "lost track of a drive"))?;
         let path = g.path.display().to_string();
         let segs: Vec<(u64, SegmentRecord)> = g
             .manifest
@@ -241,7 +354,7 @@ pub fn import(
         for (id, enc) in &g.manifest.chunks {
             let c = crate::catalog::ChunkRecord::decode(enc)?;
             if live.contains(&c.segment) {
-                chunk_ok.insert(*id);
+                merged.chunk_ok.insert(*id);
                 chunks.push((*id, enc.clone()));
             }
         }
@@ -255,16 +368,36 @@ pub fn import(
             .collect();
         r.chunks = chunks.len() as u64;
         r.objects = g.manifest.objects.len() as u64;
-        for (k, rec) in &g.manifest.objects {
-            objects.entry(k.clone()).or_insert_with(|| rec.clone());
-        }
-        for (k, size, version) in &g.manifest.index_of_set {
-            index.entry(k.clone()).or_insert((*size, version.clone()));
-        }
+        merge_objects(&mut merged, &g.manifest);
     }
     node.catalog
         .raise_counter(META_NEXT_SEGMENT, max_segment + 1)?;
+    Ok(merged)
+}
 
+/// Adds a drive's object records and index entries that no earlier drive brought.
+fn merge_objects(merged: &mut Merged, manifest: &Manifest) {
+    for (k, rec) in &manifest.objects {
+        merged
+            .objects
+            .entry(k.clone())
+            .or_insert_with(|| rec.clone());
+    }
+    for (k, size, version) in &manifest.index_of_set {
+        merged
+            .index
+            .entry(k.clone())
+            .or_insert((*size, version.clone()));
+    }
+}
+
+/// Writes every object of the set: `Staged` when all its chunks came in, else `Listed`.
+fn import_objects(node: &Node, merged: Merged) -> Result<Tally> {
+    let Merged {
+        chunk_ok,
+        mut objects,
+        index,
+    } = merged;
     let now = unix_now();
     let (mut ready, mut bytes_ready) = (0u64, 0u64);
     let mut missing = vec![];
@@ -282,21 +415,7 @@ pub fn import(
             }
             other => {
                 missing.push(key.to_string());
-                let (content_type, user_meta) = other
-                    .map(|r| (r.content_type, r.user_meta))
-                    .unwrap_or_default();
-                ObjectRecord {
-                    size,
-                    version,
-                    content_type,
-                    user_meta,
-                    blake3: None,
-                    chunks: vec![],
-                    state: ObjectState::Listed,
-                    checked: String::new(),
-                    uploads: 0,
-                    updated: now,
-                }
+                listed_record(size, version, other, now)
             }
         };
         batch.push((key, rec));
@@ -306,6 +425,34 @@ pub fn import(
         }
     }
     node.catalog.import_batch(&[], &[], &batch)?;
+    Ok(Tally {
+        ready,
+        bytes_ready,
+        missing,
+    })
+}
+
+/// The `Listed` record of an object the top-up fetches (keeping any metadata it had).
+fn listed_record(size: u64, version: String, had: Option<ObjectRecord>, now: u64) -> ObjectRecord {
+    let (content_type, user_meta) = had
+        .map(|r| (r.content_type, r.user_meta))
+        .unwrap_or_default();
+    ObjectRecord {
+        size,
+        version,
+        content_type,
+        user_meta,
+        blake3: None,
+        chunks: vec![],
+        state: ObjectState::Listed,
+        checked: String::new(),
+        uploads: 0,
+        updated: now,
+    }
+}
+
+/// Stores the set's membership with the paths and serials of the drives at this site.
+fn store_drive_set(node: &Node, set_id: [u8; 16], members: &[Member], good: &[Good]) -> Result<()> {
     DriveSet {
         set_id,
         members: members
@@ -324,20 +471,37 @@ pub fn import(
             })
             .collect(),
     }
-    .store(&node.catalog)?;
-    node.catalog.sync()?;
-    crate::failpoint::point("ship.import_synced");
-    // The drives may now take top-up segments at this site.
-    for g in &good {
+    .store(&node.catalog)
+}
+
+/// Sets the imported flag in each sound drive's superblock.
+fn mark_imported(good: &[Good]) -> Result<()> {
+    for g in good {
         let f = device::open(&g.path, true)?;
         let mut sb = device::read_superblock(&f, &g.path)?;
         sb.flags |= FLAG_IMPORTED;
         device::write_superblock(&f, &g.path, &mut sb)?;
     }
+    Ok(())
+}
+
+/// The import report; complete when every drive and object came in sound.
+fn build_report(
+    set_id: [u8; 16],
+    code: &UnlockCode,
+    reports: Vec<DriveReport>,
+    missing_drives: Vec<String>,
+    tally: Tally,
+) -> ImportReport {
+    let Tally {
+        ready,
+        bytes_ready,
+        missing,
+    } = tally;
     let complete = missing.is_empty()
         && missing_drives.is_empty()
         && reports.iter().all(|r| r.ok && r.error.is_none());
-    let report = ImportReport {
+    ImportReport {
         set_id: hex::encode(set_id),
         unlock_fingerprint: code.fingerprint(),
         drives: reports,
@@ -347,12 +511,17 @@ pub fn import(
         bytes_ready,
         objects_missing: missing,
         complete,
-    };
-    let json = serde_json::to_vec_pretty(&report).map_err(|e| Error::Pipeline(e.to_string()))?;
+    }
+}
+
+/// Writes `import-report.json` (synced), then removes the marker and syncs the directory.
+fn write_report(state: &Path, marker: &Path, report: &ImportReport) -> Result<()> {
+    let json =
+        serde_json::to_vec_pretty(report).map_err(|e| Error::encode("the import report", e))?;
     super::seal::write_synced(&state.join("import-report.json"), &json, 0o644)?;
-    std::fs::remove_file(&marker).map_err(|e| Error::io("removing", &marker, e))?;
+    std::fs::remove_file(marker).map_err(|e| Error::io("removing", marker, e))?;
     crate::staging::writer::sync_dir(state).map_err(|e| Error::io("syncing", state, e))?;
-    Ok(report)
+    Ok(())
 }
 
 /// Superblock and manifest checks of one drive; the error names what is wrong.
