@@ -9,18 +9,20 @@
 //! copy of that object ([`Destination::copy`], checked against its ETag) instead of
 //! being sent again: duplicates cost the destination one request, not their bytes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::{Mutex, mpsc, watch};
+use tokio::task::JoinHandle;
 
+use crate::backend::throttle::Throttle;
 use crate::backend::{Body, Destination, Placed};
-use crate::catalog::{ObjectRecord, ObjectState, RunRecord, unix_now};
+use crate::catalog::{Catalog, ObjectRecord, ObjectState, RunRecord, unix_now};
 use crate::error::{Error, Result};
-use crate::monitor::Monitor;
+use crate::monitor::{Monitor, QueueGauge};
 use crate::node::Node;
 use crate::object::{ObjectKey, ObjectMeta};
 use crate::staging::ChunkReader;
@@ -38,6 +40,9 @@ pub const COPY_MIN_SIZE: u64 = 256 << 10;
 /// 150 bytes each). Past it the index is emptied and starts again: duplicates of
 /// forgotten content are sent in full, never lost.
 pub const COPY_INDEX_MAX: usize = 1 << 20;
+
+/// An object queued for the drain workers (they re-read its record before draining).
+type Queued = (ObjectKey, ObjectRecord);
 
 /// Options of `barge drain`.
 #[derive(Debug, Clone)]
@@ -313,6 +318,46 @@ pub async fn run_following(
     opts: &DrainOptions,
     follow: Option<mpsc::Receiver<ObjectKey>>,
 ) -> Result<DrainSummary> {
+    let monitor = opts.monitor.clone();
+    let (reader, run_id) = start(node, &*dest, &monitor).await?;
+    let (tx, rx) = mpsc::channel::<Queued>(DRAIN_QUEUE);
+    let drain_q = monitor.queue("drain", DRAIN_QUEUE);
+    let scanner = spawn_scanner(
+        node.catalog.clone(),
+        tx.clone(),
+        monitor.clone(),
+        drain_q.clone(),
+    );
+    // The follower takes the last sender (or drops it when there is nothing to follow):
+    // the workers end when the scanner and the follower have both dropped theirs.
+    let follower = spawn_follower(follow, node.catalog.clone(), drain_q.clone(), tx);
+    let shared = Arc::new(Shared {
+        rx: Mutex::new(rx),
+        dest: dest.clone(),
+        reader,
+        catalog: node.catalog.clone(),
+        busy: Default::default(),
+        monitor,
+        drain_q,
+        tally: Tally::default(),
+        written: Written::default(),
+    });
+    let workers: Vec<_> = (0..opts.concurrency.max(1))
+        .map(|_| tokio::spawn(shared.clone().work(dest.throttle())))
+        .collect();
+    join(workers, follower, scanner).await?;
+    save_layout(node, &*dest)?;
+    node.catalog.sync()?;
+    summarise(node, &*dest, run_id, &shared.tally)
+}
+
+/// Setup: the chunk reader, the run's catalog record, the monitor's destination and the
+/// removal of uploads a crash interrupted. Returns the reader and the run's id.
+async fn start(
+    node: &Node,
+    dest: &dyn Destination,
+    monitor: &Monitor,
+) -> Result<(ChunkReader, u64)> {
     let reader = ChunkReader::new(
         node.catalog.clone(),
         node.master.clone(),
@@ -325,7 +370,6 @@ pub async fn run_following(
         started: unix_now(),
         ..Default::default()
     })?;
-    let monitor = opts.monitor.clone();
     monitor.set_destination(&dest.url(), dest.throttle());
     let leftovers = dest.cleanup().await?;
     if leftovers > 0 {
@@ -334,13 +378,17 @@ pub async fn run_following(
             dest.url()
         );
     }
-    let (tx, rx) = mpsc::channel::<(ObjectKey, ObjectRecord)>(DRAIN_QUEUE);
-    let drain_q = monitor.queue("drain", DRAIN_QUEUE);
-    let catalog = node.catalog.clone();
-    let scan_tx = tx.clone();
-    let scan_mon = monitor.clone();
-    let scan_q = drain_q.clone();
-    let scanner = tokio::task::spawn_blocking(move || -> Result<()> {
+    Ok((reader, run_id))
+}
+
+/// Queues every object of the catalog that wants a drain, on the blocking pool.
+fn spawn_scanner(
+    catalog: Arc<Catalog>,
+    scan_tx: mpsc::Sender<Queued>,
+    scan_mon: Arc<Monitor>,
+    scan_q: Arc<QueueGauge>,
+) -> JoinHandle<Result<()>> {
+    tokio::task::spawn_blocking(move || -> Result<()> {
         for item in catalog.objects()? {
             let (k, rec) = item?;
             if wants_drain(&rec) {
@@ -356,117 +404,143 @@ pub async fn run_following(
             }
         }
         Ok(())
-    });
-    let follower = follow.map(|mut f| {
-        let catalog = node.catalog.clone();
-        let q = drain_q.clone();
-        tokio::spawn(async move {
-            while let Some(k) = f.recv().await {
-                if let Ok(Some(rec)) = catalog.get_object(&k)
-                    && wants_drain(&rec)
-                {
-                    q.push();
-                    if tx.send((k, rec)).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        })
-    });
-    let busy = Arc::new(std::sync::Mutex::new(
-        std::collections::HashSet::<ObjectKey>::new(),
-    ));
-    let rx = Arc::new(Mutex::new(rx));
-    let tally = Arc::new(Tally::default());
-    let written = Arc::new(Written::default());
-    let mut workers = vec![];
-    for _ in 0..opts.concurrency.max(1) {
-        let rx = rx.clone();
-        let dest = dest.clone();
-        let reader = reader.clone();
-        let catalog = node.catalog.clone();
-        let busy = busy.clone();
-        let monitor = monitor.clone();
-        let drain_q = drain_q.clone();
-        let (tally, written) = (tally.clone(), written.clone());
-        let throttle = dest.throttle();
-        workers.push(tokio::spawn(async move {
-            loop {
-                let next = rx.lock().await.recv().await;
-                let Some((key, _)) = next else { break };
-                drain_q.pop();
-                monitor.gate().await;
-                if throttle.as_ref().is_some_and(|t| t.down().is_some()) {
-                    // The objects not taken stay Staged for the next run.
+    })
+}
+
+/// Queues each object a running ingest reports as staged, until that ingest ends; with
+/// nothing to follow, drops `tx` at once.
+fn spawn_follower(
+    follow: Option<mpsc::Receiver<ObjectKey>>,
+    catalog: Arc<Catalog>,
+    q: Arc<QueueGauge>,
+    tx: mpsc::Sender<Queued>,
+) -> Option<JoinHandle<()>> {
+    let mut f = follow?;
+    Some(tokio::spawn(async move {
+        while let Some(k) = f.recv().await {
+            if let Ok(Some(rec)) = catalog.get_object(&k)
+                && wants_drain(&rec)
+            {
+                q.push();
+                if tx.send((k, rec)).await.is_err() {
                     break;
                 }
-                // Take the key (or leave it to the worker that has it), then work from
-                // the record as it is now.
-                if !busy
-                    .lock()
-                    .map(|mut b| b.insert(key.clone()))
-                    .unwrap_or(false)
-                {
-                    continue;
-                }
-                let rec = match catalog.get_object(&key) {
-                    Ok(Some(r)) if wants_drain(&r) => r,
-                    _ => {
-                        if let Ok(mut b) = busy.lock() {
-                            b.remove(&key);
-                        }
-                        continue;
-                    }
-                };
-                let meta = ObjectMeta {
-                    key: key.clone(),
-                    size: rec.size,
-                    version: rec.version.clone(),
-                    content_type: rec.content_type.clone(),
-                    user_meta: rec.user_meta.clone(),
-                };
-                crate::failpoint::point("drain.before_put");
-                let res = match deliver(&*dest, &reader, &written, &key, &rec, &meta).await {
-                    Ok(how) => {
-                        crate::failpoint::point("drain.after_put");
-                        let r = catalog.mark_drained(&key, rec.blake3);
-                        crate::failpoint::point("drain.after_mark");
-                        r.map(|()| how)
-                    }
-                    Err(e) => Err(e),
-                };
-                match res {
-                    Ok(how) => tally.delivered(&monitor, rec.size, how),
-                    Err(e) => {
-                        tally.failed(&monitor, &key, &e);
-                        // A chunk whose staged copy was found corrupt has lost its
-                        // location: the object must come from the source again.
-                        let lost = rec.chunks.iter().any(|c| {
-                            matches!(catalog.get_chunk(&c.id), Ok(None))
-                        });
-                        let state = if lost {
-                            tally.rot.fetch_add(1, Ordering::Relaxed);
-                            ObjectState::Failed {
-                                stage: "staging".into(),
-                                reason: format!(
-                                    "{e}; the staged copy is corrupt: it is fetched again from the source if the source still has it"
-                                ),
-                            }
-                        } else {
-                            ObjectState::Failed {
-                                stage: "drain".into(),
-                                reason: e.to_string(),
-                            }
-                        };
-                        let _ = catalog.set_object_state(&key, state);
-                    }
-                }
-                if let Ok(mut b) = busy.lock() {
-                    b.remove(&key);
-                }
             }
-        }));
+        }
+    }))
+}
+
+/// What the drain workers share: the queue, the destination and the run's tallies.
+struct Shared {
+    rx: Mutex<mpsc::Receiver<Queued>>,
+    dest: Arc<dyn Destination>,
+    reader: ChunkReader,
+    catalog: Arc<Catalog>,
+    /// Keys a worker has taken; a second delivery of one is left to that worker.
+    busy: std::sync::Mutex<HashSet<ObjectKey>>,
+    monitor: Arc<Monitor>,
+    drain_q: Arc<QueueGauge>,
+    tally: Tally,
+    written: Written,
+}
+
+impl Shared {
+    /// One worker: takes queued objects until the queue ends or the destination is down.
+    async fn work(self: Arc<Self>, throttle: Option<Arc<Throttle>>) {
+        loop {
+            let next = self.rx.lock().await.recv().await;
+            let Some((key, _)) = next else { break };
+            self.drain_q.pop();
+            self.monitor.gate().await;
+            if throttle.as_ref().is_some_and(|t| t.down().is_some()) {
+                // The objects not taken stay Staged for the next run.
+                break;
+            }
+            self.drain_one(key).await;
+        }
     }
+
+    /// Takes the key (or leaves it to the worker that has it), then drains the object
+    /// from its record as it is now, if it still wants a drain.
+    async fn drain_one(&self, key: ObjectKey) {
+        if !self
+            .busy
+            .lock()
+            .map(|mut b| b.insert(key.clone()))
+            .unwrap_or(false)
+        {
+            return;
+        }
+        if let Ok(Some(rec)) = self.catalog.get_object(&key)
+            && wants_drain(&rec)
+        {
+            self.drain_record(&key, &rec).await;
+        }
+        if let Ok(mut b) = self.busy.lock() {
+            b.remove(&key);
+        }
+    }
+
+    /// Writes the object to the destination and only then marks it drained; tallies the
+    /// outcome.
+    async fn drain_record(&self, key: &ObjectKey, rec: &ObjectRecord) {
+        let meta = ObjectMeta {
+            key: key.clone(),
+            size: rec.size,
+            version: rec.version.clone(),
+            content_type: rec.content_type.clone(),
+            user_meta: rec.user_meta.clone(),
+        };
+        crate::failpoint::point("drain.before_put");
+        let res = match deliver(&*self.dest, &self.reader, &self.written, key, rec, &meta).await {
+            Ok(how) => {
+                crate::failpoint::point("drain.after_put");
+                let r = self.catalog.mark_drained(key, rec.blake3);
+                crate::failpoint::point("drain.after_mark");
+                r.map(|()| how)
+            }
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(how) => self.tally.delivered(&self.monitor, rec.size, how),
+            Err(e) => self.record_failure(key, rec, &e),
+        }
+    }
+
+    /// Tallies a failed drain and records it on the object: a drain failure, or, when
+    /// the staged copy turned out corrupt, a staging one (fetch it from the source again).
+    fn record_failure(&self, key: &ObjectKey, rec: &ObjectRecord, e: &Error) {
+        self.tally.failed(&self.monitor, key, e);
+        // A chunk whose staged copy was found corrupt has lost its location: the object
+        // must come from the source again.
+        let lost = rec
+            .chunks
+            .iter()
+            .any(|c| matches!(self.catalog.get_chunk(&c.id), Ok(None)));
+        let state = if lost {
+            self.tally.rot.fetch_add(1, Ordering::Relaxed);
+            ObjectState::Failed {
+                stage: "staging".into(),
+                reason: format!(
+                    "{e}; the staged copy is corrupt: it is fetched again from the source if the source still has it"
+                ),
+            }
+        } else {
+            ObjectState::Failed {
+                stage: "drain".into(),
+                reason: e.to_string(),
+            }
+        };
+        let _ = self.catalog.set_object_state(key, state);
+    }
+}
+
+/// Waits for the workers, then the follower and the scanner; fails if the scan did.
+async fn join(
+    workers: Vec<JoinHandle<()>>,
+    follower: Option<JoinHandle<()>>,
+    scanner: JoinHandle<Result<()>>,
+) -> Result<()> {
     // The workers end when the scanner and the follower have both dropped their senders.
     for w in workers {
         let _ = w.await;
@@ -476,18 +550,31 @@ pub async fn run_following(
     }
     scanner
         .await
-        .map_err(|e| Error::Pipeline(format!("catalog scan: {e}")))??;
+        .map_err(|e| Error::task("drain catalog scan", e))?
+}
+
+/// Saves the destination's container mapping (if it has one), in the catalog and as a
+/// lookup file beside it.
+fn save_layout(node: &Node, dest: &dyn Destination) -> Result<()> {
     if let Some(layout) = dest.layout() {
-        // The container mapping, in the catalog and as a lookup file beside it.
-        let bytes =
-            serde_json::to_vec_pretty(&layout).map_err(|e| Error::Pipeline(e.to_string()))?;
+        let bytes = serde_json::to_vec_pretty(&layout)
+            .map_err(|e| Error::encode("the destination layout", e))?;
         node.catalog
             .meta_put_sync(crate::catalog::META_DEST_LAYOUT, &bytes)?;
         let p = node.state_dir.join("container-map.json");
         std::fs::write(&p, &bytes)
             .map_err(|e| Error::io("writing the container lookup file", &p, e))?;
     }
-    node.catalog.sync()?;
+    Ok(())
+}
+
+/// Summarise: the run's figures, recorded in its catalog run record.
+fn summarise(
+    node: &Node,
+    dest: &dyn Destination,
+    run_id: u64,
+    tally: &Tally,
+) -> Result<DrainSummary> {
     let summary = DrainSummary {
         drained: tally.drained.load(Ordering::Relaxed),
         bytes: tally.bytes.load(Ordering::Relaxed),
