@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 use tokio::sync::{Mutex, mpsc};
+use tokio::task::JoinHandle;
 use tokio_util::io::SyncIoBridge;
 
 use crate::backend::check::Verifier;
@@ -21,7 +22,7 @@ use crate::catalog::{ChunkRef, ObjectRecord, ObjectState, RunRecord, unix_now};
 use crate::chunker::{ChunkError, chunk_stream};
 use crate::crypto::ChunkHasher;
 use crate::error::{Error, Result};
-use crate::monitor::Monitor;
+use crate::monitor::{IngestTotals, Monitor, QueueGauge};
 use crate::node::Node;
 use crate::object::{ObjectKey, ObjectMeta};
 use crate::staging::{Stager, Ticket};
@@ -160,29 +161,36 @@ pub async fn run(
     source: Arc<dyn Source>,
     opts: &IngestOptions,
 ) -> Result<IngestSummary> {
+    let (ctx, run_id, start_totals) = prepare(node, &source, opts)?;
+    let dispatched = dispatch(node, &ctx, &source, opts).await?;
+    let ctx = Arc::into_inner(ctx).ok_or_else(|| Error::task("ingest", "workers still running"))?;
+    let mut summary = summarise(&ctx, start_totals);
+    let stager = ctx.stager;
+    tokio::task::spawn_blocking(move || stager.finish())
+        .await
+        .map_err(|e| Error::task("staging shutdown", e))??;
+    record_run(node, run_id, &dispatched, &summary)?;
+    if let Some(e) = dispatched.err {
+        return Err(e);
+    }
+    if let Err(e) = dispatched.listing {
+        summary
+            .stopped_early
+            .get_or_insert(format!("listing failed: {e}"));
+    }
+    Ok(summary)
+}
+
+/// Prepare: recovers and, when nearly full, reclaims staging, starts the stager and
+/// the run's catalog record. Returns the workers' context, the run's id and the
+/// monitor's totals this run's figures start from.
+fn prepare(
+    node: &Node,
+    source: &Arc<dyn Source>,
+    opts: &IngestOptions,
+) -> Result<(Arc<Ctx>, u64, IngestTotals)> {
     let drives = node.drive_paths(&opts.drives);
-    // Segments left open by a crashed run are sealed before new ones are written.
-    let rec = node.recover_staging(&drives)?;
-    if rec.segments_resealed > 0 || !rec.orphan_files_removed.is_empty() {
-        tracing::warn!(
-            "recovered staging after an interrupted run: {} segments resealed, {} orphan files removed",
-            rec.segments_resealed,
-            rec.orphan_files_removed.len()
-        );
-    }
-    if crate::staging::reclaim::nearly_full(
-        &node.catalog,
-        &node.appliance_id,
-        &drives,
-        node.staging.settings.segment_size,
-    ) {
-        let r = crate::staging::reclaim::reclaim(&node.catalog)?;
-        tracing::warn!(
-            "staging nearly full: reclaimed {} segments ({} bytes) of drained objects",
-            r.segments_removed,
-            r.bytes_freed
-        );
-    }
+    recover_staging(node, &drives)?;
     let stager = Stager::start(
         node.catalog.clone(),
         node.master.clone(),
@@ -217,18 +225,88 @@ pub async fn run(
         stop_reason: Default::default(),
         notify: opts.notify.clone(),
     });
+    Ok((ctx, run_id, start_totals))
+}
 
+/// Seals segments a crashed run left open (before new ones are written) and, when the
+/// drives are nearly full, reclaims the segments of drained objects.
+fn recover_staging(node: &Node, drives: &[std::path::PathBuf]) -> Result<()> {
+    let rec = node.recover_staging(drives)?;
+    if rec.segments_resealed > 0 || !rec.orphan_files_removed.is_empty() {
+        tracing::warn!(
+            "recovered staging after an interrupted run: {} segments resealed, {} orphan files removed",
+            rec.segments_resealed,
+            rec.orphan_files_removed.len()
+        );
+    }
+    if crate::staging::reclaim::nearly_full(
+        &node.catalog,
+        &node.appliance_id,
+        drives,
+        node.staging.settings.segment_size,
+    ) {
+        let r = crate::staging::reclaim::reclaim(&node.catalog)?;
+        tracing::warn!(
+            "staging nearly full: reclaimed {} segments ({} bytes) of drained objects",
+            r.segments_removed,
+            r.bytes_freed
+        );
+    }
+    Ok(())
+}
+
+/// An object the dispatcher hands to the fetchers, with its catalog record if it has one.
+type Work = (ObjectMeta, Option<ObjectRecord>);
+
+/// How the dispatch ended.
+struct Dispatched {
+    /// The dispatcher's own failure (a catalog read): the run fails with it.
+    err: Option<Error>,
+    /// The listing's outcome: a failed listing stops the run early.
+    listing: Result<()>,
+}
+
+/// Dispatch: lists the source and hands each new or changed object to the fetchers;
+/// returns once the listing and every fetcher have ended.
+async fn dispatch(
+    node: &Node,
+    ctx: &Arc<Ctx>,
+    source: &Arc<dyn Source>,
+    opts: &IngestOptions,
+) -> Result<Dispatched> {
     let (list_tx, mut list_rx) = mpsc::channel::<Listed>(LIST_QUEUE);
     opts.monitor.add_mpsc("list", &list_tx);
     let lister = {
         let source = source.clone();
         tokio::spawn(async move { source.list(list_tx).await })
     };
-    let (work_tx, work_rx) = mpsc::channel::<(ObjectMeta, Option<ObjectRecord>)>(FETCH_QUEUE);
+    let (work_tx, work_rx) = mpsc::channel::<Work>(FETCH_QUEUE);
     let fetch_q = opts.monitor.queue("fetch", FETCH_QUEUE);
+    let workers = spawn_fetchers(ctx, work_rx, &fetch_q, opts.concurrency);
+    let err = route(node, ctx, &mut list_rx, &work_tx, &fetch_q).await;
+    ctx.monitor
+        .ingest
+        .listing_done
+        .store(true, Ordering::Relaxed);
+    drop(list_rx);
+    drop(work_tx);
+    for w in workers {
+        let _ = w.await;
+    }
+    let listing = lister.await.map_err(|e| Error::task("listing task", e))?;
+    Ok(Dispatched { err, listing })
+}
+
+/// Starts `concurrency` fetchers taking objects off `work_rx` until it ends.
+fn spawn_fetchers(
+    ctx: &Arc<Ctx>,
+    work_rx: mpsc::Receiver<Work>,
+    fetch_q: &Arc<QueueGauge>,
+    concurrency: usize,
+) -> Vec<JoinHandle<()>> {
     let work_rx = Arc::new(Mutex::new(work_rx));
     let mut workers = vec![];
-    for _ in 0..opts.concurrency.max(1) {
+    for _ in 0..concurrency.max(1) {
         let ctx = ctx.clone();
         let rx = work_rx.clone();
         let fetch_q = fetch_q.clone();
@@ -245,12 +323,22 @@ pub async fn run(
             }
         }));
     }
+    workers
+}
 
-    // Dispatcher: decide per listed object whether it needs staging.
-    let mut dispatch_err = None;
+/// The dispatcher: decides per listed object whether it needs staging and queues those
+/// that do, until the listing ends, the run stops or the fetchers are gone. Returns the
+/// catalog read that failed, if one did.
+async fn route(
+    node: &Node,
+    ctx: &Ctx,
+    list_rx: &mut mpsc::Receiver<Listed>,
+    work_tx: &mpsc::Sender<Work>,
+    fetch_q: &QueueGauge,
+) -> Option<Error> {
     while let Some(item) = list_rx.recv().await {
         if ctx.stop.load(Ordering::Relaxed) {
-            break;
+            return None;
         }
         match item {
             Listed::Error { key, reason } => {
@@ -266,10 +354,7 @@ pub async fn run(
                     .fetch_add(meta.size, Ordering::Relaxed);
                 let old = match node.catalog.get_object(&meta.key) {
                     Ok(o) => o,
-                    Err(e) => {
-                        dispatch_err = Some(e);
-                        break;
-                    }
+                    Err(e) => return Some(e),
                 };
                 if let Some(o) = &old
                     && o.size == meta.size
@@ -285,30 +370,21 @@ pub async fn run(
                 }
                 fetch_q.push();
                 if work_tx.send((meta, old)).await.is_err() {
-                    break;
+                    return None;
                 }
             }
         }
     }
-    ctx.monitor
-        .ingest
-        .listing_done
-        .store(true, Ordering::Relaxed);
-    drop(list_rx);
-    drop(work_tx);
-    for w in workers {
-        let _ = w.await;
-    }
-    let list_res = lister
-        .await
-        .map_err(|e| Error::Pipeline(format!("listing task: {e}")))?;
+    None
+}
 
-    let ctx = Arc::into_inner(ctx)
-        .ok_or_else(|| Error::Pipeline("ingest workers still running".into()))?;
+/// Summarise: this run's figures, from the monitor's totals since `start_totals` and the
+/// stager's counters.
+fn summarise(ctx: &Ctx, start_totals: IngestTotals) -> IngestSummary {
     let engine = ctx.stager.engine();
     let st = ctx.stager.stats();
     let run = ctx.monitor.ingest.totals().since(start_totals);
-    let mut summary = IngestSummary {
+    IngestSummary {
         listed: run.listed,
         unchanged: run.unchanged,
         staged: run.staged,
@@ -326,17 +402,23 @@ pub async fn run(
         stopped_early: ctx.stop_reason.lock().ok().and_then(|r| r.clone()),
         failures: ctx.failures.lock().map(|f| f.clone()).unwrap_or_default(),
         checks: ctx.checks.lock().map(|c| c.clone()).unwrap_or_default(),
-    };
-    let stager = ctx.stager;
-    tokio::task::spawn_blocking(move || stager.finish())
-        .await
-        .map_err(|e| Error::Pipeline(format!("staging shutdown: {e}")))??;
+    }
+}
+
+/// Records the run's end in the catalog (with the io engine, once something was
+/// written), after syncing it.
+fn record_run(
+    node: &Node,
+    run_id: u64,
+    dispatched: &Dispatched,
+    summary: &IngestSummary,
+) -> Result<()> {
     if summary.chunks_new > 0 {
         node.catalog
             .meta_put_sync(crate::catalog::META_IO_ENGINE, summary.io_engine.as_bytes())?;
     }
     node.catalog.sync()?;
-    let outcome = match (&dispatch_err, &list_res, &summary.stopped_early) {
+    let outcome = match (&dispatched.err, &dispatched.listing, &summary.stopped_early) {
         (Some(e), _, _) => format!("error: {e}"),
         (_, Err(e), _) => format!("listing failed: {e}"),
         (_, _, Some(why)) => format!("stopped: {why}"),
@@ -355,16 +437,7 @@ pub async fn run(
             ("chunks_dedup".into(), summary.chunks_dedup),
         ],
         outcome,
-    )?;
-    if let Some(e) = dispatch_err {
-        return Err(e);
-    }
-    if let Err(e) = list_res {
-        summary
-            .stopped_early
-            .get_or_insert(format!("listing failed: {e}"));
-    }
-    Ok(summary)
+    )
 }
 
 /// Fetches, chunks and stages one object; records the outcome in the catalog.
@@ -441,51 +514,23 @@ struct Staged {
     user_meta: Vec<(String, String)>,
 }
 
+/// Opens, chunks and stages one object; returns once its chunks are all durable and it
+/// has passed the size, unchanged-at-source and checksum checks.
 async fn stage_object(ctx: &Arc<Ctx>, meta: &ObjectMeta) -> Result<Staged> {
     let opened = ctx.source.open(meta).await?;
     let (content_type, user_meta) = (opened.content_type, opened.user_meta);
-    let mut verifier = Verifier::new(opened.check).with_sum(opened.sum);
-    let size = meta.size;
+    let verifier = Verifier::new(opened.check).with_sum(opened.sum);
     let reader: Box<dyn std::io::Read + Send> = match opened.reader {
         Payload::File(f) => Box::new(f),
         Payload::Stream(r) => Box::new(SyncIoBridge::new(r)),
     };
-    let c2 = ctx.clone();
-    let key = meta.key.clone();
-    let (refs, tickets, blake3, total, verdict) = tokio::task::spawn_blocking(move || {
-        let mut whole = blake3::Hasher::new();
-        let mut refs = vec![];
-        let mut tickets = vec![];
-        let mut total = 0u64;
-        let res = chunk_stream(reader, c2.params, Some(size), |c| {
-            if c2.stop.load(Ordering::Relaxed) {
-                return Err(Error::Pipeline("ingest is stopping".into()));
-            }
-            whole.update(&c.data);
-            verifier.update(&c.data);
-            total += c.data.len() as u64;
-            let id = c2.hasher.id(&c.data);
-            refs.push(ChunkRef {
-                id,
-                len: c.data.len() as u32,
-            });
-            tickets.push(c2.stager.stage_blocking(id, c.data)?);
-            Ok(())
-        });
-        match res {
-            Ok(()) => Ok((
-                refs,
-                tickets,
-                *whole.finalize().as_bytes(),
-                total,
-                verifier.finish(),
-            )),
-            Err(ChunkError::Read(e)) => Err(Error::object(&key, format!("read failed: {e}"))),
-            Err(ChunkError::Sink(e)) => Err(e),
-        }
-    })
-    .await
-    .map_err(|e| Error::Pipeline(format!("chunking task: {e}")))??;
+    let Chunked {
+        refs,
+        tickets,
+        blake3,
+        total,
+        verdict,
+    } = chunk_body(ctx, meta, reader, verifier).await?;
     if total != meta.size {
         return Err(Error::object(
             &meta.key,
@@ -502,23 +547,7 @@ async fn stage_object(ctx: &Arc<Ctx>, meta: &ObjectMeta) -> Result<Staged> {
             format!("source checksum mismatch: {why}; not staged"),
         )
     })?;
-    for t in tickets {
-        if let Ticket::Pending(rx) = t {
-            match rx.await {
-                Ok(Ok(())) => {}
-                Ok(Err(f)) if f.no_space => {
-                    return Err(Error::AllDrivesFull { drives: f.message });
-                }
-                Ok(Err(f)) => {
-                    return Err(Error::object(
-                        &meta.key,
-                        format!("staging failed: {}", f.message),
-                    ));
-                }
-                Err(_) => return Err(Error::object(&meta.key, "staging writer stopped")),
-            }
-        }
-    }
+    wait_durable(tickets, &meta.key).await?;
     Ok(Staged {
         chunks: refs,
         blake3,
@@ -527,4 +556,83 @@ async fn stage_object(ctx: &Arc<Ctx>, meta: &ObjectMeta) -> Result<Staged> {
         content_type,
         user_meta,
     })
+}
+
+/// What chunking one object's body produced.
+struct Chunked {
+    refs: Vec<ChunkRef>,
+    /// One per chunk, resolved once it is durable.
+    tickets: Vec<Ticket>,
+    /// BLAKE3 of the whole body.
+    blake3: [u8; 32],
+    /// Bytes read.
+    total: u64,
+    /// The source checksum's verdict: its kind and why it was not checked, or a mismatch.
+    verdict: std::result::Result<(String, Option<String>), String>,
+}
+
+/// Chunks the body on the blocking pool, hashing it whole, feeding the source checksum
+/// and handing every chunk to the stager; stops early when the ingest is stopping.
+async fn chunk_body(
+    ctx: &Arc<Ctx>,
+    meta: &ObjectMeta,
+    reader: Box<dyn std::io::Read + Send>,
+    mut verifier: Verifier,
+) -> Result<Chunked> {
+    let size = meta.size;
+    let c2 = ctx.clone();
+    let key = meta.key.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut whole = blake3::Hasher::new();
+        let mut refs = vec![];
+        let mut tickets = vec![];
+        let mut total = 0u64;
+        let res = chunk_stream(reader, c2.params, Some(size), |c| {
+            if c2.stop.load(Ordering::Relaxed) {
+                return Err(Error::task("ingest", "stopping"));
+            }
+            whole.update(&c.data);
+            verifier.update(&c.data);
+            total += c.data.len() as u64;
+            let id = c2.hasher.id(&c.data);
+            refs.push(ChunkRef {
+                id,
+                len: c.data.len() as u32,
+            });
+            tickets.push(c2.stager.stage_blocking(id, c.data)?);
+            Ok(())
+        });
+        match res {
+            Ok(()) => Ok(Chunked {
+                refs,
+                tickets,
+                blake3: *whole.finalize().as_bytes(),
+                total,
+                verdict: verifier.finish(),
+            }),
+            Err(ChunkError::Read(e)) => Err(Error::object(&key, format!("read failed: {e}"))),
+            Err(ChunkError::Sink(e)) => Err(e),
+        }
+    })
+    .await
+    .map_err(|e| Error::task("chunking task", e))?
+}
+
+/// Waits until the stager has made every chunk durable (or failed to).
+async fn wait_durable(tickets: Vec<Ticket>, key: &ObjectKey) -> Result<()> {
+    for t in tickets {
+        if let Ticket::Pending(rx) = t {
+            match rx.await {
+                Ok(Ok(())) => {}
+                Ok(Err(f)) if f.no_space => {
+                    return Err(Error::AllDrivesFull { drives: f.message });
+                }
+                Ok(Err(f)) => {
+                    return Err(Error::object(key, format!("staging failed: {}", f.message)));
+                }
+                Err(_) => return Err(Error::object(key, "staging writer stopped")),
+            }
+        }
+    }
+    Ok(())
 }
