@@ -2,9 +2,10 @@
 
 use serde::Serialize;
 
-use crate::catalog::{ObjectState, SegmentState};
+use crate::catalog::{ObjectRecord, ObjectState, RunRecord, SegmentState};
 use crate::error::Result;
 use crate::node::Node;
+use crate::object::ObjectKey;
 
 /// Everything `barge report` and `barge status` print.
 #[derive(Debug, Default, Serialize)]
@@ -70,43 +71,7 @@ pub fn build(node: &Node) -> Result<Report> {
     let mut r = Report::default();
     for item in node.catalog.objects()? {
         let (key, rec) = item?;
-        r.objects += 1;
-        r.logical_bytes += rec.size;
-        if rec.state.is_staged_or_later() {
-            r.staged_logical_bytes += rec.size;
-        }
-        if rec.state.is_staged_or_later() {
-            let kind = rec.checked.split(':').next().unwrap_or("").trim();
-            let kind = if kind.is_empty() { "unchecked" } else { kind };
-            *r.checks.entry(kind.to_string()).or_default() += 1;
-        }
-        if rec.uploads > 1 {
-            r.uploaded_twice += 1;
-            if r.uploaded_twice_keys.len() < crate::ingest::MAX_FAILURES_SHOWN {
-                r.uploaded_twice_keys
-                    .push(format!("{key} ({} uploads)", rec.uploads));
-            }
-        }
-        match &rec.state {
-            ObjectState::Listed => r.listed += 1,
-            ObjectState::Staged => r.staged += 1,
-            ObjectState::Drained => {
-                r.drained += 1;
-                r.drained_bytes += rec.size;
-            }
-            ObjectState::Verified => {
-                r.verified += 1;
-                r.drained_bytes += rec.size;
-            }
-            ObjectState::Failed { stage, reason } => {
-                r.failed += 1;
-                r.failures.push(Failure {
-                    key: key.to_string(),
-                    stage: stage.clone(),
-                    reason: reason.clone(),
-                });
-            }
-        }
+        r.count_object(&key, &rec);
     }
     for item in node.catalog.chunks()? {
         let (_, c) = item?;
@@ -133,45 +98,98 @@ pub fn build(node: &Node) -> Result<Report> {
         .meta_get(crate::catalog::META_IO_ENGINE)?
         .map(|v| String::from_utf8_lossy(&v).into_owned());
     r.drives = node.staging.drives.clone();
-    for (id, run) in node.catalog.runs()? {
-        r.runs.push(RunLine {
-            id,
-            command: run.command,
-            started: run.started,
-            finished: run.finished,
-            outcome: run.outcome,
-            counters: run.counters,
-        });
-    }
-    let first = r.runs.iter().map(|x| x.started).min();
-    let last = r
-        .runs
-        .iter()
-        .filter_map(|x| x.finished)
-        .chain(r.runs.iter().map(|x| x.started))
-        .max();
-    r.elapsed_secs = match (first, last) {
-        (Some(a), Some(b)) => b.saturating_sub(a),
-        _ => 0,
-    };
-    r.busy_secs = r
-        .runs
-        .iter()
-        .filter_map(|x| x.finished.map(|f| f.saturating_sub(x.started)))
-        .sum();
-    let left = r.listed + r.staged + r.failed;
-    r.done = r.objects > 0 && left == 0;
-    r.verdict = if r.done {
-        format!("DONE: all {} objects are at the destination", r.objects)
-    } else if r.objects == 0 {
-        "NOT DONE: nothing has been listed yet".into()
-    } else {
-        format!(
-            "NOT DONE: {left} of {} objects left ({} not staged, {} staged but not drained, {} failed)",
-            r.objects, r.listed, r.staged, r.failed
-        )
-    };
+    r.add_runs(node.catalog.runs()?);
+    r.set_verdict();
     Ok(r)
+}
+
+impl Report {
+    /// Counts one catalog object: its size, state, source check and uploads.
+    fn count_object(&mut self, key: &ObjectKey, rec: &ObjectRecord) {
+        self.objects += 1;
+        self.logical_bytes += rec.size;
+        if rec.state.is_staged_or_later() {
+            self.staged_logical_bytes += rec.size;
+        }
+        if rec.state.is_staged_or_later() {
+            let kind = rec.checked.split(':').next().unwrap_or("").trim();
+            let kind = if kind.is_empty() { "unchecked" } else { kind };
+            *self.checks.entry(kind.to_string()).or_default() += 1;
+        }
+        if rec.uploads > 1 {
+            self.uploaded_twice += 1;
+            if self.uploaded_twice_keys.len() < crate::ingest::MAX_FAILURES_SHOWN {
+                self.uploaded_twice_keys
+                    .push(format!("{key} ({} uploads)", rec.uploads));
+            }
+        }
+        match &rec.state {
+            ObjectState::Listed => self.listed += 1,
+            ObjectState::Staged => self.staged += 1,
+            ObjectState::Drained => {
+                self.drained += 1;
+                self.drained_bytes += rec.size;
+            }
+            ObjectState::Verified => {
+                self.verified += 1;
+                self.drained_bytes += rec.size;
+            }
+            ObjectState::Failed { stage, reason } => {
+                self.failed += 1;
+                self.failures.push(Failure {
+                    key: key.to_string(),
+                    stage: stage.clone(),
+                    reason: reason.clone(),
+                });
+            }
+        }
+    }
+
+    /// Adds the runs, and the wall and busy time they span.
+    fn add_runs(&mut self, runs: Vec<(u64, RunRecord)>) {
+        for (id, run) in runs {
+            self.runs.push(RunLine {
+                id,
+                command: run.command,
+                started: run.started,
+                finished: run.finished,
+                outcome: run.outcome,
+                counters: run.counters,
+            });
+        }
+        let first = self.runs.iter().map(|x| x.started).min();
+        let last = self
+            .runs
+            .iter()
+            .filter_map(|x| x.finished)
+            .chain(self.runs.iter().map(|x| x.started))
+            .max();
+        self.elapsed_secs = match (first, last) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => 0,
+        };
+        self.busy_secs = self
+            .runs
+            .iter()
+            .filter_map(|x| x.finished.map(|f| f.saturating_sub(x.started)))
+            .sum();
+    }
+
+    /// The definition of done: every object is drained or verified.
+    fn set_verdict(&mut self) {
+        let left = self.listed + self.staged + self.failed;
+        self.done = self.objects > 0 && left == 0;
+        self.verdict = if self.done {
+            format!("DONE: all {} objects are at the destination", self.objects)
+        } else if self.objects == 0 {
+            "NOT DONE: nothing has been listed yet".into()
+        } else {
+            format!(
+                "NOT DONE: {left} of {} objects left ({} not staged, {} staged but not drained, {} failed)",
+                self.objects, self.listed, self.staged, self.failed
+            )
+        };
+    }
 }
 
 pub(crate) fn csv_field(s: &str) -> String {

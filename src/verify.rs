@@ -91,7 +91,7 @@ async fn list_source(
     }
     lister
         .await
-        .map_err(|e| Error::Pipeline(format!("source listing: {e}")))??;
+        .map_err(|e| Error::task("verify: source listing", e))??;
     report.source_listed = out.len() as u64;
     Ok(out)
 }
@@ -110,14 +110,41 @@ pub async fn run(
         started: unix_now(),
         ..Default::default()
     })?;
-    let (tx, mut rx) = mpsc::channel(4096);
-    let d2 = dest.clone();
-    let lister = tokio::spawn(async move { d2.list(tx).await });
-    let mut at_dest: HashMap<ObjectKey, u64> = HashMap::new();
     let mut report = VerifyReport {
         full,
         ..Default::default()
     };
+    let mut at_dest = list_destination(dest.clone(), &mut report).await?;
+    let mut at_source = match source {
+        Some(s) => Some(list_source(s, &mut report).await?),
+        None => None,
+    };
+    let to_hash = compare_catalog(node, &mut report, &mut at_dest, at_source.as_mut(), full)?;
+    report.extra = at_dest.into_keys().map(|k| k.to_string()).collect();
+    report.extra.sort();
+    if let Some(src) = at_source {
+        report.source_only = src.into_keys().map(|k| k.to_string()).collect();
+        report.source_only.sort();
+    }
+    report.changed_at_source.sort();
+    if full {
+        compare_contents(node, &dest, to_hash, &mut report).await?;
+    }
+    report.missing.sort();
+    report.differing.sort();
+    record_run(node, id, &report)?;
+    Ok(report)
+}
+
+/// Lists the destination into a map of key -> size.
+async fn list_destination(
+    dest: Arc<dyn Destination>,
+    report: &mut VerifyReport,
+) -> Result<HashMap<ObjectKey, u64>> {
+    let (tx, mut rx) = mpsc::channel(4096);
+    let d2 = dest.clone();
+    let lister = tokio::spawn(async move { d2.list(tx).await });
+    let mut at_dest: HashMap<ObjectKey, u64> = HashMap::new();
     while let Some(item) = rx.recv().await {
         match item {
             Listed::Object(m) => {
@@ -128,12 +155,24 @@ pub async fn run(
     }
     lister
         .await
-        .map_err(|e| Error::Pipeline(format!("destination listing: {e}")))??;
-    let mut at_source = match source {
-        Some(s) => Some(list_source(s, &mut report).await?),
-        None => None,
-    };
+        .map_err(|e| Error::task("verify: destination listing", e))??;
+    Ok(at_dest)
+}
 
+/// An object whose content full mode downloads: its key, the catalog's BLAKE3 and
+/// whether the catalog has it at the destination (drained or verified).
+type ToHash = (ObjectKey, Option<[u8; 32]>, bool);
+
+/// Checks every catalog object against the listings, taking each one it finds out of
+/// them (what is left is extra at the destination, or only at the source). Returns
+/// the objects full mode must download.
+fn compare_catalog(
+    node: &Node,
+    report: &mut VerifyReport,
+    at_dest: &mut HashMap<ObjectKey, u64>,
+    mut at_source: Option<&mut HashMap<ObjectKey, (u64, String)>>,
+    full: bool,
+) -> Result<Vec<ToHash>> {
     let mut to_hash = vec![];
     for item in node.catalog.objects()? {
         let (key, rec) = item?;
@@ -168,50 +207,54 @@ pub async fn run(
             }
         }
     }
-    report.extra = at_dest.into_keys().map(|k| k.to_string()).collect();
-    report.extra.sort();
-    if let Some(src) = at_source {
-        report.source_only = src.into_keys().map(|k| k.to_string()).collect();
-        report.source_only.sort();
-    }
-    report.changed_at_source.sort();
+    Ok(to_hash)
+}
 
-    if full {
-        let results = futures::stream::iter(to_hash.into_iter().map(|(key, want, drained)| {
-            let dest = dest.clone();
-            async move {
-                let got = hash_of(dest.as_ref(), &key).await;
-                (key, want, drained, got)
-            }
-        }))
-        .buffer_unordered(VERIFY_CONCURRENCY);
-        use futures::StreamExt;
-        let results: Vec<_> = results.collect().await;
-        for (key, want, drained, got) in results {
-            match got {
-                Ok((_, h)) if Some(h) == want => {
-                    report.matched += 1;
-                    // Only a drained object becomes verified: a failed or re-staged one
-                    // keeps its state even if an older copy at the destination matches.
-                    if drained {
-                        node.catalog.set_object_state(&key, ObjectState::Verified)?;
-                    }
+/// Full mode: downloads the objects, compares the BLAKE3 of their content with the
+/// catalog's and marks drained objects that match as verified.
+async fn compare_contents(
+    node: &Node,
+    dest: &Arc<dyn Destination>,
+    to_hash: Vec<ToHash>,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    let results = futures::stream::iter(to_hash.into_iter().map(|(key, want, drained)| {
+        let dest = dest.clone();
+        async move {
+            let got = hash_of(dest.as_ref(), &key).await;
+            (key, want, drained, got)
+        }
+    }))
+    .buffer_unordered(VERIFY_CONCURRENCY);
+    use futures::StreamExt;
+    let results: Vec<_> = results.collect().await;
+    for (key, want, drained, got) in results {
+        match got {
+            Ok((_, h)) if Some(h) == want => {
+                report.matched += 1;
+                // Only a drained object becomes verified: a failed or re-staged one
+                // keeps its state even if an older copy at the destination matches.
+                if drained {
+                    node.catalog.set_object_state(&key, ObjectState::Verified)?;
                 }
-                Ok((_, h)) => report.differing.push((
-                    key.to_string(),
-                    format!(
-                        "content BLAKE3 {} differs from the source's {}",
-                        hex::encode(h),
-                        want.map(hex::encode)
-                            .unwrap_or_else(|| "(never staged)".into())
-                    ),
-                )),
-                Err(e) => report.differing.push((key.to_string(), e.to_string())),
             }
+            Ok((_, h)) => report.differing.push((
+                key.to_string(),
+                format!(
+                    "content BLAKE3 {} differs from the source's {}",
+                    hex::encode(h),
+                    want.map(hex::encode)
+                        .unwrap_or_else(|| "(never staged)".into())
+                ),
+            )),
+            Err(e) => report.differing.push((key.to_string(), e.to_string())),
         }
     }
-    report.missing.sort();
-    report.differing.sort();
+    Ok(())
+}
+
+/// Records the run's counts and verdict in the catalog.
+fn record_run(node: &Node, id: u64, report: &VerifyReport) -> Result<()> {
     node.catalog.finish_run(
         id,
         vec![
@@ -231,6 +274,5 @@ pub async fn run(
         } else {
             "differences found".into()
         },
-    )?;
-    Ok(report)
+    )
 }
