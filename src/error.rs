@@ -43,6 +43,8 @@ pub enum Error {
         segment: u64,
         offset: u64,
     },
+    #[error("chunk {chunk} is not in staging (no durable location in the catalog)")]
+    ChunkMissing { chunk: String },
     #[error("object {key}: {message}")]
     Object { key: String, message: String },
     #[error("source {url}: {message}")]
@@ -53,13 +55,25 @@ pub enum Error {
     Option { option: String, message: String },
     #[error("state directory {path}: {message}")]
     State { path: PathBuf, message: String },
-    #[error("io_uring: {0}")]
-    Uring(String),
-    /// A failed request, or a failure of the pipeline's own machinery (a task, a lock,
-    /// an encoding); the message names which. Shown as is: one object's failed request
-    /// does not stop the run.
-    #[error("{0}")]
-    Pipeline(String),
+    #[error("job {file}: {message}")]
+    Job { file: PathBuf, message: String },
+    /// A request to an endpoint failed for good: the server refused it, or the retries
+    /// ran out. `message` names the request (method and object).
+    #[error("{endpoint}: {message}")]
+    Request { endpoint: String, message: String },
+    /// A login (TempAuth, Keystone) failed or answered something unusable.
+    #[error("login at {url}: {message}")]
+    Login { url: String, message: String },
+    /// A document a server sent (a listing, a token) could not be decoded.
+    #[error("{what}: cannot decode it: {message}")]
+    Decode { what: String, message: String },
+    /// A record or report could not be encoded (serde).
+    #[error("encoding {what}: {message}")]
+    Encode { what: String, message: String },
+    /// A task or thread of the pipeline ended abnormally (panicked, was cancelled, a lock
+    /// was poisoned), or the pipeline is shutting down.
+    #[error("{task}: {message}")]
+    Task { task: String, message: String },
     #[error("{endpoint} is down: {message}; run again when it answers")]
     Unreachable { endpoint: String, message: String },
 }
@@ -78,6 +92,42 @@ impl Error {
     pub fn object(key: impl std::fmt::Display, message: impl std::fmt::Display) -> Self {
         Error::Object {
             key: key.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    /// A request the server refused (retrying cannot help). The endpoint is named by
+    /// [`Error::at_endpoint`] once known: requests are classified before that.
+    pub fn refused(message: impl Into<String>) -> Self {
+        Error::Request {
+            endpoint: String::new(),
+            message: message.into(),
+        }
+    }
+
+    /// Names the endpoint of a [`Error::Request`] that does not name one yet.
+    pub fn at_endpoint(self, name: &str) -> Self {
+        match self {
+            Error::Request { endpoint, message } if endpoint.is_empty() => Error::Request {
+                endpoint: name.to_string(),
+                message,
+            },
+            e => e,
+        }
+    }
+
+    /// A task that ended abnormally.
+    pub fn task(task: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        Error::Task {
+            task: task.into(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Something that could not be encoded.
+    pub fn encode(what: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        Error::Encode {
+            what: what.into(),
             message: message.to_string(),
         }
     }

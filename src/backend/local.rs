@@ -152,7 +152,7 @@ impl Source for LocalSource {
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || walk(&root, &tx, false))
             .await
-            .map_err(|e| Error::Pipeline(format!("listing task: {e}")))?
+            .map_err(|e| Error::task(format!("listing {}", self.root.display()), e))?
     }
 
     async fn open(&self, meta: &ObjectMeta) -> Result<Opened> {
@@ -236,7 +236,7 @@ impl LocalDest {
         let d = path.parent().unwrap_or(&self.root).to_path_buf();
         tokio::task::spawn_blocking(move || std::fs::File::open(&d).and_then(|f| f.sync_all()))
             .await
-            .map_err(|e| Error::Pipeline(e.to_string()))?
+            .map_err(|e| Error::task("directory fsync", e))?
             .map_err(|e| derr("cannot fsync the directory of", e))
     }
 }
@@ -307,7 +307,7 @@ impl Destination for LocalDest {
             Ok(n)
         })
         .await
-        .map_err(|e| Error::Pipeline(e.to_string()))?;
+        .map_err(|e| Error::task(format!("copying {}", from.location), e))?;
         let what = format!("copy of {}", from.location);
         let res = res.and_then(|n| from.check_copy(&meta.key, &what, Some(&n.to_string())));
         if let Err(e) = res {
@@ -322,7 +322,7 @@ impl Destination for LocalDest {
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || walk(&root, &tx, true))
             .await
-            .map_err(|e| Error::Pipeline(format!("listing task: {e}")))?
+            .map_err(|e| Error::task(format!("listing {}", self.root.display()), e))?
     }
 
     async fn cleanup(&self) -> Result<u64> {
@@ -340,7 +340,7 @@ impl Destination for LocalDest {
             Ok(n)
         })
         .await
-        .map_err(|e| Error::Pipeline(format!("cleanup task: {e}")))?
+        .map_err(|e| Error::task(format!("cleaning up {}", self.root.display()), e))?
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Reader> {

@@ -2,7 +2,7 @@
 //! [`Destination`]; [`open_source`] and [`open_destination`] pick one from a URL.
 
 pub mod check;
-pub mod local;
+pub(crate) mod local;
 pub mod s3;
 pub mod swift;
 pub mod throttle;
@@ -272,12 +272,48 @@ pub trait Destination: Send + Sync {
     }
     /// How objects are laid out at the destination (Swift container sharding), for the
     /// catalog and the exported lookup file. None for stores with one namespace.
-    fn layout(&self) -> Option<serde_json::Value> {
+    fn layout(&self) -> Option<DestLayout> {
         None
     }
     /// Removes leftovers of uploads a crash interrupted (temporary files, incomplete
     /// multipart uploads). Called before a drain starts; returns how many were removed.
     async fn cleanup(&self) -> Result<u64>;
+}
+
+/// How a drain laid objects out at its destination: written by drain into the catalog
+/// (`META_DEST_LAYOUT`) and as `<state>/container-map.json`, read back by
+/// [`DestLayout::recorded`] so that verify finds every object without `--containers`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DestLayout {
+    /// The destination URL the drain wrote to.
+    pub url: String,
+    /// Which container each key went to.
+    pub map: swift::ContainerMap,
+    /// Containers that received objects.
+    pub containers_used: Vec<String>,
+}
+
+impl DestLayout {
+    /// The layout recorded by the last drain to `url`, if any.
+    pub fn recorded(catalog: &crate::catalog::Catalog, url: &str) -> Result<Option<Self>> {
+        let Some(bytes) = catalog.meta_get(crate::catalog::META_DEST_LAYOUT)? else {
+            return Ok(None);
+        };
+        let layout: Self = serde_json::from_slice(&bytes).map_err(|e| Error::CorruptRecord {
+            what: "the recorded destination layout".into(),
+            message: e.to_string(),
+        })?;
+        Ok((layout.url == url).then_some(layout))
+    }
+
+    /// The `--containers` option that reproduces this layout (None: a single container).
+    pub fn containers_option(&self) -> Option<String> {
+        match &self.map {
+            swift::ContainerMap::Single { .. } => None,
+            swift::ContainerMap::Hash { n, .. } => Some(format!("hash:{n}")),
+            swift::ContainerMap::Prefix { k, .. } => Some(format!("prefix:{k}")),
+        }
+    }
 }
 
 /// Options of one side (source or destination) of a move.

@@ -136,11 +136,11 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>
             } else if status >= 500 || code == "RequestTimeout" {
                 Failure::Transient(msg)
             } else if status == 507 || code == "QuotaExceeded" {
-                Failure::Permanent(Error::Pipeline(format!(
+                Failure::Permanent(Error::refused(format!(
                     "{msg} (destination refuses writes: quota or full)"
                 )))
             } else {
-                Failure::Permanent(Error::Pipeline(msg))
+                Failure::Permanent(Error::refused(msg))
             }
         }
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
@@ -149,7 +149,7 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>
                 aws_sdk_s3::error::DisplayErrorContext(&e)
             ))
         }
-        _ => Failure::Permanent(Error::Pipeline(format!(
+        _ => Failure::Permanent(Error::refused(format!(
             "{what}: {}",
             aws_sdk_s3::error::DisplayErrorContext(&e)
         ))),

@@ -405,7 +405,7 @@ impl Throttle {
                 }
                 Err(Failure::Permanent(e)) => {
                     self.errors.fetch_add(1, Ordering::Relaxed);
-                    return Err(e);
+                    return Err(e.at_endpoint(&self.name));
                 }
                 Err(Failure::Throttled {
                     retry_after,
@@ -429,10 +429,12 @@ impl Throttle {
                     tokio::time::sleep(d.max(retry_after.unwrap_or_default())).await;
                 }
                 None => {
-                    return Err(Error::Pipeline(format!(
-                        "{what} on {}: gave up after {MAX_ATTEMPTS} attempts: {message}",
-                        self.name
-                    )));
+                    return Err(Error::Request {
+                        endpoint: self.name.clone(),
+                        message: format!(
+                            "{what}: gave up after {MAX_ATTEMPTS} attempts: {message}"
+                        ),
+                    });
                 }
             }
         }
@@ -447,7 +449,7 @@ pub fn classify_status(status: u16, retry_after: Option<Duration>, message: Stri
             message,
         },
         408 | 500 | 502 | 504 => Failure::Transient(message),
-        _ => Failure::Permanent(Error::Pipeline(message)),
+        _ => Failure::Permanent(Error::refused(message)),
     }
 }
 
@@ -559,7 +561,7 @@ mod tests {
         let r: Result<()> = t
             .call("PUT k", || {
                 calls += 1;
-                async { Err(Failure::Permanent(Error::Pipeline("403".into()))) }
+                async { Err(Failure::Permanent(Error::refused("403"))) }
             })
             .await;
         assert!(r.is_err());

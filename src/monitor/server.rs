@@ -88,10 +88,10 @@ pub async fn start_slot(
     let socket = state.join(SOCKET_NAME);
     if socket.exists() {
         if tokio::net::UnixStream::connect(&socket).await.is_ok() {
-            return Err(Error::Pipeline(format!(
-                "{} is served by another running barge",
-                socket.display()
-            )));
+            return Err(Error::State {
+                path: state.to_path_buf(),
+                message: format!("{} is served by another running barge", socket.display()),
+            });
         }
         // Left by a process that died: nobody answers on it.
         std::fs::remove_file(&socket)

@@ -64,7 +64,7 @@ impl ChunkReader {
             .inner
             .segs
             .lock()
-            .map_err(|_| Error::Pipeline("reader lock poisoned".into()))?;
+            .map_err(|_| Error::task("chunk reader", "lock poisoned"))?;
         if let Some(h) = m.get(&id) {
             return Ok(h.clone());
         }
@@ -100,11 +100,13 @@ impl ChunkReader {
 
     /// Reads, authenticates and decrypts one chunk; checks the plaintext hashes to `id`.
     pub async fn read_chunk(&self, id: &ChunkId) -> Result<bytes::Bytes> {
-        let rec = self.inner.catalog.get_chunk(id)?.ok_or_else(|| {
-            Error::Pipeline(format!(
-                "chunk {id} is not in staging (no durable location in the catalog)"
-            ))
-        })?;
+        let rec = self
+            .inner
+            .catalog
+            .get_chunk(id)?
+            .ok_or_else(|| Error::ChunkMissing {
+                chunk: id.to_string(),
+            })?;
         let seg = self.segment(rec.segment)?;
         let len = RECORD_HEADER_LEN + rec.sealed_len as usize;
         let mut bytes = self
@@ -159,7 +161,7 @@ impl ChunkReader {
             Ok(bytes.into_bytes())
         })
         .await
-        .map_err(|e| Error::Pipeline(format!("decrypt task: {e}")))?;
+        .map_err(|e| Error::task(format!("decrypting chunk {id}"), e))?;
         if let Err(e) = &checked {
             // The bytes were read but are not the chunk: rot in staging. Forget the
             // location so the chunk counts as not staged; the objects using it are

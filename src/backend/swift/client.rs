@@ -145,7 +145,7 @@ impl SwiftClient {
             .read_timeout(throttle.stall_timeout())
             .pool_max_idle_per_host(64)
             .build()
-            .map_err(|e| Error::Pipeline(format!("HTTP client: {e}")))?;
+            .map_err(|e| Error::task("Swift HTTP client", e))?;
         Ok(SwiftClient {
             http,
             auth,
@@ -162,35 +162,7 @@ impl SwiftClient {
     /// needed the token is retried under the throttle); 401/403 and bad replies are not.
     async fn login(&self) -> std::result::Result<Session, Failure> {
         match &self.auth {
-            Auth::V1 { url, user, key } => {
-                let r = self
-                    .http
-                    .get(url)
-                    .header("X-Auth-User", user)
-                    .header("X-Auth-Key", key)
-                    .send()
-                    .await
-                    .map_err(|e| Failure::Transient(format!("Swift auth at {url}: {e}")))?;
-                if !r.status().is_success() {
-                    return Err(classify_status(
-                        r.status().as_u16(),
-                        None,
-                        format!("Swift auth at {url} as {user}: HTTP {}", r.status()),
-                    ));
-                }
-                let h = |n: &str| {
-                    r.headers()
-                        .get(n)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string)
-                };
-                match (h("x-storage-url"), h("x-auth-token")) {
-                    (Some(storage_url), Some(token)) => Ok(Session { storage_url, token }),
-                    _ => Err(Failure::Permanent(Error::Pipeline(format!(
-                        "Swift auth at {url}: no X-Storage-Url/X-Auth-Token in the reply"
-                    )))),
-                }
-            }
+            Auth::V1 { url, user, key } => self.login_v1(url, user, key).await,
             Auth::V3 {
                 url,
                 username,
@@ -205,58 +177,114 @@ impl SwiftClient {
                         "name": username, "domain": {"name": user_domain}, "password": password}}},
                     "scope": {"project": {"name": project, "domain": {"name": project_domain}}}
                 }});
-                let tokens = format!("{}/auth/tokens", url.trim_end_matches('/'));
-                let r = self
-                    .http
-                    .post(&tokens)
-                    .header("Content-Type", "application/json")
-                    .body(body.to_string())
-                    .send()
-                    .await
-                    .map_err(|e| Failure::Transient(format!("Keystone auth at {tokens}: {e}")))?;
-                if !r.status().is_success() {
-                    return Err(classify_status(
-                        r.status().as_u16(),
-                        None,
-                        format!(
-                            "Keystone auth at {tokens} as {username}: HTTP {}",
-                            r.status()
-                        ),
-                    ));
-                }
-                let token = r
-                    .headers()
-                    .get("x-subject-token")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-                    .ok_or_else(|| {
-                        Failure::Permanent(Error::Pipeline(
-                            "Keystone reply has no X-Subject-Token".into(),
-                        ))
-                    })?;
-                let raw = r
-                    .bytes()
-                    .await
-                    .map_err(|e| Failure::Transient(format!("Keystone token document: {e}")))?;
-                let doc: KsToken = serde_json::from_slice(&raw).map_err(|e| {
-                    Failure::Permanent(Error::Pipeline(format!("Keystone token document: {e}")))
-                })?;
-                let storage_url = doc
-                    .token
-                    .catalog
-                    .iter()
-                    .filter(|s| s.kind == "object-store")
-                    .flat_map(|s| s.endpoints.iter())
-                    .find(|e| e.interface == "public" && (region.is_none() || e.region == *region))
-                    .map(|e| e.url.clone())
-                    .ok_or_else(|| {
-                        Failure::Permanent(Error::Pipeline(
-                            "Keystone catalog has no public object-store endpoint".into(),
-                        ))
-                    })?;
-                Ok(Session { storage_url, token })
+                self.login_v3(url, username, &body, region.as_deref()).await
             }
         }
+    }
+
+    /// TempAuth: the storage URL and token come back as headers.
+    async fn login_v1(
+        &self,
+        url: &str,
+        user: &str,
+        key: &str,
+    ) -> std::result::Result<Session, Failure> {
+        let r = self
+            .http
+            .get(url)
+            .header("X-Auth-User", user)
+            .header("X-Auth-Key", key)
+            .send()
+            .await
+            .map_err(|e| Failure::Transient(format!("Swift auth at {url}: {e}")))?;
+        if !r.status().is_success() {
+            return Err(classify_status(
+                r.status().as_u16(),
+                None,
+                format!("Swift auth at {url} as {user}: HTTP {}", r.status()),
+            ));
+        }
+        let h = |n: &str| {
+            r.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        match (h("x-storage-url"), h("x-auth-token")) {
+            (Some(storage_url), Some(token)) => Ok(Session { storage_url, token }),
+            _ => Err(Failure::Permanent(Error::Login {
+                url: url.to_string(),
+                message: "no X-Storage-Url/X-Auth-Token in the reply".into(),
+            })),
+        }
+    }
+
+    /// Keystone v3 password login, project scoped: the token comes as a header, the
+    /// storage URL from the token's catalog (public object-store endpoint).
+    async fn login_v3(
+        &self,
+        url: &str,
+        username: &str,
+        body: &serde_json::Value,
+        region: Option<&str>,
+    ) -> std::result::Result<Session, Failure> {
+        let tokens = format!("{}/auth/tokens", url.trim_end_matches('/'));
+        let r = self
+            .http
+            .post(&tokens)
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| Failure::Transient(format!("Keystone auth at {tokens}: {e}")))?;
+        if !r.status().is_success() {
+            return Err(classify_status(
+                r.status().as_u16(),
+                None,
+                format!(
+                    "Keystone auth at {tokens} as {username}: HTTP {}",
+                    r.status()
+                ),
+            ));
+        }
+        let token = r
+            .headers()
+            .get("x-subject-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                Failure::Permanent(Error::Login {
+                    url: tokens.clone(),
+                    message: "the reply has no X-Subject-Token".into(),
+                })
+            })?;
+        let raw = r
+            .bytes()
+            .await
+            .map_err(|e| Failure::Transient(format!("Keystone token document: {e}")))?;
+        let doc: KsToken = serde_json::from_slice(&raw).map_err(|e| {
+            Failure::Permanent(Error::Decode {
+                what: format!("the Keystone token document from {tokens}"),
+                message: e.to_string(),
+            })
+        })?;
+        let storage_url = doc
+            .token
+            .catalog
+            .iter()
+            .filter(|s| s.kind == "object-store")
+            .flat_map(|s| s.endpoints.iter())
+            .find(|e| {
+                e.interface == "public" && region.is_none_or(|r| e.region.as_deref() == Some(r))
+            })
+            .map(|e| e.url.clone())
+            .ok_or_else(|| {
+                Failure::Permanent(Error::Login {
+                    url: tokens.clone(),
+                    message: "the token's catalog has no public object-store endpoint".into(),
+                })
+            })?;
+        Ok(Session { storage_url, token })
     }
 
     /// The current session, or a new login when there is none or it holds the `stale`
@@ -276,15 +304,6 @@ impl SwiftClient {
         let s = self.login().await?;
         *w = Some(s.clone());
         Ok((s, true))
-    }
-
-    /// The account's storage URL (logs in if needed).
-    pub async fn storage_url(&self) -> Result<String> {
-        self.throttle
-            .call("Swift auth", || async {
-                self.session(None).await.map(|(s, _)| s.storage_url)
-            })
-            .await
     }
 
     /// Sends one request with the current token. A 401 logs in again and resends; a 401
@@ -326,7 +345,7 @@ impl SwiftClient {
                 return Ok(r);
             }
             if fresh || reauths == MAX_REAUTH {
-                return Err(Failure::Permanent(Error::Pipeline(format!(
+                return Err(Failure::Permanent(Error::refused(format!(
                     "{what}: HTTP 401 right after logging in (do the credentials reach this account?)"
                 ))));
             }
@@ -403,7 +422,7 @@ fn status_failure(
     let msg = format!("{what}: HTTP {status} {text}");
     let ra = parse_retry_after(headers.get("retry-after").and_then(|v| v.to_str().ok()));
     match status.as_u16() {
-        413 | 507 => Failure::Permanent(Error::Pipeline(format!(
+        413 | 507 => Failure::Permanent(Error::refused(format!(
             "{msg} (destination refuses writes: quota exceeded or disk full)"
         ))),
         422 => Failure::Transient(format!("{msg} (ETag mismatch: body corrupted in transit)")),

@@ -11,7 +11,7 @@
 //!   are buffered per PUT (at most `slo_threshold`, or one segment) to know the MD5
 //!   before sending.
 
-pub mod client;
+pub(crate) mod client;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -339,8 +339,9 @@ impl SwiftStore {
             let page: Vec<ListEntry> = if r.body.is_empty() {
                 vec![]
             } else {
-                serde_json::from_slice(&r.body).map_err(|e| {
-                    Error::Pipeline(format!("listing of container {container}: bad JSON: {e}"))
+                serde_json::from_slice(&r.body).map_err(|e| Error::Decode {
+                    what: format!("{}: the listing of container {container}", self.url),
+                    message: e.to_string(),
                 })?
             };
             let Some(last) = page
@@ -395,8 +396,10 @@ impl SwiftStore {
             let page: Vec<ListEntry> = if r.body.is_empty() {
                 vec![]
             } else {
-                serde_json::from_slice(&r.body)
-                    .map_err(|e| Error::Pipeline(format!("account listing: bad JSON: {e}")))?
+                serde_json::from_slice(&r.body).map_err(|e| Error::Decode {
+                    what: format!("{}: the account listing", self.url),
+                    message: e.to_string(),
+                })?
             };
             let names: Vec<String> = page.into_iter().filter_map(|e| e.name).collect();
             let Some(last) = names.last().cloned() else {
@@ -548,8 +551,9 @@ impl Destination for SwiftStore {
             manifest.push(serde_json::json!({"path": format!("/{seg_c}/{seg_name}"), "etag": md5, "size_bytes": len}));
             idx += 1;
         }
-        let manifest =
-            Bytes::from(serde_json::to_vec(&manifest).map_err(|e| Error::Pipeline(e.to_string()))?);
+        let manifest = Bytes::from(
+            serde_json::to_vec(&manifest).map_err(|e| Error::encode("an SLO manifest", e))?,
+        );
         let mut h: Vec<(&str, String)> = vec![("ETag", hex::encode(Md5::digest(etags.as_bytes())))];
         h.extend(headers);
         h.extend(user.iter().map(|(k, v)| (k.as_str(), v.clone())));
@@ -597,12 +601,12 @@ impl Destination for SwiftStore {
         from.check_copy(&meta.key, &what, reply.header("Etag"))
     }
 
-    fn layout(&self) -> Option<serde_json::Value> {
-        Some(serde_json::json!({
-            "url": self.url,
-            "map": self.map,
-            "containers_used": self.used_containers(),
-        }))
+    fn layout(&self) -> Option<super::DestLayout> {
+        Some(super::DestLayout {
+            url: self.url.clone(),
+            map: self.map.clone(),
+            containers_used: self.used_containers(),
+        })
     }
 
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()> {
