@@ -4,16 +4,20 @@
 //! (rebuild + write to the destination), [`verify`] and [`report`] (prove done).
 //! Supporting layers: [`catalog`] (RocksDB), [`staging`] (segment files, io_uring),
 //! [`crypto`] (keys, chunk ids, AES-256-GCM), [`chunker`] (FastCDC), [`backend`]
-//! (sources and destinations). See ARCHITECTURE.md for the map and the invariants.
+//! (sources and destinations). [`commands`] holds what each `barge` command does; the
+//! binary only parses and prints. See ARCHITECTURE.md for the map and the invariants.
+
+#![deny(unsafe_code)]
 
 pub mod backend;
 pub mod catalog;
 pub mod chunker;
+pub mod commands;
 pub mod crypto;
 pub mod drain;
 pub mod drives;
 pub mod error;
-pub mod failpoint;
+pub(crate) mod failpoint;
 pub mod ingest;
 pub mod monitor;
 pub mod node;

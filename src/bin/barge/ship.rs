@@ -12,7 +12,9 @@ use barge::staging::device;
 
 use barge_firmware::nvme::EraseMethod;
 
-use super::{Global, InitArgs, NOT_DONE, init_opts};
+use crate::NOT_DONE;
+use crate::actions::code;
+use crate::cli::{Global, InitArgs, init_opts};
 
 #[derive(Subcommand)]
 pub enum DrivesCmd {
@@ -97,81 +99,15 @@ pub fn drives(g: &Global, cmd: &DrivesCmd) -> Result<ExitCode> {
                 force: init.force,
                 init: init_opts(g, init)?,
             };
-            let rows = barge::drives::prepare(&g.state, &g.key(), &opts)?;
-            let refused = rows
-                .iter()
-                .filter(|r| r.outcome.starts_with("refused"))
-                .count();
-            if g.json {
-                println!("{}", serde_json::json!({ "prepare": rows }));
-            } else {
-                for r in &rows {
-                    println!(
-                        "{} serial {} health {}: {}",
-                        r.device,
-                        r.serial.as_deref().unwrap_or("-"),
-                        r.health,
-                        r.outcome
-                    );
-                }
-            }
-            Ok(if refused == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(NOT_DONE)
-            })
+            prepare(g, &opts)
         }
-        DrivesCmd::Health { device, dump } => {
-            let (dev, _) = nvme_target(device)?;
-            if let Some(dir) = dump {
-                std::fs::create_dir_all(dir)?;
-                std::fs::write(
-                    dir.join("identify.bin"),
-                    barge_firmware::nvme::identify_controller(&dev)?,
-                )?;
-                std::fs::write(
-                    dir.join("smart.bin"),
-                    barge_firmware::nvme::smart_log(&dev)?,
-                )?;
-            }
-            let h = barge_firmware::nvme_health(&dev)?;
-            println!("{}", serde_json::to_string_pretty(&h)?);
-            Ok(if h.problems.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(NOT_DONE)
-            })
-        }
+        DrivesCmd::Health { device, dump } => health(device, dump.as_deref()),
         DrivesCmd::Erase {
             device,
             dry_run,
             confirm,
             method,
-        } => {
-            let (dev, nsid) = nvme_target(device)?;
-            let plan =
-                barge_firmware::nvme::erase(&dev, nsid, *method, confirm.as_deref(), *dry_run)?;
-            if g.json {
-                println!("{}", serde_json::json!({ "erase": plan }));
-            } else if plan.done {
-                println!(
-                    "{} (serial {}): {} completed",
-                    plan.dev,
-                    plan.serial,
-                    plan.method.name()
-                );
-            } else {
-                println!(
-                    "{} (serial {}): would run {} on namespace {} (dry run; confirm with --confirm {})",
-                    plan.dev,
-                    plan.serial,
-                    plan.method.name(),
-                    plan.nsid,
-                    plan.serial
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => drive_erase(g, device, *dry_run, confirm.as_deref(), *method),
         DrivesCmd::Show { drive } => {
             let f = device::open(drive, false)?;
             let sb = device::read_superblock(&f, drive)?;
@@ -186,6 +122,81 @@ pub fn drives(g: &Global, cmd: &DrivesCmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `drives prepare`: one line (or JSON row) per device; NOT_DONE when one was refused.
+fn prepare(g: &Global, opts: &barge::drives::PrepareOptions) -> Result<ExitCode> {
+    let rows = barge::drives::prepare(&g.state, &g.key(), opts)?;
+    let refused = rows
+        .iter()
+        .filter(|r| r.outcome.starts_with("refused"))
+        .count();
+    if g.json {
+        println!("{}", serde_json::json!({ "prepare": rows }));
+    } else {
+        for r in &rows {
+            println!(
+                "{} serial {} health {}: {}",
+                r.device,
+                r.serial.as_deref().unwrap_or("-"),
+                r.health,
+                r.outcome
+            );
+        }
+    }
+    Ok(code(refused == 0))
+}
+
+/// `drives health`: the NVMe health as JSON (the raw pages into `dump`); NOT_DONE when
+/// the drive reports a problem.
+fn health(device: &Path, dump: Option<&Path>) -> Result<ExitCode> {
+    let (dev, _) = nvme_target(device)?;
+    if let Some(dir) = dump {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(
+            dir.join("identify.bin"),
+            barge_firmware::nvme::identify_controller(&dev)?,
+        )?;
+        std::fs::write(
+            dir.join("smart.bin"),
+            barge_firmware::nvme::smart_log(&dev)?,
+        )?;
+    }
+    let h = barge_firmware::nvme_health(&dev)?;
+    println!("{}", serde_json::to_string_pretty(&h)?);
+    Ok(code(h.problems.is_empty()))
+}
+
+/// `drives erase`: the controller's erase, or what it would do (dry run).
+fn drive_erase(
+    g: &Global,
+    device: &Path,
+    dry_run: bool,
+    confirm: Option<&str>,
+    method: Option<EraseMethod>,
+) -> Result<ExitCode> {
+    let (dev, nsid) = nvme_target(device)?;
+    let plan = barge_firmware::nvme::erase(&dev, nsid, method, confirm, dry_run)?;
+    if g.json {
+        println!("{}", serde_json::json!({ "erase": plan }));
+    } else if plan.done {
+        println!(
+            "{} (serial {}): {} completed",
+            plan.dev,
+            plan.serial,
+            plan.method.name()
+        );
+    } else {
+        println!(
+            "{} (serial {}): would run {} on namespace {} (dry run; confirm with --confirm {})",
+            plan.dev,
+            plan.serial,
+            plan.method.name(),
+            plan.nsid,
+            plan.serial
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn seal(g: &Global, out: Option<&Path>) -> Result<ExitCode> {

@@ -1,0 +1,305 @@
+//! One function per command: call the library, print what it returns (text, or JSON
+//! with `--json`), and turn the outcome into an exit code.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+
+use barge::commands::live::{Live, LiveOptions};
+use barge::commands::stages::{self, ReportOutcome};
+use barge::commands::text::{self, gib};
+use barge::commands::{Timed, demo, migrate};
+use barge::drain::DrainSummary;
+use barge::ingest::IngestSummary;
+use barge::monitor::{self, Mode, progress::Style};
+use barge::node::Node;
+use barge::verify::VerifyReport;
+use barge::{report, sample};
+
+use crate::NOT_DONE;
+use crate::cli::{Global, InitArgs, Tune, init_opts};
+
+/// 0 when done, else [`NOT_DONE`].
+pub fn code(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(NOT_DONE)
+    }
+}
+
+/// The monitor, status API and progress display of a long command.
+async fn live(g: &Global, node: &Node, command: &str, mode: Mode) -> Result<Live> {
+    let o = LiveOptions {
+        http: g.http,
+        start_paused: g.start_paused,
+        progress: Style::choose(g.quiet, g.json),
+    };
+    Ok(Live::start(node, command, mode, &o).await?)
+}
+
+fn print_ingest(g: &Global, t: &Timed<IngestSummary>) {
+    if g.json {
+        println!(
+            "{}",
+            serde_json::json!({"ingest": t.summary, "secs": t.secs})
+        );
+    } else {
+        print!("{}", text::ingest(t));
+    }
+}
+
+fn print_drain(g: &Global, t: &Timed<DrainSummary>) {
+    if g.json {
+        println!(
+            "{}",
+            serde_json::json!({"drain": t.summary, "secs": t.secs})
+        );
+    } else {
+        print!("{}", text::drain(t));
+    }
+}
+
+fn print_verify(json: bool, r: &VerifyReport, full: bool, with_source: bool) {
+    if json {
+        println!("{}", serde_json::json!({ "verify": r }));
+    } else {
+        print!("{}", text::verify(r, full, with_source));
+    }
+}
+
+fn print_report(json: bool, r: &ReportOutcome) {
+    if let Some(p) = r.chart.as_ref().filter(|_| !json) {
+        println!("chart       {}", p.display());
+    }
+    if json {
+        println!("{}", serde_json::json!({ "report": r.report }));
+    } else {
+        print!("{}", r.report.to_text());
+    }
+}
+
+pub fn init(g: &Global, a: &InitArgs) -> Result<ExitCode> {
+    let node = Node::init(&g.state, &init_opts(g, a)?)?;
+    println!(
+        "initialised {}: appliance {}, key fingerprint {}, staging on {}",
+        g.state.display(),
+        hex::encode(node.appliance_id),
+        node.master.fingerprint(),
+        node.staging.drives.join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn ingest(g: &Global, source: &str, tune: &Tune) -> Result<ExitCode> {
+    let node = g.open()?;
+    let live = live(g, &node, "ingest", Mode::Ingest).await?;
+    let s = g.settings(Some(tune));
+    let t = stages::ingest(&s, &node, source, None, live.monitor.clone()).await?;
+    live.finish();
+    print_ingest(g, &t);
+    Ok(code(t.summary.complete()))
+}
+
+pub async fn drain(g: &Global, dest: &str, tune: &Tune) -> Result<ExitCode> {
+    let node = g.open()?;
+    let live = live(g, &node, "drain", Mode::Drain).await?;
+    let s = g.settings(Some(tune));
+    let t = stages::drain(&s, &node, dest, None, live.monitor.clone()).await?;
+    live.finish();
+    print_drain(g, &t);
+    Ok(code(t.summary.complete()))
+}
+
+pub async fn migrate(g: &Global, source: &str, dest: &str, tune: &Tune) -> Result<ExitCode> {
+    let node = g.open()?;
+    let s = g.settings(Some(tune));
+    // Fetch, stage and drain at once: the drain follows what ingest stages.
+    let live = live(g, &node, "migrate", Mode::Migrate).await?;
+    let moved = migrate::move_through(&s, &node, source, dest, live.monitor.clone()).await;
+    live.finish();
+    let moved = moved?;
+    for p in &moved.passes {
+        print_ingest(g, &p.ingest);
+        print_drain(g, &p.drain);
+    }
+    let check = migrate::check(&s, &node, dest).await?;
+    print_verify(g.json, &check.verify, false, false);
+    print_report(g.json, &check.report);
+    Ok(code(moved.complete() && check.done()))
+}
+
+pub async fn verify(g: &Global, dest: &str, source: Option<&str>, full: bool) -> Result<ExitCode> {
+    let node = g.open()?;
+    let r = stages::verify(&g.settings(None), &node, dest, source, full).await?;
+    print_verify(g.json, &r, full, source.is_some());
+    Ok(code(r.ok()))
+}
+
+pub fn report(g: &Global, csv: Option<&Path>, chart: Option<&Path>) -> Result<ExitCode> {
+    let node = g.open()?;
+    let r = stages::report(&node, csv, chart)?;
+    print_report(g.json, &r);
+    Ok(code(r.report.done))
+}
+
+pub fn fsck(g: &Global) -> Result<ExitCode> {
+    let o = stages::fsck(&g.open()?)?;
+    if g.json {
+        println!("{}", serde_json::json!(o));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (r, rc) = (&o.fsck, &o.reclaim);
+    println!(
+        "fsck: {} open segments resealed ({} records kept, {} bytes released), {} orphan files removed",
+        r.segments_resealed,
+        r.records_kept,
+        r.bytes_discarded,
+        r.orphan_files_removed.len()
+    );
+    println!(
+        "reclaim: {} segments removed ({} bytes freed), {} kept for objects still to drain",
+        rc.segments_removed, rc.bytes_freed, rc.segments_kept
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn reclaim(g: &Global) -> Result<ExitCode> {
+    let node = g.open()?;
+    let rc = barge::staging::reclaim::reclaim(&node.catalog)?;
+    if g.json {
+        println!("{}", serde_json::json!({ "reclaim": rc }));
+    } else {
+        println!(
+            "reclaim: {} segments removed ({} bytes freed, {} chunk locations forgotten), {} kept for objects still to drain",
+            rc.segments_removed, rc.bytes_freed, rc.chunks_forgotten, rc.segments_kept
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn drives(g: &Global) -> Result<ExitCode> {
+    // Staging drives of this node (configured, or given with --staging).
+    let staging: Vec<PathBuf> = if g.staging.is_empty() {
+        Node::open(&g.state, &g.key(), &[])
+            .map(|n| n.staging.drives.iter().map(PathBuf::from).collect())
+            .unwrap_or_default()
+    } else {
+        g.staging.clone()
+    };
+    let rows = barge::drives::table(&staging)?;
+    if g.json {
+        println!("{}", serde_json::json!({ "drives": rows }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<10} {:<22} {:<24} {:>10} {:<5} {:<8} role",
+        "device", "serial", "model", "size", "kind", "health"
+    );
+    for r in &rows {
+        let d = &r.device;
+        let kind = match (d.is_nvme, d.rotational) {
+            (true, _) => "nvme",
+            (false, true) => "hdd",
+            (false, false) => "ssd",
+        };
+        println!(
+            "{:<10} {:<22} {:<24} {:>10} {:<5} {:<8} {}",
+            d.name,
+            d.serial.as_deref().unwrap_or("-"),
+            d.model.as_deref().unwrap_or("-"),
+            format!("{:.1} GiB", gib(d.size_bytes)),
+            kind,
+            r.health,
+            r.role
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn tui(g: &Global, connect: Option<&str>) -> Result<ExitCode> {
+    let target = match connect {
+        Some(a) => barge_tui::client::Target::Tcp(a.to_string()),
+        None => barge_tui::client::Target::Unix(g.state.join(monitor::server::SOCKET_NAME)),
+    };
+    // The dashboard is synchronous; it runs on a plain thread of its own.
+    tokio::task::spawn_blocking(move || barge_tui::app::run(target))
+        .await
+        .context("dashboard thread")??;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn status(g: &Global) -> Result<ExitCode> {
+    let sock = g.state.join(monitor::server::SOCKET_NAME);
+    if sock.exists()
+        && let Ok(live) = tokio::task::spawn_blocking(move || {
+            barge_tui::client::status(&barge_tui::client::Target::Unix(sock))
+        })
+        .await
+        .context("status thread")?
+    {
+        // A command is running: its catalog is locked, so show what it reports.
+        if g.json {
+            println!("{}", serde_json::json!({ "live": live }));
+        } else {
+            println!(
+                "running     barge {} (pid {}), up {:.0}s",
+                live.command, live.pid, live.uptime_secs
+            );
+            println!("progress    {}", monitor::progress::line(&live));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let node = g.open()?;
+    let r = report::build(&node)?;
+    if g.json {
+        println!("{}", serde_json::json!({ "status": r }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("state       {}", g.state.display());
+    print!("{}", r.to_text());
+    for run in r.runs.iter().rev().take(5) {
+        let outcome = run.outcome.as_deref();
+        let outcome = outcome.unwrap_or("(running or interrupted)");
+        println!("run {:>4}    {} {}", run.id, run.command, outcome);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn sample(out: &Path, size: u64, seed: u64) -> Result<ExitCode> {
+    let st = sample::generate(out, size, seed)?;
+    println!(
+        "sample: {} files, {:.3} GiB, {:.3} GiB unique content, in {}",
+        st.files,
+        gib(st.bytes),
+        gib(st.unique_bytes),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn demo(g: &Global, dir: &Path, size: u64) -> Result<ExitCode> {
+    let d = demo::DemoDirs::under(dir);
+    let o = demo::run(&g.settings(None), dir, size).await?;
+    if let Some(st) = &o.generated {
+        println!(
+            "demo: generated {} files ({:.3} GiB) in {}",
+            st.files,
+            gib(st.bytes),
+            d.source.display()
+        );
+    }
+    print_ingest(g, &o.ingest);
+    print_drain(g, &o.drain);
+    print_verify(false, &o.verify, true, true);
+    print!("{}", o.report.report.to_text());
+    println!(
+        "demo: {} -> {} through sealed staging in {}; dedup ratio {:.2}",
+        d.source.display(),
+        d.out.display(),
+        d.state.join("staging").display(),
+        o.report.report.dedup_ratio
+    );
+    Ok(code(o.done()))
+}

@@ -1,0 +1,394 @@
+//! The command line: options and subcommands (clap), and how they become the library's
+//! [`Settings`].
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use barge::backend::EndpointOptions;
+use barge::backend::throttle::ThrottleConfig;
+use barge::chunker::ChunkParams;
+use barge::commands::Settings;
+use barge::crypto::SealBackend;
+use barge::crypto::keys::KeyRequest;
+use barge::node::{InitOptions, Node};
+use barge::staging::StagingSettings;
+
+use crate::{bench, ship};
+
+#[derive(Parser)]
+#[command(
+    name = "barge",
+    version,
+    about = "Bulk-transfer appliance: move object stores through sealed, deduplicated NVMe staging"
+)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+pub(crate) struct Global {
+    /// State directory: catalog and key material.
+    #[arg(
+        long,
+        global = true,
+        default_value = "./barge-state",
+        env = "BARGE_STATE"
+    )]
+    pub state: PathBuf,
+    /// A staging drive (directory); repeat for several. Default: <state>/staging.
+    #[arg(long = "staging", global = true)]
+    pub staging: Vec<PathBuf>,
+    /// Use this 32-byte key file instead of <state>/keys/master.key.
+    #[arg(long, global = true)]
+    pub key_file: Option<PathBuf>,
+    /// Environment variable holding the passphrase (init: derive the key from it).
+    #[arg(long, global = true)]
+    pub passphrase_env: Option<String>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Only errors on stderr.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// Print results as JSON on stdout (one document per stage) and progress as JSON
+    /// lines on stderr.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Also serve the status API (GET /status, GET /metrics, POST /control) on this TCP
+    /// address, e.g. 127.0.0.1:9898. The Unix socket <state>/barge.sock is always served.
+    #[arg(long, global = true, env = "BARGE_HTTP")]
+    pub http: Option<std::net::SocketAddr>,
+    /// Start paused: list and show the plan, move nothing until resumed (`p` in
+    /// `barge tui`, or POST /control?action=resume).
+    #[arg(long, global = true)]
+    pub start_paused: bool,
+    #[command(flatten)]
+    pub ends: Ends,
+}
+
+/// Endpoint options: each side of a move has its own endpoint and profile.
+#[derive(Args, Clone)]
+pub(crate) struct Ends {
+    /// S3 endpoint of the source (else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL / profile).
+    #[arg(long, global = true)]
+    pub source_endpoint: Option<String>,
+    /// AWS profile of the source.
+    #[arg(long, global = true)]
+    pub source_profile: Option<String>,
+    /// S3 endpoint of the destination.
+    #[arg(long, global = true)]
+    pub dest_endpoint: Option<String>,
+    /// AWS profile of the destination.
+    #[arg(long, global = true)]
+    pub dest_profile: Option<String>,
+    /// Swift destination container sharding: hash:N or prefix:K.
+    #[arg(long, global = true)]
+    pub containers: Option<String>,
+    /// Most requests in flight per endpoint (the adaptive window never exceeds it).
+    #[arg(long, global = true, default_value_t = 64)]
+    pub max_concurrency: usize,
+    /// Cap on request starts per second per endpoint.
+    #[arg(long, global = true)]
+    pub max_requests_per_second: Option<f64>,
+    /// Size above which uploads become Swift SLOs / S3 multipart (default 128MiB / 64MiB).
+    #[arg(long, global = true, value_parser = parse_size)]
+    pub large_threshold: Option<u64>,
+    /// S3 part size for ranged GETs and multipart uploads (default 16MiB, at least 5MiB).
+    #[arg(long, global = true, value_parser = parse_size)]
+    pub part_size: Option<u64>,
+    /// Swift SLO segment size (default 64MiB, at least 1MiB).
+    #[arg(long, global = true, value_parser = parse_size)]
+    pub slo_segment_size: Option<u64>,
+    /// Seconds without a byte from an endpoint before the attempt is abandoned and retried.
+    #[arg(long, global = true, default_value_t = 60.0)]
+    pub stall_timeout: f64,
+    /// Seconds an endpoint may fail every request (no answer, resets, 5xx) before it is
+    /// taken for down: the run then stops taking objects and ends NOT DONE.
+    #[arg(long, global = true, default_value_t = 300.0)]
+    pub down_after: f64,
+    /// Listings run in parallel (S3: first-level prefixes).
+    #[arg(long, global = true, default_value_t = 4)]
+    pub list_parallel: usize,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Cmd {
+    /// Create the state directory: master key, catalog, staging settings.
+    Init(InitArgs),
+    /// ingest + drain + verify in one go.
+    Migrate {
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        dest: String,
+        #[command(flatten)]
+        tune: Tune,
+    },
+    /// List the source into the catalog and stage new or changed objects.
+    Ingest {
+        #[arg(long)]
+        source: String,
+        #[command(flatten)]
+        tune: Tune,
+    },
+    /// Write staged objects to the destination.
+    Drain {
+        #[arg(long)]
+        dest: String,
+        #[command(flatten)]
+        tune: Tune,
+    },
+    /// Compare the destination with the catalog.
+    Verify {
+        #[arg(long)]
+        dest: String,
+        /// Also list the source: objects it has that the catalog does not, or that
+        /// changed since they were staged, are not done.
+        #[arg(long)]
+        source: Option<String>,
+        /// Download everything and compare BLAKE3 of the content.
+        #[arg(long)]
+        full: bool,
+    },
+    /// The definition of done: totals, dedup, failures, verdict.
+    Report {
+        /// Also write per-object failures as CSV here.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Where to write the throughput chart (SVG). Default: <state>/report.svg.
+        #[arg(long)]
+        chart: Option<PathBuf>,
+    },
+    /// Catalog counts, staging drives and the I/O engine in use; and the live state of
+    /// a command running on this state directory.
+    Status,
+    /// Terminal dashboard of a running node (this state directory, or --connect).
+    Tui {
+        /// host:port of a node's --http status API instead of <state>/barge.sock.
+        #[arg(long)]
+        connect: Option<String>,
+    },
+    /// Seal segments left open by a crash, remove staging files the catalog does not
+    /// know, and reclaim segments no pending object needs.
+    Fsck,
+    /// Delete staging segments whose chunks no object still to be drained needs.
+    Reclaim,
+    /// Block devices of this node (from sysfs) and their role: the OS, staging, mounted
+    /// elsewhere, or free. Drives are named by serial; kernel names change across boots.
+    Drives {
+        #[command(subcommand)]
+        action: Option<ship::DrivesCmd>,
+    },
+    /// Run as the node's service: hold the status socket (and --http), run jobs from
+    /// <state>/jobs/*.json one at a time, report readiness to systemd.
+    Daemon {
+        /// At start, migrate a generated sample tree through staging into
+        /// <state>/self-test/destination and verify it.
+        #[arg(long)]
+        self_test: bool,
+    },
+    /// Seal the raw staging drives for shipping: finish open segments, write each
+    /// drive's encrypted manifest, wrap the key under a new unlock code (printed, and
+    /// written with the bill of materials into --out, which must not travel with them).
+    Seal {
+        /// Where the unlock code, bill of materials and seal report go (default <state>/ship).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// At the destination: check shipped drives and build this fresh state directory
+    /// from them; then `drain` as usual and `ingest` for the top-up.
+    Import {
+        /// The shipped drives (block devices or drive images).
+        #[arg(required = true)]
+        drives: Vec<PathBuf>,
+        /// The unlock code printed by `barge seal`.
+        #[arg(long, env = "BARGE_UNLOCK_CODE", hide_env_values = true)]
+        unlock_code: Option<String>,
+        /// A file holding the unlock code (as written by `barge seal`).
+        #[arg(long, conflicts_with = "unlock_code")]
+        unlock_code_file: Option<PathBuf>,
+    },
+    /// After a verified drain: crypto-erase and overwrite drives, one erase certificate
+    /// (JSON) per drive.
+    Erase {
+        #[arg(required = true)]
+        drives: Vec<PathBuf>,
+        /// Erase even though no verify has passed since the last drain.
+        #[arg(long)]
+        force: bool,
+        /// Where certificates go (default <state>/ship).
+        #[arg(long)]
+        certificate_dir: Option<PathBuf>,
+    },
+    /// Generate a sample tree with duplicates and shifted copies.
+    Sample {
+        #[arg(long)]
+        out: PathBuf,
+        /// Approximate total size (e.g. 512MiB).
+        #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+        size: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Local demo: init, generate a sample tree, migrate it, verify, report.
+    Demo {
+        /// Working directory for the demo (sample, state, output).
+        #[arg(long, default_value = "./barge-demo")]
+        dir: PathBuf,
+        #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+        size: u64,
+    },
+    /// Micro-benchmarks used by benches/compare.sh (JSON on stdout).
+    #[command(hide = true)]
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args, Clone)]
+pub(crate) struct InitArgs {
+    /// Segment file size.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    pub segment_size: u64,
+    /// I/O block size (one registered buffer).
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    pub block_size: u64,
+    /// Writes in flight per staging drive.
+    #[arg(long, default_value_t = barge::staging::DEFAULT_QUEUE_DEPTH)]
+    pub queue_depth: usize,
+    /// Bytes appended between two fdatasync+catalog commits.
+    #[arg(long, default_value = "128MiB", value_parser = parse_size)]
+    pub commit_bytes: u64,
+    #[arg(long, default_value = "512KiB", value_parser = parse_size)]
+    pub chunk_min: u64,
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    pub chunk_avg: u64,
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    pub chunk_max: u64,
+    /// AES-256-GCM implementation for sealing.
+    #[arg(long, value_enum, default_value_t = SealBackend::AwsLc)]
+    pub seal_backend: SealBackend,
+    /// Raw --staging drives holding another barge set are overwritten.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Clone)]
+pub(crate) struct Tune {
+    /// Objects fetched (ingest) or written (drain) at once.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+}
+
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (try 512MiB, 1GiB, 4096)"))?;
+    let mul: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        "g" | "gib" | "gb" => 1 << 30,
+        "t" | "tib" | "tb" => 1 << 40,
+        u => return Err(format!("unknown size unit {u:?} in {s:?}")),
+    };
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+impl Global {
+    /// The options of one side of the move.
+    fn side(&self, source: bool) -> EndpointOptions {
+        let e = &self.ends;
+        EndpointOptions {
+            endpoint: if source {
+                e.source_endpoint.clone()
+            } else {
+                e.dest_endpoint.clone()
+            },
+            profile: if source {
+                e.source_profile.clone()
+            } else {
+                e.dest_profile.clone()
+            },
+            region: None,
+            throttle: ThrottleConfig {
+                max_concurrency: e.max_concurrency.max(1),
+                initial_concurrency: e.max_concurrency.clamp(1, 8),
+                max_rps: e.max_requests_per_second,
+                stall_timeout: std::time::Duration::from_secs_f64(
+                    e.stall_timeout.clamp(0.1, 3600.0),
+                ),
+                down_after: std::time::Duration::from_secs_f64(e.down_after.clamp(1.0, 86400.0)),
+            },
+            part_size: e.part_size,
+            large_threshold: e.large_threshold,
+            segment_size: e.slo_segment_size,
+            containers: if source { None } else { e.containers.clone() },
+            list_parallel: e.list_parallel,
+            env_prefix: if source {
+                "BARGE_SOURCE_".into()
+            } else {
+                "BARGE_DEST_".into()
+            },
+        }
+    }
+
+    /// What the library's commands take: the state, the key, both sides' options and
+    /// the tuning.
+    pub fn settings(&self, tune: Option<&Tune>) -> Settings {
+        Settings {
+            state: self.state.clone(),
+            staging: self.staging.clone(),
+            key: self.key(),
+            source: self.side(true),
+            dest: self.side(false),
+            concurrency: tune.and_then(|t| t.concurrency),
+        }
+    }
+
+    pub fn key(&self) -> KeyRequest {
+        KeyRequest {
+            key_file: self.key_file.clone(),
+            passphrase_env: self.passphrase_env.clone(),
+        }
+    }
+
+    pub fn open(&self) -> Result<Node> {
+        Ok(Node::open(&self.state, &self.key(), &self.staging)?)
+    }
+}
+
+pub(crate) fn init_opts(g: &Global, a: &InitArgs) -> Result<InitOptions> {
+    let to_u32 =
+        |v: u64, name: &str| u32::try_from(v).with_context(|| format!("{name} is too large"));
+    Ok(InitOptions {
+        key: g.key(),
+        chunks: ChunkParams {
+            min: to_u32(a.chunk_min, "--chunk-min")?,
+            avg: to_u32(a.chunk_avg, "--chunk-avg")?,
+            max: to_u32(a.chunk_max, "--chunk-max")?,
+        },
+        staging: StagingSettings {
+            segment_size: a.segment_size,
+            block_size: usize::try_from(a.block_size).context("--block-size is too large")?,
+            queue_depth: a.queue_depth,
+            commit_bytes: a.commit_bytes,
+            seal_backend: a.seal_backend,
+        },
+        drives: g.staging.clone(),
+        force_drives: a.force,
+    })
+}

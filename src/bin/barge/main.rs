@@ -1,0 +1,115 @@
+//! The `barge` command line: parses options, calls the library's commands
+//! (`barge::commands`) and prints what they return. Exit codes: 0 done/ok, 1 error,
+//! 2 usage error (clap), 3 finished with failed objects or NOT DONE.
+
+#![forbid(unsafe_code)]
+
+mod actions;
+mod bench;
+mod cli;
+mod ship;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+
+use barge::commands::daemon::{self, DaemonOptions};
+
+use crate::cli::{Cli, Cmd, Global, LogFormat};
+
+/// Exit code of a run that finished with failed objects, or a report that is NOT DONE
+/// (2 is clap's usage error).
+const NOT_DONE: u8 = 3;
+
+fn init_logging(g: &Global) {
+    use tracing_subscriber::EnvFilter;
+    let default = if g.quiet { "error" } else { "info" };
+    let filter = EnvFilter::try_from_env("BARGE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // Colours only on a terminal: the journal and the serial console get plain text.
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match g.log_format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.with_target(false).init(),
+    }
+}
+
+/// Runs the command: one call into the library and its printing per subcommand.
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let g = &cli.global;
+    match &cli.cmd {
+        Cmd::Init(a) => actions::init(g, a),
+        Cmd::Ingest { source, tune } => actions::ingest(g, source, tune).await,
+        Cmd::Drain { dest, tune } => actions::drain(g, dest, tune).await,
+        Cmd::Migrate { source, dest, tune } => actions::migrate(g, source, dest, tune).await,
+        Cmd::Verify { dest, source, full } => {
+            actions::verify(g, dest, source.as_deref(), *full).await
+        }
+        Cmd::Report { csv, chart } => actions::report(g, csv.as_deref(), chart.as_deref()),
+        Cmd::Fsck => actions::fsck(g),
+        Cmd::Daemon { self_test } => {
+            let o = DaemonOptions {
+                http: g.http,
+                self_test: *self_test,
+            };
+            daemon::run(&g.settings(None), &o).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Seal { out } => ship::seal(g, out.as_deref()),
+        Cmd::Import {
+            drives,
+            unlock_code,
+            unlock_code_file,
+        } => ship::import(
+            g,
+            drives,
+            unlock_code.as_deref(),
+            unlock_code_file.as_deref(),
+        ),
+        Cmd::Erase {
+            drives,
+            force,
+            certificate_dir,
+        } => ship::erase(g, drives, *force, certificate_dir.as_deref()),
+        Cmd::Drives { action: Some(a) } => ship::drives(g, a),
+        Cmd::Drives { action: None } => actions::drives(g),
+        Cmd::Reclaim => actions::reclaim(g),
+        Cmd::Tui { connect } => actions::tui(g, connect.as_deref()).await,
+        Cmd::Status => actions::status(g).await,
+        Cmd::Sample { out, size, seed } => actions::sample(out, *size, *seed),
+        Cmd::Demo { dir, size } => actions::demo(g, dir, *size).await,
+        Cmd::Bench(_) => unreachable!("handled before the runtime starts"),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global);
+    if let Cmd::Bench(a) = &cli.cmd {
+        // Benches drive their own threads; they must not run inside the async runtime.
+        return bench::run(a).unwrap_or_else(|e| {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        });
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

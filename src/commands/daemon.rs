@@ -1,0 +1,313 @@
+//! `barge daemon`: the node's long-running service. It owns the state directory's status
+//! socket for its whole life (the console dashboard and Prometheus always have someone
+//! to ask), runs jobs one at a time from a spool directory, and can run a self-test
+//! migration at start. Readiness is reported to systemd (`Type=notify`) and logged.
+//!
+//! A job is a JSON file `<state>/jobs/<name>.json`:
+//! `{"command": "migrate" | "ingest" | "drain" | "verify", "source": "...", "dest": "..."}`.
+//! Jobs run in name order; each ends renamed to `<name>.done` or `<name>.failed`, with
+//! its outcome in `<name>.result.json`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::live::monitor_for;
+use super::{Settings, migrate, stages, text};
+use crate::error::{Error, Result};
+use crate::monitor::server::{self, MonitorSlot};
+use crate::monitor::{Mode, Monitor};
+use crate::node::{InitOptions, Node};
+
+/// Seconds between two looks at the spool directory.
+const SPOOL_POLL: Duration = Duration::from_secs(2);
+/// Size of the self-test's sample tree.
+const SELF_TEST_BYTES: u64 = 24 << 20;
+/// Segment size of the self-test's staging (small: it shares the state partition).
+const SELF_TEST_SEGMENT: u64 = 32 << 20;
+
+/// What the daemon takes besides the [`Settings`] its jobs run with.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DaemonOptions {
+    /// Also serve the status API on this TCP address.
+    pub http: Option<SocketAddr>,
+    /// At start, migrate a generated sample tree and verify it.
+    pub self_test: bool,
+}
+
+/// A job file's content.
+#[derive(Debug, Deserialize)]
+struct Job {
+    command: String,
+    source: Option<String>,
+    dest: Option<String>,
+}
+
+/// A job's outcome, written beside it as `<name>.result.json`.
+#[derive(Debug, Serialize)]
+struct JobResult {
+    command: String,
+    ok: bool,
+    message: String,
+    finished: u64,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(s: &Settings, o: &DaemonOptions) -> Result<()> {
+    init_state(s)?;
+    let slot = MonitorSlot::new(idle(s));
+    let server = server::start_slot(slot.clone(), &s.state, o.http).await?;
+    let spool = s.state.join("jobs");
+    std::fs::create_dir_all(&spool).map_err(|e| Error::io("creating the job spool", &spool, e))?;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    tracing::info!(
+        "barge daemon ready: status on {}{}, jobs from {}",
+        s.state.join(server::SOCKET_NAME).display(),
+        server
+            .http
+            .map(|a| format!(" and http://{a}"))
+            .unwrap_or_default(),
+        spool.display()
+    );
+    if o.self_test {
+        let ok = self_test_run(s, &slot).await;
+        slot.set(idle(s));
+        match &ok {
+            Ok(true) => tracing::info!("self-test: verify DONE"),
+            Ok(false) => tracing::error!("self-test: NOT DONE"),
+            Err(e) => tracing::error!("self-test failed: {e}"),
+        }
+    }
+    serve_spool(s, &slot, &spool).await?;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    tracing::info!("barge daemon stopping");
+    Ok(())
+}
+
+/// Creates the state directory of a node nobody prepared drives for: it stages in
+/// `<state>/staging`.
+fn init_state(s: &Settings) -> Result<()> {
+    std::fs::create_dir_all(&s.state)
+        .map_err(|e| Error::io("creating the state directory", &s.state, e))?;
+    if !s.state.join("keys/key.json").exists() {
+        Node::init(&s.state, &InitOptions::default())?;
+        tracing::info!(
+            "initialised {} with directory staging (no raw drives were prepared)",
+            s.state.display()
+        );
+    }
+    Ok(())
+}
+
+/// Runs the spooled jobs one by one, then waits for more, until SIGTERM or SIGINT.
+async fn serve_spool(s: &Settings, slot: &MonitorSlot, spool: &Path) -> Result<()> {
+    let signal_err = |e| Error::io("installing the SIGTERM handler", "SIGTERM", e);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(signal_err)?;
+    loop {
+        if let Some(job) = next_job(spool)? {
+            run_job(s, slot, &job).await;
+            slot.set(idle(s));
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SPOOL_POLL) => {}
+            _ = term.recv() => return Ok(()),
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+/// What the status API shows between jobs: the node's drives (fill, health) and
+/// nothing running. A finished job's monitor is replaced by this one because it holds
+/// the catalog open (through its stager), and the next job opens the catalog again.
+fn idle(s: &Settings) -> Arc<Monitor> {
+    let m = Arc::new(Monitor::new("idle"));
+    match s.open() {
+        Ok(node) => {
+            m.describe(
+                "idle",
+                Mode::Migrate,
+                &s.state.display().to_string(),
+                &node.master.fingerprint(),
+            );
+            m.set_staging(crate::staging::StagingHandle::idle(
+                &node.catalog,
+                &node.appliance_id,
+                &node.staging.settings,
+                &node.drive_paths(&[]),
+            ));
+        }
+        Err(e) => tracing::warn!("status between jobs shows no drives: {e}"),
+    }
+    m.finish();
+    m
+}
+
+/// The first job file in name order, if any.
+fn next_job(spool: &Path) -> Result<Option<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(spool)
+        .map_err(|e| Error::io("reading the job spool", spool, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "json")
+                && !p.to_string_lossy().ends_with(".result.json")
+        })
+        .collect();
+    v.sort();
+    Ok(v.into_iter().next())
+}
+
+/// Runs one job file and leaves its outcome beside it: `<name>.result.json`, and the
+/// file renamed to `<name>.done` or `<name>.failed`.
+async fn run_job(s: &Settings, slot: &MonitorSlot, path: &Path) {
+    let (ok, message) = match read_and_execute(s, slot, path).await {
+        Ok(true) => (true, "done".to_string()),
+        Ok(false) => (false, "finished NOT DONE (see `barge report`)".to_string()),
+        Err(e) => (false, e.to_string()),
+    };
+    let stem = path.with_extension("");
+    let result = JobResult {
+        command: path.display().to_string(),
+        ok,
+        message: message.clone(),
+        finished: crate::catalog::unix_now(),
+    };
+    let out = PathBuf::from(format!("{}.result.json", stem.display()));
+    let written = serde_json::to_vec_pretty(&result)
+        .map_err(std::io::Error::other)
+        .and_then(|b| std::fs::write(&out, b));
+    if let Err(e) = written {
+        tracing::error!("{}: {e}", out.display());
+    }
+    let end = stem.with_extension(if ok { "done" } else { "failed" });
+    if let Err(e) = std::fs::rename(path, &end) {
+        tracing::error!(
+            "{}: {e}; removing it so it does not run again",
+            path.display()
+        );
+        let _ = std::fs::remove_file(path);
+    }
+    tracing::info!("job {}: {message}", path.display());
+}
+
+/// Reads a job file and runs the job.
+async fn read_and_execute(s: &Settings, slot: &MonitorSlot, path: &Path) -> Result<bool> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading a job", path, e))?;
+    let job: Job = serde_json::from_str(&text).map_err(|e| Error::Job {
+        file: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    tracing::info!("job {}: {}", path.display(), job.command);
+    execute(s, slot, &job, path).await
+}
+
+/// Runs a job's command with a monitor the status server shows; true when it is done.
+async fn execute(s: &Settings, slot: &MonitorSlot, job: &Job, file: &Path) -> Result<bool> {
+    let node = s.open()?;
+    let need = |v: &Option<String>, what: &str| {
+        v.clone().ok_or_else(|| Error::Job {
+            file: file.to_path_buf(),
+            message: format!("a {} job needs \"{what}\"", job.command),
+        })
+    };
+    let mode = match job.command.as_str() {
+        "ingest" => Mode::Ingest,
+        "drain" => Mode::Drain,
+        "migrate" => Mode::Migrate,
+        "verify" => {
+            let dest = need(&job.dest, "dest")?;
+            let r = stages::verify(s, &node, &dest, job.source.as_deref(), false).await?;
+            return Ok(r.ok());
+        }
+        other => {
+            return Err(Error::Job {
+                file: file.to_path_buf(),
+                message: format!("unknown job command {other:?} (migrate, ingest, drain, verify)"),
+            });
+        }
+    };
+    let m = monitor_for(&node, &job.command, mode);
+    slot.set(m.clone());
+    let ok = match mode {
+        Mode::Ingest => {
+            let source = need(&job.source, "source")?;
+            let t = stages::ingest(s, &node, &source, None, m.clone()).await?;
+            log_lines(&text::ingest(&t));
+            t.summary.complete()
+        }
+        Mode::Drain => {
+            let t = stages::drain(s, &node, &need(&job.dest, "dest")?, None, m.clone()).await?;
+            log_lines(&text::drain(&t));
+            t.summary.complete()
+        }
+        Mode::Migrate => {
+            let dest = need(&job.dest, "dest")?;
+            let source = need(&job.source, "source")?;
+            let moved = migrate::move_through(s, &node, &source, &dest, m.clone()).await?;
+            m.finish();
+            for p in &moved.passes {
+                log_lines(&text::ingest(&p.ingest));
+                log_lines(&text::drain(&p.drain));
+            }
+            let check = migrate::check(s, &node, &dest).await?;
+            log_lines(&text::verify(&check.verify, false, false));
+            log_lines(&check.report.report.to_text());
+            moved.complete() && check.done()
+        }
+    };
+    m.finish();
+    Ok(ok)
+}
+
+/// A job's outcome in the log, a line at a time.
+fn log_lines(text: &str) {
+    for line in text.lines() {
+        tracing::info!("{line}");
+    }
+}
+
+/// Generates a sample tree and migrates it through a state directory of its own
+/// (`<state>/self-test/state`, staging in `<state>/self-test/staging`: a catalog serves
+/// one migration, and the node's stays the operator's) into a local directory; true when
+/// verify and the report say DONE. The whole pipeline runs: chunking, dedup, sealing,
+/// io_uring staging, drain, verify.
+async fn self_test_run(s: &Settings, slot: &MonitorSlot) -> Result<bool> {
+    let dir = s.state.join("self-test");
+    let src = dir.join("source");
+    let out = dir.join("destination");
+    let state = dir.join("state");
+    if !state.join("keys/key.json").exists() {
+        let mut opts = InitOptions {
+            drives: vec![dir.join("staging")],
+            ..Default::default()
+        };
+        opts.staging.segment_size = SELF_TEST_SEGMENT;
+        Node::init(&state, &opts)?;
+    }
+    let s = &Settings {
+        state,
+        staging: vec![],
+        key: Default::default(),
+        ..s.clone()
+    };
+    if !src.exists() {
+        let st = crate::sample::generate(&src, SELF_TEST_BYTES, 7)?;
+        tracing::info!(
+            "self-test: sample tree of {} files ({} bytes) in {}",
+            st.files,
+            st.bytes,
+            src.display()
+        );
+    }
+    let job = Job {
+        command: "migrate".into(),
+        source: Some(src.display().to_string()),
+        dest: Some(out.display().to_string()),
+    };
+    execute(s, slot, &job, &dir).await
+}

@@ -1,0 +1,82 @@
+//! What each `barge` command does, as library functions that return typed outcomes: the
+//! binary only parses options into [`Settings`], calls one of these and prints what comes
+//! back; the daemon calls the same functions for its jobs.
+//!
+//! * [`stages`]: ingest, drain, verify, report, fsck, one stage each.
+//! * [`migrate`]: ingest and drain together, the repair pass, the final check.
+//! * [`live`]: the monitor, status API and progress display of a long command.
+//! * [`daemon`]: the node's service: status socket, job spool, self-test.
+//! * [`demo`]: the embedded default: a sample tree moved into a directory and verified.
+//! * [`text`]: each outcome as the CLI prints it and the daemon logs it.
+
+pub mod daemon;
+pub mod demo;
+pub mod live;
+pub mod migrate;
+pub mod stages;
+pub mod text;
+
+use std::path::PathBuf;
+
+use crate::backend::{DestLayout, EndpointOptions};
+use crate::crypto::keys::KeyRequest;
+use crate::error::Result;
+use crate::node::Node;
+
+/// What every command takes from the command line: where the state is, how to unlock it,
+/// and the options of each side of the move.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// The state directory (catalog, keys).
+    pub state: PathBuf,
+    /// Staging drives given on the command line (added to the configured ones).
+    pub staging: Vec<PathBuf>,
+    /// Where the master key comes from.
+    pub key: KeyRequest,
+    /// Options of the source endpoint.
+    pub source: EndpointOptions,
+    /// Options of the destination endpoint, before the recorded layout is applied.
+    pub dest: EndpointOptions,
+    /// Objects fetched (ingest) or written (drain) at once; None: the stage's default.
+    pub concurrency: Option<usize>,
+}
+
+impl Settings {
+    /// Opens the state directory.
+    pub fn open(&self) -> Result<Node> {
+        Node::open(&self.state, &self.key, &self.staging)
+    }
+
+    /// Destination options; without `--containers`, the layout recorded by the last
+    /// drain to the same URL, so that verify finds every object.
+    pub fn dest_options(&self, node: &Node, url: &str) -> Result<EndpointOptions> {
+        let mut o = self.dest.clone();
+        if o.containers.is_none()
+            && let Some(layout) = DestLayout::recorded(&node.catalog, url)?
+        {
+            o.containers = layout.containers_option();
+        }
+        Ok(o)
+    }
+}
+
+/// A stage's summary and how long the stage took.
+#[derive(Debug, Clone)]
+pub struct Timed<T> {
+    /// What the stage reports.
+    pub summary: T,
+    /// Wall-clock seconds.
+    pub secs: f64,
+}
+
+impl<T> Timed<T> {
+    /// Runs `f` and times it.
+    pub(crate) async fn of<F: std::future::Future<Output = Result<T>>>(f: F) -> Result<Self> {
+        let t = std::time::Instant::now();
+        let summary = f.await?;
+        Ok(Timed {
+            summary,
+            secs: t.elapsed().as_secs_f64(),
+        })
+    }
+}

@@ -1,0 +1,127 @@
+//! One stage each: ingest, drain, verify, report, fsck and reclaim, as the commands of
+//! the same names run them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::{Settings, Timed};
+use crate::backend::{open_destination, open_source};
+use crate::drain::{self, DrainOptions, DrainSummary};
+use crate::error::{Error, Result};
+use crate::ingest::{self, IngestOptions, IngestSummary};
+use crate::monitor::Monitor;
+use crate::node::Node;
+use crate::object::ObjectKey;
+use crate::report::{self, Report};
+use crate::staging::reclaim::{self, ReclaimReport};
+use crate::staging::recover::RecoveryReport;
+use crate::verify::{self, VerifyReport};
+
+/// Lists `source` into the catalog and stages what is new or changed. With `notify`,
+/// each staged object's key is sent there (a drain following the ingest).
+pub async fn ingest(
+    s: &Settings,
+    node: &Node,
+    source: &str,
+    notify: Option<mpsc::Sender<ObjectKey>>,
+    monitor: Arc<Monitor>,
+) -> Result<Timed<IngestSummary>> {
+    let src = open_source(source, &s.source).await?;
+    let mut opts = IngestOptions {
+        drives: s.staging.clone(),
+        notify,
+        monitor,
+        ..Default::default()
+    };
+    if let Some(c) = s.concurrency {
+        opts.concurrency = c;
+    }
+    Timed::of(ingest::run(node, src, &opts)).await
+}
+
+/// Writes staged objects to `dest`. With `follow`, also the objects an ingest running
+/// beside it announces, until it closes the channel.
+pub async fn drain(
+    s: &Settings,
+    node: &Node,
+    dest: &str,
+    follow: Option<mpsc::Receiver<ObjectKey>>,
+    monitor: Arc<Monitor>,
+) -> Result<Timed<DrainSummary>> {
+    let d = open_destination(dest, &s.dest_options(node, dest)?).await?;
+    let mut opts = DrainOptions {
+        monitor,
+        ..Default::default()
+    };
+    if let Some(c) = s.concurrency {
+        opts.concurrency = c;
+    }
+    Timed::of(drain::run_following(node, d, &opts, follow)).await
+}
+
+/// Compares `dest` with the catalog (and with a listing of `source`, when given);
+/// `full` downloads everything and compares content hashes.
+pub async fn verify(
+    s: &Settings,
+    node: &Node,
+    dest: &str,
+    source: Option<&str>,
+    full: bool,
+) -> Result<VerifyReport> {
+    let d = open_destination(dest, &s.dest_options(node, dest)?).await?;
+    let src = match source {
+        Some(u) => Some(open_source(u, &s.source).await?),
+        None => None,
+    };
+    verify::run(node, d, src, full).await
+}
+
+/// A report and the files written beside it.
+#[derive(Debug)]
+pub struct ReportOutcome {
+    /// Totals, failures and the verdict.
+    pub report: Report,
+    /// Where the throughput chart was written (None: no samples yet).
+    pub chart: Option<PathBuf>,
+}
+
+/// Builds the report; writes per-object failures as CSV to `csv` when given, and the
+/// throughput chart to `chart` (default `<state>/report.svg`) when there are samples.
+pub fn report(node: &Node, csv: Option<&Path>, chart: Option<&Path>) -> Result<ReportOutcome> {
+    let r = report::build(node)?;
+    if let Some(p) = csv {
+        std::fs::write(p, r.failures_csv())
+            .map_err(|e| Error::io("writing the failures CSV", p, e))?;
+    }
+    let mut written = None;
+    if let Some(svg) = report::chart_svg(&node.catalog.samples()?) {
+        let p = chart.map_or_else(|| node.state_dir.join("report.svg"), Path::to_path_buf);
+        std::fs::write(&p, svg).map_err(|e| Error::io("writing the report chart", &p, e))?;
+        written = Some(p);
+    }
+    Ok(ReportOutcome {
+        report: r,
+        chart: written,
+    })
+}
+
+/// What `fsck` did.
+#[derive(Debug, Serialize)]
+pub struct FsckOutcome {
+    /// Open segments resealed, orphans removed.
+    pub fsck: RecoveryReport,
+    /// Segments no pending object needs, removed.
+    pub reclaim: ReclaimReport,
+}
+
+/// Seals segments a crash left open, removes staging files the catalog does not know,
+/// then reclaims segments no object still to drain needs.
+pub fn fsck(node: &Node) -> Result<FsckOutcome> {
+    let drives = node.drive_paths(&[]);
+    let fsck = node.recover_staging(&drives)?;
+    let reclaim = reclaim::reclaim(&node.catalog)?;
+    Ok(FsckOutcome { fsck, reclaim })
+}

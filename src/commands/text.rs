@@ -1,0 +1,130 @@
+//! The plain-text form of each stage's outcome, as the CLI prints it and the daemon
+//! logs it.
+
+use std::fmt::Write;
+
+use super::Timed;
+use crate::drain::DrainSummary;
+use crate::ingest::IngestSummary;
+use crate::verify::VerifyReport;
+
+/// Objects listed per kind at most (missing, extra, ...); the report and `--json` have all.
+const LISTED_PER_KIND: usize = 20;
+
+/// Bytes as GiB.
+pub fn gib(b: u64) -> f64 {
+    b as f64 / (1u64 << 30) as f64
+}
+
+/// Bytes per second as MiB/s.
+fn mib_per_sec(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / (1 << 20) as f64 / secs.max(1e-9)
+}
+
+/// The ingest's totals, then each failure and why it stopped early.
+pub fn ingest(t: &Timed<IngestSummary>) -> String {
+    let s = &t.summary;
+    let ratio = if s.bytes_new > 0 {
+        (s.bytes_new + s.bytes_dedup) as f64 / s.bytes_new as f64
+    } else {
+        1.0
+    };
+    let mut out = format!(
+        "ingest: {} listed, {} staged, {} unchanged, {} failed; {:.3} GiB read in {:.1}s ({:.0} MiB/s)\n",
+        s.listed,
+        s.staged,
+        s.unchanged,
+        s.failed,
+        gib(s.bytes_staged),
+        t.secs,
+        mib_per_sec(s.bytes_staged, t.secs)
+    );
+    let _ = writeln!(
+        out,
+        "staging: {} new chunks ({:.3} GiB, {:.3} GiB sealed), {} deduplicated ({:.3} GiB); run dedup ratio {:.2}; io: {}",
+        s.chunks_new,
+        gib(s.bytes_new),
+        gib(s.bytes_sealed),
+        s.chunks_dedup,
+        gib(s.bytes_dedup),
+        ratio,
+        s.io_engine
+    );
+    failures(&mut out, &s.failures, s.stopped_early.as_deref());
+    out
+}
+
+/// The drain's totals, then each failure and why it stopped early.
+pub fn drain(t: &Timed<DrainSummary>) -> String {
+    let s = &t.summary;
+    let mut out = format!(
+        "drain: {} objects ({:.3} GiB) written in {:.1}s ({:.0} MiB/s), {} failed; {} of them ({:.3} GiB) copied server-side from identical content\n",
+        s.drained,
+        gib(s.bytes),
+        t.secs,
+        mib_per_sec(s.bytes, t.secs),
+        s.failed,
+        s.copied,
+        gib(s.copied_bytes)
+    );
+    failures(&mut out, &s.failures, s.stopped_early.as_deref());
+    out
+}
+
+/// One line per failed object, and why the run stopped early.
+fn failures(out: &mut String, failed: &[(String, String)], stopped_early: Option<&str>) {
+    for (k, r) in failed {
+        let _ = writeln!(out, "failed: {k}: {r}");
+    }
+    if let Some(why) = stopped_early {
+        let _ = writeln!(out, "stopped early: {why}");
+    }
+}
+
+/// The verify's counts, the first objects of each kind of difference, the source
+/// comparison when a source was listed, and the verdict.
+pub fn verify(r: &VerifyReport, full: bool, with_source: bool) -> String {
+    let how = if full {
+        "full: content BLAKE3"
+    } else {
+        "cheap: presence and size"
+    };
+    let mut out = format!(
+        "verify ({how}): {} expected, {} present, {} match; {} missing, {} extra, {} differing\n",
+        r.expected,
+        r.present,
+        r.matched,
+        r.missing.len(),
+        r.extra.len(),
+        r.differing.len()
+    );
+    list(&mut out, "missing", r.missing.iter());
+    list(&mut out, "extra", r.extra.iter());
+    for (k, why) in r.differing.iter().take(LISTED_PER_KIND) {
+        let _ = writeln!(out, "differs: {k}: {why}");
+    }
+    if with_source {
+        let _ = writeln!(
+            out,
+            "source: {} listed, {} not in the catalog, {} changed since staged",
+            r.source_listed,
+            r.source_only.len(),
+            r.changed_at_source.len()
+        );
+        list(&mut out, "only at the source", r.source_only.iter());
+        list(
+            &mut out,
+            "changed at the source",
+            r.changed_at_source.iter(),
+        );
+    }
+    let _ = writeln!(out, "verdict: {}", if r.ok() { "DONE" } else { "NOT DONE" });
+    out
+}
+
+/// `label: key` for the first keys.
+fn list<'a>(out: &mut String, label: &str, keys: impl Iterator<Item = &'a String>) {
+    for k in keys.take(LISTED_PER_KIND) {
+        let _ = writeln!(out, "{label}: {k}");
+    }
+}
