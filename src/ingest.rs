@@ -117,15 +117,15 @@ impl Ctx {
             stage: "ingest".into(),
             reason,
         };
-        let res = match self.node_catalog.get_object(key) {
-            Ok(Some(mut rec)) => {
-                rec.state = state;
-                rec.updated = unix_now();
-                self.node_catalog.put_object(key, &rec)
-            }
-            Ok(None) => self.node_catalog.put_object(
-                key,
-                &ObjectRecord {
+        // Invariant 17: the failure is recorded on whatever record is there now.
+        let res = self.node_catalog.update_object(key, false, |rec| {
+            Some(match rec {
+                Some(mut rec) => {
+                    rec.state = state;
+                    rec.updated = unix_now();
+                    rec
+                }
+                None => ObjectRecord {
                     size: meta.map_or(0, |m| m.size),
                     version: meta.map(|m| m.version.clone()).unwrap_or_default(),
                     content_type: None,
@@ -137,9 +137,8 @@ impl Ctx {
                     uploads: 0,
                     updated: unix_now(),
                 },
-            ),
-            Err(e) => Err(e),
-        };
+            })
+        });
         if let Err(e) = res {
             tracing::error!("cannot record the failure of {key}: {e}");
         }

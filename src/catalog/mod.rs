@@ -5,7 +5,7 @@
 pub mod records;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
 
@@ -66,11 +66,28 @@ pub const META_IO_ENGINE: &[u8] = b"io_engine";
 /// meta key: the raw drive set (`staging::set::DriveSet`, postcard); absent with directories.
 pub const META_DRIVE_SET: &[u8] = b"drive_set";
 
+/// Stripes of the object lock: a read-modify-write of one object record holds the
+/// stripe its key hashes to, so two of them on one key never interleave (a power of two
+/// well above the number of workers, so unrelated keys rarely wait on each other).
+const OBJECT_LOCK_STRIPES: usize = 256;
+
+/// `rec` in `state`, updated now; a drained mark counts one more upload.
+fn with_state(mut rec: ObjectRecord, state: ObjectState) -> ObjectRecord {
+    if matches!(state, ObjectState::Drained) {
+        rec.uploads = rec.uploads.saturating_add(1);
+    }
+    rec.state = state;
+    rec.updated = now();
+    rec
+}
+
 /// Handle to the catalog. Cheap to share behind an `Arc`; RocksDB is thread-safe.
 pub struct Catalog {
     db: DB,
     path: PathBuf,
     counter_lock: Mutex<()>,
+    /// See [`OBJECT_LOCK_STRIPES`].
+    object_locks: Vec<Mutex<()>>,
 }
 
 fn now() -> u64 {
@@ -115,6 +132,7 @@ impl Catalog {
             db,
             path: path.to_path_buf(),
             counter_lock: Mutex::new(()),
+            object_locks: (0..OBJECT_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         };
         match cat.meta_get(META_FORMAT)? {
             None if create => {
@@ -196,6 +214,7 @@ impl Catalog {
     /// Hands out the next value of a u64 counter kept in meta; the new counter value is
     /// synced to disk before the id is returned, so an id is never handed out twice, even
     /// across a crash.
+    // Invariant 5: ids come from here, under a mutex, synced before they are handed out.
     pub fn next_id(&self, key: &[u8]) -> Result<u64> {
         let _g = self
             .counter_lock
@@ -225,40 +244,61 @@ impl Catalog {
     }
 
     pub fn put_object(&self, key: &ObjectKey, rec: &ObjectRecord) -> Result<()> {
+        let _g = self.object_lock(key)?;
+        self.put_object_locked(key, rec, false)
+    }
+
+    /// The lock stripe of `key`, held for a read-modify-write of its record.
+    fn object_lock(&self, key: &ObjectKey) -> Result<MutexGuard<'_, ()>> {
+        let stripe = xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as usize % OBJECT_LOCK_STRIPES;
+        self.object_locks[stripe]
+            .lock()
+            .map_err(|_| self.err("object lock poisoned"))
+    }
+
+    /// Writes an object record; the caller holds its lock stripe.
+    fn put_object_locked(&self, key: &ObjectKey, rec: &ObjectRecord, sync: bool) -> Result<()> {
         let mut b = WriteBatch::default();
         b.put_cf(self.cf(CF_OBJECTS)?, key.as_bytes(), records::encode(rec));
-        self.write(b)
+        if sync {
+            self.write_sync(b)
+        } else {
+            self.write(b)
+        }
+    }
+
+    /// Reads an object's record, lets `f` change it (None: no record yet; returning None
+    /// writes nothing) and writes the result, all under the key's lock stripe, so no other
+    /// update of the same object falls in between. `sync` fsyncs the WAL before returning.
+    // Invariant 17: every read-modify-write of an object record goes through here.
+    pub fn update_object(
+        &self,
+        key: &ObjectKey,
+        sync: bool,
+        f: impl FnOnce(Option<ObjectRecord>) -> Option<ObjectRecord>,
+    ) -> Result<()> {
+        let _g = self.object_lock(key)?;
+        match f(self.get_object(key)?) {
+            Some(rec) => self.put_object_locked(key, &rec, sync),
+            None => Ok(()),
+        }
     }
 
     /// Sets an object's state (and timestamp); a no-op if the object is unknown. The
     /// drained mark is synced (WAL fsync, group-committed by RocksDB) so that not even a
     /// power loss makes a finished upload look unfinished.
     pub fn set_object_state(&self, key: &ObjectKey, state: ObjectState) -> Result<()> {
-        if let Some(mut rec) = self.get_object(key)? {
-            let drained = matches!(state, ObjectState::Drained);
-            if drained {
-                rec.uploads = rec.uploads.saturating_add(1);
-            }
-            rec.state = state;
-            rec.updated = now();
-            let mut b = WriteBatch::default();
-            b.put_cf(self.cf(CF_OBJECTS)?, key.as_bytes(), records::encode(&rec));
-            if drained {
-                self.write_sync(b)?;
-            } else {
-                self.write(b)?;
-            }
-        }
-        Ok(())
+        let drained = matches!(state, ObjectState::Drained);
+        self.update_object(key, drained, |rec| rec.map(|r| with_state(r, state)))
     }
 
     /// Marks an object drained (synced), but only if it still holds the content that was
     /// uploaded: an ingest that re-staged a newer version meanwhile keeps it `Staged`.
     pub fn mark_drained(&self, key: &ObjectKey, uploaded: Option<[u8; 32]>) -> Result<()> {
-        match self.get_object(key)? {
-            Some(rec) if rec.blake3 == uploaded => self.set_object_state(key, ObjectState::Drained),
-            _ => Ok(()),
-        }
+        self.update_object(key, true, |rec| {
+            rec.filter(|r| r.blake3 == uploaded)
+                .map(|r| with_state(r, ObjectState::Drained))
+        })
     }
 
     /// Records an object as staged and takes one reference on each chunk it lists, in
@@ -278,6 +318,7 @@ impl Catalog {
             b.merge_cf(chunks, c.id.0, ChunkOp::AddRefs(-1).encode());
         }
         b.put_cf(self.cf(CF_OBJECTS)?, key.as_bytes(), records::encode(rec));
+        let _g = self.object_lock(key)?;
         self.write(b)
     }
 

@@ -125,6 +125,7 @@ fn keys_dir(state: &Path) -> PathBuf {
     state.join("keys")
 }
 
+/// Writes a new 0600 file and makes it durable: its content, then its directory entry.
 fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     let mut f = fs::OpenOptions::new()
         .write(true)
@@ -134,7 +135,12 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
         .map_err(|e| Error::io("creating key file", path, e))?;
     f.write_all(data)
         .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io("writing key file", path, e))
+        .map_err(|e| Error::io("writing key file", path, e))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    crate::staging::writer::sync_dir(dir).map_err(|e| Error::io("syncing key directory", dir, e))
 }
 
 fn read_passphrase(var: &str) -> Result<Vec<u8>> {
@@ -201,6 +207,8 @@ fn init_key_inner(state: &Path, req: &KeyRequest, given: Option<MasterKey>) -> R
     fs::create_dir_all(&dir).map_err(|e| Error::io("creating key directory", &dir, e))?;
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
         .map_err(|e| Error::io("setting key directory mode", &dir, e))?;
+    crate::staging::writer::sync_dir(state)
+        .map_err(|e| Error::io("syncing the state directory", state, e))?;
     let (key, origin) = if let Some(var) = &req.passphrase_env {
         let pass = read_passphrase(var)?;
         let salt: [u8; 16] = random_bytes();
