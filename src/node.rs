@@ -156,6 +156,7 @@ impl Node {
                 ),
             });
         }
+        // Invariant 9: the key is checked before the catalog is opened.
         let master = load_key(state, key)?;
         let catalog = open_catalog(state, false)?;
         let appliance_id: [u8; 16] = catalog

@@ -7,7 +7,7 @@
 //! Stages never wait on the monitor: counters are atomics, and the few locks are held
 //! for a push or a copy.
 
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod progress;
 pub mod server;
 

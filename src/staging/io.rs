@@ -45,10 +45,6 @@ impl AlignedBuf {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: ptr is a live allocation of len initialised (zeroed) bytes owned by self.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
@@ -117,14 +113,6 @@ pub struct ReadBuf {
 }
 
 impl ReadBuf {
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     pub fn as_slice(&self) -> &[u8] {
         match &self.buf {
             Some(b) => &b.as_slice()[self.start..self.start + self.len],

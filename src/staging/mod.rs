@@ -12,12 +12,13 @@
 
 pub mod device;
 pub mod format;
-pub mod io;
-pub mod reader;
+#[allow(unsafe_code)] // io_uring and O_DIRECT: each block has its SAFETY comment
+pub(crate) mod io;
+pub(crate) mod reader;
 pub mod reclaim;
 pub mod recover;
-pub mod set;
-pub mod writer;
+pub(crate) mod set;
+pub(crate) mod writer;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -431,7 +432,7 @@ impl Stager {
             let t = std::thread::Builder::new()
                 .name(format!("barge-stage-{i}"))
                 .spawn(move || writer::run(sh, i, rx))
-                .map_err(|e| Error::Pipeline(format!("cannot start staging writer: {e}")))?;
+                .map_err(|e| Error::task(format!("starting staging writer {i}"), e))?;
             threads.push(t);
         }
         Ok(Stager { shared, threads })
@@ -446,7 +447,7 @@ impl Stager {
                 .shared
                 .inflight
                 .lock()
-                .map_err(|_| Error::Pipeline("staging lock poisoned".into()))?;
+                .map_err(|_| Error::task("stager", "lock poisoned"))?;
             if let Some(w) = m.get_mut(&id) {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 w.push(tx);
@@ -511,7 +512,7 @@ impl Stager {
         }
         for t in self.threads {
             t.join()
-                .map_err(|_| Error::Pipeline("a staging writer thread panicked".into()))?;
+                .map_err(|_| Error::task("a staging writer thread", "panicked"))?;
         }
         Ok(())
     }

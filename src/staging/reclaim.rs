@@ -74,7 +74,8 @@ pub fn reclaim(catalog: &Catalog) -> Result<ReclaimReport> {
         let chunks = in_segment.remove(&sid).unwrap_or_default();
         catalog.forget_segment(sid, &chunks)?;
         let p = Path::new(&rec.path);
-        // A slot of a raw drive is free once the catalog forgets its segment.
+        // Invariant 13: a slot of a raw drive is free (and TRIMmed) only once the catalog
+        // has forgotten its segment.
         let len = if rec.is_raw() {
             // Tell the drive the slot's bytes are free (TRIM); best effort: files and
             // devices without discard simply keep them.

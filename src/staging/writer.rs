@@ -265,10 +265,10 @@ impl Writer {
         let salt: [u8; 16] = random_bytes();
         let key = segment_key(&self.sh.master, id, &salt);
         let cipher = SegmentCipher::new(self.sh.settings.seal_backend, &key);
-        // The catalog learns of the segment (state Open) before any record is written. A
-        // crash between creating the file and this line leaves a file the catalog does
-        // not know, holding no committed chunk; `recover` deletes it (on a raw drive the
-        // slot simply stays free).
+        // Invariant 6: the catalog learns of the segment (state Open) before any record
+        // is written. A crash between creating the file and this line leaves a file the
+        // catalog does not know, holding no committed chunk; `recover` deletes it (on a
+        // raw drive the slot simply stays free).
         self.sh.catalog.put_segment(
             id,
             &SegmentRecord {
@@ -366,6 +366,7 @@ impl Writer {
         if self.pending.is_empty() {
             return Ok(());
         }
+        // Invariant 1: the locations are committed only after this fdatasync.
         flush_tail(&mut self.eng, seg).map_err(|e| Error::io("staging write", &seg.path, e))?;
         crate::failpoint::point("staging.after_sync");
         let rec = self.segment_record(
@@ -378,6 +379,7 @@ impl Writer {
             .catalog
             .commit_chunk_locations(seg.id, &rec, &self.pending)?;
         crate::failpoint::point("staging.after_commit");
+        // Invariant 2: waiters are resolved only after the commit.
         for (id, _) in self.pending.drain(..) {
             self.sh.complete(&id, Ok(()));
         }

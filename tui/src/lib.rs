@@ -7,6 +7,8 @@
 //! - [`app`]: the key and refresh loop;
 //! - [`client`]: the tiny HTTP client over the node's Unix socket or TCP.
 
+#![forbid(unsafe_code)]
+
 pub mod app;
 pub mod client;
 pub mod model;
