@@ -68,17 +68,17 @@ pub struct NvmeHealth {
 /// Reads and decodes only the SMART log of `dev` (what a dashboard polls each second;
 /// identify data does not change).
 pub fn nvme_smart(dev: &Path) -> Result<nvme::SmartLog, Error> {
-    nvme::SmartLog::decode(&nvme::smart_log(dev)?).map_err(|message| Error::Nvme {
+    nvme::SmartLog::decode(&nvme::smart_log(dev)?).map_err(|e| Error::Nvme {
         dev: dev.to_path_buf(),
-        message,
+        message: e.to_string(),
     })
 }
 
 /// Reads Identify Controller and the SMART log of the NVMe device `dev`.
 pub fn nvme_health(dev: &Path) -> Result<NvmeHealth, Error> {
-    let err = |message: String| Error::Nvme {
+    let err = |e: nvme::ShortPage| Error::Nvme {
         dev: dev.to_path_buf(),
-        message,
+        message: e.to_string(),
     };
     let id = nvme::identify_controller(dev)?;
     let log = nvme::smart_log(dev)?;

@@ -155,13 +155,26 @@ pub struct ControllerInfo {
     pub sanitize_overwrite: bool,
 }
 
+/// A page shorter than its fixed layout: the one way a page fails to decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{page} is {len} bytes, want {want}")]
+pub struct ShortPage {
+    /// Which page ("identify data", "SMART log").
+    pub page: &'static str,
+    /// Bytes received.
+    pub len: usize,
+    /// Bytes its layout needs.
+    pub want: usize,
+}
+
 impl ControllerInfo {
-    pub fn decode(b: &[u8]) -> Result<Self, String> {
+    pub fn decode(b: &[u8]) -> Result<Self, ShortPage> {
         if b.len() < IDENTIFY_LEN {
-            return Err(format!(
-                "identify data is {} bytes, want {IDENTIFY_LEN}",
-                b.len()
-            ));
+            return Err(ShortPage {
+                page: "identify data",
+                len: b.len(),
+                want: IDENTIFY_LEN,
+            });
         }
         let oacs = le_u16(b, 256);
         let fna = b[524];
@@ -222,9 +235,13 @@ pub struct SmartLog {
 }
 
 impl SmartLog {
-    pub fn decode(b: &[u8]) -> Result<Self, String> {
+    pub fn decode(b: &[u8]) -> Result<Self, ShortPage> {
         if b.len() < SMART_LEN {
-            return Err(format!("SMART log is {} bytes, want {SMART_LEN}", b.len()));
+            return Err(ShortPage {
+                page: "SMART log",
+                len: b.len(),
+                want: SMART_LEN,
+            });
         }
         Ok(SmartLog {
             critical_warning: b[0],
@@ -341,11 +358,10 @@ pub fn erase(
     confirm_serial: Option<&str>,
     dry_run: bool,
 ) -> Result<ErasePlan, Error> {
-    let info =
-        ControllerInfo::decode(&identify_controller(dev)?).map_err(|message| Error::Nvme {
-            dev: dev.to_path_buf(),
-            message,
-        })?;
+    let info = ControllerInfo::decode(&identify_controller(dev)?).map_err(|e| Error::Nvme {
+        dev: dev.to_path_buf(),
+        message: e.to_string(),
+    })?;
     let offered = info.erase_methods();
     let method = match want {
         Some(m) if offered.contains(&m) => m,

@@ -551,7 +551,7 @@ fn check_drive(
     let f = device::open(path, false).map_err(|e| e.to_string())?;
     let bytes = device::read_at(&f, path, sb.manifest_offset, sb.manifest_len as usize)
         .map_err(|e| e.to_string())?;
-    manifest::open(&bytes, mkey, &sb.set_id, &sb.drive_id, sb.index)
+    manifest::open(&bytes, mkey, &sb.set_id, &sb.drive_id, sb.index).map_err(|e| e.to_string())
 }
 
 /// Recomputes a sealed segment's checksum (header, records and index) from the drive.

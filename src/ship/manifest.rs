@@ -84,15 +84,13 @@ pub fn open(
     set_id: &[u8; 16],
     drive_id: &[u8; 16],
     index: u32,
-) -> Result<Manifest, String> {
+) -> Result<Manifest, ManifestError> {
     if bytes.len() < MANIFEST_HEADER_LEN || bytes[..8] != MANIFEST_MAGIC {
-        return Err("manifest header is damaged (bad magic)".into());
+        return Err(ManifestError::BadMagic);
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
     if version != MANIFEST_FORMAT_VERSION {
-        return Err(format!(
-            "manifest format version {version}, this barge reads {MANIFEST_FORMAT_VERSION} (or the header is damaged)"
-        ));
+        return Err(ManifestError::Version(version));
     }
     let mut nonce = [0u8; 12];
     nonce.copy_from_slice(&bytes[10..22]);
@@ -101,10 +99,10 @@ pub fn open(
     let len = u64::from_le_bytes(len8);
     let body = &bytes[MANIFEST_HEADER_LEN..];
     if len != body.len() as u64 {
-        return Err(format!(
-            "manifest length field says {len} bytes, {} were read (damaged header)",
-            body.len()
-        ));
+        return Err(ManifestError::Length {
+            said: len,
+            read: body.len(),
+        });
     }
     let cipher = aes_gcm::Aes256Gcm::new(key.into());
     let pt = cipher
@@ -115,19 +113,37 @@ pub fn open(
                 aad: &aad(&bytes[..MANIFEST_HEADER_LEN], set_id, drive_id, index),
             },
         )
-        .map_err(|_| {
-            "manifest fails authentication: it was altered or damaged after sealing".to_string()
-        })?;
+        .map_err(|_| ManifestError::Authentication)?;
     let m = decode_plain(&pt)?;
     if m.set_id != *set_id || m.drive_id != *drive_id || m.index != index {
-        return Err("manifest belongs to another drive".into());
+        return Err(ManifestError::OtherDrive);
     }
     Ok(m)
 }
 
 /// Decodes an opened (decrypted, authenticated) manifest body.
-pub fn decode_plain(b: &[u8]) -> Result<Manifest, String> {
-    postcard::from_bytes(b).map_err(|e| format!("manifest does not decode: {e}"))
+pub fn decode_plain(b: &[u8]) -> Result<Manifest, ManifestError> {
+    postcard::from_bytes(b).map_err(|e| ManifestError::Decode(e.to_string()))
+}
+
+/// Why a drive's manifest cannot be used; each says what is wrong, for the operator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest header is damaged (bad magic)")]
+    BadMagic,
+    #[error(
+        "manifest format version {0}, this barge reads {MANIFEST_FORMAT_VERSION} (or the header is damaged)"
+    )]
+    Version(u16),
+    #[error("manifest length field says {said} bytes, {read} were read (damaged header)")]
+    Length { said: u64, read: usize },
+    #[error("manifest fails authentication: it was altered or damaged after sealing")]
+    Authentication,
+    /// The body authenticated but is not a manifest of this version (postcard's reason).
+    #[error("manifest does not decode: {0}")]
+    Decode(String),
+    #[error("manifest belongs to another drive")]
+    OtherDrive,
 }
 
 #[cfg(test)]

@@ -137,19 +137,17 @@ impl Superblock {
         b
     }
 
-    pub fn decode(b: &[u8]) -> std::result::Result<Self, String> {
+    pub fn decode(b: &[u8]) -> std::result::Result<Self, SuperblockError> {
         if b.len() < SUPERBLOCK_LEN || b[..8] != DRIVE_MAGIC {
-            return Err("no barge superblock (bad magic)".into());
+            return Err(SuperblockError::BadMagic);
         }
         let crc = u32::from_le_bytes(le(&b[SUPERBLOCK_LEN - 4..]));
         if crc32c::crc32c(&b[..SUPERBLOCK_LEN - 4]) != crc {
-            return Err("superblock checksum mismatch".into());
+            return Err(SuperblockError::Checksum);
         }
         let version = u16::from_le_bytes(le(&b[8..]));
         if version != DRIVE_FORMAT_VERSION {
-            return Err(format!(
-                "drive format version {version}, this barge reads {DRIVE_FORMAT_VERSION}"
-            ));
+            return Err(SuperblockError::Version(version));
         }
         let u64_at = |i: usize| u64::from_le_bytes(le(&b[68 + i * 8..]));
         let sb = Superblock {
@@ -171,13 +169,10 @@ impl Superblock {
             wrapped_key: le(&b[132..]),
         };
         if sb.slot_size == 0 || !sb.slot_size.is_multiple_of(BLOCK as u64) {
-            return Err(format!(
-                "slot size {} is not a multiple of {BLOCK}",
-                sb.slot_size
-            ));
+            return Err(SuperblockError::SlotSize(sb.slot_size));
         }
         if DATA_START + sb.slot_count * sb.slot_size > sb.device_size {
-            return Err("slots extend past the recorded device size".into());
+            return Err(SuperblockError::SlotsPastEnd);
         }
         Ok(sb)
     }
@@ -270,6 +265,21 @@ pub fn zero_fill(f: &File, path: &Path, len: u64) -> Result<()> {
     eng.fdatasync(f).map_err(ioe)
 }
 
+/// Why a block is not a valid superblock.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SuperblockError {
+    #[error("no barge superblock (bad magic)")]
+    BadMagic,
+    #[error("superblock checksum mismatch")]
+    Checksum,
+    #[error("drive format version {0}, this barge reads {DRIVE_FORMAT_VERSION}")]
+    Version(u16),
+    #[error("slot size {0} is not a multiple of {BLOCK}")]
+    SlotSize(u64),
+    #[error("slots extend past the recorded device size")]
+    SlotsPastEnd,
+}
+
 /// Reads both superblock copies and returns the valid one with the higher sequence.
 pub fn read_superblock(f: &File, path: &Path) -> Result<Superblock> {
     let both = read_at(f, path, 0, 2 * BLOCK)?;
@@ -280,7 +290,7 @@ pub fn read_superblock(f: &File, path: &Path) -> Result<Superblock> {
         (Ok(s), Err(_)) | (Err(_), Ok(s)) => Ok(s),
         (Err(e), Err(_)) => Err(Error::Drive {
             drive: path.to_path_buf(),
-            message: e,
+            message: e.to_string(),
         }),
     }
 }
