@@ -82,6 +82,7 @@ Q+=(-drive "file=$RUN/sick.img,if=none,id=sick,format=raw,cache=unsafe"
   -device "nvme,serial=$SICK,drive=sick,smart_critical_warning=4")
 
 mkdir -p "$ARTIFACTS"
+: >"$LOG"   # exists before the first look at it (qemu starts in the background)
 echo "[boot-test] accel=$ACCEL timeout=${TIMEOUT}s drives=${SERIALS[*]} (and $SICK, unhealthy) console=$LOG"
 START=$(date +%s)
 "${Q[@]}" </dev/null >"$LOG" 2>&1 &
