@@ -16,6 +16,8 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::io::SyncIoBridge;
 
+use crate::budget::ByteBudget;
+
 use crate::backend::check::Verifier;
 use crate::backend::{Listed, Payload, Source};
 use crate::catalog::{ChunkRef, ObjectRecord, ObjectState, RunRecord, unix_now};
@@ -31,13 +33,24 @@ use crate::staging::{Stager, Ticket};
 pub const LIST_QUEUE: usize = 4096;
 /// Objects buffered between the dispatcher and the fetchers.
 pub const FETCH_QUEUE: usize = 256;
+/// Fetchers at most without `--concurrency`: enough that small objects are fetched
+/// hundreds at a time while each waits for its chunks' group commit (one fdatasync for
+/// all of them). How many actually run is decided by the byte budget and, for a network
+/// source, by the endpoint's adaptive window.
+pub const DEFAULT_MAX_FETCHERS: usize = 256;
+/// Bytes the objects being fetched may hold at once: memory is bounded by bytes in
+/// flight, not by the number of objects.
+pub const FETCH_BYTE_BUDGET: u64 = 256 << 20;
+/// What one object costs against [`FETCH_BYTE_BUDGET`] at least (buffers, records).
+const FETCH_MIN_COST: u64 = 16 << 10;
 /// Failures kept in memory for the end-of-run summary (all are in the catalog).
 pub const MAX_FAILURES_SHOWN: usize = 50;
 
 /// Options of `barge ingest`.
 #[derive(Debug, Clone)]
 pub struct IngestOptions {
-    /// Objects fetched and chunked at once.
+    /// Objects fetched and chunked at once, at most (`--concurrency`); the byte budget
+    /// and the source's window decide how many run.
     pub concurrency: usize,
     /// Staging drives to use (all configured drives when empty).
     pub drives: Vec<std::path::PathBuf>,
@@ -52,10 +65,7 @@ impl Default for IngestOptions {
         IngestOptions {
             notify: None,
             monitor: Arc::default(),
-            concurrency: std::thread::available_parallelism()
-                .map_or(2, |n| n.get())
-                .max(2)
-                * 2,
+            concurrency: DEFAULT_MAX_FETCHERS,
             drives: vec![],
         }
     }
@@ -304,11 +314,13 @@ fn spawn_fetchers(
     concurrency: usize,
 ) -> Vec<JoinHandle<()>> {
     let work_rx = Arc::new(Mutex::new(work_rx));
+    let budget = Arc::new(ByteBudget::new(FETCH_BYTE_BUDGET));
     let mut workers = vec![];
     for _ in 0..concurrency.max(1) {
         let ctx = ctx.clone();
         let rx = work_rx.clone();
         let fetch_q = fetch_q.clone();
+        let budget = budget.clone();
         workers.push(tokio::spawn(async move {
             loop {
                 let next = rx.lock().await.recv().await;
@@ -318,11 +330,18 @@ fn spawn_fetchers(
                     continue;
                 }
                 ctx.monitor.gate().await;
+                let _held = budget.hold(fetch_cost(meta.size, ctx.params.max)).await;
                 fetch_one(&ctx, meta, old).await;
             }
         }));
     }
     workers
+}
+
+/// What fetching an object of `size` holds at most: its read buffer (up to two of the
+/// largest chunks) and the chunk being cut, whatever the object's size.
+fn fetch_cost(size: u64, max_chunk: u32) -> u64 {
+    size.min(3 * u64::from(max_chunk)).max(FETCH_MIN_COST)
 }
 
 /// The dispatcher: decides per listed object whether it needs staging and queues those

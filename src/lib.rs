@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 pub mod backend;
+pub(crate) mod budget;
 pub mod catalog;
 pub mod chunker;
 pub mod commands;

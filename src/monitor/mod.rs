@@ -12,7 +12,7 @@ pub mod progress;
 pub mod server;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -114,7 +114,10 @@ pub struct DrainCounters {
 /// Depth of one queue between stages, kept by its producers and consumers.
 #[derive(Debug, Default)]
 pub struct QueueGauge {
-    depth: AtomicU64,
+    /// Pushes minus pops. A consumer may pop before the producer's push of the same item
+    /// lands, so it can be -1 for a moment; a pop is never lost (a lost pop made the
+    /// gauge drift above the queue's capacity).
+    depth: AtomicI64,
 }
 
 impl QueueGauge {
@@ -123,9 +126,12 @@ impl QueueGauge {
     }
 
     pub fn pop(&self) {
-        let _ = self
-            .depth
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| d.checked_sub(1));
+        self.depth.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The depth as shown: within 0 ..= `capacity`.
+    fn shown(&self, capacity: u64) -> u64 {
+        self.depth.load(Ordering::Relaxed).clamp(0, capacity as i64) as u64
     }
 }
 
@@ -276,7 +282,7 @@ impl Monitor {
         let g = Arc::new(QueueGauge::default());
         let g2 = g.clone();
         self.add_queue(name, move || {
-            Some((g2.depth.load(Ordering::Relaxed), capacity as u64))
+            Some((g2.shown(capacity as u64), capacity as u64))
         });
         g
     }

@@ -284,7 +284,8 @@ pub(crate) struct InitArgs {
 
 #[derive(Args, Clone)]
 pub(crate) struct Tune {
-    /// Objects fetched (ingest) or written (drain) at once.
+    /// Most objects fetched (ingest) or written (drain) at once. Default: ingest 256,
+    /// drain 64, as many as a budget of bytes in flight and the endpoint's window allow.
     #[arg(long)]
     pub concurrency: Option<usize>,
 }
