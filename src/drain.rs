@@ -18,6 +18,8 @@ use serde::Serialize;
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::budget::ByteBudget;
+
 use crate::backend::throttle::Throttle;
 use crate::backend::{Body, Destination, Placed};
 use crate::catalog::{Catalog, ObjectRecord, ObjectState, RunRecord, unix_now};
@@ -31,6 +33,19 @@ use crate::staging::ChunkReader;
 pub const READ_AHEAD: usize = 4;
 /// Objects queued for the drain workers.
 pub const DRAIN_QUEUE: usize = 256;
+/// Drain workers without `--concurrency`: as many as an endpoint's window may grow to
+/// (`--max-concurrency`' default), so the window, not a fixed worker count, decides how
+/// many requests are in flight; small objects into a directory are written that many
+/// at a time.
+pub const DEFAULT_DRAIN_WORKERS: usize = 64;
+/// Bytes the objects being drained may hold at once (bodies gathered for a PUT, chunks
+/// read ahead): memory is bounded by bytes in flight, not by the number of workers.
+pub const DRAIN_BYTE_BUDGET: u64 = 512 << 20;
+/// What one object costs against [`DRAIN_BYTE_BUDGET`] at least.
+const DRAIN_MIN_COST: u64 = 16 << 10;
+/// What one object costs at most: a PUT body below the largest SLO/multipart threshold
+/// (128 MiB) plus the chunks read ahead; larger objects are sent a segment at a time.
+const DRAIN_MAX_COST: u64 = 160 << 20;
 
 /// Objects at least this large whose content the run has already written are copied
 /// server-side ([`Destination::copy`]) instead of being sent again; below it a copy
@@ -47,6 +62,8 @@ type Queued = (ObjectKey, ObjectRecord);
 /// Options of `barge drain`.
 #[derive(Debug, Clone)]
 pub struct DrainOptions {
+    /// Objects written at once, at most (`--concurrency`); the byte budget and the
+    /// destination's window decide how many run.
     pub concurrency: usize,
     /// Live counters, queues and controls (status API, progress, `barge tui`).
     pub monitor: Arc<Monitor>,
@@ -55,7 +72,7 @@ pub struct DrainOptions {
 impl Default for DrainOptions {
     fn default() -> Self {
         DrainOptions {
-            concurrency: 8,
+            concurrency: DEFAULT_DRAIN_WORKERS,
             monitor: Arc::default(),
         }
     }
@@ -339,6 +356,8 @@ pub async fn run_following(
         busy: Default::default(),
         monitor,
         drain_q,
+        budget: ByteBudget::new(DRAIN_BYTE_BUDGET),
+        durable: GroupSync::default(),
         tally: Tally::default(),
         written: Written::default(),
     });
@@ -430,6 +449,34 @@ fn spawn_follower(
     }))
 }
 
+/// Group sync for a destination that is not durable on put: a worker that wrote an
+/// object waits for one [`Destination::sync`] that began after its write. Whoever finds
+/// no such sync done runs one for everything written so far, while the others queue on
+/// the lock and find it done: one sync covers every object written meanwhile.
+#[derive(Debug, Default)]
+struct GroupSync {
+    /// Writes registered so far (the ticket of the latest).
+    written: AtomicU64,
+    /// The highest ticket a finished sync covers.
+    synced: Mutex<u64>,
+}
+
+impl GroupSync {
+    /// Returns once a sync that covers a write registered now has finished.
+    async fn after_write(&self, dest: &dyn Destination) -> Result<()> {
+        let ticket = self.written.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut synced = self.synced.lock().await;
+        if *synced >= ticket {
+            return Ok(());
+        }
+        let covers = self.written.load(Ordering::SeqCst);
+        crate::failpoint::point("drain.before_sync");
+        dest.sync().await?;
+        *synced = covers;
+        Ok(())
+    }
+}
+
 /// What the drain workers share: the queue, the destination and the run's tallies.
 struct Shared {
     rx: Mutex<mpsc::Receiver<Queued>>,
@@ -440,6 +487,10 @@ struct Shared {
     busy: std::sync::Mutex<HashSet<ObjectKey>>,
     monitor: Arc<Monitor>,
     drain_q: Arc<QueueGauge>,
+    /// [`DRAIN_BYTE_BUDGET`].
+    budget: ByteBudget,
+    /// Group sync of a destination that is not durable on put.
+    durable: GroupSync,
     tally: Tally,
     written: Written,
 }
@@ -449,13 +500,17 @@ impl Shared {
     async fn work(self: Arc<Self>, throttle: Option<Arc<Throttle>>) {
         loop {
             let next = self.rx.lock().await.recv().await;
-            let Some((key, _)) = next else { break };
+            let Some((key, rec)) = next else { break };
             self.drain_q.pop();
             self.monitor.gate().await;
             if throttle.as_ref().is_some_and(|t| t.down().is_some()) {
                 // The objects not taken stay Staged for the next run.
                 break;
             }
+            let _held = self
+                .budget
+                .hold(rec.size.clamp(DRAIN_MIN_COST, DRAIN_MAX_COST))
+                .await;
             self.drain_one(key).await;
         }
     }
@@ -495,7 +550,12 @@ impl Shared {
         let res = match deliver(&*self.dest, &self.reader, &self.written, key, rec, &meta).await {
             Ok(how) => {
                 crate::failpoint::point("drain.after_put");
-                let r = self.catalog.mark_drained(key, rec.blake3);
+                // Invariant 7: marked only once the object is durable at the destination.
+                let r = match self.dest.durable_on_put() {
+                    true => Ok(()),
+                    false => self.durable.after_write(&*self.dest).await,
+                };
+                let r = r.and_then(|()| self.catalog.mark_drained(key, rec.blake3));
                 crate::failpoint::point("drain.after_mark");
                 r.map(|()| how)
             }

@@ -225,19 +225,16 @@ impl LocalDest {
         Ok((path, tmp))
     }
 
-    /// Renames a synced temporary file into place and syncs the directory.
+    /// Renames a complete temporary file into place. Neither is synced here: the drain
+    /// makes a whole batch durable with [`Destination::sync`] before it marks any of it
+    /// drained (a crash before that leaves the objects to be written again).
     async fn commit(&self, key: &ObjectKey, tmp: &Path, path: &Path) -> Result<()> {
-        let derr = |what: &str, e: std::io::Error| {
-            Error::object(key, format!("{what} {}: {e}", path.display()))
-        };
-        tokio::fs::rename(tmp, path)
-            .await
-            .map_err(|e| derr("cannot rename into place", e))?;
-        let d = path.parent().unwrap_or(&self.root).to_path_buf();
-        tokio::task::spawn_blocking(move || std::fs::File::open(&d).and_then(|f| f.sync_all()))
-            .await
-            .map_err(|e| Error::task("directory fsync", e))?
-            .map_err(|e| derr("cannot fsync the directory of", e))
+        tokio::fs::rename(tmp, path).await.map_err(|e| {
+            Error::object(
+                key,
+                format!("cannot rename into place {}: {e}", path.display()),
+            )
+        })
     }
 }
 
@@ -270,7 +267,7 @@ impl Destination for LocalDest {
                     format!("body had {written} bytes, expected {}", meta.size),
                 ));
             }
-            f.sync_all().await.map_err(|e| derr("cannot fsync", e))?;
+            f.flush().await.map_err(|e| derr("cannot write", e))?;
             Ok(())
         }
         .await;
@@ -290,6 +287,26 @@ impl Destination for LocalDest {
         true
     }
 
+    fn durable_on_put(&self) -> bool {
+        false
+    }
+
+    /// One `syncfs` of the destination's filesystem: every file and directory entry
+    /// written so far, in one go instead of two fsyncs per object.
+    async fn sync(&self) -> Result<()> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let d = std::fs::File::open(&root)?;
+            nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d)).map_err(std::io::Error::from)
+        })
+        .await
+        .map_err(|e| Error::task(format!("syncing {}", self.root.display()), e))?
+        .map_err(|e| Error::Destination {
+            url: self.url(),
+            message: format!("syncfs failed: {e}"),
+        })
+    }
+
     /// A kernel-side copy (`copy_file_range`, a reflink where the filesystem shares
     /// extents) of a file this run wrote.
     async fn copy(&self, from: &Placed, meta: &ObjectMeta) -> Result<()> {
@@ -300,11 +317,7 @@ impl Destination for LocalDest {
             let cerr = |what: &str, e: std::io::Error| {
                 Error::object(&key, format!("{what} {}: {e}", t.display()))
             };
-            let n = std::fs::copy(&src, &t).map_err(|e| cerr("cannot copy into", e))?;
-            std::fs::File::open(&t)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| cerr("cannot fsync", e))?;
-            Ok(n)
+            std::fs::copy(&src, &t).map_err(|e| cerr("cannot copy into", e))
         })
         .await
         .map_err(|e| Error::task(format!("copying {}", from.location), e))?;

@@ -243,6 +243,17 @@ pub trait Destination: Send + Sync {
     /// body stream ended without error. Returns where it landed when the store can copy
     /// it server-side later ([`Destination::copy`]).
     async fn put(&self, meta: &ObjectMeta, body: Body) -> Result<Option<Placed>>;
+    /// Whether an object that [`Destination::put`] or [`Destination::copy`] returned Ok for
+    /// is already durable (S3 and Swift answer only once they stored it). When it is not
+    /// (a directory), the drain calls [`Destination::sync`] for a whole batch of written
+    /// objects before it marks any of them drained.
+    fn durable_on_put(&self) -> bool {
+        true
+    }
+    /// Makes every object written so far durable.
+    async fn sync(&self) -> Result<()> {
+        Ok(())
+    }
     /// Whether the store implements [`Destination::copy`] (drain only then looks for
     /// duplicates to copy).
     fn can_copy(&self) -> bool {
