@@ -95,6 +95,16 @@ pub fn encode_status(s: &Status) -> String {
             (l(&[("stage", "sealed")]), s.rates.sealed_bytes_per_sec),
         ],
     );
+    gauge(
+        &mut r,
+        "rate_objects_per_second",
+        "Objects per second per stage over the last seconds",
+        &[
+            (l(&[("stage", "listed")]), s.rates.listed_objects_per_sec),
+            (l(&[("stage", "staged")]), s.rates.staged_objects_per_sec),
+            (l(&[("stage", "drained")]), s.rates.drained_objects_per_sec),
+        ],
+    );
     gauge1(
         &mut r,
         "listing_rate_objects_per_second",

@@ -409,6 +409,8 @@ impl Monitor {
             staged_bytes: self.ingest.bytes_staged.load(Ordering::Relaxed),
             drained_bytes: self.drain.bytes_drained.load(Ordering::Relaxed),
             sealed_bytes: sealed,
+            staged_objects: self.ingest.staged.load(Ordering::Relaxed),
+            drained_objects: self.drain.drained.load(Ordering::Relaxed),
         }
     }
 
@@ -677,6 +679,8 @@ fn rates_over(history: &[Sample], window: usize) -> Rates {
         staged_bytes_per_sec: per(a.staged_bytes, b.staged_bytes),
         drained_bytes_per_sec: per(a.drained_bytes, b.drained_bytes),
         sealed_bytes_per_sec: per(a.sealed_bytes, b.sealed_bytes),
+        staged_objects_per_sec: per(a.staged_objects, b.staged_objects),
+        drained_objects_per_sec: per(a.drained_objects, b.drained_objects),
     }
 }
 

@@ -67,7 +67,7 @@ pub fn line(s: &Status) -> String {
         (None, true) => "ETA -".into(),
     };
     format!(
-        "{:.1}% {} of {}; listed {} staged {} drained {} failed {}; stage {}/s drain {}/s; dedup {:.2}x; {eta}{}",
+        "{:.1}% {} of {}; listed {} staged {} drained {} failed {}; stage {}/s {:.0} obj/s drain {}/s {:.0} obj/s; dedup {:.2}x; {eta}{}",
         s.progress.fraction * 100.0,
         bytes(s.progress.bytes_done as f64),
         bytes(s.progress.bytes_to_move as f64),
@@ -76,7 +76,9 @@ pub fn line(s: &Status) -> String {
         t.drained_objects,
         t.failed_objects,
         bytes(s.rates.staged_bytes_per_sec),
+        s.rates.staged_objects_per_sec,
         bytes(s.rates.drained_bytes_per_sec),
+        s.rates.drained_objects_per_sec,
         s.staging.dedup_ratio,
         if s.paused { " [paused]" } else { "" }
     )

@@ -67,6 +67,9 @@ pub struct Rates {
     pub staged_bytes_per_sec: f64,
     pub drained_bytes_per_sec: f64,
     pub sealed_bytes_per_sec: f64,
+    /// Objects per second: with small objects, bytes per second say little.
+    pub staged_objects_per_sec: f64,
+    pub drained_objects_per_sec: f64,
 }
 
 /// How far the run is, and when it should end.
@@ -169,6 +172,8 @@ pub struct Sample {
     pub staged_bytes: u64,
     pub drained_bytes: u64,
     pub sealed_bytes: u64,
+    pub staged_objects: u64,
+    pub drained_objects: u64,
 }
 
 /// Rates between consecutive samples: (t, staged B/s, drained B/s).

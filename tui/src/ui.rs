@@ -221,11 +221,19 @@ fn draw_chart(f: &mut Frame, r: Rect, s: &Status) {
             Style::default().add_modifier(Modifier::BOLD),
         ),
         Span::styled(
-            format!("stage {:.1} ", s.rates.staged_bytes_per_sec / 1e6),
+            format!(
+                "stage {:.1} ({:.0} obj/s) ",
+                s.rates.staged_bytes_per_sec / 1e6,
+                s.rates.staged_objects_per_sec
+            ),
             Style::default().fg(Color::Cyan),
         ),
         Span::styled(
-            format!("drain {:.1} ", s.rates.drained_bytes_per_sec / 1e6),
+            format!(
+                "drain {:.1} ({:.0} obj/s) ",
+                s.rates.drained_bytes_per_sec / 1e6,
+                s.rates.drained_objects_per_sec
+            ),
             Style::default().fg(Color::Magenta),
         ),
     ]);
