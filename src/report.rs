@@ -47,6 +47,10 @@ pub struct Report {
     pub elapsed_secs: u64,
     /// Sum of the runs' own durations (runs killed before they ended count as 0).
     pub busy_secs: u64,
+    /// Bytes the catalog takes on disk now (tables, log, manifest; `fsck` compacts it).
+    pub catalog_bytes: u64,
+    /// `catalog_bytes` per object.
+    pub catalog_bytes_per_object: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -88,6 +92,8 @@ pub fn build(node: &Node) -> Result<Report> {
             r.segments_open += 1;
         }
     }
+    r.catalog_bytes = node.catalog.disk_bytes()?;
+    r.catalog_bytes_per_object = r.catalog_bytes as f64 / r.objects.max(1) as f64;
     r.dedup_ratio = if r.unique_bytes > 0 {
         r.staged_logical_bytes as f64 / r.unique_bytes as f64
     } else {
@@ -239,6 +245,11 @@ impl Report {
             self.segments_open
         ));
         s.push_str(&format!("dedup ratio {:.2}\n", self.dedup_ratio));
+        s.push_str(&format!(
+            "catalog     {:.1} MiB, {:.0} bytes per object (`barge fsck` compacts it)\n",
+            self.catalog_bytes as f64 / (1u64 << 20) as f64,
+            self.catalog_bytes_per_object
+        ));
         let checks: Vec<String> = self
             .checks
             .iter()

@@ -112,6 +112,11 @@ impl Catalog {
         opts.set_keep_log_file_num(4);
         let cfs = ALL_CFS.iter().map(|name| {
             let mut o = Options::default();
+            // One record per object and per chunk, billions of them: LZ4 while they are
+            // young, ZSTD once they settle in the bottom level (Debian's librocksdb has
+            // both). Readers need no change: every SST names its own compression.
+            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            o.set_bottommost_compression_type(rocksdb::DBCompressionType::Zstd);
             if *name == CF_CHUNKS {
                 // Full merge folds operands into a ChunkRecord. Partial merge declines
                 // (returns None): operands and records have different encodings, so
@@ -591,6 +596,33 @@ impl Catalog {
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db.write_opt(b, &wo).map_err(|e| self.db_err(e))
+    }
+
+    /// Compacts every column family into its bottom level (ZSTD): what the catalog costs
+    /// once it has settled, and the space of deleted and overwritten records given back.
+    pub fn compact(&self) -> Result<()> {
+        for name in ALL_CFS {
+            self.db
+                .compact_range_cf(self.cf(name)?, None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    }
+
+    /// Bytes the catalog takes on disk (tables, write-ahead log, manifest).
+    pub fn disk_bytes(&self) -> Result<u64> {
+        let entries = std::fs::read_dir(&self.path)
+            .map_err(|e| Error::io("listing the catalog", &self.path, e))?;
+        let mut total = 0;
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let counted =
+                name.ends_with(".sst") || name.ends_with(".log") || name.starts_with("MANIFEST-");
+            if counted && let Ok(m) = e.metadata() {
+                total += m.len();
+            }
+        }
+        Ok(total)
     }
 
     /// Makes every write so far durable (WAL fsync).

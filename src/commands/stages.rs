@@ -115,13 +115,22 @@ pub struct FsckOutcome {
     pub fsck: RecoveryReport,
     /// Segments no pending object needs, removed.
     pub reclaim: ReclaimReport,
+    /// The catalog's size on disk before and after its compaction.
+    pub catalog_bytes: (u64, u64),
 }
 
 /// Seals segments a crash left open, removes staging files the catalog does not know,
-/// then reclaims segments no object still to drain needs.
+/// reclaims segments no object still to drain needs, then compacts the catalog.
 pub fn fsck(node: &Node) -> Result<FsckOutcome> {
     let drives = node.drive_paths(&[]);
     let fsck = node.recover_staging(&drives)?;
     let reclaim = reclaim::reclaim(&node.catalog)?;
-    Ok(FsckOutcome { fsck, reclaim })
+    let before = node.catalog.disk_bytes()?;
+    node.catalog.compact()?;
+    let catalog_bytes = (before, node.catalog.disk_bytes()?);
+    Ok(FsckOutcome {
+        fsck,
+        reclaim,
+        catalog_bytes,
+    })
 }

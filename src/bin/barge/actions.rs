@@ -162,6 +162,8 @@ pub fn fsck(g: &Global) -> Result<ExitCode> {
         "reclaim: {} segments removed ({} bytes freed), {} kept for objects still to drain",
         rc.segments_removed, rc.bytes_freed, rc.segments_kept
     );
+    let (before, after) = o.catalog_bytes;
+    println!("catalog: compacted, {before} -> {after} bytes");
     Ok(ExitCode::SUCCESS)
 }
 
