@@ -563,6 +563,9 @@ impl Shared {
         };
         match res {
             Ok(how) => self.tally.delivered(&self.monitor, rec.size, how),
+            // The endpoint is down: not the object's fault. It stays staged for the run
+            // after the endpoint is back (this one ends NOT DONE naming the endpoint).
+            Err(_) if self.dest.throttle().is_some_and(|t| t.down().is_some()) => {}
             Err(e) => self.record_failure(key, rec, &e),
         }
     }
