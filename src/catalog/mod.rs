@@ -601,9 +601,13 @@ impl Catalog {
     /// Compacts every column family into its bottom level (ZSTD): what the catalog costs
     /// once it has settled, and the space of deleted and overwritten records given back.
     pub fn compact(&self) -> Result<()> {
+        // Force: a lone table would otherwise only be moved down, keeping its LZ4 blocks
+        // and its unmerged chunk operands.
+        let mut o = rocksdb::CompactOptions::default();
+        o.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
         for name in ALL_CFS {
             self.db
-                .compact_range_cf(self.cf(name)?, None::<&[u8]>, None::<&[u8]>);
+                .compact_range_cf_opt(self.cf(name)?, None::<&[u8]>, None::<&[u8]>, &o);
         }
         Ok(())
     }
