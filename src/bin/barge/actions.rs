@@ -39,45 +39,36 @@ async fn live(g: &Global, node: &Node, command: &str, mode: Mode) -> Result<Live
     Ok(Live::start(node, command, mode, &o).await?)
 }
 
-fn print_ingest(g: &Global, t: &Timed<IngestSummary>) {
-    if g.json {
-        println!(
-            "{}",
-            serde_json::json!({"ingest": t.summary, "secs": t.secs})
-        );
+/// One stage's outcome: its JSON document with `--json`, else its text.
+fn print_doc(json: bool, doc: impl FnOnce() -> serde_json::Value, text: impl FnOnce() -> String) {
+    if json {
+        println!("{}", doc());
     } else {
-        print!("{}", text::ingest(t));
+        print!("{}", text());
     }
+}
+
+fn print_ingest(g: &Global, t: &Timed<IngestSummary>) {
+    let doc = || serde_json::json!({"ingest": t.summary, "secs": t.secs});
+    print_doc(g.json, doc, || text::ingest(t));
 }
 
 fn print_drain(g: &Global, t: &Timed<DrainSummary>) {
-    if g.json {
-        println!(
-            "{}",
-            serde_json::json!({"drain": t.summary, "secs": t.secs})
-        );
-    } else {
-        print!("{}", text::drain(t));
-    }
+    let doc = || serde_json::json!({"drain": t.summary, "secs": t.secs});
+    print_doc(g.json, doc, || text::drain(t));
 }
 
 fn print_verify(json: bool, r: &VerifyReport, full: bool, with_source: bool) {
-    if json {
-        println!("{}", serde_json::json!({ "verify": r }));
-    } else {
-        print!("{}", text::verify(r, full, with_source));
-    }
+    let doc = || serde_json::json!({ "verify": r });
+    print_doc(json, doc, || text::verify(r, full, with_source));
 }
 
 fn print_report(json: bool, r: &ReportOutcome) {
     if let Some(p) = r.chart.as_ref().filter(|_| !json) {
         println!("chart       {}", p.display());
     }
-    if json {
-        println!("{}", serde_json::json!({ "report": r.report }));
-    } else {
-        print!("{}", r.report.to_text());
-    }
+    let doc = || serde_json::json!({ "report": r.report });
+    print_doc(json, doc, || r.report.to_text());
 }
 
 pub fn init(g: &Global, a: &InitArgs) -> Result<ExitCode> {
