@@ -5,7 +5,7 @@
 //!
 //! ```text
 //!  title: command, source → destination, uptime, RUNNING / PAUSED / DISCONNECTED
-//!  progress gauge with bytes done, total and ETA
+//!  progress gauge with bytes done, total, ETA and objects per second
 //!  ┌ throughput ─────────────┐┌ objects ─────────────────┐
 //!  │ staged / drained MB/s   ││ counts, rates, queues,    │
 //!  │ over the last minutes   ││ dedup and encryption      │
@@ -181,10 +181,12 @@ fn draw_progress(f: &mut Frame, r: Rect, s: &Status) {
             .gauge_style(Style::default().fg(Color::Green).bg(Color::DarkGray))
             .ratio(p.fraction.clamp(0.0, 1.0))
             .label(format!(
-                "{:.1}%  {} of {}  {eta}",
+                "{:.1}%  {} of {}  {eta}  objects/s: stage {:.0} drain {:.0}",
                 p.fraction * 100.0,
                 bytes(p.bytes_done as f64),
-                bytes(p.bytes_to_move as f64)
+                bytes(p.bytes_to_move as f64),
+                s.rates.staged_objects_per_sec,
+                s.rates.drained_objects_per_sec
             )),
         r,
     );
@@ -221,19 +223,11 @@ fn draw_chart(f: &mut Frame, r: Rect, s: &Status) {
             Style::default().add_modifier(Modifier::BOLD),
         ),
         Span::styled(
-            format!(
-                "stage {:.1} ({:.0} obj/s) ",
-                s.rates.staged_bytes_per_sec / 1e6,
-                s.rates.staged_objects_per_sec
-            ),
+            format!("stage {:.1} ", s.rates.staged_bytes_per_sec / 1e6),
             Style::default().fg(Color::Cyan),
         ),
         Span::styled(
-            format!(
-                "drain {:.1} ({:.0} obj/s) ",
-                s.rates.drained_bytes_per_sec / 1e6,
-                s.rates.drained_objects_per_sec
-            ),
+            format!("drain {:.1} ", s.rates.drained_bytes_per_sec / 1e6),
             Style::default().fg(Color::Magenta),
         ),
     ]);
