@@ -364,7 +364,7 @@ pub async fn run_following(
     let workers: Vec<_> = (0..opts.concurrency.max(1))
         .map(|_| tokio::spawn(shared.clone().work(dest.throttle())))
         .collect();
-    join(workers, follower, scanner).await?;
+    join(&shared, workers, follower, scanner).await?;
     save_layout(node, &*dest)?;
     node.catalog.sync()?;
     summarise(node, &*dest, run_id, &shared.tally)
@@ -600,14 +600,19 @@ impl Shared {
 
 /// Waits for the workers, then the follower and the scanner; fails if the scan did.
 async fn join(
+    shared: &Shared,
     workers: Vec<JoinHandle<()>>,
     follower: Option<JoinHandle<()>>,
     scanner: JoinHandle<Result<()>>,
 ) -> Result<()> {
-    // The workers end when the scanner and the follower have both dropped their senders.
+    // The workers end when the scanner and the follower have both dropped their senders,
+    // or early, when the destination is down. Then nobody takes from the queue any more:
+    // closing it ends a scanner or follower blocked on a full queue (they used to wait
+    // forever once more than DRAIN_QUEUE objects were left).
     for w in workers {
         let _ = w.await;
     }
+    shared.rx.lock().await.close();
     if let Some(f) = follower {
         let _ = f.await;
     }

@@ -590,6 +590,74 @@ fn a_crash_before_a_directory_group_sync_loses_nothing() {
 }
 
 #[test]
+fn a_destination_down_with_more_objects_than_the_queue_ends_the_drain() {
+    // More objects than the drain queue holds, and a destination nobody answers at: once
+    // it is taken for down the workers stop, and the scanner blocked on the full queue
+    // must stop too (it used to wait forever). Nothing is marked failed: the endpoint,
+    // not the objects, is at fault.
+    let t = tmp();
+    let (state, src) = (t.path().join("state"), t.path().join("src"));
+    // The queue holds 256 and the 64 workers one each: 600 leave the scanner blocked.
+    for i in 0..600u64 {
+        write(
+            &src,
+            format!("q/{i:03}").as_bytes(),
+            &rand_bytes(900 + i, 1_500),
+        );
+    }
+    init_small(&state, &[]);
+    ok(&barge(
+        &state,
+        &["ingest", "--source", src.to_str().unwrap()],
+    ));
+    // A port that refuses connections: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut child = bin()
+        .args([
+            "--state",
+            state.to_str().unwrap(),
+            "--quiet",
+            "--down-after",
+            "1",
+        ])
+        .args([
+            "--dest-endpoint",
+            &endpoint,
+            "drain",
+            "--dest",
+            "s3://nobody",
+        ])
+        .env("AWS_ACCESS_KEY_ID", "k")
+        .env("AWS_SECRET_ACCESS_KEY", "s")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_ENDPOINT_URL")
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the drain did not end after its destination was taken for down");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(3), "NOT DONE");
+    let r = barge(&state, &["--json", "report"]);
+    let r = String::from_utf8_lossy(&r.stdout);
+    let rep = &json_doc(&r, "report")["report"];
+    assert_eq!(rep["staged"], 600, "{r}");
+    assert_eq!(rep["failed"], 0, "{r}");
+}
+
+#[test]
 fn full_staging_stops_cleanly_and_resumes_on_another_drive() {
     let t = tmp();
     let (state, src, out) = (
