@@ -248,11 +248,6 @@ impl Catalog {
         }
     }
 
-    pub fn put_object(&self, key: &ObjectKey, rec: &ObjectRecord) -> Result<()> {
-        let _g = self.object_lock(key)?;
-        self.put_object_locked(key, rec, false)
-    }
-
     /// The lock stripe of `key`, held for a read-modify-write of its record.
     fn object_lock(&self, key: &ObjectKey) -> Result<MutexGuard<'_, ()>> {
         let stripe = xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as usize % OBJECT_LOCK_STRIPES;

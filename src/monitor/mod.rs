@@ -509,20 +509,20 @@ impl Monitor {
 
     /// The run's counters so far.
     fn totals(&self) -> Totals {
-        let ing = &self.ingest;
+        let i = self.ingest.totals();
         let dr = &self.drain;
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Totals {
-            listed_objects: ld(&ing.listed),
-            listed_bytes: ld(&ing.bytes_listed),
-            unchanged_objects: ld(&ing.unchanged),
-            staged_objects: ld(&ing.staged),
-            staged_bytes: ld(&ing.bytes_staged),
+            listed_objects: i.listed,
+            listed_bytes: i.bytes_listed,
+            unchanged_objects: i.unchanged,
+            staged_objects: i.staged,
+            staged_bytes: i.bytes_staged,
             drained_objects: ld(&dr.drained),
             drained_bytes: ld(&dr.bytes_drained),
             copied_objects: ld(&dr.copied),
             copied_bytes: ld(&dr.bytes_copied),
-            failed_objects: ld(&ing.failed) + ld(&dr.failed),
+            failed_objects: i.failed + ld(&dr.failed),
         }
     }
 
