@@ -28,7 +28,7 @@ pub struct DemoDirs {
 
 impl DemoDirs {
     /// The parts of the demo under `dir`.
-    pub fn under(dir: &Path) -> Self {
+    fn under(dir: &Path) -> Self {
         DemoDirs {
             source: dir.join("sample"),
             state: dir.join("state"),
@@ -40,6 +40,8 @@ impl DemoDirs {
 /// What the demo did.
 #[derive(Debug)]
 pub struct DemoOutcome {
+    /// Where the demo's parts are.
+    pub dirs: DemoDirs,
     /// The sample tree, when this run generated it.
     pub generated: Option<SampleStats>,
     /// The ingest of the sample.
@@ -87,6 +89,7 @@ pub async fn run(s: &Settings, dir: &Path, size: u64) -> Result<DemoOutcome> {
     let verify = stages::verify(s, &node, &out, Some(&source), true).await?;
     let report = stages::report(&node, None, None)?;
     Ok(DemoOutcome {
+        dirs: d,
         generated,
         ingest,
         drain,

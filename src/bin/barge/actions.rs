@@ -273,8 +273,8 @@ pub fn sample(out: &Path, size: u64, seed: u64) -> Result<ExitCode> {
 }
 
 pub async fn demo(g: &Global, dir: &Path, size: u64) -> Result<ExitCode> {
-    let d = demo::DemoDirs::under(dir);
     let o = demo::run(&g.settings(None), dir, size).await?;
+    let d = &o.dirs;
     if let Some(st) = &o.generated {
         println!(
             "demo: generated {} files ({:.3} GiB) in {}",
