@@ -57,7 +57,9 @@ pub const COPY_MIN_SIZE: u64 = 256 << 10;
 pub const COPY_INDEX_MAX: usize = 1 << 20;
 
 /// An object queued for the drain workers (they re-read its record before draining).
-type Queued = (ObjectKey, ObjectRecord);
+/// The key and size of an object queued for the drain workers: the size is what the
+/// byte budget needs before the worker re-reads the record.
+type Queued = (ObjectKey, u64);
 
 /// Options of `barge drain`.
 #[derive(Debug, Clone)]
@@ -411,15 +413,15 @@ fn spawn_scanner(
         for item in catalog.objects()? {
             let (k, rec) = item?;
             if wants_drain(&rec) {
+                if scan_tx.blocking_send((k, rec.size)).is_err() {
+                    break;
+                }
+                scan_q.push();
                 scan_mon.drain.scanned.fetch_add(1, Ordering::Relaxed);
                 scan_mon
                     .drain
                     .bytes_scanned
                     .fetch_add(rec.size, Ordering::Relaxed);
-                scan_q.push();
-                if scan_tx.blocking_send((k, rec)).is_err() {
-                    break;
-                }
             }
         }
         Ok(())
@@ -440,10 +442,10 @@ fn spawn_follower(
             if let Ok(Some(rec)) = catalog.get_object(&k)
                 && wants_drain(&rec)
             {
-                q.push();
-                if tx.send((k, rec)).await.is_err() {
+                if tx.send((k, rec.size)).await.is_err() {
                     break;
                 }
+                q.push();
             }
         }
     }))
@@ -500,7 +502,7 @@ impl Shared {
     async fn work(self: Arc<Self>, throttle: Option<Arc<Throttle>>) {
         loop {
             let next = self.rx.lock().await.recv().await;
-            let Some((key, rec)) = next else { break };
+            let Some((key, size)) = next else { break };
             self.drain_q.pop();
             self.monitor.gate().await;
             if throttle.as_ref().is_some_and(|t| t.down().is_some()) {
@@ -509,7 +511,7 @@ impl Shared {
             }
             let _held = self
                 .budget
-                .hold(rec.size.clamp(DRAIN_MIN_COST, DRAIN_MAX_COST))
+                .hold(size.clamp(DRAIN_MIN_COST, DRAIN_MAX_COST))
                 .await;
             self.drain_one(key).await;
         }
@@ -563,23 +565,27 @@ impl Shared {
         };
         match res {
             Ok(how) => self.tally.delivered(&self.monitor, rec.size, how),
-            // The endpoint is down: not the object's fault. It stays staged for the run
-            // after the endpoint is back (this one ends NOT DONE naming the endpoint).
-            Err(_) if self.dest.throttle().is_some_and(|t| t.down().is_some()) => {}
             Err(e) => self.record_failure(key, rec, &e),
         }
     }
 
     /// Tallies a failed drain and records it on the object: a drain failure, or, when
     /// the staged copy turned out corrupt, a staging one (fetch it from the source again).
+    /// A failure while the destination is taken for down is not the object's fault: it
+    /// stays staged for the run after the endpoint is back (this one ends NOT DONE naming
+    /// the endpoint), unless its staged copy turned out corrupt.
     fn record_failure(&self, key: &ObjectKey, rec: &ObjectRecord, e: &Error) {
-        self.tally.failed(&self.monitor, key, e);
         // A chunk whose staged copy was found corrupt has lost its location: the object
         // must come from the source again.
         let lost = rec
             .chunks
             .iter()
             .any(|c| matches!(self.catalog.get_chunk(&c.id), Ok(None)));
+        if !lost && self.dest.throttle().is_some_and(|t| t.down().is_some()) {
+            tracing::debug!("object {key}: {e} (destination down: left staged)");
+            return;
+        }
+        self.tally.failed(&self.monitor, key, e);
         let state = if lost {
             self.tally.rot.fetch_add(1, Ordering::Relaxed);
             ObjectState::Failed {
@@ -612,7 +618,14 @@ async fn join(
     for w in workers {
         let _ = w.await;
     }
-    shared.rx.lock().await.close();
+    {
+        let mut rx = shared.rx.lock().await;
+        rx.close();
+        // What is left in the queue is never taken: the gauge forgets it.
+        while rx.try_recv().is_ok() {
+            shared.drain_q.pop();
+        }
+    }
     if let Some(f) = follower {
         let _ = f.await;
     }
