@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, SemaphorePermit, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::io::SyncIoBridge;
 
@@ -330,8 +330,8 @@ fn spawn_fetchers(
                     continue;
                 }
                 ctx.monitor.gate().await;
-                let _held = budget.hold(fetch_cost(meta.size, ctx.params.max)).await;
-                fetch_one(&ctx, meta, old).await;
+                let held = budget.hold(fetch_cost(meta.size, ctx.params.max)).await;
+                fetch_one(&ctx, meta, old, held).await;
             }
         }));
     }
@@ -458,8 +458,15 @@ fn record_run(
     )
 }
 
-/// Fetches, chunks and stages one object; records the outcome in the catalog.
-async fn fetch_one(ctx: &Arc<Ctx>, meta: ObjectMeta, old: Option<ObjectRecord>) {
+/// Fetches, chunks and stages one object; records the outcome in the catalog. `held`
+/// (its share of the byte budget) is given back once the object is committed, before a
+/// drain alongside is told of it.
+async fn fetch_one(
+    ctx: &Arc<Ctx>,
+    meta: ObjectMeta,
+    old: Option<ObjectRecord>,
+    held: SemaphorePermit<'_>,
+) {
     let key = meta.key.clone();
     match stage_object(ctx, &meta).await {
         Ok(staged) => {
@@ -489,7 +496,9 @@ async fn fetch_one(ctx: &Arc<Ctx>, meta: ObjectMeta, old: Option<ObjectRecord>) 
                 updated: unix_now(),
             };
             crate::failpoint::point("ingest.before_commit");
-            match ctx.node_catalog.commit_staged(&key, &rec, &drop_refs) {
+            let committed = ctx.node_catalog.commit_staged(&key, &rec, &drop_refs);
+            drop(held);
+            match committed {
                 Ok(()) => {
                     crate::failpoint::point("ingest.after_object");
                     ctx.monitor.ingest.staged.fetch_add(1, Ordering::Relaxed);
