@@ -547,9 +547,9 @@ async fn stage_object(ctx: &Arc<Ctx>, meta: &ObjectMeta) -> Result<Staged> {
     let opened = ctx.source.open(meta).await?;
     let (content_type, user_meta) = (opened.content_type, opened.user_meta);
     let verifier = Verifier::new(opened.check).with_sum(opened.sum);
-    let reader: Box<dyn std::io::Read + Send> = match opened.reader {
-        Payload::File(f) => Box::new(f),
-        Payload::Stream(r) => Box::new(SyncIoBridge::new(r)),
+    let input = match opened.reader {
+        Payload::File(f) => Input::File(f),
+        Payload::Stream(r) => Input::Stream(SyncIoBridge::new(r)),
     };
     let Chunked {
         refs,
@@ -557,7 +557,8 @@ async fn stage_object(ctx: &Arc<Ctx>, meta: &ObjectMeta) -> Result<Staged> {
         blake3,
         total,
         verdict,
-    } = chunk_body(ctx, meta, reader, verifier).await?;
+        unchanged_checked,
+    } = chunk_body(ctx, meta, input, verifier).await?;
     if total != meta.size {
         return Err(Error::object(
             &meta.key,
@@ -567,7 +568,9 @@ async fn stage_object(ctx: &Arc<Ctx>, meta: &ObjectMeta) -> Result<Staged> {
             ),
         ));
     }
-    ctx.source.check_unchanged(meta).await?;
+    if !unchanged_checked {
+        ctx.source.check_unchanged(meta).await?;
+    }
     let (check_kind, unchecked) = verdict.map_err(|why| {
         Error::object(
             &meta.key,
@@ -596,53 +599,83 @@ struct Chunked {
     total: u64,
     /// The source checksum's verdict: its kind and why it was not checked, or a mismatch.
     verdict: std::result::Result<(String, Option<String>), String>,
+    /// The body was checked unchanged at its source while it was still open.
+    unchanged_checked: bool,
+}
+
+/// A body as the chunking thread reads it.
+enum Input {
+    /// A local file, opened and checked on the chunking thread.
+    File(crate::backend::local::LocalFile),
+    /// A stream, read through a bridge to the runtime.
+    Stream(SyncIoBridge<crate::backend::Reader>),
 }
 
 /// Chunks the body on the blocking pool, hashing it whole, feeding the source checksum
-/// and handing every chunk to the stager; stops early when the ingest is stopping.
+/// and handing every chunk to the stager; stops early when the ingest is stopping. A
+/// local file is opened, read and checked unchanged in that one blocking task.
 async fn chunk_body(
     ctx: &Arc<Ctx>,
     meta: &ObjectMeta,
-    reader: Box<dyn std::io::Read + Send>,
-    mut verifier: Verifier,
+    input: Input,
+    verifier: Verifier,
 ) -> Result<Chunked> {
-    let size = meta.size;
     let c2 = ctx.clone();
-    let key = meta.key.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut whole = blake3::Hasher::new();
-        let mut refs = vec![];
-        let mut tickets = vec![];
-        let mut total = 0u64;
-        let res = chunk_stream(reader, c2.params, Some(size), |c| {
-            if c2.stop.load(Ordering::Relaxed) {
-                return Err(Error::task("ingest", "stopping"));
+    let meta = meta.clone();
+    tokio::task::spawn_blocking(move || match input {
+        Input::File(lf) => {
+            let f = lf.open(&meta.key)?;
+            let mut out = chunk_reader(&c2, &meta, &f, verifier)?;
+            if out.total == meta.size {
+                lf.check_unchanged(&meta, &f)?;
+                out.unchanged_checked = true;
             }
-            whole.update(&c.data);
-            verifier.update(&c.data);
-            total += c.data.len() as u64;
-            let id = c2.hasher.id(&c.data);
-            refs.push(ChunkRef {
-                id,
-                len: c.data.len() as u32,
-            });
-            tickets.push(c2.stager.stage_blocking(id, c.data)?);
-            Ok(())
-        });
-        match res {
-            Ok(()) => Ok(Chunked {
-                refs,
-                tickets,
-                blake3: *whole.finalize().as_bytes(),
-                total,
-                verdict: verifier.finish(),
-            }),
-            Err(ChunkError::Read(e)) => Err(Error::object(&key, format!("read failed: {e}"))),
-            Err(ChunkError::Sink(e)) => Err(e),
+            Ok(out)
         }
+        Input::Stream(r) => chunk_reader(&c2, &meta, r, verifier),
     })
     .await
     .map_err(|e| Error::task("chunking task", e))?
+}
+
+/// The chunking loop of [`chunk_body`], on the blocking thread.
+fn chunk_reader(
+    ctx: &Ctx,
+    meta: &ObjectMeta,
+    reader: impl std::io::Read,
+    mut verifier: Verifier,
+) -> Result<Chunked> {
+    let mut whole = blake3::Hasher::new();
+    let mut refs = vec![];
+    let mut tickets = vec![];
+    let mut total = 0u64;
+    let res = chunk_stream(reader, ctx.params, Some(meta.size), |c| {
+        if ctx.stop.load(Ordering::Relaxed) {
+            return Err(Error::task("ingest", "stopping"));
+        }
+        whole.update(&c.data);
+        verifier.update(&c.data);
+        total += c.data.len() as u64;
+        let id = ctx.hasher.id(&c.data);
+        refs.push(ChunkRef {
+            id,
+            len: c.data.len() as u32,
+        });
+        tickets.push(ctx.stager.stage_blocking(id, c.data)?);
+        Ok(())
+    });
+    match res {
+        Ok(()) => Ok(Chunked {
+            refs,
+            tickets,
+            blake3: *whole.finalize().as_bytes(),
+            total,
+            verdict: verifier.finish(),
+            unchanged_checked: false,
+        }),
+        Err(ChunkError::Read(e)) => Err(Error::object(&meta.key, format!("read failed: {e}"))),
+        Err(ChunkError::Sink(e)) => Err(e),
+    }
 }
 
 /// Waits until the stager has made every chunk durable (or failed to).

@@ -2,17 +2,21 @@
 //!
 //! Keys are paths relative to the root with `/` separators, as raw bytes (names need not
 //! be UTF-8). The destination writes each object to a temporary file beside its final
-//! name, fsyncs it, renames it into place and fsyncs the directory.
+//! name and renames it into place, in one blocking task per object; the drain then makes
+//! a batch of them durable with one `syncfs` ([`Destination::sync`]).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use std::io::Write;
+
+use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::{Body, ContentCheck, Destination, Listed, Opened, Placed, Reader, Source};
 use crate::error::{Error, Result};
@@ -124,7 +128,15 @@ fn walk(root: &Path, tx: &mpsc::Sender<Listed>, skip_tmp: bool) -> Result<()> {
 /// A directory tree read as a source.
 pub struct LocalSource {
     root: PathBuf,
+    /// [`FILE_READERS`] slots, each held by a [`LocalFile`] until it is dropped.
+    readers: Arc<Semaphore>,
 }
+
+/// Source files read at once. Each is read on its own blocking thread; beyond a queue
+/// deep enough for a fast drive, more only adds threads and switches between them
+/// (measured with 256 fetchers: over a hundred threads, a seventh of the CPU in futex
+/// wake-ups).
+const FILE_READERS: usize = 32;
 
 impl LocalSource {
     pub fn new(root: PathBuf) -> Result<Self> {
@@ -138,7 +150,10 @@ impl LocalSource {
                 message: "not a directory".into(),
             });
         }
-        Ok(LocalSource { root })
+        Ok(LocalSource {
+            root,
+            readers: Arc::new(Semaphore::new(FILE_READERS)),
+        })
     }
 }
 
@@ -156,12 +171,15 @@ impl Source for LocalSource {
     }
 
     async fn open(&self, meta: &ObjectMeta) -> Result<Opened> {
-        let p = key_path(&self.root, &meta.key)?;
-        let f = tokio::fs::File::open(&p)
+        let path = key_path(&self.root, &meta.key)?;
+        let slot = self
+            .readers
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(|e| Error::object(&meta.key, format!("cannot open {}: {e}", p.display())))?;
+            .map_err(|e| Error::task("reading a source file", e))?;
         Ok(Opened {
-            reader: super::Payload::File(f.into_std().await),
+            reader: super::Payload::File(LocalFile { path, _slot: slot }),
             content_type: None,
             user_meta: vec![],
             check: ContentCheck::Unchecked(
@@ -176,23 +194,56 @@ impl Source for LocalSource {
         let md = tokio::fs::metadata(&p)
             .await
             .map_err(|e| Error::object(&meta.key, format!("vanished while read: {e}")))?;
-        if md.len() != meta.size || version_of(&md) != meta.version {
-            return Err(Error::object(
-                &meta.key,
-                format!(
-                    "changed while read (size {} -> {}); will be fetched again on the next run",
-                    meta.size,
-                    md.len()
-                ),
-            ));
-        }
-        Ok(())
+        same_version(meta, &md)
     }
+}
+
+/// A source file not opened yet: the chunking thread opens it, reads it and checks it
+/// ([`LocalFile::check_unchanged`]) without a hand-off to another thread.
+pub struct LocalFile {
+    path: PathBuf,
+    /// One of the source's [`FILE_READERS`] slots.
+    _slot: OwnedSemaphorePermit,
+}
+
+impl LocalFile {
+    /// Opens the file for reading (blocking).
+    pub fn open(&self, key: &ObjectKey) -> Result<std::fs::File> {
+        std::fs::File::open(&self.path)
+            .map_err(|e| Error::object(key, format!("cannot open {}: {e}", self.path.display())))
+    }
+
+    /// After the whole file was read through `f`: the open file still has the listed size
+    /// and version (mtime, inode), so what was read is the listed version. A file replaced
+    /// under the same name meanwhile is a newer version the next pass picks up.
+    pub fn check_unchanged(&self, meta: &ObjectMeta, f: &std::fs::File) -> Result<()> {
+        let md = f
+            .metadata()
+            .map_err(|e| Error::object(&meta.key, format!("cannot stat after reading: {e}")))?;
+        same_version(meta, &md)
+    }
+}
+
+/// Refuses a file whose size or version differs from its listing.
+fn same_version(meta: &ObjectMeta, md: &std::fs::Metadata) -> Result<()> {
+    if md.len() != meta.size || version_of(md) != meta.version {
+        return Err(Error::object(
+            &meta.key,
+            format!(
+                "changed while read (size {} -> {}); will be fetched again on the next run",
+                meta.size,
+                md.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A directory tree written as a destination.
 pub struct LocalDest {
     root: PathBuf,
+    /// [`FILE_WRITERS`] slots.
+    writers: Semaphore,
 }
 
 impl LocalDest {
@@ -201,7 +252,10 @@ impl LocalDest {
             url: root.display().to_string(),
             message: format!("cannot create destination directory: {e}"),
         })?;
-        Ok(LocalDest { root })
+        Ok(LocalDest {
+            root,
+            writers: Semaphore::new(FILE_WRITERS),
+        })
     }
 }
 
@@ -216,12 +270,7 @@ impl LocalDest {
                 format!("cannot create the directory of {}: {e}", path.display()),
             )
         })?;
-        let name = path.file_name().unwrap_or_default().as_bytes();
-        let mut tmp_name = b".".to_vec();
-        tmp_name.extend_from_slice(&name[..name.len().min(100)]);
-        tmp_name.extend_from_slice(TMP_MARKER.as_bytes());
-        tmp_name.extend_from_slice(hex::encode(crate::crypto::random_bytes::<6>()).as_bytes());
-        let tmp = dir.join(OsStr::from_bytes(&tmp_name));
+        let tmp = tmp_path(&path);
         Ok((path, tmp))
     }
 
@@ -238,6 +287,113 @@ impl LocalDest {
     }
 }
 
+/// Bodies up to this many bytes are gathered and written by one blocking task (one
+/// thread hand-off per object, not one per system call); larger ones stream to a
+/// blocking writer. The drain's byte budget already counts them.
+const GATHER_MAX: usize = 4 << 20;
+
+/// Files written at once. More threads creating files in one directory only queue on
+/// its lock (measured: 64 writers spent more CPU spinning on it than writing); the drain's
+/// other workers meanwhile read and check the next objects.
+const FILE_WRITERS: usize = 8;
+
+/// Pieces queued between a large body and its blocking writer.
+const STREAM_DEPTH: usize = 4;
+
+/// Where one object is written: a temporary name beside its final path.
+struct Target {
+    key: ObjectKey,
+    path: PathBuf,
+    tmp: PathBuf,
+    size: u64,
+}
+
+impl Target {
+    /// Writes the pieces to the temporary file and renames it into place, on the calling
+    /// (blocking) thread. `Some(None)` ends a complete body; pieces that stop without it
+    /// (the body failed or was abandoned) leave nothing behind. Nothing is synced here:
+    /// the drain makes a whole batch durable with [`Destination::sync`] before it marks
+    /// any of it drained (a crash before that leaves the objects to be written again).
+    fn write(&self, pieces: impl Iterator<Item = Option<Bytes>>) -> Result<()> {
+        let res = self.write_and_rename(pieces);
+        if res.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        res
+    }
+
+    fn write_and_rename(&self, mut pieces: impl Iterator<Item = Option<Bytes>>) -> Result<()> {
+        let err = |what: &str, e: std::io::Error| {
+            Error::object(&self.key, format!("{what} {}: {e}", self.path.display()))
+        };
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| err("cannot create the directory of", e))?;
+        }
+        let mut f = std::fs::File::create(&self.tmp)
+            .map_err(|e| err("cannot create a temporary file for", e))?;
+        let mut written = 0u64;
+        loop {
+            match pieces.next() {
+                Some(Some(piece)) => {
+                    written += piece.len() as u64;
+                    f.write_all(&piece).map_err(|e| err("cannot write", e))?;
+                }
+                Some(None) => break,
+                None => return Err(Error::object(&self.key, "body ended early; not written")),
+            }
+        }
+        if written != self.size {
+            return Err(Error::object(
+                &self.key,
+                format!("body had {written} bytes, expected {}", self.size),
+            ));
+        }
+        drop(f);
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| err("cannot rename into place", e))
+    }
+}
+
+/// A fresh temporary name beside `path`: `.<name>.barge-tmp.<hex>`.
+fn tmp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().as_bytes();
+    let mut tmp_name = b".".to_vec();
+    tmp_name.extend_from_slice(&name[..name.len().min(100)]);
+    tmp_name.extend_from_slice(TMP_MARKER.as_bytes());
+    tmp_name.extend_from_slice(hex::encode(crate::crypto::random_bytes::<6>()).as_bytes());
+    path.with_file_name(OsStr::from_bytes(&tmp_name))
+}
+
+/// Runs a file job on the blocking pool.
+async fn blocking(job: impl FnOnce() -> Result<()> + Send + 'static) -> Result<()> {
+    tokio::task::spawn_blocking(job)
+        .await
+        .map_err(|e| Error::task("writing a destination file", e))?
+}
+
+/// Streams a large body to a blocking writer: the gathered head first, then each piece
+/// as it comes, then the end mark; a failed body stops the writer without a rename.
+async fn stream_to(target: Target, head: Vec<Bytes>, mut body: Body) -> Result<()> {
+    let (tx, mut rx) = mpsc::channel::<Option<Bytes>>(STREAM_DEPTH);
+    let writer = blocking(move || target.write(std::iter::from_fn(|| rx.blocking_recv())));
+    let feed = async move {
+        // A failed send means the writer stopped: its error is the one returned.
+        for piece in head {
+            if tx.send(Some(piece)).await.is_err() {
+                return Ok(());
+            }
+        }
+        while let Some(piece) = body.next().await {
+            if tx.send(Some(piece?)).await.is_err() {
+                return Ok(());
+            }
+        }
+        let _ = tx.send(None).await;
+        Ok(())
+    };
+    let (fed, written) = tokio::join!(feed, writer);
+    fed.and(written)
+}
+
 #[async_trait]
 impl Destination for LocalDest {
     fn url(&self) -> String {
@@ -245,40 +401,43 @@ impl Destination for LocalDest {
     }
 
     async fn put(&self, meta: &ObjectMeta, mut body: Body) -> Result<Option<Placed>> {
-        let (path, tmp) = self.prepare(&meta.key).await?;
-        let derr = |what: &str, e: std::io::Error| {
-            Error::object(&meta.key, format!("{what} {}: {e}", path.display()))
+        let path = key_path(&self.root, &meta.key)?;
+        let target = Target {
+            key: meta.key.clone(),
+            tmp: tmp_path(&path),
+            path,
+            size: meta.size,
         };
-        let mut f = tokio::fs::File::create(&tmp)
+        // Gather: a small body is written whole by one blocking task.
+        let mut head = vec![];
+        let mut held = 0;
+        let whole = loop {
+            if held > GATHER_MAX {
+                break false;
+            }
+            match body.next().await {
+                None => break true,
+                Some(piece) => {
+                    let piece = piece?;
+                    held += piece.len();
+                    head.push(piece);
+                }
+            }
+        };
+        let location = target.path.display().to_string();
+        let _slot = self
+            .writers
+            .acquire()
             .await
-            .map_err(|e| derr("cannot create a temporary file for", e))?;
-        let res: Result<()> = async {
-            let mut written = 0u64;
-            while let Some(piece) = body.next().await {
-                let piece = piece?;
-                written += piece.len() as u64;
-                f.write_all(&piece)
-                    .await
-                    .map_err(|e| derr("cannot write", e))?;
-            }
-            if written != meta.size {
-                return Err(Error::object(
-                    &meta.key,
-                    format!("body had {written} bytes, expected {}", meta.size),
-                ));
-            }
-            f.flush().await.map_err(|e| derr("cannot write", e))?;
-            Ok(())
+            .map_err(|e| Error::task("writing a destination file", e))?;
+        if whole {
+            let pieces = head.into_iter().map(Some).chain(std::iter::once(None));
+            blocking(move || target.write(pieces)).await?;
+        } else {
+            stream_to(target, head, body).await?;
         }
-        .await;
-        drop(f);
-        if let Err(e) = res {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(e);
-        }
-        self.commit(&meta.key, &tmp, &path).await?;
         Ok(Some(Placed {
-            location: path.display().to_string(),
+            location,
             etag: meta.size.to_string(),
         }))
     }
@@ -379,5 +538,77 @@ mod tests {
             key_path(r, &"a/b c".into()).unwrap(),
             Path::new("/dst/a/b c")
         );
+    }
+
+    fn meta(key: &str, size: u64) -> ObjectMeta {
+        ObjectMeta {
+            key: key.into(),
+            size,
+            version: String::new(),
+            content_type: None,
+            user_meta: vec![],
+        }
+    }
+
+    /// A body of `pieces`, ending with an error when `fail_at_end` (what a drain body
+    /// does when the whole object's BLAKE3 differs).
+    fn body(pieces: Vec<Bytes>, fail_at_end: bool) -> Body {
+        let mut items: Vec<Result<Bytes>> = pieces.into_iter().map(Ok).collect();
+        if fail_at_end {
+            items.push(Err(Error::object(ObjectKey::from("k"), "hash mismatch")));
+        }
+        Box::pin(futures::stream::iter(items))
+    }
+
+    /// Every file under `root`, temporary ones included.
+    fn files(root: &Path) -> Vec<PathBuf> {
+        let mut out = vec![];
+        let mut dirs = vec![root.to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    dirs.push(e.path());
+                } else {
+                    out.push(e.path());
+                }
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_body_that_fails_after_its_last_byte_leaves_nothing_small_or_large() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = LocalDest::new(dir.path().to_path_buf()).unwrap();
+        let small = vec![Bytes::from(vec![1u8; 1000])];
+        let large: Vec<Bytes> = (0..5).map(|_| Bytes::from(vec![2u8; 1 << 20])).collect();
+        for (done, (name, pieces)) in [("s/small", small), ("l/large", large)]
+            .into_iter()
+            .enumerate()
+        {
+            let n = pieces.iter().map(|p| p.len() as u64).sum();
+            let r = dest.put(&meta(name, n), body(pieces.clone(), true)).await;
+            assert!(r.is_err(), "{name}: a failed body was accepted");
+            let left = files(dir.path());
+            assert_eq!(left.len(), done, "{name}: left {left:?}");
+            dest.put(&meta(name, n), body(pieces.clone(), false))
+                .await
+                .unwrap();
+            let got = std::fs::read(dir.path().join(name)).unwrap();
+            assert_eq!(got, pieces.concat(), "{name}");
+        }
+        assert_eq!(files(dir.path()).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_body_of_the_wrong_length_is_refused_small_or_large() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = LocalDest::new(dir.path().to_path_buf()).unwrap();
+        let large: Vec<Bytes> = (0..5).map(|_| Bytes::from(vec![2u8; 1 << 20])).collect();
+        let (a, b) = (meta("a", 999), meta("b", 1));
+        let short = dest.put(&a, body(vec![Bytes::from_static(b"x")], false));
+        assert!(short.await.is_err());
+        assert!(dest.put(&b, body(large, false)).await.is_err());
+        assert!(files(dir.path()).is_empty(), "left {:?}", files(dir.path()));
     }
 }

@@ -168,9 +168,10 @@ pub const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60
 pub enum Payload {
     /// A network (or other asynchronous) stream.
     Stream(Reader),
-    /// A local file, read with plain blocking reads on the chunking thread: no async
-    /// bridge and no intermediate buffer between the page cache and the chunker.
-    File(std::fs::File),
+    /// A local file, opened, read with plain blocking reads and checked unchanged on
+    /// the chunking thread: one thread hand-off per object, no async bridge and no
+    /// intermediate buffer between the page cache and the chunker.
+    File(local::LocalFile),
 }
 
 /// A readable object body.

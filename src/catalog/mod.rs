@@ -292,10 +292,13 @@ impl Catalog {
         self.update_object(key, drained, |rec| rec.map(|r| with_state(r, state)))
     }
 
-    /// Marks an object drained (synced), but only if it still holds the content that was
-    /// uploaded: an ingest that re-staged a newer version meanwhile keeps it `Staged`.
+    /// Marks an object drained, but only if it still holds the content that was uploaded:
+    /// an ingest that re-staged a newer version meanwhile keeps it `Staged`. Not synced on
+    /// its own: the drain syncs the WAL for every mark of the last
+    /// [`crate::drain::MARK_SYNC_INTERVAL`] at once (a mark lost to a power cut only makes
+    /// the next drain write the object again).
     pub fn mark_drained(&self, key: &ObjectKey, uploaded: Option<[u8; 32]>) -> Result<()> {
-        self.update_object(key, true, |rec| {
+        self.update_object(key, false, |rec| {
             rec.filter(|r| r.blake3 == uploaded)
                 .map(|r| with_state(r, ObjectState::Drained))
         })
