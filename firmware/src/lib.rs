@@ -320,6 +320,17 @@ pub fn discover(sys_block: &Path) -> Result<Vec<BlockDevice>, Error> {
     Ok(out)
 }
 
+/// The crate's `fixtures/`, found through the `CARGO_MANIFEST_DIR` cargo sets when it
+/// runs a test (the compile-time value names wherever the test binary was built, which
+/// a target directory shared between checkouts can make another clone).
+#[cfg(test)]
+pub(crate) fn fixtures_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("fixtures")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,7 +474,7 @@ mod tests {
     /// `firmware/fixtures/record-sysfs.sh`.
     #[test]
     fn reads_the_recorded_build_host() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sysfs-build-host");
+        let root = crate::fixtures_dir().join("sysfs-build-host");
         let d = discover(&root.join("block")).unwrap();
         // zram0 has size 0 there (not set up) and is left out.
         assert_eq!(d.len(), 1, "{d:?}");

@@ -441,9 +441,7 @@ mod tests {
     }
 
     fn fixture(name: &str) -> Vec<u8> {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures")
-            .join(name);
+        let p = crate::fixtures_dir().join(name);
         let text = std::fs::read_to_string(&p).unwrap();
         hex::decode(text.trim()).unwrap()
     }

@@ -11,7 +11,10 @@ use std::sync::OnceLock;
 pub type Env = HashMap<String, String>;
 
 fn start(script: &str, state: &str, extra: &[(&str, &str)]) -> Env {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Cargo's run-time value: the compile-time one names wherever the binary was built.
+    let root = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf());
     let out = Command::new(root.join("scripts/servers").join(script))
         .arg(state)
         .envs(extra.iter().copied())
