@@ -20,6 +20,7 @@ pub mod drives;
 pub mod error;
 pub(crate) mod failpoint;
 pub mod ingest;
+pub mod listing;
 pub mod monitor;
 pub mod node;
 pub mod object;

@@ -6,16 +6,17 @@
 //! Cheap mode compares presence and size. Full mode downloads every object and compares
 //! the BLAKE3 of its content with the catalog's, marking matches as verified.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::backend::{Destination, Listed, Source};
-use crate::catalog::{ObjectState, RunRecord, unix_now};
+use crate::catalog::{Catalog, ObjectState, RunRecord, unix_now};
 use crate::error::{Error, Result};
+use crate::listing::{self, SortedListing};
 use crate::node::Node;
 use crate::object::ObjectKey;
 
@@ -42,6 +43,18 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
+    /// Adds the counts and differences of another part of the same run.
+    fn absorb(&mut self, o: VerifyReport) {
+        self.expected += o.expected;
+        self.present += o.present;
+        self.matched += o.matched;
+        self.missing.extend(o.missing);
+        self.extra.extend(o.extra);
+        self.differing.extend(o.differing);
+        self.source_only.extend(o.source_only);
+        self.changed_at_source.extend(o.changed_at_source);
+    }
+
     pub fn ok(&self) -> bool {
         self.missing.is_empty()
             && self.extra.is_empty()
@@ -70,34 +83,40 @@ async fn hash_of(dest: &dyn Destination, key: &ObjectKey) -> Result<(u64, [u8; 3
     Ok((n, *h.finalize().as_bytes()))
 }
 
-/// Lists the source into a map of key -> (size, version).
-async fn list_source(
-    source: Arc<dyn Source>,
-    report: &mut VerifyReport,
-) -> Result<HashMap<ObjectKey, (u64, String)>> {
-    let (tx, mut rx) = mpsc::channel(4096);
-    let s2 = source.clone();
-    let lister = tokio::spawn(async move { s2.list(tx).await });
-    let mut out = HashMap::new();
-    while let Some(item) = rx.recv().await {
-        match item {
-            Listed::Object(m) => {
-                out.insert(m.key, (m.size, m.version));
-            }
-            Listed::Error { key, reason } => report
-                .differing
-                .push((key.to_string(), format!("at the source: {reason}"))),
-        }
-    }
+/// Listed objects queued between a store's lister and its table.
+const LIST_QUEUE: usize = 4096;
+
+/// Objects queued for full mode's downloads while the merge goes on.
+const HASH_QUEUE: usize = 1024;
+
+/// Lists a store into a sorted table on disk. A listing error on one object goes to
+/// `errors` (prefixed); an error of the listing itself ends the run.
+async fn spill(
+    node: &Node,
+    name: &str,
+    what: &str,
+    list: impl FnOnce(mpsc::Sender<Listed>) -> JoinHandle<Result<()>>,
+    errors: &mut Vec<(String, String)>,
+    prefix: &str,
+) -> Result<SortedListing> {
+    let mut table = SortedListing::create(&node.state_dir, name)?;
+    let (tx, rx) = mpsc::channel(LIST_QUEUE);
+    let lister = list(tx);
+    table
+        .fill(rx, |k, r| {
+            errors.push((k.to_string(), format!("{prefix}{r}")))
+        })
+        .await?;
     lister
         .await
-        .map_err(|e| Error::task("verify: source listing", e))??;
-    report.source_listed = out.len() as u64;
-    Ok(out)
+        .map_err(|e| Error::task(format!("verify: {what} listing"), e))??;
+    Ok(table)
 }
 
 /// Lists the destination (and the source, if given) and checks them against every
-/// object in the catalog.
+/// object in the catalog. The listings go to sorted tables on disk and are walked beside
+/// the catalog's own key order (a merge), and full mode's downloads are fed as the merge
+/// finds them: memory does not grow with the number of objects.
 pub async fn run(
     node: &Node,
     dest: Arc<dyn Destination>,
@@ -114,121 +133,138 @@ pub async fn run(
         full,
         ..Default::default()
     };
-    let mut at_dest = list_destination(dest.clone(), &mut report).await?;
-    let mut at_source = match source {
-        Some(s) => Some(list_source(s, &mut report).await?),
+    // List: each store into a sorted table.
+    let d2 = dest.clone();
+    let at_dest = spill(
+        node,
+        "verify-destination",
+        "destination",
+        |tx| tokio::spawn(async move { d2.list(tx).await }),
+        &mut report.differing,
+        "",
+    )
+    .await?;
+    let at_source = match source {
+        Some(s) => Some(
+            spill(
+                node,
+                "verify-source",
+                "source",
+                |tx| tokio::spawn(async move { s.list(tx).await }),
+                &mut report.differing,
+                "at the source: ",
+            )
+            .await?,
+        ),
         None => None,
     };
-    let to_hash = compare_catalog(node, &mut report, &mut at_dest, at_source.as_mut(), full)?;
-    report.extra = at_dest.into_keys().map(|k| k.to_string()).collect();
-    report.extra.sort();
-    if let Some(src) = at_source {
-        report.source_only = src.into_keys().map(|k| k.to_string()).collect();
-        report.source_only.sort();
-    }
-    report.changed_at_source.sort();
-    if full {
-        compare_contents(node, &dest, to_hash, &mut report).await?;
-    }
+    report.source_listed = at_source.as_ref().map_or(0, |t| t.len());
+    // Merge with the catalog on the blocking pool; full mode downloads meanwhile.
+    let (tx, rx) = mpsc::channel(HASH_QUEUE);
+    let catalog = node.catalog.clone();
+    let merge = tokio::task::spawn_blocking(move || {
+        let send = |item: ToHash| tx.blocking_send(item).is_ok();
+        compare_catalog(&catalog, &at_dest, at_source.as_ref(), full, send)
+    });
+    compare_contents(node, &dest, rx, &mut report).await?;
+    let merged = merge
+        .await
+        .map_err(|e| Error::task("verify: comparing with the catalog", e))??;
+    report.absorb(merged);
     report.missing.sort();
     report.differing.sort();
+    report.extra.sort();
+    report.source_only.sort();
+    report.changed_at_source.sort();
     record_run(node, id, &report)?;
     Ok(report)
-}
-
-/// Lists the destination into a map of key -> size.
-async fn list_destination(
-    dest: Arc<dyn Destination>,
-    report: &mut VerifyReport,
-) -> Result<HashMap<ObjectKey, u64>> {
-    let (tx, mut rx) = mpsc::channel(4096);
-    let d2 = dest.clone();
-    let lister = tokio::spawn(async move { d2.list(tx).await });
-    let mut at_dest: HashMap<ObjectKey, u64> = HashMap::new();
-    while let Some(item) = rx.recv().await {
-        match item {
-            Listed::Object(m) => {
-                at_dest.insert(m.key, m.size);
-            }
-            Listed::Error { key, reason } => report.differing.push((key.to_string(), reason)),
-        }
-    }
-    lister
-        .await
-        .map_err(|e| Error::task("verify: destination listing", e))??;
-    Ok(at_dest)
 }
 
 /// An object whose content full mode downloads: its key, the catalog's BLAKE3 and
 /// whether the catalog has it at the destination (drained or verified).
 type ToHash = (ObjectKey, Option<[u8; 32]>, bool);
 
-/// Checks every catalog object against the listings, taking each one it finds out of
-/// them (what is left is extra at the destination, or only at the source). Returns
-/// the objects full mode must download.
+/// Walks the catalog in key order beside the destination's and the source's sorted
+/// listings: a listed key below the catalog's next one is unknown to the catalog
+/// (extra at the destination, or only at the source). In full mode every object present
+/// with the right size goes to `hash` (which returns false once nobody downloads any
+/// more). Returns the counts and the differences found.
 fn compare_catalog(
-    node: &Node,
-    report: &mut VerifyReport,
-    at_dest: &mut HashMap<ObjectKey, u64>,
-    mut at_source: Option<&mut HashMap<ObjectKey, (u64, String)>>,
+    catalog: &Catalog,
+    at_dest: &SortedListing,
+    at_source: Option<&SortedListing>,
     full: bool,
-) -> Result<Vec<ToHash>> {
-    let mut to_hash = vec![];
-    for item in node.catalog.objects()? {
+    mut hash: impl FnMut(ToHash) -> bool,
+) -> Result<VerifyReport> {
+    let mut r = VerifyReport::default();
+    let mut dest_it = at_dest.iter()?.peekable();
+    let mut src_it = match at_source {
+        Some(t) => Some(t.iter()?.peekable()),
+        None => None,
+    };
+    for item in catalog.objects()? {
         let (key, rec) = item?;
-        if let Some(src) = at_source.as_mut() {
-            match src.remove(&key) {
-                // Deleted at the source since: the catalog still expects it (a move
-                // copies, it does not mirror deletions).
-                None => {}
-                Some((size, version)) if size != rec.size || version != rec.version => {
-                    report.changed_at_source.push(key.to_string())
-                }
-                Some(_) => {}
+        if let Some(it) = src_it.as_mut() {
+            let found = listing::seek(it, &key, |k, _| r.source_only.push(k.to_string()))?;
+            // Absent: deleted at the source since; the catalog still expects it (a move
+            // copies, it does not mirror deletions).
+            if found.is_some_and(|e| e.size != rec.size || e.version != rec.version) {
+                r.changed_at_source.push(key.to_string());
             }
         }
-        report.expected += 1;
-        match at_dest.remove(&key) {
-            None => report.missing.push(key.to_string()),
-            Some(size) if size != rec.size => {
-                report.present += 1;
-                report.differing.push((
+        r.expected += 1;
+        match listing::seek(&mut dest_it, &key, |k, _| r.extra.push(k.to_string()))? {
+            None => r.missing.push(key.to_string()),
+            Some(e) if e.size != rec.size => {
+                r.present += 1;
+                r.differing.push((
                     key.to_string(),
-                    format!("size {size} at destination, {} at source", rec.size),
+                    format!("size {} at destination, {} at source", e.size, rec.size),
                 ));
             }
             Some(_) => {
-                report.present += 1;
-                if full {
-                    to_hash.push((key, rec.blake3, rec.state.is_at_destination()));
-                } else {
-                    report.matched += 1;
+                r.present += 1;
+                if !full {
+                    r.matched += 1;
+                } else if !hash((key, rec.blake3, rec.state.is_at_destination())) {
+                    return Err(Error::task("verify", "the downloads stopped"));
                 }
             }
         }
     }
-    Ok(to_hash)
+    for item in dest_it {
+        r.extra.push(item?.0.to_string());
+    }
+    for item in src_it.into_iter().flatten() {
+        r.source_only.push(item?.0.to_string());
+    }
+    Ok(r)
 }
 
-/// Full mode: downloads the objects, compares the BLAKE3 of their content with the
-/// catalog's and marks drained objects that match as verified.
+/// Full mode: downloads the objects as the merge sends them, compares the BLAKE3 of
+/// their content with the catalog's and marks drained objects that match as verified.
 async fn compare_contents(
     node: &Node,
     dest: &Arc<dyn Destination>,
-    to_hash: Vec<ToHash>,
+    rx: mpsc::Receiver<ToHash>,
     report: &mut VerifyReport,
 ) -> Result<()> {
-    let results = futures::stream::iter(to_hash.into_iter().map(|(key, want, drained)| {
-        let dest = dest.clone();
-        async move {
-            let got = hash_of(dest.as_ref(), &key).await;
-            (key, want, drained, got)
-        }
-    }))
-    .buffer_unordered(VERIFY_CONCURRENCY);
     use futures::StreamExt;
-    let results: Vec<_> = results.collect().await;
-    for (key, want, drained, got) in results {
+    let queued = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut results = std::pin::pin!(
+        queued
+            .map(|(key, want, drained)| {
+                let dest = dest.clone();
+                async move {
+                    let got = hash_of(dest.as_ref(), &key).await;
+                    (key, want, drained, got)
+                }
+            })
+            .buffer_unordered(VERIFY_CONCURRENCY)
+    );
+    while let Some((key, want, drained, got)) = results.next().await {
         match got {
             Ok((_, h)) if Some(h) == want => {
                 report.matched += 1;

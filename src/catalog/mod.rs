@@ -66,6 +66,15 @@ pub const META_IO_ENGINE: &[u8] = b"io_engine";
 /// meta key: the raw drive set (`staging::set::DriveSet`, postcard); absent with directories.
 pub const META_DRIVE_SET: &[u8] = b"drive_set";
 
+/// Memory all column families' memtables may hold together: a flush starts beyond it
+/// (RocksDB's default is 64 MiB per memtable, two per column family, which a catalog of a
+/// million objects fills and one of a hundred thousand does not).
+const MEMTABLE_BYTES: usize = 16 << 20;
+
+/// The catalog's block cache, shared by every column family, index and filter blocks
+/// included.
+const BLOCK_CACHE_BYTES: usize = 8 << 20;
+
 /// Stripes of the object lock: a read-modify-write of one object record holds the
 /// stripe its key hashes to, so two of them on one key never interleave (a power of two
 /// well above the number of workers, so unrelated keys rarely wait on each other).
@@ -110,8 +119,23 @@ impl Catalog {
         opts.create_if_missing(create);
         opts.create_missing_column_families(true);
         opts.set_keep_log_file_num(4);
+        opts.set_db_write_buffer_size(MEMTABLE_BYTES);
+        let cache =
+            rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES).map_err(|e| Error::Catalog {
+                path: path.to_path_buf(),
+                message: format!("cannot make the block cache: {e}"),
+            })?;
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        // Index and filter blocks grow with the number of records: in the bounded cache,
+        // not beside it, so memory stays flat in the object count.
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        table.set_bloom_filter(10.0, false);
         let cfs = ALL_CFS.iter().map(|name| {
             let mut o = Options::default();
+            o.set_block_based_table_factory(&table);
+            o.set_write_buffer_size(MEMTABLE_BYTES / 2);
             // One record per object and per chunk, billions of them: LZ4 while they are
             // young, ZSTD once they settle in the bottom level (Debian's librocksdb has
             // both). Readers need no change: every SST names its own compression.
