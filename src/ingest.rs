@@ -20,7 +20,7 @@ use crate::budget::ByteBudget;
 
 use crate::backend::check::Verifier;
 use crate::backend::{Listed, Payload, Source};
-use crate::catalog::{ChunkRef, ObjectRecord, ObjectState, RunRecord, unix_now};
+use crate::catalog::{ChunkRef, ListingMark, ObjectRecord, ObjectState, RunRecord, unix_now};
 use crate::chunker::{ChunkError, chunk_stream};
 use crate::crypto::ChunkHasher;
 use crate::error::{Error, Result};
@@ -178,7 +178,8 @@ pub async fn run(
     tokio::task::spawn_blocking(move || stager.finish())
         .await
         .map_err(|e| Error::task("staging shutdown", e))??;
-    record_run(node, run_id, &dispatched, &summary)?;
+    let mark = dispatched.mark(run_id, source.url(), summary.stopped_early.as_ref());
+    record_run(node, run_id, &dispatched, &summary, &mark)?;
     if let Some(e) = dispatched.err {
         return Err(e);
     }
@@ -220,6 +221,14 @@ fn prepare(
         source: Some(source.url()),
         started: unix_now(),
         ..Default::default()
+    })?;
+    // Until this run says otherwise, its listing did not complete (it may be killed).
+    node.catalog.set_listing_mark(&ListingMark {
+        run: run_id,
+        source: source.url(),
+        complete: false,
+        last_key: None,
+        reason: Some("the run ended before its listing did (killed, or still running)".into()),
     })?;
     let ctx = Arc::new(Ctx {
         source: source.clone(),
@@ -273,6 +282,35 @@ struct Dispatched {
     err: Option<Error>,
     /// The listing's outcome: a failed listing stops the run early.
     listing: Result<()>,
+    /// The dispatcher saw the listing's end (it did not stop before).
+    ended: bool,
+    /// The last key the listing delivered.
+    last_key: Option<ObjectKey>,
+}
+
+impl Dispatched {
+    /// The listing record this run leaves.
+    fn mark(&self, run: u64, source: String, stopped: Option<&String>) -> ListingMark {
+        let reason = match (&self.err, &self.listing, self.ended) {
+            (Some(e), _, _) => Some(format!("the dispatcher failed: {e}")),
+            (None, Err(e), _) => Some(format!("listing failed: {e}")),
+            (None, Ok(()), false) => Some(match stopped {
+                Some(why) => format!("stopped before the listing ended: {why}"),
+                None => "stopped before the listing ended".into(),
+            }),
+            (None, Ok(()), true) => None,
+        };
+        ListingMark {
+            run,
+            source,
+            complete: reason.is_none(),
+            last_key: reason
+                .is_some()
+                .then(|| self.last_key.as_ref().map(|k| k.to_string()))
+                .flatten(),
+            reason,
+        }
+    }
 }
 
 /// Dispatch: lists the source and hands each new or changed object to the fetchers;
@@ -292,7 +330,7 @@ async fn dispatch(
     let (work_tx, work_rx) = mpsc::channel::<Work>(FETCH_QUEUE);
     let fetch_q = opts.monitor.queue("fetch", FETCH_QUEUE);
     let workers = spawn_fetchers(ctx, work_rx, &fetch_q, opts.concurrency);
-    let err = route(node, ctx, &mut list_rx, &work_tx, &fetch_q).await;
+    let routed = route(node, ctx, &mut list_rx, &work_tx, &fetch_q).await;
     ctx.monitor
         .ingest
         .listing_done
@@ -303,7 +341,12 @@ async fn dispatch(
         let _ = w.await;
     }
     let listing = lister.await.map_err(|e| Error::task("listing task", e))?;
-    Ok(Dispatched { err, listing })
+    Ok(Dispatched {
+        err: routed.err,
+        listing,
+        ended: routed.ended,
+        last_key: routed.last_key,
+    })
 }
 
 /// Starts `concurrency` fetchers taking objects off `work_rx` until it ends.
@@ -344,26 +387,39 @@ fn fetch_cost(size: u64, max_chunk: u32) -> u64 {
     size.min(3 * u64::from(max_chunk)).max(FETCH_MIN_COST)
 }
 
+/// How the dispatcher ended.
+#[derive(Default)]
+struct Routed {
+    /// The catalog read that failed, if one did.
+    err: Option<Error>,
+    /// The listing ended and every object of it was routed.
+    ended: bool,
+    /// The last key routed.
+    last_key: Option<ObjectKey>,
+}
+
 /// The dispatcher: decides per listed object whether it needs staging and queues those
-/// that do, until the listing ends, the run stops or the fetchers are gone. Returns the
-/// catalog read that failed, if one did.
+/// that do, until the listing ends, the run stops or the fetchers are gone.
 async fn route(
     node: &Node,
     ctx: &Ctx,
     list_rx: &mut mpsc::Receiver<Listed>,
     work_tx: &mpsc::Sender<Work>,
     fetch_q: &QueueGauge,
-) -> Option<Error> {
+) -> Routed {
+    let mut r = Routed::default();
     while let Some(item) = list_rx.recv().await {
         if ctx.stop.load(Ordering::Relaxed) {
-            return None;
+            return r;
         }
         match item {
             Listed::Error { key, reason } => {
                 ctx.monitor.ingest.listed.fetch_add(1, Ordering::Relaxed);
                 ctx.fail(&key, None, reason);
+                r.last_key = Some(key);
             }
             Listed::Object(meta) => {
+                r.last_key = Some(meta.key.clone());
                 crate::failpoint::point("ingest.listed");
                 ctx.monitor.ingest.listed.fetch_add(1, Ordering::Relaxed);
                 ctx.monitor
@@ -372,7 +428,10 @@ async fn route(
                     .fetch_add(meta.size, Ordering::Relaxed);
                 let old = match node.catalog.get_object(&meta.key) {
                     Ok(o) => o,
-                    Err(e) => return Some(e),
+                    Err(e) => {
+                        r.err = Some(e);
+                        return r;
+                    }
                 };
                 if let Some(o) = &old
                     && o.size == meta.size
@@ -388,12 +447,13 @@ async fn route(
                 }
                 fetch_q.push();
                 if work_tx.send((meta, old)).await.is_err() {
-                    return None;
+                    return r;
                 }
             }
         }
     }
-    None
+    r.ended = true;
+    r
 }
 
 /// Summarise: this run's figures, from the monitor's totals since `start_totals` and the
@@ -424,18 +484,20 @@ fn summarise(ctx: &Ctx, start_totals: IngestTotals) -> IngestSummary {
 }
 
 /// Records the run's end in the catalog (with the io engine, once something was
-/// written), after syncing it.
+/// written, and what its listing covered), after syncing it.
 fn record_run(
     node: &Node,
     run_id: u64,
     dispatched: &Dispatched,
     summary: &IngestSummary,
+    mark: &ListingMark,
 ) -> Result<()> {
     if summary.chunks_new > 0 {
         node.catalog
             .meta_put_sync(crate::catalog::META_IO_ENGINE, summary.io_engine.as_bytes())?;
     }
     node.catalog.sync()?;
+    node.catalog.set_listing_mark(mark)?;
     let outcome = match (&dispatched.err, &dispatched.listing, &summary.stopped_early) {
         (Some(e), _, _) => format!("error: {e}"),
         (_, Err(e), _) => format!("listing failed: {e}"),

@@ -41,6 +41,9 @@ pub struct Report {
     pub drives: Vec<String>,
     pub failures: Vec<Failure>,
     pub runs: Vec<RunLine>,
+    /// What the last ingest's listing covered (None before any ingest, or after an
+    /// import, whose objects come from the drives' manifests).
+    pub listing: Option<crate::catalog::ListingMark>,
     pub done: bool,
     pub verdict: String,
     /// Seconds from the first run's start to the last run's end (wall time of the move).
@@ -105,6 +108,7 @@ pub fn build(node: &Node) -> Result<Report> {
         .map(|v| String::from_utf8_lossy(&v).into_owned());
     r.drives = node.staging.drives.clone();
     r.add_runs(node.catalog.runs()?);
+    r.listing = node.catalog.listing_mark()?;
     r.set_verdict();
     Ok(r)
 }
@@ -181,11 +185,22 @@ impl Report {
             .sum();
     }
 
-    /// The definition of done: every object is drained or verified.
+    /// The definition of done: the last ingest listed the whole source, and every object
+    /// is drained or verified.
     fn set_verdict(&mut self) {
         let left = self.listed + self.staged + self.failed;
-        self.done = self.objects > 0 && left == 0;
-        self.verdict = if self.done {
+        let unlisted = self.listing.as_ref().and_then(|m| m.incomplete());
+        self.done = self.objects > 0 && left == 0 && unlisted.is_none();
+        self.verdict = if let Some(why) = unlisted {
+            if left > 0 {
+                format!(
+                    "NOT DONE: {why}; {left} of {} objects listed so far are left",
+                    self.objects
+                )
+            } else {
+                format!("NOT DONE: {why}")
+            }
+        } else if self.done {
             format!("DONE: all {} objects are at the destination", self.objects)
         } else if self.objects == 0 {
             "NOT DONE: nothing has been listed yet".into()

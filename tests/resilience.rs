@@ -648,3 +648,83 @@ fn a_destination_that_is_down_stops_the_drain_and_loses_nothing() {
     );
     assert_same_tree(&src, &got);
 }
+
+/// Issue 15: "done" needs a whole listing. After a complete move, the next pass's
+/// listing fails for good (every request answered 500): every object the catalog knows
+/// is still drained, yet the report is NOT DONE naming the listing, and erase refuses.
+/// A whole listing again makes it DONE.
+#[test]
+fn a_listing_that_fails_leaves_the_move_not_done_and_erase_refuses() {
+    use common::proxy::{self, Fault};
+    let env = saio();
+    let t = tmp();
+    let src = t.path().join("src");
+    for i in 0..40u64 {
+        write(
+            &src,
+            format!("k{i:03}").as_bytes(),
+            &rand_bytes(900 + i, 2_000 + i as usize * 50),
+        );
+    }
+    let bucket = format!("listfail{}", std::process::id());
+    let url = format!("s3://{bucket}");
+    must(aws_s3(env).args(["s3", "mb", &url]));
+    must(
+        aws_s3(env)
+            .args(["s3", "cp", "--recursive", "--quiet"])
+            .arg(&src)
+            .arg(&url),
+    );
+    let state = t.path().join("state");
+    init_small(&state, &[]);
+    let out = t.path().join("out");
+    let run = |endpoint: &str, cmd: &[&str]| {
+        let mut c = bin();
+        c.arg("--state")
+            .arg(&state)
+            .args(["--json", "--down-after", "2", "--source-endpoint", endpoint])
+            .args(cmd)
+            .env("AWS_ACCESS_KEY_ID", &env["SAIO_S3_ACCESS_KEY"])
+            .env("AWS_SECRET_ACCESS_KEY", &env["SAIO_S3_SECRET_KEY"])
+            .env("AWS_REGION", "us-east-1")
+            .env_remove("AWS_ENDPOINT_URL");
+        c.output().expect("run barge")
+    };
+    let migrate = ["migrate", "--source", &url, "--dest", out.to_str().unwrap()];
+    let o = run(&env["SAIO_S3_ENDPOINT"], &migrate);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_tree(&src, &out);
+
+    let upstream: std::net::SocketAddr = env["SAIO_S3_ENDPOINT"]
+        .trim_start_matches("http://")
+        .parse()
+        .expect("SAIO address");
+    let p = proxy::start(upstream, vec![Fault::ServerError]);
+    let o = run(&format!("http://{}", p.addr), &["ingest", "--source", &url]);
+    assert!(!o.status.success(), "a failed listing is not a success");
+    let rep = barge(&state, &["--json", "report"]);
+    assert_eq!(rep.status.code(), Some(3), "report exits 3 when NOT DONE");
+    let text = String::from_utf8_lossy(&rep.stdout);
+    let r = &json_doc(&text, "report")["report"];
+    assert_eq!(r["done"], false, "{text}");
+    assert_eq!(r["drained"], 40, "{text}");
+    let verdict = r["verdict"].as_str().unwrap_or_default();
+    assert!(
+        verdict.contains(&format!("the listing of {url}")) && verdict.contains("run ingest again"),
+        "{verdict}"
+    );
+    let e = barge(&state, &["erase", "/nonexistent-drive"]);
+    assert!(!e.status.success());
+    let why = stderr(&e);
+    assert!(
+        why.contains("refusing to erase") && why.contains("listing"),
+        "{why}"
+    );
+    drop(p);
+
+    let o = run(&env["SAIO_S3_ENDPOINT"], &migrate);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rep = barge(&state, &["--json", "report"]);
+    let text = String::from_utf8_lossy(&rep.stdout);
+    assert_eq!(json_doc(&text, "report")["report"]["done"], true, "{text}");
+}

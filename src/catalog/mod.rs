@@ -63,6 +63,8 @@ pub const META_NEXT_RUN: &[u8] = b"next_run_id";
 pub const META_DEST_LAYOUT: &[u8] = b"dest_layout";
 /// meta key: which I/O engine the last staging run used, and why (UTF-8).
 pub const META_IO_ENGINE: &[u8] = b"io_engine";
+/// meta key: what the last ingest's listing covered ([`ListingMark`], JSON).
+pub const META_LISTING: &[u8] = b"listing";
 /// meta key: the raw drive set (`staging::set::DriveSet`, postcard); absent with directories.
 pub const META_DRIVE_SET: &[u8] = b"drive_set";
 
@@ -88,6 +90,42 @@ fn with_state(mut rec: ObjectRecord, state: ObjectState) -> ObjectRecord {
     rec.state = state;
     rec.updated = now();
     rec
+}
+
+/// What an ingest's listing covered. Written incomplete when the ingest starts (a run
+/// killed while listing leaves it so) and rewritten when the ingest ends. "Done" needs
+/// the last one complete: objects never listed are not in the catalog to count as left.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ListingMark {
+    /// The ingest run.
+    pub run: u64,
+    /// The source it listed.
+    pub source: String,
+    /// Every object of the source was listed (and routed) by that run.
+    pub complete: bool,
+    /// The last key the listing delivered, when it did not complete.
+    pub last_key: Option<String>,
+    /// Why it did not complete.
+    pub reason: Option<String>,
+}
+
+impl ListingMark {
+    /// Why "done" cannot be claimed on this listing, or None when it is complete.
+    pub fn incomplete(&self) -> Option<String> {
+        if self.complete {
+            return None;
+        }
+        let at = match &self.last_key {
+            Some(k) => format!(", after key {k}"),
+            None => String::new(),
+        };
+        Some(format!(
+            "the listing of {} did not complete (run {}{at}: {}): run ingest again",
+            self.source,
+            self.run,
+            self.reason.as_deref().unwrap_or("unknown reason")
+        ))
+    }
 }
 
 /// Handle to the catalog. Cheap to share behind an `Arc`; RocksDB is thread-safe.
@@ -238,6 +276,23 @@ impl Catalog {
         self.db
             .put_cf_opt(self.cf(CF_META)?, key, value, &wo)
             .map_err(|e| self.db_err(e))
+    }
+
+    /// What the last ingest's listing covered; None before any ingest (and in a catalog
+    /// made by `import`, whose objects come from the drives' manifests).
+    pub fn listing_mark(&self) -> Result<Option<ListingMark>> {
+        match self.meta_get(META_LISTING)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| self.err(format!("bad listing record: {e}"))),
+        }
+    }
+
+    /// Records what an ingest's listing covered (synced).
+    pub fn set_listing_mark(&self, m: &ListingMark) -> Result<()> {
+        let v = serde_json::to_vec(m).map_err(|e| Error::encode("the listing record", e))?;
+        self.meta_put_sync(META_LISTING, &v)
     }
 
     /// Hands out the next value of a u64 counter kept in meta; the new counter value is

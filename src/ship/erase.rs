@@ -58,6 +58,9 @@ pub struct Step {
 
 /// Why `erase` refuses to run without `--force`, if it does.
 pub fn drain_unverified(node: &Node) -> Result<Option<String>> {
+    if let Some(why) = node.catalog.listing_mark()?.and_then(|m| m.incomplete()) {
+        return Ok(Some(why));
+    }
     let mut pending = 0u64;
     for item in node.catalog.objects()? {
         let (_, rec) = item?;
