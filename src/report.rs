@@ -312,14 +312,20 @@ impl Report {
     }
 }
 
-/// Width and height of the report chart, in SVG user units (pixels).
+/// Width and height of one panel of the report chart, in SVG user units (pixels).
 pub const CHART_W: f64 = 720.0;
 pub const CHART_H: f64 = 300.0;
 
-/// An SVG chart of staged and drained throughput (MB/s) over the most recent command
-/// that kept samples (`catalog samples`), or None when there are fewer than two. Hand-
-/// written: two polylines, axes and labels do not justify a plotting crate and its
-/// font stack.
+/// Margins of a panel: left, right, top, bottom.
+const MARGIN: (f64, f64, f64, f64) = (60.0, 20.0, 40.0, 40.0);
+
+/// One line of a panel: its name, colour and (seconds, rate) points.
+type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+
+/// An SVG chart of the most recent command that kept samples (`catalog samples`), or
+/// None when there are fewer than two: staged and drained MB/s in one panel, objects/s
+/// below it (in a small-object move MB/s says little). Hand-written: polylines, axes and
+/// labels do not justify a plotting crate and its font stack.
 pub fn chart_svg(samples: &[(u64, u64, crate::catalog::SampleRecord)]) -> Option<String> {
     let session = samples.iter().map(|s| s.0).max()?;
     let pts: Vec<&(u64, u64, crate::catalog::SampleRecord)> =
@@ -328,74 +334,81 @@ pub fn chart_svg(samples: &[(u64, u64, crate::catalog::SampleRecord)]) -> Option
         return None;
     }
     let t0 = pts[0].1;
-    let mut staged = vec![];
-    let mut drained = vec![];
-    for w in pts.windows(2) {
-        let dt = (w[1].1.saturating_sub(w[0].1)) as f64 / 1000.0;
-        if dt <= 0.0 {
-            continue;
+    let rate = |f: fn(&crate::catalog::SampleRecord) -> u64, scale: f64| {
+        let mut out = vec![];
+        for w in pts.windows(2) {
+            let dt = (w[1].1.saturating_sub(w[0].1)) as f64 / 1000.0;
+            if dt > 0.0 {
+                let x = (w[1].1 - t0) as f64 / 1000.0;
+                out.push((x, f(&w[1].2).saturating_sub(f(&w[0].2)) as f64 / dt / scale));
+            }
         }
-        let x = (w[1].1 - t0) as f64 / 1000.0;
-        staged.push((
-            x,
-            w[1].2.staged_bytes.saturating_sub(w[0].2.staged_bytes) as f64 / dt / 1e6,
-        ));
-        drained.push((
-            x,
-            w[1].2.drained_bytes.saturating_sub(w[0].2.drained_bytes) as f64 / dt / 1e6,
-        ));
-    }
-    let xmax = staged.last().map_or(1.0, |p| p.0).max(1.0);
-    let ymax = staged
+        out
+    };
+    let bytes = [
+        ("staged", "#0a84c1", rate(|r| r.staged_bytes, 1e6)),
+        ("drained", "#c1308a", rate(|r| r.drained_bytes, 1e6)),
+    ];
+    let objects = [
+        ("staged", "#0a84c1", rate(|r| r.staged_objects, 1.0)),
+        ("drained", "#c1308a", rate(|r| r.drained_objects, 1.0)),
+    ];
+    let xmax = bytes[0].2.last().map_or(1.0, |p| p.0).max(1.0);
+    let total_s = (pts[pts.len() - 1].1 - t0) as f64 / 1000.0;
+    let last = &pts[pts.len() - 1].2;
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{CHART_W}" height="{h}" viewBox="0 0 {CHART_W} {h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{l}" y="20" font-size="14" font-weight="bold">barge {cmd}: throughput over {total_s:.0} s ({moved:.0} MB, {n} objects drained)</text>
+"#,
+        h = 2.0 * CHART_H,
+        l = MARGIN.0,
+        cmd = last.command,
+        moved = last.drained_bytes as f64 / 1e6,
+        n = last.drained_objects,
+    );
+    panel(&mut svg, 0.0, "MB/s", xmax, &bytes);
+    panel(&mut svg, CHART_H, "objects/s", xmax, &objects);
+    svg.push_str("</svg>\n");
+    Some(svg)
+}
+
+/// Draws one panel (axes, labels, a polyline per series) at vertical offset `top`.
+fn panel(svg: &mut String, top: f64, unit: &str, xmax: f64, series: &[Series]) {
+    let (l, r, t, b) = MARGIN;
+    let t = top + t;
+    let (pw, ph) = (CHART_W - l - r, CHART_H - MARGIN.2 - b);
+    let ymax = series
         .iter()
-        .chain(&drained)
-        .map(|p| p.1)
+        .flat_map(|s| s.2.iter().map(|p| p.1))
         .fold(1.0f64, f64::max)
         * 1.1;
-    let (l, r, t, b) = (60.0, 20.0, 40.0, 40.0);
-    let (pw, ph) = (CHART_W - l - r, CHART_H - t - b);
-    let sx = |x: f64| l + x / xmax * pw;
-    let sy = |y: f64| t + ph - y / ymax * ph;
-    let line = |pts: &[(f64, f64)]| {
-        pts.iter()
-            .map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y)))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let total_s = (pts[pts.len() - 1].1 - t0) as f64 / 1000.0;
-    let moved = pts[pts.len() - 1].2.drained_bytes as f64 / 1e6;
-    let mut svg = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{CHART_W}" height="{CHART_H}" viewBox="0 0 {CHART_W} {CHART_H}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<text x="{l}" y="20" font-size="14" font-weight="bold">barge {cmd}: throughput over {total_s:.0} s ({moved:.0} MB drained)</text>
-<line x1="{l}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="black"/>
+    let (y0, x1, mid) = (t + ph, l + pw, t + ph / 2.0);
+    svg.push_str(&format!(
+        r#"<line x1="{l}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="black"/>
 <line x1="{l}" y1="{t}" x2="{l}" y2="{y0}" stroke="black"/>
 <text x="{l}" y="{yl}" text-anchor="middle">0</text>
 <text x="{x1}" y="{yl}" text-anchor="end">{xmax:.0} s</text>
 <text x="{lx}" y="{ty}" text-anchor="end">{ymax:.0}</text>
 <text x="{lx}" y="{y0}" text-anchor="end">0</text>
-<text x="14" y="{mid}" transform="rotate(-90 14 {mid})" text-anchor="middle">MB/s</text>
+<text x="14" y="{mid}" transform="rotate(-90 14 {mid})" text-anchor="middle">{unit}</text>
 "#,
-        cmd = pts[0].2.command,
-        y0 = t + ph,
-        x1 = l + pw,
-        yl = t + ph + 16.0,
+        yl = y0 + 16.0,
         lx = l - 6.0,
         ty = t + 4.0,
-        mid = t + ph / 2.0,
-    );
-    for (name, color, data, ly) in [
-        ("staged", "#0a84c1", &staged, t + 14.0),
-        ("drained", "#c1308a", &drained, t + 30.0),
-    ] {
+    ));
+    for (i, (name, color, data)) in series.iter().enumerate() {
+        let points = data
+            .iter()
+            .map(|(x, y)| format!("{:.1},{:.1}", l + x / xmax * pw, y0 - y / ymax * ph))
+            .collect::<Vec<_>>()
+            .join(" ");
         svg.push_str(&format!(
-            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\n<text x=\"{}\" y=\"{ly}\" fill=\"{color}\">{name}</text>\n",
-            line(data),
-            l + pw - 70.0
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{points}\"/>\n<text x=\"{}\" y=\"{}\" fill=\"{color}\">{name}</text>\n",
+            x1 - 70.0,
+            t + 14.0 + 16.0 * i as f64
         ));
     }
-    svg.push_str("</svg>\n");
-    Some(svg)
 }
 
 #[cfg(test)]
@@ -409,6 +422,8 @@ mod chart_tests {
             command: "migrate".into(),
             staged_bytes: staged,
             drained_bytes: drained,
+            staged_objects: staged / 100_000,
+            drained_objects: drained / 200_000,
             ..Default::default()
         };
         let mut s = vec![(1, 1_000, rec(0, 0)), (1, 2_000, rec(9_000_000, 0))];
@@ -418,10 +433,12 @@ mod chart_tests {
         let svg = chart_svg(&s).unwrap();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(
-            svg.contains("barge migrate: throughput over 2 s (6 MB drained)"),
+            svg.contains("barge migrate: throughput over 2 s (6 MB, 30 objects drained)"),
             "{svg}"
         );
-        assert_eq!(svg.matches("<polyline").count(), 2);
+        // MB/s and objects/s, staged and drained each.
+        assert_eq!(svg.matches("<polyline").count(), 4);
+        assert!(svg.contains(">objects/s</text>"), "{svg}");
         assert!(chart_svg(&s[..1]).is_none());
     }
 }

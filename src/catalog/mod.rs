@@ -604,20 +604,35 @@ impl Catalog {
             .map_err(|e| self.err(e.to_string()))
     }
 
-    /// Every sample as (session start ms, sample time ms, record), in time order.
+    /// The samples of the latest session (the process that wrote last) as (session
+    /// start ms, sample time ms, record), in time order: what the report's chart plots,
+    /// however many sessions a long move kept.
     pub fn samples(&self) -> Result<Vec<(u64, u64, SampleRecord)>> {
+        let cf = self.cf(CF_SAMPLES)?;
+        let be = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap_or_default());
+        let latest = match self.db.iterator_cf(cf, IteratorMode::End).next() {
+            None => return Ok(vec![]),
+            Some(kv) => {
+                let (k, _) = kv.map_err(|e| self.err(e.to_string()))?;
+                be(k.get(..8).unwrap_or_default())
+            }
+        };
+        let from = latest.to_be_bytes();
         let mut out = vec![];
-        for kv in self
+        let it = self
             .db
-            .iterator_cf(self.cf(CF_SAMPLES)?, IteratorMode::Start)
-        {
+            .iterator_cf(cf, IteratorMode::From(&from, rocksdb::Direction::Forward));
+        for kv in it {
             let (k, v) = kv.map_err(|e| self.err(e.to_string()))?;
             if k.len() != 16 {
                 continue;
             }
-            let be = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap_or_default());
             let (s, t) = (be(&k[..8]), be(&k[8..]));
-            out.push((s, t, records::decode(&format_args!("sample {s}/{t}"), &v)?));
+            out.push((
+                s,
+                t,
+                records::decode_sample(&format_args!("sample {s}/{t}"), &v)?,
+            ));
         }
         Ok(out)
     }
@@ -720,6 +735,45 @@ pub fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn samples_come_from_the_latest_session_and_old_samples_still_decode() {
+        #[derive(serde::Serialize)]
+        struct FirstRelease {
+            command: String,
+            listed_objects: u64,
+            staged_bytes: u64,
+            drained_bytes: u64,
+            sealed_bytes: u64,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(dir.path(), true).unwrap();
+        let old = FirstRelease {
+            command: "ingest".into(),
+            listed_objects: 1,
+            staged_bytes: 2,
+            drained_bytes: 3,
+            sealed_bytes: 4,
+        };
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&7u64.to_be_bytes());
+        key[8..].copy_from_slice(&8u64.to_be_bytes());
+        let cf = cat.cf(CF_SAMPLES).unwrap();
+        cat.db.put_cf(cf, key, records::encode(&old)).unwrap();
+        let got = cat.samples().unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].2.staged_bytes, got[0].2.staged_objects), (2, 0));
+        let new = SampleRecord {
+            command: "migrate".into(),
+            staged_objects: 5,
+            ..Default::default()
+        };
+        cat.put_sample(100, 100, &new).unwrap();
+        cat.put_sample(100, 1100, &new).unwrap();
+        let got = cat.samples().unwrap();
+        assert_eq!(got.len(), 2, "only the latest session: {got:?}");
+        assert!(got.iter().all(|s| s.0 == 100 && s.2 == new));
+    }
 
     #[test]
     fn format_2_catalog_is_upgraded_with_segment_bases() {

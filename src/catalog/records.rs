@@ -165,6 +165,35 @@ pub struct SampleRecord {
     pub staged_bytes: u64,
     pub drained_bytes: u64,
     pub sealed_bytes: u64,
+    /// Added after the first release of the format; older samples decode with 0.
+    pub staged_objects: u64,
+    pub drained_objects: u64,
+}
+
+/// A sample as the first release wrote it (no object counts).
+#[derive(Deserialize)]
+struct SampleRecordV1 {
+    command: String,
+    listed_objects: u64,
+    staged_bytes: u64,
+    drained_bytes: u64,
+    sealed_bytes: u64,
+}
+
+/// Decodes a sample, also in the first release's shorter layout.
+pub fn decode_sample(what: &dyn std::fmt::Display, b: &[u8]) -> Result<SampleRecord> {
+    decode::<SampleRecord>(what, b).or_else(|e| match decode::<SampleRecordV1>(what, b) {
+        Ok(v1) => Ok(SampleRecord {
+            command: v1.command,
+            listed_objects: v1.listed_objects,
+            staged_bytes: v1.staged_bytes,
+            drained_bytes: v1.drained_bytes,
+            sealed_bytes: v1.sealed_bytes,
+            staged_objects: 0,
+            drained_objects: 0,
+        }),
+        Err(_) => Err(e),
+    })
 }
 
 /// Where a chunk lives, and how many object references it has.

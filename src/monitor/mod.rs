@@ -322,6 +322,8 @@ impl Monitor {
             staged_bytes: s.staged_bytes,
             drained_bytes: s.drained_bytes,
             sealed_bytes: s.sealed_bytes,
+            staged_objects: s.staged_objects,
+            drained_objects: s.drained_objects,
         };
         let at = self.session_ms + (s.t * 1000.0) as u64;
         if let Err(e) = cat.put_sample(self.session_ms, at, &rec) {
