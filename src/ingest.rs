@@ -18,9 +18,11 @@ use tokio_util::io::SyncIoBridge;
 
 use crate::budget::ByteBudget;
 
+use crate::backend::ListFrom;
 use crate::backend::check::Verifier;
 use crate::backend::{Listed, Payload, Source};
 use crate::catalog::{ChunkRef, ListingMark, ObjectRecord, ObjectState, RunRecord, unix_now};
+use crate::checkpoint::{self, Checkpoints};
 use crate::chunker::{ChunkError, chunk_stream};
 use crate::crypto::ChunkHasher;
 use crate::error::{Error, Result};
@@ -111,10 +113,15 @@ struct Ctx {
     stop: AtomicBool,
     stop_reason: std::sync::Mutex<Option<String>>,
     notify: Option<mpsc::Sender<ObjectKey>>,
+    /// Where the listing resumes (empty: from the first key).
+    list_from: ListFrom,
+    /// How far the listing may resume from next time.
+    checkpoints: Checkpoints,
 }
 
 impl Ctx {
-    fn fail(&self, key: &ObjectKey, meta: Option<&ObjectMeta>, reason: String) {
+    /// Records an object's ingest failure; false if even that could not be written.
+    fn fail(&self, key: &ObjectKey, meta: Option<&ObjectMeta>, reason: String) -> bool {
         tracing::warn!("object {key}: {reason}");
         self.monitor.error("ingest", &key.to_string(), &reason);
         self.monitor.ingest.failed.fetch_add(1, Ordering::Relaxed);
@@ -149,9 +156,10 @@ impl Ctx {
                 },
             })
         });
-        if let Err(e) = res {
+        if let Err(e) = &res {
             tracing::error!("cannot record the failure of {key}: {e}");
         }
+        res.is_ok()
     }
 
     fn stop(&self, why: String) {
@@ -216,6 +224,7 @@ fn prepare(
         .listing_done
         .store(false, Ordering::Relaxed);
     opts.monitor.set_source(&source.url(), source.throttle());
+    let list_from = resume_point(node, source)?;
     let run_id = node.catalog.start_run(&RunRecord {
         command: "ingest".into(),
         source: Some(source.url()),
@@ -242,8 +251,30 @@ fn prepare(
         stop: AtomicBool::new(false),
         stop_reason: Default::default(),
         notify: opts.notify.clone(),
+        checkpoints: Checkpoints::new(node.catalog.clone(), list_from.clone()),
+        list_from,
     });
     Ok((ctx, run_id, start_totals))
+}
+
+/// Where this run's listing starts: after the saved checkpoints when the last listing
+/// of the same source did not complete, else from the first key (old checkpoints are
+/// dropped). Read before this run marks its own listing incomplete.
+fn resume_point(node: &Node, source: &Arc<dyn Source>) -> Result<ListFrom> {
+    let last = node.catalog.listing_mark()?;
+    if last.is_some_and(|m| !m.complete && m.source == source.url()) {
+        let from = checkpoint::saved(&node.catalog)?;
+        if !from.is_empty() {
+            tracing::info!(
+                "resuming the listing of {} from {} checkpointed ranges",
+                source.url(),
+                from.len()
+            );
+        }
+        return Ok(from);
+    }
+    checkpoint::save(&node.catalog, &ListFrom::new())?;
+    Ok(ListFrom::new())
 }
 
 /// Seals segments a crashed run left open (before new ones are written) and, when the
@@ -273,8 +304,9 @@ fn recover_staging(node: &Node, drives: &[std::path::PathBuf]) -> Result<()> {
     Ok(())
 }
 
-/// An object the dispatcher hands to the fetchers, with its catalog record if it has one.
-type Work = (ObjectMeta, Option<ObjectRecord>);
+/// An object the dispatcher hands to the fetchers, with its catalog record if it has one
+/// and its checkpoint sequence number.
+type Work = (ObjectMeta, Option<ObjectRecord>, u64);
 
 /// How the dispatch ended.
 struct Dispatched {
@@ -325,7 +357,8 @@ async fn dispatch(
     opts.monitor.add_mpsc("list", &list_tx);
     let lister = {
         let source = source.clone();
-        tokio::spawn(async move { source.list(list_tx).await })
+        let from = ctx.list_from.clone();
+        tokio::spawn(async move { source.list_resumable(list_tx, &from).await })
     };
     let (work_tx, work_rx) = mpsc::channel::<Work>(FETCH_QUEUE);
     let fetch_q = opts.monitor.queue("fetch", FETCH_QUEUE);
@@ -341,8 +374,9 @@ async fn dispatch(
         let _ = w.await;
     }
     let listing = lister.await.map_err(|e| Error::task("listing task", e))?;
+    let saved = ctx.checkpoints.save_if_due(true);
     Ok(Dispatched {
-        err: routed.err,
+        err: routed.err.or(saved.err()),
         listing,
         ended: routed.ended,
         last_key: routed.last_key,
@@ -367,14 +401,17 @@ fn spawn_fetchers(
         workers.push(tokio::spawn(async move {
             loop {
                 let next = rx.lock().await.recv().await;
-                let Some((meta, old)) = next else { break };
+                let Some((meta, old, seq)) = next else { break };
                 fetch_q.pop();
                 if ctx.stop.load(Ordering::Relaxed) {
+                    // Not finished: the listing's checkpoint stays before it.
                     continue;
                 }
                 ctx.monitor.gate().await;
                 let held = budget.hold(fetch_cost(meta.size, ctx.params.max)).await;
-                fetch_one(&ctx, meta, old, held).await;
+                if fetch_one(&ctx, meta, old, held).await {
+                    ctx.checkpoints.finish(seq);
+                }
             }
         }));
     }
@@ -415,8 +452,15 @@ async fn route(
         match item {
             Listed::Error { key, reason } => {
                 ctx.monitor.ingest.listed.fetch_add(1, Ordering::Relaxed);
-                ctx.fail(&key, None, reason);
+                let _ = ctx.fail(&key, None, reason);
                 r.last_key = Some(key);
+            }
+            Listed::Mark { range, mark } => {
+                ctx.checkpoints.mark(range, mark);
+                if let Err(e) = ctx.checkpoints.save_if_due(false) {
+                    r.err = Some(e);
+                    return r;
+                }
             }
             Listed::Object(meta) => {
                 r.last_key = Some(meta.key.clone());
@@ -446,7 +490,8 @@ async fn route(
                     continue;
                 }
                 fetch_q.push();
-                if work_tx.send((meta, old)).await.is_err() {
+                let seq = ctx.checkpoints.route();
+                if work_tx.send((meta, old, seq)).await.is_err() {
                     return r;
                 }
             }
@@ -498,6 +543,10 @@ fn record_run(
     }
     node.catalog.sync()?;
     node.catalog.set_listing_mark(mark)?;
+    if mark.complete {
+        // The next run lists from the first key again, to find what changed.
+        checkpoint::save(&node.catalog, &ListFrom::new())?;
+    }
     let outcome = match (&dispatched.err, &dispatched.listing, &summary.stopped_early) {
         (Some(e), _, _) => format!("error: {e}"),
         (_, Err(e), _) => format!("listing failed: {e}"),
@@ -520,15 +569,16 @@ fn record_run(
     )
 }
 
-/// Fetches, chunks and stages one object; records the outcome in the catalog. `held`
-/// (its share of the byte budget) is given back once the object is committed, before a
-/// drain alongside is told of it.
+/// Fetches, chunks and stages one object; records the outcome in the catalog and
+/// returns whether it did (false: the object stays to be fetched by the next run, and
+/// the listing's checkpoint stays before it). `held` (its share of the byte budget) is
+/// given back once the object is committed, before a drain alongside is told of it.
 async fn fetch_one(
     ctx: &Arc<Ctx>,
     meta: ObjectMeta,
     old: Option<ObjectRecord>,
     held: SemaphorePermit<'_>,
-) {
+) -> bool {
     let key = meta.key.clone();
     match stage_object(ctx, &meta).await {
         Ok(staged) => {
@@ -571,9 +621,11 @@ async fn fetch_one(
                     if let Some(n) = &ctx.notify {
                         let _ = n.send(key.clone()).await;
                     }
+                    true
                 }
                 Err(e) => {
                     ctx.stop(format!("catalog write failed: {e}"));
+                    false
                 }
             }
         }
@@ -581,14 +633,14 @@ async fn fetch_one(
             if let Some(down) = ctx.source.throttle().and_then(|t| t.down_error()) {
                 // Not the object's fault: it stays listed for the next run.
                 ctx.stop(format!("source {down}"));
-                return;
+                return false;
             }
             if e.is_no_space() || matches!(e, Error::AllDrivesFull { .. }) {
                 ctx.stop(format!(
                     "{e}; drain (the next run reclaims what is drained), add a drive with --staging, or free space, and run again"
                 ));
             }
-            ctx.fail(&key, Some(&meta), e.to_string());
+            ctx.fail(&key, Some(&meta), e.to_string())
         }
     }
 }

@@ -12,6 +12,7 @@
 pub mod backend;
 pub(crate) mod budget;
 pub mod catalog;
+pub(crate) mod checkpoint;
 pub mod chunker;
 pub mod commands;
 pub mod crypto;

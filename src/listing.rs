@@ -116,6 +116,7 @@ impl SortedListing {
                     }
                 }
                 Listed::Error { key, reason } => on_error(key, reason),
+                Listed::Mark { .. } => {}
             }
         }
         self.put(&batch)

@@ -728,3 +728,81 @@ fn a_listing_that_fails_leaves_the_move_not_done_and_erase_refuses() {
     let text = String::from_utf8_lossy(&rep.stdout);
     assert_eq!(json_doc(&text, "report")["report"]["done"], true, "{text}");
 }
+
+/// Pages of the S3 listing of `bucket` the SAIO's proxy has answered so far (its
+/// access log names each ListObjectsV2 request).
+fn list_pages(bucket: &str) -> usize {
+    let log = std::fs::read_to_string("/tmp/barge-saio/log/proxy.log").unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains(&format!("GET /{bucket}/%3Flist-type%3D2")))
+        .count()
+}
+
+/// Issue 15: a listing killed halfway resumes from its checkpoint. 20,000 flat keys (no
+/// `/`) in the SAIO's s3api; the ingest SIGKILLs itself at the 14,000th listed object;
+/// the next run lists at most 60% of the pages again (counted in the server's log),
+/// then the move ends DONE, byte for byte.
+#[test]
+fn a_listing_killed_halfway_resumes_from_its_checkpoint() {
+    let env = saio();
+    let t = tmp();
+    let src = t.path().join("src");
+    for i in 0..20_000u64 {
+        write(
+            &src,
+            format!("k{i:05}").as_bytes(),
+            &i.to_le_bytes().repeat(8),
+        );
+    }
+    let bucket = format!("resume{}", std::process::id());
+    let url = format!("s3://{bucket}");
+    // The AWS CLI's default of 10 requests at once would take minutes.
+    let cfg = t.path().join("aws-config");
+    std::fs::write(&cfg, "[default]\ns3 =\n  max_concurrent_requests = 64\n").unwrap();
+    must(aws_s3(env).args(["s3", "mb", &url]));
+    must(
+        aws_s3(env)
+            .env("AWS_CONFIG_FILE", &cfg)
+            .args(["s3", "cp", "--recursive", "--quiet"])
+            .arg(&src)
+            .arg(&url),
+    );
+    let state = t.path().join("state");
+    init_small(&state, &[]);
+    let run = |cmd: &[&str], crash: Option<&str>| {
+        let mut c = bin();
+        c.arg("--state")
+            .arg(&state)
+            .args(["--json", "--source-endpoint", &env["SAIO_S3_ENDPOINT"]])
+            .args(cmd)
+            .env("AWS_ACCESS_KEY_ID", &env["SAIO_S3_ACCESS_KEY"])
+            .env("AWS_SECRET_ACCESS_KEY", &env["SAIO_S3_SECRET_KEY"])
+            .env("AWS_REGION", "us-east-1")
+            .env_remove("AWS_ENDPOINT_URL");
+        if let Some(at) = crash {
+            c.env("BARGE_CRASH_AT", at);
+        }
+        c.output().expect("run barge")
+    };
+    let before = list_pages(&bucket);
+    let o = run(&["ingest", "--source", &url], Some("ingest.listed:14000"));
+    assert!(!o.status.success(), "the crash point was not reached");
+    let first = list_pages(&bucket) - before;
+    assert!(first >= 12, "the killed run listed {first} pages");
+
+    let out = t.path().join("out");
+    let o = run(
+        &["migrate", "--source", &url, "--dest", out.to_str().unwrap()],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let again = list_pages(&bucket) - before - first;
+    assert!(
+        (1..=12).contains(&again),
+        "the resumed run listed {again} of 20 pages again"
+    );
+    assert_same_tree(&src, &out);
+    let rep = barge(&state, &["--json", "report"]);
+    let text = String::from_utf8_lossy(&rep.stdout);
+    assert_eq!(json_doc(&text, "report")["report"]["done"], true, "{text}");
+}

@@ -22,12 +22,33 @@ use tokio::sync::mpsc;
 use crate::error::{Error, Result};
 use crate::object::{ObjectKey, ObjectMeta};
 
-/// One line of a listing: an object, or an entry that could not be listed (named).
+/// One line of a listing: an object, an entry that could not be listed (named), or a
+/// checkpoint of one key range of a resumable listing.
 #[derive(Debug)]
 pub enum Listed {
     Object(ObjectMeta),
-    Error { key: ObjectKey, reason: String },
+    Error {
+        key: ObjectKey,
+        reason: String,
+    },
+    /// Every object of `range` up to `mark` was sent before this line (a range just
+    /// discovered is announced with an empty mark before any of its objects).
+    Mark {
+        range: String,
+        mark: RangeMark,
+    },
 }
+
+/// How far the listing of one key range got: the last key listed (the store's own key,
+/// prefix included) and whether the range is finished.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RangeMark {
+    pub after: Option<String>,
+    pub done: bool,
+}
+
+/// Where a resumed listing starts, per range (empty: from the first key).
+pub type ListFrom = std::collections::BTreeMap<String, RangeMark>;
 
 /// A body being uploaded: in-order plaintext pieces. An `Err` item aborts the upload;
 /// nothing of it may become visible at the destination.
@@ -195,6 +216,12 @@ pub trait Source: Send + Sync {
     fn url(&self) -> String;
     /// Streams the listing into `tx`, page by page; returns when the listing is complete.
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()>;
+    /// Like [`Source::list`], resuming each key range after its mark in `from`, and
+    /// sending a [`Listed::Mark`] after each page. A source that cannot resume lists
+    /// everything (and sends no marks).
+    async fn list_resumable(&self, tx: mpsc::Sender<Listed>, _from: &ListFrom) -> Result<()> {
+        self.list(tx).await
+    }
     /// Opens an object for reading.
     async fn open(&self, meta: &ObjectMeta) -> Result<Opened>;
     /// After a full read: fails if the object changed since it was listed.

@@ -31,7 +31,8 @@ use tokio::sync::mpsc;
 use super::check::{SumCheck, SumKind};
 use super::throttle::{Failure, Throttle, ThrottleConfig, parse_retry_after};
 use super::{
-    Body, ContentCheck, Destination, Listed, Opened, Placed, Reader, Rope, Source, escape_object,
+    Body, ContentCheck, Destination, ListFrom, Listed, Opened, Placed, RangeMark, Reader, Rope,
+    Source, escape_object,
 };
 use crate::error::{Error, Result};
 use crate::object::{ObjectKey, ObjectMeta};
@@ -276,6 +277,7 @@ impl S3Store {
         prefix: &str,
         delimiter: Option<&str>,
         token: Option<String>,
+        start_after: Option<String>,
     ) -> Result<aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output> {
         let what = format!("LIST s3://{}/{prefix}", self.bucket);
         self.throttle
@@ -287,7 +289,8 @@ impl S3Store {
                     .prefix(prefix)
                     .set_delimiter(delimiter.map(str::to_string))
                     .max_keys(PAGE_SIZE)
-                    .set_continuation_token(token.clone());
+                    .set_continuation_token(token.clone())
+                    .set_start_after(start_after.clone());
                 let what = what.clone();
                 async move { req.send().await.map_err(|e| classify(&what, e)) }
             })
@@ -329,7 +332,7 @@ impl S3Store {
         let mut subs = vec![];
         let mut token: Option<String> = None;
         loop {
-            let page = self.list_page(&prefix, delimiter, token).await?;
+            let page = self.list_page(&prefix, delimiter, token, None).await?;
             if !self.send_page(&page, tx).await {
                 return Ok(subs);
             }
@@ -340,6 +343,65 @@ impl S3Store {
             );
             token = page.next_continuation_token().map(str::to_string);
             if token.is_none() || page.is_truncated() != Some(true) {
+                return Ok(subs);
+            }
+        }
+    }
+
+    /// One key range of a resumable listing: `prefix` from after `from`'s key (nothing
+    /// if it is done), a [`Listed::Mark`] after every page; with a delimiter, each common
+    /// prefix is announced as a range of its own before the page's mark. Returns the
+    /// common prefixes found.
+    async fn list_range(
+        &self,
+        prefix: String,
+        delimiter: Option<&str>,
+        from: Option<&RangeMark>,
+        tx: &mpsc::Sender<Listed>,
+    ) -> Result<Vec<String>> {
+        let mut subs = vec![];
+        if from.is_some_and(|m| m.done) {
+            return Ok(subs);
+        }
+        let mut after = from.and_then(|m| m.after.clone());
+        let mut token: Option<String> = None;
+        loop {
+            let start = if token.is_none() { after.clone() } else { None };
+            let page = self.list_page(&prefix, delimiter, token, start).await?;
+            if !self.send_page(&page, tx).await {
+                return Ok(subs);
+            }
+            let found: Vec<String> = page
+                .common_prefixes()
+                .iter()
+                .filter_map(|p| p.prefix().map(str::to_string))
+                .collect();
+            let last_key = page.contents().last().and_then(|o| o.key());
+            let last = last_key
+                .into_iter()
+                .chain(found.last().map(String::as_str))
+                .max();
+            if let Some(l) = last {
+                after = Some(l.to_string());
+            }
+            for p in &found {
+                let announce = Listed::Mark {
+                    range: p.clone(),
+                    mark: RangeMark::default(),
+                };
+                if tx.send(announce).await.is_err() {
+                    return Ok(subs);
+                }
+            }
+            subs.extend(found);
+            token = page.next_continuation_token().map(str::to_string);
+            let done = token.is_none() || page.is_truncated() != Some(true);
+            let mark = RangeMark {
+                after: after.clone(),
+                done,
+            };
+            let range = prefix.clone();
+            if tx.send(Listed::Mark { range, mark }).await.is_err() || done {
                 return Ok(subs);
             }
         }
@@ -672,6 +734,40 @@ impl Source for S3Store {
         futures::stream::iter(subs.into_iter().map(|p| {
             let tx = tx.clone();
             async move { self.list_prefix(p, None, &tx).await.map(|_| ()) }
+        }))
+        .buffer_unordered(self.list_parallel)
+        .try_collect::<Vec<()>>()
+        .await?;
+        Ok(())
+    }
+
+    /// Resumes each range (the bucket or prefix, and with `--list-parallel` above 1 each
+    /// first-level prefix) after its mark; a resumed first level announces the prefixes
+    /// it finds again, which changes nothing for a range already under way.
+    async fn list_resumable(&self, tx: mpsc::Sender<Listed>, from: &ListFrom) -> Result<()> {
+        let base = self.prefix_slash();
+        if self.list_parallel <= 1 {
+            self.list_range(base.clone(), None, from.get(&base), &tx)
+                .await?;
+            return Ok(());
+        }
+        let found = self
+            .list_range(base.clone(), Some("/"), from.get(&base), &tx)
+            .await?;
+        let mut ranges: std::collections::BTreeSet<String> = from
+            .iter()
+            .filter(|(r, m)| **r != base && !m.done)
+            .map(|(r, _)| r.clone())
+            .collect();
+        ranges.extend(found);
+        futures::stream::iter(ranges.into_iter().map(|p| {
+            let tx = tx.clone();
+            async move {
+                let from = from.get(&p);
+                self.list_range(p.clone(), None, from, &tx)
+                    .await
+                    .map(|_| ())
+            }
         }))
         .buffer_unordered(self.list_parallel)
         .try_collect::<Vec<()>>()
