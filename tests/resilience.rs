@@ -173,6 +173,30 @@ fn must(c: &mut Command) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Makes bucket `url` (s3://name) in the SAIO and uploads the tree `src` into it with the
+/// AWS CLI, `concurrency` requests at once.
+fn s3_bucket_from(env: &Env, url: &str, src: &Path, concurrency: usize) {
+    let cfg = src.with_extension("aws-config");
+    let text = format!("[default]\ns3 =\n  max_concurrent_requests = {concurrency}\n");
+    std::fs::write(&cfg, text).expect("write the AWS CLI config");
+    must(aws_s3(env).args(["s3", "mb", url]));
+    must(
+        aws_s3(env)
+            .env("AWS_CONFIG_FILE", &cfg)
+            .args(["s3", "cp", "--recursive", "--quiet"])
+            .arg(src)
+            .arg(url),
+    );
+}
+
+/// The SAIO's address, for a fault proxy in front of it.
+fn saio_addr(env: &Env) -> std::net::SocketAddr {
+    env["SAIO_S3_ENDPOINT"]
+        .trim_start_matches("http://")
+        .parse()
+        .expect("SAIO address")
+}
+
 #[test]
 fn faults_on_the_wire_are_retried_and_nothing_corrupt_is_recorded() {
     use common::proxy::{self, Fault};
@@ -195,18 +219,9 @@ fn faults_on_the_wire_are_retried_and_nothing_corrupt_is_recorded() {
         );
     }
     let bucket = format!("faultsrc{}", std::process::id());
-    must(aws_s3(env).args(["s3", "mb", &format!("s3://{bucket}")]));
-    must(
-        aws_s3(env)
-            .args(["s3", "cp", "--recursive", "--quiet"])
-            .arg(&src)
-            .arg(format!("s3://{bucket}")),
-    );
+    s3_bucket_from(env, &format!("s3://{bucket}"), &src, 10);
     // One proxy in front of the SAIO, used for both sides (S3 source, Swift destination).
-    let upstream: std::net::SocketAddr = env["SAIO_S3_ENDPOINT"]
-        .trim_start_matches("http://")
-        .parse()
-        .expect("SAIO address");
+    let upstream = saio_addr(env);
     let p = proxy::start(
         upstream,
         vec![
@@ -586,10 +601,7 @@ fn a_destination_that_is_down_stops_the_drain_and_loses_nothing() {
         &["--quiet", "ingest", "--source", src.to_str().unwrap()],
     ));
     // Every request through the proxy is answered 500: the destination is "down".
-    let upstream: std::net::SocketAddr = env["SAIO_S3_ENDPOINT"]
-        .trim_start_matches("http://")
-        .parse()
-        .expect("SAIO address");
+    let upstream = saio_addr(env);
     let p = proxy::start(upstream, vec![Fault::ServerError]);
     let bucket = format!("downdst{}", std::process::id());
     let drain = |endpoint: &str| {
@@ -668,13 +680,7 @@ fn a_listing_that_fails_leaves_the_move_not_done_and_erase_refuses() {
     }
     let bucket = format!("listfail{}", std::process::id());
     let url = format!("s3://{bucket}");
-    must(aws_s3(env).args(["s3", "mb", &url]));
-    must(
-        aws_s3(env)
-            .args(["s3", "cp", "--recursive", "--quiet"])
-            .arg(&src)
-            .arg(&url),
-    );
+    s3_bucket_from(env, &url, &src, 10);
     let state = t.path().join("state");
     init_small(&state, &[]);
     let out = t.path().join("out");
@@ -695,10 +701,7 @@ fn a_listing_that_fails_leaves_the_move_not_done_and_erase_refuses() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_same_tree(&src, &out);
 
-    let upstream: std::net::SocketAddr = env["SAIO_S3_ENDPOINT"]
-        .trim_start_matches("http://")
-        .parse()
-        .expect("SAIO address");
+    let upstream = saio_addr(env);
     let p = proxy::start(upstream, vec![Fault::ServerError]);
     let o = run(&format!("http://{}", p.addr), &["ingest", "--source", &url]);
     assert!(!o.status.success(), "a failed listing is not a success");
@@ -757,16 +760,7 @@ fn a_listing_killed_halfway_resumes_from_its_checkpoint() {
     let bucket = format!("resume{}", std::process::id());
     let url = format!("s3://{bucket}");
     // The AWS CLI's default of 10 requests at once would take minutes.
-    let cfg = t.path().join("aws-config");
-    std::fs::write(&cfg, "[default]\ns3 =\n  max_concurrent_requests = 64\n").unwrap();
-    must(aws_s3(env).args(["s3", "mb", &url]));
-    must(
-        aws_s3(env)
-            .env("AWS_CONFIG_FILE", &cfg)
-            .args(["s3", "cp", "--recursive", "--quiet"])
-            .arg(&src)
-            .arg(&url),
-    );
+    s3_bucket_from(env, &url, &src, 64);
     let state = t.path().join("state");
     init_small(&state, &[]);
     let run = |cmd: &[&str], crash: Option<&str>| {
