@@ -671,7 +671,6 @@ async fn stage_object(ctx: &Arc<Ctx>, meta: &ObjectMeta) -> Result<Staged> {
         blake3,
         total,
         verdict,
-        unchanged_checked,
     } = chunk_body(ctx, meta, input, verifier).await?;
     if total != meta.size {
         return Err(Error::object(
@@ -682,9 +681,7 @@ async fn stage_object(ctx: &Arc<Ctx>, meta: &ObjectMeta) -> Result<Staged> {
             ),
         ));
     }
-    if !unchanged_checked {
-        ctx.source.check_unchanged(meta).await?;
-    }
+    ctx.source.check_unchanged(meta).await?;
     let (check_kind, unchecked) = verdict.map_err(|why| {
         Error::object(
             &meta.key,
@@ -713,8 +710,6 @@ struct Chunked {
     total: u64,
     /// The source checksum's verdict: its kind and why it was not checked, or a mismatch.
     verdict: std::result::Result<(String, Option<String>), String>,
-    /// The body was checked unchanged at its source while it was still open.
-    unchanged_checked: bool,
 }
 
 /// A body as the chunking thread reads it.
@@ -739,10 +734,10 @@ async fn chunk_body(
     tokio::task::spawn_blocking(move || match input {
         Input::File(lf) => {
             let f = lf.open(&meta.key)?;
-            let mut out = chunk_reader(&c2, &meta, &f, verifier)?;
+            let out = chunk_reader(&c2, &meta, &f, verifier)?;
             if out.total == meta.size {
+                // Before the file is closed: what was read is the listed version.
                 lf.check_unchanged(&meta, &f)?;
-                out.unchanged_checked = true;
             }
             Ok(out)
         }
@@ -785,7 +780,6 @@ fn chunk_reader(
             blake3: *whole.finalize().as_bytes(),
             total,
             verdict: verifier.finish(),
-            unchanged_checked: false,
         }),
         Err(ChunkError::Read(e)) => Err(Error::object(&meta.key, format!("read failed: {e}"))),
         Err(ChunkError::Sink(e)) => Err(e),

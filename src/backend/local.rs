@@ -189,12 +189,10 @@ impl Source for LocalSource {
         })
     }
 
-    async fn check_unchanged(&self, meta: &ObjectMeta) -> Result<()> {
-        let p = key_path(&self.root, &meta.key)?;
-        let md = tokio::fs::metadata(&p)
-            .await
-            .map_err(|e| Error::object(&meta.key, format!("vanished while read: {e}")))?;
-        same_version(meta, &md)
+    /// Checked already: the chunking thread compares the open file with its listing
+    /// ([`LocalFile::check_unchanged`]) before it closes it.
+    async fn check_unchanged(&self, _meta: &ObjectMeta) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -247,6 +245,14 @@ pub struct LocalDest {
 }
 
 impl LocalDest {
+    /// One of the [`FILE_WRITERS`] slots.
+    async fn slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        self.writers
+            .acquire()
+            .await
+            .map_err(|e| Error::task("writing a destination file", e))
+    }
+
     pub fn new(root: PathBuf) -> Result<Self> {
         std::fs::create_dir_all(&root).map_err(|e| Error::Destination {
             url: root.display().to_string(),
@@ -255,34 +261,6 @@ impl LocalDest {
         Ok(LocalDest {
             root,
             writers: Semaphore::new(FILE_WRITERS),
-        })
-    }
-}
-
-impl LocalDest {
-    /// The object's final path and a fresh temporary name beside it (its directory made).
-    async fn prepare(&self, key: &ObjectKey) -> Result<(PathBuf, PathBuf)> {
-        let path = key_path(&self.root, key)?;
-        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| {
-            Error::object(
-                key,
-                format!("cannot create the directory of {}: {e}", path.display()),
-            )
-        })?;
-        let tmp = tmp_path(&path);
-        Ok((path, tmp))
-    }
-
-    /// Renames a complete temporary file into place. Neither is synced here: the drain
-    /// makes a whole batch durable with [`Destination::sync`] before it marks any of it
-    /// drained (a crash before that leaves the objects to be written again).
-    async fn commit(&self, key: &ObjectKey, tmp: &Path, path: &Path) -> Result<()> {
-        tokio::fs::rename(tmp, path).await.map_err(|e| {
-            Error::object(
-                key,
-                format!("cannot rename into place {}: {e}", path.display()),
-            )
         })
     }
 }
@@ -309,34 +287,63 @@ struct Target {
 }
 
 impl Target {
-    /// Writes the pieces to the temporary file and renames it into place, on the calling
-    /// (blocking) thread. `Some(None)` ends a complete body; pieces that stop without it
-    /// (the body failed or was abandoned) leave nothing behind. Nothing is synced here:
-    /// the drain makes a whole batch durable with [`Destination::sync`] before it marks
-    /// any of it drained (a crash before that leaves the objects to be written again).
-    fn write(&self, pieces: impl Iterator<Item = Option<Bytes>>) -> Result<()> {
-        let res = self.write_and_rename(pieces);
+    /// The object `meta` under `root`, with a fresh temporary name beside it.
+    fn new(root: &Path, meta: &ObjectMeta) -> Result<Self> {
+        let path = key_path(root, &meta.key)?;
+        Ok(Target {
+            key: meta.key.clone(),
+            tmp: tmp_path(&path),
+            path,
+            size: meta.size,
+        })
+    }
+
+    fn err(&self, what: &str, e: std::io::Error) -> Error {
+        Error::object(&self.key, format!("{what} {}: {e}", self.path.display()))
+    }
+
+    /// On the calling (blocking) thread: makes the directory, lets `fill` write the
+    /// temporary file and renames it into place; a failure leaves nothing behind.
+    /// Nothing is synced here: the drain makes a whole batch durable with
+    /// [`Destination::sync`] before it marks any of it drained (a crash before that
+    /// leaves the objects to be written again).
+    fn place(&self, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+        let res = self.fill_and_rename(fill);
         if res.is_err() {
             let _ = std::fs::remove_file(&self.tmp);
         }
         res
     }
 
-    fn write_and_rename(&self, mut pieces: impl Iterator<Item = Option<Bytes>>) -> Result<()> {
-        let err = |what: &str, e: std::io::Error| {
-            Error::object(&self.key, format!("{what} {}: {e}", self.path.display()))
-        };
+    fn fill_and_rename(&self, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| err("cannot create the directory of", e))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| self.err("cannot create the directory of", e))?;
         }
-        let mut f = std::fs::File::create(&self.tmp)
-            .map_err(|e| err("cannot create a temporary file for", e))?;
+        fill(&self.tmp)?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| self.err("cannot rename into place", e))
+    }
+
+    /// Places the pieces of a body: `Some(None)` ends a complete body; pieces that stop
+    /// without it (the body failed or was abandoned) leave nothing behind.
+    fn write(&self, pieces: impl Iterator<Item = Option<Bytes>>) -> Result<()> {
+        self.place(|tmp| self.write_pieces(tmp, pieces))
+    }
+
+    fn write_pieces(
+        &self,
+        tmp: &Path,
+        mut pieces: impl Iterator<Item = Option<Bytes>>,
+    ) -> Result<()> {
+        let mut f = std::fs::File::create(tmp)
+            .map_err(|e| self.err("cannot create a temporary file for", e))?;
         let mut written = 0u64;
         loop {
             match pieces.next() {
                 Some(Some(piece)) => {
                     written += piece.len() as u64;
-                    f.write_all(&piece).map_err(|e| err("cannot write", e))?;
+                    f.write_all(&piece)
+                        .map_err(|e| self.err("cannot write", e))?;
                 }
                 Some(None) => break,
                 None => return Err(Error::object(&self.key, "body ended early; not written")),
@@ -348,8 +355,7 @@ impl Target {
                 format!("body had {written} bytes, expected {}", self.size),
             ));
         }
-        drop(f);
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| err("cannot rename into place", e))
+        Ok(())
     }
 }
 
@@ -401,13 +407,7 @@ impl Destination for LocalDest {
     }
 
     async fn put(&self, meta: &ObjectMeta, mut body: Body) -> Result<Option<Placed>> {
-        let path = key_path(&self.root, &meta.key)?;
-        let target = Target {
-            key: meta.key.clone(),
-            tmp: tmp_path(&path),
-            path,
-            size: meta.size,
-        };
+        let target = Target::new(&self.root, meta)?;
         // Gather: a small body is written whole by one blocking task.
         let mut head = vec![];
         let mut held = 0;
@@ -425,11 +425,7 @@ impl Destination for LocalDest {
             }
         };
         let location = target.path.display().to_string();
-        let _slot = self
-            .writers
-            .acquire()
-            .await
-            .map_err(|e| Error::task("writing a destination file", e))?;
+        let _slot = self.slot().await?;
         if whole {
             let pieces = head.into_iter().map(Some).chain(std::iter::once(None));
             blocking(move || target.write(pieces)).await?;
@@ -469,25 +465,18 @@ impl Destination for LocalDest {
     /// A kernel-side copy (`copy_file_range`, a reflink where the filesystem shares
     /// extents) of a file this run wrote.
     async fn copy(&self, from: &Placed, meta: &ObjectMeta) -> Result<()> {
-        let (path, tmp) = self.prepare(&meta.key).await?;
-        let src = PathBuf::from(&from.location);
-        let (t, key) = (tmp.clone(), meta.key.clone());
-        let res = tokio::task::spawn_blocking(move || -> Result<u64> {
-            let cerr = |what: &str, e: std::io::Error| {
-                Error::object(&key, format!("{what} {}: {e}", t.display()))
-            };
-            std::fs::copy(&src, &t).map_err(|e| cerr("cannot copy into", e))
+        let target = Target::new(&self.root, meta)?;
+        let from = from.clone();
+        let _slot = self.slot().await?;
+        blocking(move || {
+            target.place(|tmp| {
+                let n = std::fs::copy(&from.location, tmp)
+                    .map_err(|e| target.err("cannot copy into", e))?;
+                let what = format!("copy of {}", from.location);
+                from.check_copy(&target.key, &what, Some(&n.to_string()))
+            })
         })
         .await
-        .map_err(|e| Error::task(format!("copying {}", from.location), e))?;
-        let what = format!("copy of {}", from.location);
-        let res = res.and_then(|n| from.check_copy(&meta.key, &what, Some(&n.to_string())));
-        if let Err(e) = res {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(e);
-        }
-        self.commit(&meta.key, &tmp, &path).await?;
-        Ok(())
     }
 
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()> {
