@@ -9,9 +9,10 @@
 //!   s3api reject the SDK's default aws-chunked trailing-checksum uploads. Integrity is
 //!   ours: ETag MD5 checks on fetch, Content-MD5 on every upload and part.
 //! * The SDK's own retries are off: [`Throttle`] retries with back-pressure instead.
-//! * Listing streams page by page; with `list_parallel > 1` the first level of
-//!   "directories" is listed concurrently. Objects above `part_size` are fetched as
-//!   parallel ranged GETs.
+//! * Listing streams page by page, a checkpoint mark after each page so an ingest can
+//!   resume it (`StartAfter`); with `list_parallel > 1` the first level of "directories"
+//!   is listed concurrently. Objects above `part_size` are fetched as parallel ranged
+//!   GETs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -319,33 +320,6 @@ impl S3Store {
             }
         }
         true
-    }
-
-    /// Lists `prefix` page by page into `tx`; with a delimiter, returns the common
-    /// prefixes (first-level "directories") instead of descending into them.
-    async fn list_prefix(
-        &self,
-        prefix: String,
-        delimiter: Option<&str>,
-        tx: &mpsc::Sender<Listed>,
-    ) -> Result<Vec<String>> {
-        let mut subs = vec![];
-        let mut token: Option<String> = None;
-        loop {
-            let page = self.list_page(&prefix, delimiter, token, None).await?;
-            if !self.send_page(&page, tx).await {
-                return Ok(subs);
-            }
-            subs.extend(
-                page.common_prefixes()
-                    .iter()
-                    .filter_map(|p| p.prefix().map(str::to_string)),
-            );
-            token = page.next_continuation_token().map(str::to_string);
-            if token.is_none() || page.is_truncated() != Some(true) {
-                return Ok(subs);
-            }
-        }
     }
 
     /// One key range of a resumable listing: `prefix` from after `from`'s key (nothing
@@ -723,22 +697,9 @@ impl Source for S3Store {
         self.url.clone()
     }
 
+    /// The whole listing: a resumable one from the first key (its marks go unused).
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()> {
-        let base = self.prefix_slash();
-        if self.list_parallel <= 1 {
-            self.list_prefix(base, None, &tx).await?;
-            return Ok(());
-        }
-        // One delimited listing of the first level, then each sub-prefix in parallel.
-        let subs = self.list_prefix(base, Some("/"), &tx).await?;
-        futures::stream::iter(subs.into_iter().map(|p| {
-            let tx = tx.clone();
-            async move { self.list_prefix(p, None, &tx).await.map(|_| ()) }
-        }))
-        .buffer_unordered(self.list_parallel)
-        .try_collect::<Vec<()>>()
-        .await?;
-        Ok(())
+        self.list_resumable(tx, &ListFrom::new()).await
     }
 
     /// Resumes each range (the bucket or prefix, and with `--list-parallel` above 1 each
@@ -895,7 +856,7 @@ impl Destination for S3Store {
     }
 
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()> {
-        self.list_prefix(self.prefix_slash(), None, &tx)
+        self.list_range(self.prefix_slash(), None, None, &tx)
             .await
             .map(|_| ())
     }
