@@ -18,30 +18,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::backend::{ListFrom, RangeMark};
-use crate::catalog::Catalog;
-use crate::error::{Error, Result};
+use crate::catalog::{Catalog, META_LISTING_RANGES};
+use crate::error::Result;
 
 /// How often applied marks are saved while listing.
 pub const SAVE_INTERVAL: Duration = Duration::from_millis(250);
 
-/// meta key: the ranges of the listing under way ([`ListFrom`], JSON).
-pub const META_LISTING_RANGES: &[u8] = b"listing_ranges";
-
 /// The ranges an incomplete listing left in `catalog` (empty if none).
 pub fn saved(catalog: &Catalog) -> Result<ListFrom> {
-    match catalog.meta_get(META_LISTING_RANGES)? {
-        None => Ok(ListFrom::new()),
-        Some(v) => serde_json::from_slice(&v).map_err(|e| Error::Catalog {
-            path: "meta listing_ranges".into(),
-            message: format!("bad listing checkpoint: {e}"),
-        }),
-    }
+    let ranges = catalog.meta_json(META_LISTING_RANGES, "listing checkpoint")?;
+    Ok(ranges.unwrap_or_default())
 }
 
 /// Replaces the saved ranges (synced).
 pub fn save(catalog: &Catalog, ranges: &ListFrom) -> Result<()> {
-    let v = serde_json::to_vec(ranges).map_err(|e| Error::encode("the listing checkpoint", e))?;
-    catalog.meta_put_sync(META_LISTING_RANGES, &v)
+    catalog.put_meta_json(META_LISTING_RANGES, "the listing checkpoint", ranges)
 }
 
 /// The checkpoints of one ingest's listing.
@@ -96,6 +87,11 @@ impl Checkpoints {
     /// The object `n` is finished (its outcome is in the catalog).
     pub fn finish(&self, n: u64) {
         self.lock().in_flight.remove(&n);
+    }
+
+    /// The ranges as applied so far (at the start: where the listing resumes).
+    pub fn ranges(&self) -> ListFrom {
+        self.lock().ranges.clone()
     }
 
     /// A mark from the lister: it applies once every object routed so far is finished.

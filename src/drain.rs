@@ -390,10 +390,12 @@ fn spawn_mark_sync(catalog: Arc<Catalog>) -> JoinHandle<()> {
         loop {
             tick.tick().await;
             let c = catalog.clone();
-            match tokio::task::spawn_blocking(move || c.sync()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!("syncing drained marks: {e}"),
-                Err(e) => tracing::warn!("syncing drained marks: {e}"),
+            let synced = tokio::task::spawn_blocking(move || c.sync())
+                .await
+                .map_err(|e| Error::task("syncing drained marks", e))
+                .and_then(|r| r);
+            if let Err(e) = synced {
+                tracing::warn!("syncing drained marks: {e}");
             }
         }
     })

@@ -113,9 +113,7 @@ struct Ctx {
     stop: AtomicBool,
     stop_reason: std::sync::Mutex<Option<String>>,
     notify: Option<mpsc::Sender<ObjectKey>>,
-    /// Where the listing resumes (empty: from the first key).
-    list_from: ListFrom,
-    /// How far the listing may resume from next time.
+    /// Where the listing resumes, and how far it may resume from next time.
     checkpoints: Checkpoints,
 }
 
@@ -251,8 +249,7 @@ fn prepare(
         stop: AtomicBool::new(false),
         stop_reason: Default::default(),
         notify: opts.notify.clone(),
-        checkpoints: Checkpoints::new(node.catalog.clone(), list_from.clone()),
-        list_from,
+        checkpoints: Checkpoints::new(node.catalog.clone(), list_from),
     });
     Ok((ctx, run_id, start_totals))
 }
@@ -357,7 +354,7 @@ async fn dispatch(
     opts.monitor.add_mpsc("list", &list_tx);
     let lister = {
         let source = source.clone();
-        let from = ctx.list_from.clone();
+        let from = ctx.checkpoints.ranges();
         tokio::spawn(async move { source.list_resumable(list_tx, &from).await })
     };
     let (work_tx, work_rx) = mpsc::channel::<Work>(FETCH_QUEUE);

@@ -335,14 +335,11 @@ pub struct DestLayout {
 impl DestLayout {
     /// The layout recorded by the last drain to `url`, if any.
     pub fn recorded(catalog: &crate::catalog::Catalog, url: &str) -> Result<Option<Self>> {
-        let Some(bytes) = catalog.meta_get(crate::catalog::META_DEST_LAYOUT)? else {
-            return Ok(None);
-        };
-        let layout: Self = serde_json::from_slice(&bytes).map_err(|e| Error::CorruptRecord {
-            what: "the recorded destination layout".into(),
-            message: e.to_string(),
-        })?;
-        Ok((layout.url == url).then_some(layout))
+        let layout: Option<Self> = catalog.meta_json(
+            crate::catalog::META_DEST_LAYOUT,
+            "recorded destination layout",
+        )?;
+        Ok(layout.filter(|l| l.url == url))
     }
 
     /// The `--containers` option that reproduces this layout (None: a single container).

@@ -65,6 +65,8 @@ pub const META_DEST_LAYOUT: &[u8] = b"dest_layout";
 pub const META_IO_ENGINE: &[u8] = b"io_engine";
 /// meta key: what the last ingest's listing covered ([`ListingMark`], JSON).
 pub const META_LISTING: &[u8] = b"listing";
+/// meta key: the checkpoints of the listing under way (`backend::ListFrom`, JSON).
+pub const META_LISTING_RANGES: &[u8] = b"listing_ranges";
 /// meta key: the raw drive set (`staging::set::DriveSet`, postcard); absent with directories.
 pub const META_DRIVE_SET: &[u8] = b"drive_set";
 
@@ -278,21 +280,35 @@ impl Catalog {
             .map_err(|e| self.db_err(e))
     }
 
-    /// What the last ingest's listing covered; None before any ingest (and in a catalog
-    /// made by `import`, whose objects come from the drives' manifests).
-    pub fn listing_mark(&self) -> Result<Option<ListingMark>> {
-        match self.meta_get(META_LISTING)? {
+    /// A meta value kept as JSON (`what` names it in errors); None when absent.
+    pub fn meta_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+        what: &str,
+    ) -> Result<Option<T>> {
+        match self.meta_get(key)? {
             None => Ok(None),
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
-                .map_err(|e| self.err(format!("bad listing record: {e}"))),
+                .map_err(|e| self.err(format!("bad {what}: {e}"))),
         }
+    }
+
+    /// Writes a meta value as JSON and syncs the WAL.
+    pub fn put_meta_json<T: serde::Serialize>(&self, key: &[u8], what: &str, v: &T) -> Result<()> {
+        let bytes = serde_json::to_vec(v).map_err(|e| Error::encode(what, e))?;
+        self.meta_put_sync(key, &bytes)
+    }
+
+    /// What the last ingest's listing covered; None before any ingest (and in a catalog
+    /// made by `import`, whose objects come from the drives' manifests).
+    pub fn listing_mark(&self) -> Result<Option<ListingMark>> {
+        self.meta_json(META_LISTING, "listing record")
     }
 
     /// Records what an ingest's listing covered (synced).
     pub fn set_listing_mark(&self, m: &ListingMark) -> Result<()> {
-        let v = serde_json::to_vec(m).map_err(|e| Error::encode("the listing record", e))?;
-        self.meta_put_sync(META_LISTING, &v)
+        self.put_meta_json(META_LISTING, "the listing record", m)
     }
 
     /// Hands out the next value of a u64 counter kept in meta; the new counter value is
