@@ -617,39 +617,28 @@ fn a_destination_down_with_more_objects_than_the_queue_ends_the_drain() {
         .unwrap()
         .port();
     let endpoint = format!("http://127.0.0.1:{port}");
-    let mut child = bin()
-        .args([
-            "--state",
-            state.to_str().unwrap(),
-            "--quiet",
-            "--down-after",
-            "1",
-        ])
-        .args([
-            "--dest-endpoint",
-            &endpoint,
-            "drain",
-            "--dest",
-            "s3://nobody",
-        ])
-        .env("AWS_ACCESS_KEY_ID", "k")
-        .env("AWS_SECRET_ACCESS_KEY", "s")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("AWS_ENDPOINT_URL")
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the drain did not end after its destination was taken for down");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
-    assert_eq!(status.code(), Some(3), "NOT DONE");
+    let mut c = bin();
+    c.args([
+        "--state",
+        state.to_str().unwrap(),
+        "--quiet",
+        "--down-after",
+        "1",
+    ])
+    .args([
+        "--dest-endpoint",
+        &endpoint,
+        "drain",
+        "--dest",
+        "s3://nobody",
+    ])
+    .env("AWS_ACCESS_KEY_ID", "k")
+    .env("AWS_SECRET_ACCESS_KEY", "s")
+    .env("AWS_REGION", "us-east-1")
+    .env_remove("AWS_ENDPOINT_URL");
+    // It used to wait forever: the deadline turns that into a failure.
+    let (code, _) = run_with_deadline(&mut c, std::time::Duration::from_secs(120));
+    assert_eq!(code, Some(3), "NOT DONE");
     let r = barge(&state, &["--json", "report"]);
     let r = String::from_utf8_lossy(&r.stdout);
     let rep = &json_doc(&r, "report")["report"];

@@ -12,28 +12,6 @@ use std::time::Duration;
 use common::servers::{Env, saio};
 use common::*;
 
-/// Runs barge with a deadline; returns its exit code (None: killed by a signal).
-fn run_with_deadline(c: &mut Command, limit: Duration) -> (Option<i32>, String) {
-    let mut child = c
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn barge");
-    let t = std::time::Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            let o = child.wait_with_output().expect("output");
-            return (st.code(), String::from_utf8_lossy(&o.stderr).into_owned());
-        }
-        if t.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("barge ran past {limit:?}: {c:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn sigkill_at_24_points_of_a_migration_into_swift_loses_nothing() {
     let env = saio();

@@ -215,3 +215,25 @@ impl Drop for Loop {
         let _ = Command::new("losetup").args(["-d", &self.dev]).status();
     }
 }
+
+/// Runs barge with a deadline; returns its exit code (None: killed by a signal).
+pub fn run_with_deadline(c: &mut Command, limit: std::time::Duration) -> (Option<i32>, String) {
+    let mut child = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn barge");
+    let t = std::time::Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            let o = child.wait_with_output().expect("output");
+            return (st.code(), String::from_utf8_lossy(&o.stderr).into_owned());
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("barge ran past {limit:?}: {c:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
