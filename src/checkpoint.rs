@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use crate::backend::{ListFrom, RangeMark};
 use crate::catalog::{Catalog, META_LISTING_RANGES};
 use crate::error::Result;
+use crate::monitor::Monitor;
 
 /// How often applied marks are saved while listing.
 pub const SAVE_INTERVAL: Duration = Duration::from_millis(250);
@@ -30,6 +31,19 @@ pub fn saved(catalog: &Catalog) -> Result<ListFrom> {
     Ok(ranges.unwrap_or_default())
 }
 
+/// The ranges as the status document shows them.
+pub fn as_status(ranges: &ListFrom) -> Vec<barge_tui::model::ListingRange> {
+    ranges
+        .iter()
+        .map(|(range, m)| barge_tui::model::ListingRange {
+            range: range.clone(),
+            after: m.after.clone(),
+            until: m.until.clone(),
+            done: m.done,
+        })
+        .collect()
+}
+
 /// Replaces the saved ranges (synced).
 pub fn save(catalog: &Catalog, ranges: &ListFrom) -> Result<()> {
     catalog.put_meta_json(META_LISTING_RANGES, "the listing checkpoint", ranges)
@@ -38,6 +52,8 @@ pub fn save(catalog: &Catalog, ranges: &ListFrom) -> Result<()> {
 /// The checkpoints of one ingest's listing.
 pub struct Checkpoints {
     catalog: Arc<Catalog>,
+    /// Shows each saved checkpoint (`barge status`, the dashboard).
+    monitor: Arc<Monitor>,
     state: Mutex<State>,
 }
 
@@ -46,8 +62,9 @@ struct State {
     next: u64,
     /// Routed objects not finished yet.
     in_flight: BTreeSet<u64>,
-    /// Marks waiting for the objects routed before them: (next at the mark, range, mark).
-    waiting: VecDeque<(u64, String, RangeMark)>,
+    /// Marks waiting for the objects routed before them: (next at the mark, range, mark,
+    /// whether it only announces a new range).
+    waiting: VecDeque<(u64, String, RangeMark, bool)>,
     /// The marks applied so far.
     ranges: ListFrom,
     /// Applied marks not saved yet.
@@ -57,9 +74,11 @@ struct State {
 
 impl Checkpoints {
     /// Starts from `from` (the ranges a resumed listing starts at; empty otherwise).
-    pub fn new(catalog: Arc<Catalog>, from: ListFrom) -> Self {
+    pub fn new(catalog: Arc<Catalog>, from: ListFrom, monitor: Arc<Monitor>) -> Self {
+        monitor.set_listing(&from);
         Checkpoints {
             catalog,
+            monitor,
             state: Mutex::new(State {
                 next: 0,
                 in_flight: BTreeSet::new(),
@@ -98,7 +117,15 @@ impl Checkpoints {
     pub fn mark(&self, range: String, mark: RangeMark) {
         let mut s = self.lock();
         let at = s.next;
-        s.waiting.push_back((at, range, mark));
+        s.waiting.push_back((at, range, mark, false));
+    }
+
+    /// A range the lister planned: added (behind every object routed so far) unless the
+    /// checkpoint already holds it.
+    pub fn announce(&self, range: String, mark: RangeMark) {
+        let mut s = self.lock();
+        let at = s.next;
+        s.waiting.push_back((at, range, mark, true));
     }
 
     /// Applies the marks whose objects are all finished and saves them if
@@ -114,6 +141,7 @@ impl Checkpoints {
             s.saved_at = Instant::now();
             s.ranges.clone()
         };
+        self.monitor.set_listing(&ranges);
         save(&self.catalog, &ranges)
     }
 }
@@ -122,12 +150,12 @@ impl State {
     fn apply(&mut self) {
         let low = self.in_flight.first().copied().unwrap_or(self.next);
         while self.waiting.front().is_some_and(|w| w.0 <= low) {
-            let Some((_, range, mark)) = self.waiting.pop_front() else {
+            let Some((_, range, mark, announce)) = self.waiting.pop_front() else {
                 break;
             };
-            if mark == RangeMark::default() {
-                // An announcement: a range already under way keeps its mark.
-                self.ranges.entry(range).or_default();
+            if announce {
+                // A range already under way keeps its mark.
+                self.ranges.entry(range).or_insert(mark);
             } else {
                 self.ranges.insert(range, mark);
             }
@@ -143,6 +171,7 @@ mod tests {
     fn mark(after: &str, done: bool) -> RangeMark {
         RangeMark {
             after: Some(after.into()),
+            until: None,
             done,
         }
     }
@@ -151,7 +180,7 @@ mod tests {
     fn a_mark_waits_for_every_object_routed_before_it() {
         let dir = tempfile::tempdir().unwrap();
         let cat = Arc::new(Catalog::open(dir.path(), true).unwrap());
-        let c = Checkpoints::new(cat.clone(), ListFrom::new());
+        let c = Checkpoints::new(cat.clone(), ListFrom::new(), Arc::default());
         let a = c.route();
         let b = c.route();
         c.mark("".into(), mark("b", false));
@@ -173,9 +202,9 @@ mod tests {
         let cat = Arc::new(Catalog::open(dir.path(), true).unwrap());
         let mut from = ListFrom::new();
         from.insert("p/".into(), mark("p/7", false));
-        let c = Checkpoints::new(cat.clone(), from);
-        c.mark("p/".into(), RangeMark::default());
-        c.mark("q/".into(), RangeMark::default());
+        let c = Checkpoints::new(cat.clone(), from, Arc::default());
+        c.announce("p/".into(), RangeMark::default());
+        c.announce("q/".into(), RangeMark::default());
         c.save_if_due(true).unwrap();
         let got = saved(&cat).unwrap();
         assert_eq!(got["p/"], mark("p/7", false));

@@ -49,6 +49,9 @@ pub enum Error {
     Object { key: String, message: String },
     #[error("source {url}: {message}")]
     Source { url: String, message: String },
+    /// The object is not there (HTTP 404, no such file).
+    #[error("{what}: not found")]
+    Gone { what: String },
     #[error("destination {url}: {message}")]
     Destination { url: String, message: String },
     #[error("option {option}: {message}")]
@@ -93,6 +96,17 @@ impl Error {
         Error::Object {
             key: key.to_string(),
             message: message.to_string(),
+        }
+    }
+
+    /// `e`, about one object: a [`Error::Gone`] stays one (naming the object), anything
+    /// else becomes an [`Error::Object`].
+    pub fn of_object(key: impl std::fmt::Display, e: Error) -> Self {
+        match e {
+            Error::Gone { what } => Error::Gone {
+                what: format!("object {key}: {what}"),
+            },
+            e => Error::object(key, e),
         }
     }
 
@@ -141,6 +155,15 @@ impl Error {
     }
 
     /// True when the error says a disk ran out of space.
+    /// The object is not at the source (any more).
+    pub fn is_gone(&self) -> bool {
+        match self {
+            Error::Gone { .. } => true,
+            Error::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            _ => false,
+        }
+    }
+
     pub fn is_no_space(&self) -> bool {
         match self {
             Error::DriveFull { .. } | Error::AllDrivesFull { .. } => true,

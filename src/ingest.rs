@@ -90,6 +90,9 @@ pub struct IngestSummary {
     pub io_engine: String,
     pub stopped_early: Option<String>,
     pub failures: Vec<(String, String)>,
+    /// Objects an inventory listed that were gone from the source at fetch time (deleted
+    /// since the inventory was taken): not part of the move, not failures.
+    pub vanished: u64,
     /// Objects staged per source checksum kind ("md5", "md5-multipart", "unchecked").
     pub checks: std::collections::BTreeMap<String, u64>,
 }
@@ -109,6 +112,8 @@ struct Ctx {
     params: crate::chunker::ChunkParams,
     monitor: Arc<Monitor>,
     failures: std::sync::Mutex<Vec<(String, String)>>,
+    /// Objects gone at fetch time from a source that allows it ([`Source::vanishes`]).
+    vanished: std::sync::atomic::AtomicU64,
     checks: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     stop: AtomicBool,
     stop_reason: std::sync::Mutex<Option<String>>,
@@ -119,6 +124,18 @@ struct Ctx {
 
 impl Ctx {
     /// Records an object's ingest failure; false if even that could not be written.
+    /// An object the listing named that is gone from the source (see
+    /// [`Source::vanishes`]): a record of it that was only listed is removed; a version
+    /// staged before stays as it is. Counted, not failed.
+    fn vanish(&self, key: &ObjectKey) -> bool {
+        tracing::info!("object {key}: gone from the source since the inventory was taken");
+        self.vanished.fetch_add(1, Ordering::Relaxed);
+        match self.node_catalog.forget_listed(key) {
+            Ok(_) => true,
+            Err(e) => self.fail(key, None, e.to_string()),
+        }
+    }
+
     fn fail(&self, key: &ObjectKey, meta: Option<&ObjectMeta>, reason: String) -> bool {
         tracing::warn!("object {key}: {reason}");
         self.monitor.error("ingest", &key.to_string(), &reason);
@@ -245,11 +262,12 @@ fn prepare(
         params: node.chunks,
         monitor: opts.monitor.clone(),
         failures: Default::default(),
+        vanished: Default::default(),
         checks: Default::default(),
         stop: AtomicBool::new(false),
         stop_reason: Default::default(),
         notify: opts.notify.clone(),
-        checkpoints: Checkpoints::new(node.catalog.clone(), list_from),
+        checkpoints: Checkpoints::new(node.catalog.clone(), list_from, opts.monitor.clone()),
     });
     Ok((ctx, run_id, start_totals))
 }
@@ -452,6 +470,7 @@ async fn route(
                 let _ = ctx.fail(&key, None, reason);
                 r.last_key = Some(key);
             }
+            Listed::Range { range, mark } => ctx.checkpoints.announce(range, mark),
             Listed::Mark { range, mark } => {
                 ctx.checkpoints.mark(range, mark);
                 if let Err(e) = ctx.checkpoints.save_if_due(false) {
@@ -521,6 +540,7 @@ fn summarise(ctx: &Ctx, start_totals: IngestTotals) -> IngestSummary {
             .unwrap_or_else(|| "none (nothing written)".into()),
         stopped_early: ctx.stop_reason.lock().ok().and_then(|r| r.clone()),
         failures: ctx.failures.lock().map(|f| f.clone()).unwrap_or_default(),
+        vanished: ctx.vanished.load(Ordering::Relaxed),
         checks: ctx.checks.lock().map(|c| c.clone()).unwrap_or_default(),
     }
 }
@@ -558,6 +578,7 @@ fn record_run(
             ("staged".into(), summary.staged),
             ("unchanged".into(), summary.unchanged),
             ("failed".into(), summary.failed),
+            ("vanished".into(), summary.vanished),
             ("bytes_staged".into(), summary.bytes_staged),
             ("chunks_new".into(), summary.chunks_new),
             ("chunks_dedup".into(), summary.chunks_dedup),
@@ -631,6 +652,9 @@ async fn fetch_one(
                 // Not the object's fault: it stays listed for the next run.
                 ctx.stop(format!("source {down}"));
                 return false;
+            }
+            if e.is_gone() && ctx.source.vanishes() {
+                return ctx.vanish(&key);
             }
             if e.is_no_space() || matches!(e, Error::AllDrivesFull { .. }) {
                 ctx.stop(format!(

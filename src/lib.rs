@@ -21,6 +21,7 @@ pub mod drives;
 pub mod error;
 pub(crate) mod failpoint;
 pub mod ingest;
+pub mod inventory;
 pub mod listing;
 pub mod monitor;
 pub mod node;

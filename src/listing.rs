@@ -116,7 +116,7 @@ impl SortedListing {
                     }
                 }
                 Listed::Error { key, reason } => on_error(key, reason),
-                Listed::Mark { .. } => {}
+                Listed::Mark { .. } | Listed::Range { .. } => {}
             }
         }
         self.put(&batch)

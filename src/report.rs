@@ -44,6 +44,8 @@ pub struct Report {
     /// What the last ingest's listing covered (None before any ingest, or after an
     /// import, whose objects come from the drives' manifests).
     pub listing: Option<crate::catalog::ListingMark>,
+    /// The key ranges an incomplete listing left, where the next ingest resumes them.
+    pub listing_left: Vec<barge_tui::model::ListingRange>,
     pub done: bool,
     pub verdict: String,
     /// Seconds from the first run's start to the last run's end (wall time of the move).
@@ -109,6 +111,7 @@ pub fn build(node: &Node) -> Result<Report> {
     r.drives = node.staging.drives.clone();
     r.add_runs(node.catalog.runs()?);
     r.listing = node.catalog.listing_mark()?;
+    r.listing_left = crate::checkpoint::as_status(&crate::checkpoint::saved(&node.catalog)?);
     r.set_verdict();
     Ok(r)
 }
@@ -185,12 +188,14 @@ impl Report {
             .sum();
     }
 
-    /// The definition of done: the last ingest listed the whole source, and every object
-    /// is drained or verified.
+    /// The definition of done: the last ingest listed the whole source, every object is
+    /// at the destination, and a verify passed after the last run that changed either
+    /// side (ingest, drain, migrate).
     fn set_verdict(&mut self) {
         let left = self.listed + self.staged + self.failed;
         let unlisted = self.listing.as_ref().and_then(|m| m.incomplete());
-        self.done = self.objects > 0 && left == 0 && unlisted.is_none();
+        let unverified = self.unverified();
+        self.done = self.objects > 0 && left == 0 && unlisted.is_none() && unverified.is_none();
         self.verdict = if let Some(why) = unlisted {
             if left > 0 {
                 format!(
@@ -200,16 +205,52 @@ impl Report {
             } else {
                 format!("NOT DONE: {why}")
             }
-        } else if self.done {
-            format!("DONE: all {} objects are at the destination", self.objects)
         } else if self.objects == 0 {
             "NOT DONE: nothing has been listed yet".into()
-        } else {
+        } else if left > 0 {
             format!(
                 "NOT DONE: {left} of {} objects left ({} not staged, {} staged but not drained, {} failed)",
                 self.objects, self.listed, self.staged, self.failed
             )
+        } else if let Some(why) = unverified {
+            format!(
+                "NOT DONE: all {} objects are drained, but {why}",
+                self.objects
+            )
+        } else {
+            format!(
+                "DONE: all {} objects are at the destination, verified",
+                self.objects
+            )
         };
+    }
+
+    /// Why the destination is not known to match: no verify passed after the last run
+    /// that changed either side (None when one did).
+    pub fn unverified(&self) -> Option<String> {
+        let change = self
+            .runs
+            .iter()
+            .filter(|r| matches!(r.command.as_str(), "drain" | "ingest" | "migrate"))
+            .max_by_key(|r| r.id)?;
+        let verifies = self
+            .runs
+            .iter()
+            .filter(|r| r.id > change.id && r.command.starts_with("verify"));
+        match verifies.max_by_key(|r| r.id) {
+            Some(v) if v.outcome.as_deref() == Some("ok") => None,
+            Some(v) => Some(format!(
+                "the last verify (run {}) ended {}: see its output, then drain and verify again",
+                v.id,
+                v.outcome
+                    .as_deref()
+                    .unwrap_or("without an outcome (interrupted)")
+            )),
+            None => Some(format!(
+                "no verify has passed since the last {} (run {}): run `barge verify`",
+                change.command, change.id
+            )),
+        }
     }
 }
 

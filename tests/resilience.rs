@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -710,19 +710,45 @@ fn a_listing_that_fails_leaves_the_move_not_done_and_erase_refuses() {
     assert_eq!(json_doc(&text, "report")["report"]["done"], true, "{text}");
 }
 
-/// Pages of the S3 listing of `bucket` the SAIO's proxy has answered so far (its
-/// access log names each ListObjectsV2 request).
-fn list_pages(bucket: &str) -> usize {
+/// The keys the server returned to ListObjectsV2 requests for `bucket` whose log line
+/// comes at or after `from` (a line number of the proxy log), counted from each
+/// request's `start-after` and `max-keys` against the bucket's sorted `keys` (the
+/// bucket does not change while it is listed).
+fn keys_listed(bucket: &str, keys: &[String], from: usize) -> (usize, usize) {
     let log = std::fs::read_to_string("/tmp/barge-saio/log/proxy.log").unwrap_or_default();
-    log.lines()
-        .filter(|l| l.contains(&format!("GET /{bucket}/%3Flist-type%3D2")))
-        .count()
+    let lines: Vec<&str> = log.lines().collect();
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let mut n = 0;
+    for l in lines.iter().skip(from) {
+        let needle = format!("GET /{bucket}/%3Flist-type%3D2");
+        let Some(at) = l.find(&needle) else { continue };
+        let path = l[at + 4..].split(' ').next().unwrap_or("");
+        let query = decode(path);
+        let query = query.split_once('?').map(|q| q.1).unwrap_or("");
+        let (mut max, mut after) = (1000, None);
+        for kv in query.split('&') {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            match k {
+                "max-keys" => max = v.parse().unwrap_or(1000),
+                "start-after" => after = Some(decode(v)),
+                _ => {}
+            }
+        }
+        let start = after.map_or(0, |a| keys.partition_point(|k| *k <= a));
+        n += max.min(keys.len() - start);
+    }
+    (n, lines.len())
 }
 
 /// Issue 15: a listing killed halfway resumes from its checkpoint. 20,000 flat keys (no
-/// `/`) in the SAIO's s3api; the ingest SIGKILLs itself at the 14,000th listed object;
-/// the next run lists at most 60% of the pages again (counted in the server's log),
-/// then the move ends DONE, byte for byte.
+/// `/`) in the SAIO's s3api, listed over parallel key ranges (the default); the ingest
+/// SIGKILLs itself at the 14,000th listed object; the next run lists at most 60% of the
+/// keys again (each ListObjectsV2 request in the server's log counted for the keys it
+/// returned), then the move ends DONE, byte for byte.
 #[test]
 fn a_listing_killed_halfway_resumes_from_its_checkpoint() {
     let env = saio();
@@ -756,11 +782,13 @@ fn a_listing_killed_halfway_resumes_from_its_checkpoint() {
         }
         c.output().expect("run barge")
     };
-    let before = list_pages(&bucket);
+    let mut keys: Vec<String> = (0..20_000u64).map(|i| format!("k{i:05}")).collect();
+    keys.sort();
+    let (_, before) = keys_listed(&bucket, &keys, usize::MAX);
     let o = run(&["ingest", "--source", &url], Some("ingest.listed:14000"));
     assert!(!o.status.success(), "the crash point was not reached");
-    let first = list_pages(&bucket) - before;
-    assert!(first >= 12, "the killed run listed {first} pages");
+    let (first, after_first) = keys_listed(&bucket, &keys, before);
+    assert!(first >= 14_000, "the killed run listed {first} keys");
 
     let out = t.path().join("out");
     let o = run(
@@ -768,13 +796,254 @@ fn a_listing_killed_halfway_resumes_from_its_checkpoint() {
         None,
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let again = list_pages(&bucket) - before - first;
+    let (again, _) = keys_listed(&bucket, &keys, after_first);
+    eprintln!("listed {first} keys before the kill, {again} after");
     assert!(
-        (1..=12).contains(&again),
-        "the resumed run listed {again} of 20 pages again"
+        (1..=12_000).contains(&again),
+        "the resumed run listed {again} of 20,000 keys again"
     );
     assert_same_tree(&src, &out);
     let rep = barge(&state, &["--json", "report"]);
     let text = String::from_utf8_lossy(&rep.stdout);
     assert_eq!(json_doc(&text, "report")["report"]["done"], true, "{text}");
+}
+
+/// One row of a test inventory: (key, size, etag, is latest, is a delete marker).
+type InvRow = (String, u64, String, bool, bool);
+
+/// Writes an S3 Inventory the way AWS delivers it, under `root` (a copy of the bucket it
+/// was delivered to): `inv/<bucket>/cfg/<date>/manifest.json` and `manifest.checksum`,
+/// and one data file under `inv/<bucket>/cfg/data/`: CSV (gzip, every field quoted, keys
+/// URL-encoded) or Parquet (written with the parquet crate, AWS's column names).
+/// Returns the manifest's path and the data file's key.
+fn write_inventory(root: &Path, bucket: &str, rows: &[InvRow], parquet: bool) -> (PathBuf, String) {
+    use md5::{Digest, Md5};
+    let data_key = format!(
+        "inv/{bucket}/cfg/data/0f1e2d3c-{}.{}",
+        if parquet { "pq" } else { "cv" },
+        if parquet { "parquet" } else { "csv.gz" }
+    );
+    let data = if parquet {
+        parquet_rows(bucket, rows)
+    } else {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        for (k, size, etag, latest, marker) in rows {
+            let enc = percent_encoding::utf8_percent_encode(k, percent_encoding::NON_ALPHANUMERIC)
+                .to_string()
+                .replace("%20", "+");
+            let line = format!(
+                "\"{bucket}\",\"{enc}\",\"v1\",\"{latest}\",\"{marker}\",\"{size}\",\"2026-11-29T00:00:00.000Z\",\"{etag}\"\n"
+            );
+            std::io::Write::write_all(&mut gz, line.as_bytes()).unwrap();
+        }
+        gz.finish().unwrap()
+    };
+    let path = root.join(&data_key);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &data).unwrap();
+    let manifest = serde_json::json!({
+        "sourceBucket": bucket,
+        "destinationBucket": "arn:aws:s3:::inventories",
+        "version": "2016-11-30",
+        "creationTimestamp": "1796000000000",
+        "fileFormat": if parquet { "Parquet" } else { "CSV" },
+        "fileSchema": if parquet {
+            "message s3.inventory { required binary bucket (UTF8); required binary key (UTF8); optional binary version_id (UTF8); optional boolean is_latest; optional boolean is_delete_marker; optional int64 size; optional binary e_tag (UTF8); }"
+        } else {
+            "Bucket, Key, VersionId, IsLatest, IsDeleteMarker, Size, LastModifiedDate, ETag"
+        },
+        "files": [{ "key": data_key, "size": data.len(), "MD5checksum": hex::encode(Md5::digest(&data)) }],
+    });
+    let text = serde_json::to_vec_pretty(&manifest).unwrap();
+    let dir = root.join(format!("inv/{bucket}/cfg/2026-11-29T00-00Z"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("manifest.json"), &text).unwrap();
+    std::fs::write(
+        dir.join("manifest.checksum"),
+        hex::encode(Md5::digest(&text)),
+    )
+    .unwrap();
+    (dir.join("manifest.json"), data_key)
+}
+
+/// A Parquet data file with AWS's inventory columns.
+fn parquet_rows(bucket: &str, rows: &[InvRow]) -> Vec<u8> {
+    use parquet::data_type::{BoolType, ByteArray, ByteArrayType, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use std::sync::Arc;
+    let schema = parquet::schema::parser::parse_message_type(
+        "message s3_inventory { required binary bucket (UTF8); required binary key (UTF8); \
+         required boolean is_latest; required boolean is_delete_marker; required int64 size; \
+         required binary e_tag (UTF8); }",
+    )
+    .unwrap();
+    let props = WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .build();
+    let mut out = Vec::new();
+    let mut w = SerializedFileWriter::new(&mut out, Arc::new(schema), Arc::new(props)).unwrap();
+    let mut rg = w.next_row_group().unwrap();
+    let bytes = |f: &dyn Fn(&InvRow) -> String| -> Vec<ByteArray> {
+        rows.iter()
+            .map(|r| ByteArray::from(f(r).as_str()))
+            .collect()
+    };
+    let mut i = 0;
+    while let Some(mut col) = rg.next_column().unwrap() {
+        match i {
+            0 => col.typed::<ByteArrayType>().write_batch(
+                &bytes(&|_| bucket.to_string()),
+                None,
+                None,
+            ),
+            1 => col
+                .typed::<ByteArrayType>()
+                .write_batch(&bytes(&|r| r.0.clone()), None, None),
+            2 => col.typed::<BoolType>().write_batch(
+                &rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+                None,
+                None,
+            ),
+            3 => col.typed::<BoolType>().write_batch(
+                &rows.iter().map(|r| r.4).collect::<Vec<_>>(),
+                None,
+                None,
+            ),
+            4 => col.typed::<Int64Type>().write_batch(
+                &rows.iter().map(|r| r.1 as i64).collect::<Vec<_>>(),
+                None,
+                None,
+            ),
+            _ => col
+                .typed::<ByteArrayType>()
+                .write_batch(&bytes(&|r| r.2.clone()), None, None),
+        }
+        .unwrap();
+        col.close().unwrap();
+        i += 1;
+    }
+    rg.close().unwrap();
+    w.close().unwrap();
+    out
+}
+
+/// Issue 15: a bucket moved into Swift from its S3 Inventory (CSV.gz, then Parquet),
+/// with no List request to the bucket (the server's log shows none). The inventory has
+/// an object deleted since it was taken (counted as vanished, not failed), a delete
+/// marker and an older version (neither moved), and keys with a space and a `+`.
+/// A data file whose MD5 does not match the manifest is refused, naming the file.
+#[test]
+fn a_bucket_moves_into_swift_from_its_s3_inventory_csv_and_parquet() {
+    let env = saio();
+    let t = tmp();
+    let src = t.path().join("src");
+    for i in 0..30u64 {
+        write(
+            &src,
+            format!("d/f{i:02}").as_bytes(),
+            &rand_bytes(i, 1000 + i as usize * 37),
+        );
+    }
+    write(&src, b"d/sp ace+plus", b"a key CSV inventories URL-encode");
+    let bucket = format!("inventoried{}", std::process::id());
+    let url = format!("s3://{bucket}");
+    s3_bucket_from(env, &url, &src, 16);
+    // Rows from the bucket's own listing (ETags as S3 gives them), then the changes.
+    let listed = must(aws_s3(env).args([
+        "s3api",
+        "list-objects-v2",
+        "--bucket",
+        &bucket,
+        "--query",
+        "Contents[].[Key, Size, ETag]",
+        "--output",
+        "json",
+    ]));
+    let listed: Vec<(String, u64, String)> = serde_json::from_str(&listed).unwrap();
+    let mut rows: Vec<InvRow> = listed
+        .into_iter()
+        .map(|(k, s, e)| (k, s, e.trim_matches('"').to_string(), true, false))
+        .collect();
+    rows.push((
+        "d/f03".into(),
+        5,
+        "0123456789abcdef0123456789abcdef".into(),
+        false,
+        false,
+    ));
+    rows.push(("d/deleted-before".into(), 0, String::new(), true, true));
+    assert_eq!(rows.len(), 33);
+    must(aws_s3(env).args(["s3", "rm", &format!("{url}/d/f07")]));
+    std::fs::remove_file(src.join("d/f07")).unwrap();
+
+    for parquet in [false, true] {
+        let inv = t.path().join(format!("inventory-{parquet}"));
+        let (manifest, data_key) = write_inventory(&inv, &bucket, &rows, parquet);
+        let state = t.path().join(format!("state-{parquet}"));
+        init_small(&state, &[]);
+        let container = format!("inv{parquet}{}", std::process::id());
+        let log_lines = std::fs::read_to_string("/tmp/barge-saio/log/proxy.log")
+            .map(|l| l.lines().count())
+            .unwrap_or(0);
+        let run = |manifest: &Path| {
+            let mut c = bin();
+            c.arg("--state")
+                .arg(&state)
+                .args([
+                    "--source-endpoint",
+                    &env["SAIO_S3_ENDPOINT"],
+                    "migrate",
+                    "--source",
+                    &url,
+                ])
+                .arg("--inventory")
+                .arg(manifest)
+                .args(["--dest", &format!("swift://{container}")])
+                .env("AWS_ACCESS_KEY_ID", &env["SAIO_S3_ACCESS_KEY"])
+                .env("AWS_SECRET_ACCESS_KEY", &env["SAIO_S3_SECRET_KEY"])
+                .env("AWS_REGION", "us-east-1")
+                .env_remove("AWS_ENDPOINT_URL")
+                .env("ST_AUTH", &env["ST_AUTH"])
+                .env("ST_USER", &env["ST_USER"])
+                .env("ST_KEY", &env["ST_KEY"]);
+            c.output().expect("run barge")
+        };
+        // A damaged data file first: refused, naming it; nothing is moved.
+        let path = inv.join(&data_key);
+        let good = std::fs::read(&path).unwrap();
+        let mut bad = good.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0x55;
+        std::fs::write(&path, &bad).unwrap();
+        let o = run(&manifest);
+        assert!(!o.status.success(), "a damaged inventory was used");
+        let err = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+        assert!(err.contains(&data_key) && err.contains("MD5"), "{err}");
+        let rep = barge(&state, &["--json", "report"]);
+        let text = String::from_utf8_lossy(&rep.stdout);
+        assert_eq!(json_doc(&text, "report")["report"]["done"], false, "{text}");
+
+        std::fs::write(&path, &good).unwrap();
+        let o = run(&manifest);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(o.status.success(), "{out}{}", stderr(&o));
+        assert!(out.contains("1 listed objects had vanished"), "{out}");
+        assert_container_equals_tree(env, &container, &src);
+        let log = std::fs::read_to_string("/tmp/barge-saio/log/proxy.log").unwrap();
+        let lists = log
+            .lines()
+            .skip(log_lines)
+            .filter(|l| {
+                l.contains(&format!("GET /{bucket}/%3F")) || l.contains(&format!("GET /{bucket}/ "))
+            })
+            .count();
+        assert_eq!(
+            lists, 0,
+            "the bucket was listed although an inventory was given"
+        );
+        let rep = barge(&state, &["--json", "report"]);
+        let text = String::from_utf8_lossy(&rep.stdout);
+        assert_eq!(json_doc(&text, "report")["report"]["done"], true, "{text}");
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub(crate) mod local;
+pub mod ranges;
 pub mod s3;
 pub mod swift;
 pub mod throttle;
@@ -31,19 +32,27 @@ pub enum Listed {
         key: ObjectKey,
         reason: String,
     },
-    /// Every object of `range` up to `mark` was sent before this line (a range just
-    /// discovered is announced with an empty mark before any of its objects).
+    /// Every object of `range` up to `mark` was sent before this line.
     Mark {
+        range: String,
+        mark: RangeMark,
+    },
+    /// A range just planned, with its bounds, before any of its objects; a range the
+    /// checkpoint already holds keeps its mark.
+    Range {
         range: String,
         mark: RangeMark,
     },
 }
 
 /// How far the listing of one key range got: the last key listed (the store's own key,
-/// prefix included) and whether the range is finished.
+/// prefix included), the range's last key (none: to the end of the key space) and
+/// whether the range is finished.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RangeMark {
     pub after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
     pub done: bool,
 }
 
@@ -230,6 +239,11 @@ pub trait Source: Send + Sync {
     fn throttle(&self) -> Option<Arc<throttle::Throttle>> {
         None
     }
+    /// Whether a listed object may be gone by the time it is fetched without that being
+    /// a failure (a listing from an inventory, a snapshot of the past).
+    fn vanishes(&self) -> bool {
+        false
+    }
 }
 
 /// Where [`Destination::put`] left an object: what a later server-side copy of the same
@@ -395,6 +409,7 @@ impl EndpointOptions {
             slo_threshold: self.large_threshold,
             segment_size: self.segment_size,
             throttle: self.throttle.clone(),
+            list_parallel: self.list_parallel,
         }
     }
 }
@@ -453,7 +468,7 @@ pub fn escape_container(name: &str) -> String {
     utf8_percent_encode(name, SEGMENT).to_string()
 }
 
-fn scheme(url: &str) -> Option<&str> {
+pub(crate) fn scheme(url: &str) -> Option<&str> {
     let (s, _) = url.split_once("://")?;
     s.chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '+')

@@ -26,28 +26,29 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
 use base64::Engine;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::check::{SumCheck, SumKind};
+use super::ranges::{Entry, KeyPages, Page, RangeListing};
 use super::throttle::{Failure, Throttle, ThrottleConfig, parse_retry_after};
 use super::{
-    Body, ContentCheck, Destination, ListFrom, Listed, Opened, Placed, RangeMark, Reader, Rope,
-    Source, escape_object,
+    Body, ContentCheck, Destination, ListFrom, Listed, Opened, Placed, Reader, Rope, Source,
+    escape_object,
 };
 use crate::error::{Error, Result};
 use crate::object::{ObjectKey, ObjectMeta};
 
 /// Default size of ranged GETs and multipart parts (S3's minimum part is 5 MiB).
 pub const DEFAULT_PART_SIZE: u64 = 16 << 20;
+/// Keys per listing page (the most ListObjectsV2 returns).
+pub const PAGE_SIZE: usize = 1000;
 /// Default size above which uploads go multipart.
 pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 64 << 20;
 /// Ranged GETs in flight per large object.
 pub const RANGE_CONCURRENCY: usize = 4;
 /// Region when none is configured (on-prem S3 endpoints mostly ignore it; SigV4 needs one).
 pub const DEFAULT_REGION: &str = "us-east-1";
-/// Keys per listing page.
-pub const PAGE_SIZE: i32 = 1000;
 
 /// How to reach one S3 endpoint.
 #[derive(Debug, Clone, Default)]
@@ -59,7 +60,7 @@ pub struct S3Options {
     /// Ranged GET and multipart part size.
     pub part_size: Option<u64>,
     pub multipart_threshold: Option<u64>,
-    /// Listings run at once (first-level prefixes in parallel).
+    /// Key ranges listed at once.
     pub list_parallel: usize,
 }
 
@@ -137,6 +138,8 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>
                 }
             } else if status >= 500 || code == "RequestTimeout" {
                 Failure::Transient(msg)
+            } else if status == 404 && code != "NoSuchBucket" {
+                Failure::Permanent(Error::Gone { what: msg })
             } else if status == 507 || code == "QuotaExceeded" {
                 Failure::Permanent(Error::refused(format!(
                     "{msg} (destination refuses writes: quota or full)"
@@ -272,112 +275,14 @@ impl S3Store {
         }
     }
 
-    /// One ListObjectsV2 page under `prefix` (optionally delimited).
-    async fn list_page(
-        &self,
-        prefix: &str,
-        delimiter: Option<&str>,
-        token: Option<String>,
-        start_after: Option<String>,
-    ) -> Result<aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output> {
-        let what = format!("LIST s3://{}/{prefix}", self.bucket);
-        self.throttle
-            .call(&what, || {
-                let req = self
-                    .client
-                    .list_objects_v2()
-                    .bucket(&self.bucket)
-                    .prefix(prefix)
-                    .set_delimiter(delimiter.map(str::to_string))
-                    .max_keys(PAGE_SIZE)
-                    .set_continuation_token(token.clone())
-                    .set_start_after(start_after.clone());
-                let what = what.clone();
-                async move { req.send().await.map_err(|e| classify(&what, e)) }
-            })
-            .await
-    }
-
-    /// Sends a page's objects, keys relative to the URL's prefix. False once the
-    /// receiver is gone.
-    async fn send_page(
-        &self,
-        page: &aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output,
-        tx: &mpsc::Sender<Listed>,
-    ) -> bool {
-        let base = self.prefix_slash();
-        for o in page.contents() {
-            let Some(k) = o.key() else { continue };
-            let item = Listed::Object(ObjectMeta {
-                key: ObjectKey::from(k.strip_prefix(&base).unwrap_or(k)),
-                size: o.size().unwrap_or(0).max(0) as u64,
-                version: o.e_tag().unwrap_or("").to_string(),
-                content_type: None,
-                user_meta: vec![],
-            });
-            if tx.send(item).await.is_err() {
-                return false;
-            }
-        }
-        true
-    }
-
-    /// One key range of a resumable listing: `prefix` from after `from`'s key (nothing
-    /// if it is done), a [`Listed::Mark`] after every page; with a delimiter, each common
-    /// prefix is announced as a range of its own before the page's mark. Returns the
-    /// common prefixes found.
-    async fn list_range(
-        &self,
-        prefix: String,
-        delimiter: Option<&str>,
-        from: Option<&RangeMark>,
-        tx: &mpsc::Sender<Listed>,
-    ) -> Result<Vec<String>> {
-        let mut subs = vec![];
-        if from.is_some_and(|m| m.done) {
-            return Ok(subs);
-        }
-        let mut after = from.and_then(|m| m.after.clone());
-        let mut token: Option<String> = None;
-        loop {
-            let start = if token.is_none() { after.clone() } else { None };
-            let page = self.list_page(&prefix, delimiter, token, start).await?;
-            if !self.send_page(&page, tx).await {
-                return Ok(subs);
-            }
-            let found: Vec<String> = page
-                .common_prefixes()
-                .iter()
-                .filter_map(|p| p.prefix().map(str::to_string))
-                .collect();
-            let last_key = page.contents().last().and_then(|o| o.key());
-            let last = last_key
-                .into_iter()
-                .chain(found.last().map(String::as_str))
-                .max();
-            if let Some(l) = last {
-                after = Some(l.to_string());
-            }
-            for p in &found {
-                let announce = Listed::Mark {
-                    range: p.clone(),
-                    mark: RangeMark::default(),
-                };
-                if tx.send(announce).await.is_err() {
-                    return Ok(subs);
-                }
-            }
-            subs.extend(found);
-            token = page.next_continuation_token().map(str::to_string);
-            let done = token.is_none() || page.is_truncated() != Some(true);
-            let mark = RangeMark {
-                after: after.clone(),
-                done,
-            };
-            let range = prefix.clone();
-            if tx.send(Listed::Mark { range, mark }).await.is_err() || done {
-                return Ok(subs);
-            }
+    /// A listing of this store over key ranges, `list_parallel` at once.
+    fn range_listing(&self) -> RangeListing<'_> {
+        RangeListing {
+            pages: self,
+            prefix: self.prefix_slash(),
+            scope: String::new(),
+            parallel: self.list_parallel,
+            page: PAGE_SIZE,
         }
     }
 
@@ -426,7 +331,7 @@ impl S3Store {
         let (bytes, out) = self
             .get_range(key, None)
             .await
-            .map_err(|e| Error::object(&meta.key, e))?;
+            .map_err(|e| Error::of_object(&meta.key, e))?;
         let check = ContentCheck::from_etag(out.e_tag().unwrap_or(&meta.version), None);
         let sum = stored_sum(
             out.checksum_sha256(),
@@ -478,10 +383,10 @@ impl S3Store {
             Err(_) if multipart => (
                 head_req(None)
                     .await
-                    .map_err(|e| Error::object(&meta.key, e))?,
+                    .map_err(|e| Error::of_object(&meta.key, e))?,
                 false,
             ),
-            Err(e) => return Err(Error::object(&meta.key, e)),
+            Err(e) => return Err(Error::of_object(&meta.key, e)),
         })
     }
 
@@ -687,6 +592,51 @@ impl S3Store {
     }
 }
 
+/// One ListObjectsV2 request per page, after a key (`StartAfter`): every page of every
+/// key range is the same request, so a range resumes from its mark alone.
+#[async_trait]
+impl KeyPages for S3Store {
+    async fn page(&self, after: Option<&str>, limit: usize) -> Result<Page> {
+        let prefix = self.prefix_slash();
+        let what = format!("LIST s3://{}/{prefix}", self.bucket);
+        let out = self
+            .throttle
+            .call(&what, || {
+                let req = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(&prefix)
+                    .max_keys(i32::try_from(limit).unwrap_or(i32::MAX))
+                    .set_start_after(after.map(str::to_string));
+                let what = what.clone();
+                async move { req.send().await.map_err(|e| classify(&what, e)) }
+            })
+            .await?;
+        let entries = out
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                let k = o.key()?;
+                Some(Entry {
+                    key: k.to_string(),
+                    meta: ObjectMeta {
+                        key: ObjectKey::from(k.strip_prefix(&prefix).unwrap_or(k)),
+                        size: o.size().unwrap_or(0).max(0) as u64,
+                        version: o.e_tag().unwrap_or("").to_string(),
+                        content_type: None,
+                        user_meta: vec![],
+                    },
+                })
+            })
+            .collect();
+        Ok(Page {
+            entries,
+            more: out.is_truncated() == Some(true),
+        })
+    }
+}
+
 #[async_trait]
 impl Source for S3Store {
     fn throttle(&self) -> Option<Arc<Throttle>> {
@@ -702,38 +652,9 @@ impl Source for S3Store {
         self.list_resumable(tx, &ListFrom::new()).await
     }
 
-    /// Resumes each range (the bucket or prefix, and with `--list-parallel` above 1 each
-    /// first-level prefix) after its mark; a resumed first level announces the prefixes
-    /// it finds again, which changes nothing for a range already under way.
+    /// Key ranges listed `--list-parallel` at once, each resuming after its mark.
     async fn list_resumable(&self, tx: mpsc::Sender<Listed>, from: &ListFrom) -> Result<()> {
-        let base = self.prefix_slash();
-        if self.list_parallel <= 1 {
-            self.list_range(base.clone(), None, from.get(&base), &tx)
-                .await?;
-            return Ok(());
-        }
-        let found = self
-            .list_range(base.clone(), Some("/"), from.get(&base), &tx)
-            .await?;
-        let mut ranges: std::collections::BTreeSet<String> = from
-            .iter()
-            .filter(|(r, m)| **r != base && !m.done)
-            .map(|(r, _)| r.clone())
-            .collect();
-        ranges.extend(found);
-        futures::stream::iter(ranges.into_iter().map(|p| {
-            let tx = tx.clone();
-            async move {
-                let from = from.get(&p);
-                self.list_range(p.clone(), None, from, &tx)
-                    .await
-                    .map(|_| ())
-            }
-        }))
-        .buffer_unordered(self.list_parallel)
-        .try_collect::<Vec<()>>()
-        .await?;
-        Ok(())
+        self.range_listing().run(from, &tx).await
     }
 
     async fn open(&self, meta: &ObjectMeta) -> Result<Opened> {
@@ -856,9 +777,7 @@ impl Destination for S3Store {
     }
 
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()> {
-        self.list_range(self.prefix_slash(), None, None, &tx)
-            .await
-            .map(|_| ())
+        self.range_listing().run(&ListFrom::new(), &tx).await
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Reader> {

@@ -362,6 +362,22 @@ impl Catalog {
         }
     }
 
+    /// Removes an object's record if it is only listed (never staged): an object an
+    /// inventory listed that is gone at the source was never part of the move. Returns
+    /// whether it was removed.
+    pub fn forget_listed(&self, key: &ObjectKey) -> Result<bool> {
+        let _g = self.object_lock(key)?;
+        let listed = self
+            .get_object(key)?
+            .is_some_and(|r| matches!(r.state, ObjectState::Listed));
+        if listed {
+            let mut b = WriteBatch::default();
+            b.delete_cf(self.cf(CF_OBJECTS)?, key.as_bytes());
+            self.write(b)?;
+        }
+        Ok(listed)
+    }
+
     /// Reads an object's record, lets `f` change it (None: no record yet; returning None
     /// writes nothing) and writes the result, all under the key's lock stripe, so no other
     /// update of the same object falls in between. `sync` fsyncs the WAL before returning.

@@ -39,6 +39,8 @@ pub struct Settings {
     pub dest: EndpointOptions,
     /// Objects fetched (ingest) or written (drain) at once; None: the stage's default.
     pub concurrency: Option<usize>,
+    /// An S3 Inventory manifest that lists the source instead of List requests.
+    pub inventory: Option<String>,
 }
 
 impl Settings {

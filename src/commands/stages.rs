@@ -12,6 +12,7 @@ use crate::backend::{open_destination, open_source};
 use crate::drain::{self, DrainOptions, DrainSummary};
 use crate::error::{Error, Result};
 use crate::ingest::{self, IngestOptions, IngestSummary};
+use crate::inventory::InventorySource;
 use crate::monitor::Monitor;
 use crate::node::Node;
 use crate::object::ObjectKey;
@@ -19,6 +20,60 @@ use crate::report::{self, Report};
 use crate::staging::reclaim::{self, ReclaimReport};
 use crate::staging::recover::RecoveryReport;
 use crate::verify::{self, VerifyReport};
+
+/// What `barge list` found: the source as ingest would list it, nothing stored.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ListSummary {
+    pub objects: u64,
+    pub bytes: u64,
+    /// Key ranges the listing was split into.
+    pub ranges: usize,
+    /// Entries that could not be listed.
+    pub errors: u64,
+}
+
+/// Lists `source` the way ingest does (key ranges, `--list-parallel` at once), counting
+/// objects and bytes; each key goes to `keys` if given. Needs no state directory.
+pub async fn list(
+    s: &Settings,
+    source: &str,
+    mut keys: Option<&mut (dyn std::io::Write + Send)>,
+) -> Result<Timed<ListSummary>> {
+    let src = open_source(source, &s.source).await?;
+    Timed::of(async move {
+        let (tx, mut rx) = mpsc::channel(crate::backend::ranges::LISTED_IN_FLIGHT);
+        let lister = async move { src.list_resumable(tx, &Default::default()).await };
+        let counter = async {
+            let mut sum = ListSummary::default();
+            let mut ranges = std::collections::BTreeSet::new();
+            while let Some(item) = rx.recv().await {
+                match item {
+                    crate::backend::Listed::Object(m) => {
+                        sum.objects += 1;
+                        sum.bytes += m.size;
+                        if let Some(w) = keys.as_deref_mut() {
+                            let mut line = m.key.as_bytes().to_vec();
+                            line.push(b'\n');
+                            w.write_all(&line)
+                                .map_err(|e| Error::io("writing keys to", "stdout", e))?;
+                        }
+                    }
+                    crate::backend::Listed::Error { .. } => sum.errors += 1,
+                    crate::backend::Listed::Mark { range, .. }
+                    | crate::backend::Listed::Range { range, .. } => {
+                        ranges.insert(range);
+                    }
+                }
+            }
+            sum.ranges = ranges.len().max(1);
+            Ok::<_, Error>(sum)
+        };
+        let (listed, sum) = tokio::join!(lister, counter);
+        listed?;
+        sum
+    })
+    .await
+}
 
 /// Lists `source` into the catalog and stages what is new or changed. With `notify`,
 /// each staged object's key is sent there (a drain following the ingest).
@@ -29,7 +84,12 @@ pub async fn ingest(
     notify: Option<mpsc::Sender<ObjectKey>>,
     monitor: Arc<Monitor>,
 ) -> Result<Timed<IngestSummary>> {
-    let src = open_source(source, &s.source).await?;
+    let mut src = open_source(source, &s.source).await?;
+    if let Some(manifest) = &s.inventory {
+        let scratch = node.state_dir.join("scratch").join("inventory");
+        let inv = InventorySource::new(src, source, manifest, &s.source, scratch).await?;
+        src = Arc::new(inv);
+    }
     let mut opts = IngestOptions {
         drives: s.staging.clone(),
         notify,

@@ -50,6 +50,13 @@ pub fn ingest(t: &Timed<IngestSummary>) -> String {
         ratio,
         s.io_engine
     );
+    if s.vanished > 0 {
+        let _ = writeln!(
+            out,
+            "inventory: {} listed objects had vanished from the source since the inventory was taken (not part of the move)",
+            s.vanished
+        );
+    }
     failures(&mut out, &s.failures, s.stopped_early.as_deref());
     out
 }
@@ -127,4 +134,34 @@ fn list<'a>(out: &mut String, label: &str, keys: impl Iterator<Item = &'a String
     for k in keys.take(LISTED_PER_KIND) {
         let _ = writeln!(out, "{label}: {k}");
     }
+}
+
+/// Most unfinished key ranges `barge status` names one by one.
+const RANGES_SHOWN: usize = 8;
+
+/// The listing's key ranges for `barge status`: how many are done, then each unfinished
+/// one with where it resumes (empty when there are none).
+pub fn listing_ranges(ranges: &[barge_tui::model::ListingRange]) -> String {
+    if ranges.is_empty() {
+        return String::new();
+    }
+    let done = ranges.iter().filter(|r| r.done).count();
+    let mut out = format!("listing     {done} of {} key ranges done\n", ranges.len());
+    let open: Vec<_> = ranges.iter().filter(|r| !r.done).collect();
+    for r in open.iter().take(RANGES_SHOWN) {
+        let name = if r.range.is_empty() {
+            "(first)"
+        } else {
+            &r.range
+        };
+        out.push_str(&format!(
+            "  range {name}: listed up to {}, ends at {}\n",
+            r.after.as_deref().unwrap_or("(nothing yet)"),
+            r.until.as_deref().unwrap_or("the last key"),
+        ));
+    }
+    if open.len() > RANGES_SHOWN {
+        out.push_str(&format!("  ... and {} more\n", open.len() - RANGES_SHOWN));
+    }
+    out
 }

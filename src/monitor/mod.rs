@@ -162,6 +162,8 @@ pub struct Monitor {
     session_ms: u64,
     ticks: AtomicU64,
     catalog: Mutex<Option<Arc<Catalog>>>,
+    /// The listing's key ranges as last checkpointed.
+    listing: Mutex<Vec<barge_tui::model::ListingRange>>,
 }
 
 impl std::fmt::Debug for Monitor {
@@ -196,6 +198,7 @@ impl Monitor {
             queues: Mutex::new(vec![]),
             errors: Mutex::new(VecDeque::new()),
             history: Mutex::new(VecDeque::new()),
+            listing: Mutex::new(vec![]),
             drive_marks: Mutex::new(vec![]),
             paused,
             finished: AtomicBool::new(false),
@@ -235,6 +238,11 @@ impl Monitor {
         if let Some(t) = throttle {
             self.add_endpoint("destination", t);
         }
+    }
+
+    /// Shows the listing's key ranges (from the latest checkpoint).
+    pub fn set_listing(&self, ranges: &crate::backend::ListFrom) {
+        Self::set(&self.listing, crate::checkpoint::as_status(ranges));
     }
 
     fn add_endpoint(&self, role: &str, t: Arc<Throttle>) {
@@ -506,6 +514,7 @@ impl Monitor {
                 .map(|e| e.iter().cloned().collect())
                 .unwrap_or_default(),
             history,
+            listing: Self::get(&self.listing),
         }
     }
 

@@ -56,35 +56,12 @@ pub struct Step {
     pub result: String,
 }
 
-/// Why `erase` refuses to run without `--force`, if it does.
+/// Why `erase` refuses to run without `--force`, if it does: the report's verdict is
+/// not DONE (a listing that did not finish, objects not at the destination, or no
+/// verify passed since the last drain).
 pub fn drain_unverified(node: &Node) -> Result<Option<String>> {
-    if let Some(why) = node.catalog.listing_mark()?.and_then(|m| m.incomplete()) {
-        return Ok(Some(why));
-    }
-    let mut pending = 0u64;
-    for item in node.catalog.objects()? {
-        let (_, rec) = item?;
-        if !rec.state.is_at_destination() {
-            pending += 1;
-        }
-    }
-    if pending > 0 {
-        return Ok(Some(format!(
-            "{pending} objects are not at the destination yet"
-        )));
-    }
-    let runs = node.catalog.runs()?;
-    let last_change = runs
-        .iter()
-        .filter(|(_, r)| r.command == "drain" || r.command == "ingest" || r.command == "migrate")
-        .map(|(id, _)| *id)
-        .max()
-        .unwrap_or(0);
-    let verified = runs.iter().any(|(id, r)| {
-        *id > last_change && r.command.starts_with("verify") && r.outcome.as_deref() == Some("ok")
-    });
-    Ok((!verified)
-        .then(|| "no `barge verify` has passed since the last drain; verify first".to_string()))
+    let r = crate::report::build(node)?;
+    Ok((!r.done).then_some(r.verdict))
 }
 
 /// The drive being erased, as found before anything was written to it.

@@ -40,6 +40,18 @@ pub struct Status {
     pub errors: Vec<ErrorLine>,
     /// Rate samples, one per second, oldest first (at most a few minutes).
     pub history: Vec<Sample>,
+    /// The key ranges of the listing and how far each got (as last checkpointed).
+    pub listing: Vec<ListingRange>,
+}
+
+/// One key range of a listing: the keys after `after` up to `until` (none: to the end).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ListingRange {
+    pub range: String,
+    pub after: Option<String>,
+    pub until: Option<String>,
+    pub done: bool,
 }
 
 /// Cumulative counters of this run.

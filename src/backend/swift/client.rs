@@ -426,6 +426,7 @@ fn status_failure(
             "{msg} (destination refuses writes: quota exceeded or disk full)"
         ))),
         422 => Failure::Transient(format!("{msg} (ETag mismatch: body corrupted in transit)")),
+        404 => Failure::Permanent(Error::Gone { what: msg }),
         s => classify_status(s, ra, msg),
     }
 }

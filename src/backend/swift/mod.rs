@@ -25,9 +25,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc};
 
 use self::client::{Auth, SwiftClient};
+use super::ranges::{Entry, KeyPages, Page, RangeListing};
 use super::throttle::{Throttle, ThrottleConfig};
 use super::{
-    Body, ContentCheck, Destination, Listed, Opened, Placed, Reader, Rope, Source,
+    Body, ContentCheck, Destination, ListFrom, Listed, Opened, Placed, Reader, Rope, Source,
     escape_container, escape_object,
 };
 use crate::error::{Error, Result};
@@ -138,6 +139,8 @@ pub struct SwiftOptions {
     pub slo_threshold: Option<u64>,
     pub segment_size: Option<u64>,
     pub throttle: ThrottleConfig,
+    /// Key ranges of a container listed at once.
+    pub list_parallel: usize,
 }
 
 /// A container (or a sharded set of them) in one Swift account.
@@ -148,6 +151,7 @@ pub struct SwiftStore {
     prefix: String,
     slo_threshold: u64,
     segment_size: u64,
+    list_parallel: usize,
     made: Mutex<BTreeSet<String>>,
     used: std::sync::Mutex<BTreeSet<String>>,
 }
@@ -158,7 +162,6 @@ struct ListEntry {
     bytes: Option<u64>,
     hash: Option<String>,
     content_type: Option<String>,
-    subdir: Option<String>,
 }
 
 /// Splits `swift://container/prefix`.
@@ -202,6 +205,7 @@ impl SwiftStore {
             prefix,
             slo_threshold,
             segment_size,
+            list_parallel: opts.list_parallel.max(1),
             made: Mutex::new(BTreeSet::new()),
             used: std::sync::Mutex::new(BTreeSet::new()),
         })
@@ -308,70 +312,38 @@ impl SwiftStore {
         Ok(md5)
     }
 
+    /// The store's object name prefix ("" or ending in "/").
+    fn prefix_slash(&self) -> String {
+        if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix.trim_end_matches('/'))
+        }
+    }
+
+    /// Lists one container over key ranges, each resuming after its mark in `from`.
+    /// A missing container fails the listing unless `missing_ok`.
     async fn list_container(
         &self,
         container: &str,
-        prefix: &str,
+        from: &ListFrom,
+        missing_ok: bool,
         tx: &mpsc::Sender<Listed>,
-    ) -> Result<bool> {
-        let mut marker = String::new();
-        loop {
-            let path = format!(
-                "/{}?format=json&limit={LIST_LIMIT}&prefix={}&marker={}",
-                escape_container(container),
-                escape_container(prefix),
-                escape_container(&marker)
-            );
-            let r = self
-                .client
-                .call(
-                    &format!("LIST {container}"),
-                    Method::GET,
-                    &path,
-                    &[],
-                    None,
-                    &[200, 204, 404],
-                )
-                .await?;
-            if r.status.as_u16() == 404 {
-                return Ok(false);
-            }
-            let page: Vec<ListEntry> = if r.body.is_empty() {
-                vec![]
-            } else {
-                serde_json::from_slice(&r.body).map_err(|e| Error::Decode {
-                    what: format!("{}: the listing of container {container}", self.url),
-                    message: e.to_string(),
-                })?
-            };
-            let Some(last) = page
-                .iter()
-                .rev()
-                .find_map(|e| e.name.clone().or_else(|| e.subdir.clone()))
-            else {
-                return Ok(true);
-            };
-            for e in page {
-                let Some(name) = e.name else { continue };
-                let rel = match self.prefix.is_empty() {
-                    true => name.as_str(),
-                    false => name
-                        .strip_prefix(&format!("{}/", self.prefix.trim_end_matches('/')))
-                        .unwrap_or(&name),
-                };
-                let item = Listed::Object(ObjectMeta {
-                    key: ObjectKey::from(rel),
-                    size: e.bytes.unwrap_or(0),
-                    version: e.hash.unwrap_or_default(),
-                    content_type: e.content_type,
-                    user_meta: vec![],
-                });
-                if tx.send(item).await.is_err() {
-                    return Ok(true);
-                }
-            }
-            marker = last;
-        }
+    ) -> Result<()> {
+        let pages = ContainerPages {
+            store: self,
+            container: container.to_string(),
+            prefix: self.prefix_slash(),
+            missing_ok,
+        };
+        let listing = RangeListing {
+            pages: &pages,
+            prefix: self.prefix_slash(),
+            scope: format!("{container}/"),
+            parallel: self.list_parallel,
+            page: LIST_LIMIT,
+        };
+        listing.run(from, tx).await
     }
 
     /// The containers this store may hold objects in: the base one, or every container of
@@ -412,6 +384,79 @@ impl SwiftStore {
     }
 }
 
+/// The pages of one container's listing, after a name (`marker`).
+struct ContainerPages<'a> {
+    store: &'a SwiftStore,
+    container: String,
+    /// The store's object name prefix ("" or ending in "/").
+    prefix: String,
+    /// A missing container lists as empty instead of failing.
+    missing_ok: bool,
+}
+
+#[async_trait]
+impl KeyPages for ContainerPages<'_> {
+    async fn page(&self, after: Option<&str>, limit: usize) -> Result<Page> {
+        let c = &self.container;
+        let limit = limit.min(LIST_LIMIT);
+        let path = format!(
+            "/{}?format=json&limit={limit}&prefix={}&marker={}",
+            escape_container(c),
+            escape_container(&self.prefix),
+            escape_container(after.unwrap_or(""))
+        );
+        let r = self
+            .store
+            .client
+            .call(
+                &format!("LIST {c}"),
+                Method::GET,
+                &path,
+                &[],
+                None,
+                &[200, 204, 404],
+            )
+            .await?;
+        if r.status.as_u16() == 404 {
+            if self.missing_ok {
+                return Ok(Page {
+                    entries: vec![],
+                    more: false,
+                });
+            }
+            return Err(Error::Source {
+                url: self.store.url.clone(),
+                message: format!("container {c} does not exist"),
+            });
+        }
+        let listed: Vec<ListEntry> = if r.body.is_empty() {
+            vec![]
+        } else {
+            serde_json::from_slice(&r.body).map_err(|e| Error::Decode {
+                what: format!("{}: the listing of container {c}", self.store.url),
+                message: e.to_string(),
+            })?
+        };
+        let more = listed.len() >= limit;
+        let entries = listed
+            .into_iter()
+            .filter_map(|e| {
+                let name = e.name?;
+                let rel = name.strip_prefix(&self.prefix).unwrap_or(&name);
+                let meta = ObjectMeta {
+                    key: ObjectKey::from(rel),
+                    size: e.bytes.unwrap_or(0),
+                    version: e.hash.unwrap_or_default(),
+                    content_type: e.content_type,
+                    user_meta: vec![],
+                };
+                Some(Entry { key: name, meta })
+            })
+            .collect();
+        Ok(Page { entries, more })
+    }
+}
+
 #[async_trait]
 impl Source for SwiftStore {
     fn throttle(&self) -> Option<Arc<Throttle>> {
@@ -423,18 +468,14 @@ impl Source for SwiftStore {
     }
 
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()> {
-        let prefix = if self.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.prefix.trim_end_matches('/'))
-        };
+        self.list_resumable(tx, &ListFrom::new()).await
+    }
+
+    /// Each container in turn, over key ranges listed `--list-parallel` at once, each
+    /// resuming after its mark (`marker`).
+    async fn list_resumable(&self, tx: mpsc::Sender<Listed>, from: &ListFrom) -> Result<()> {
         for c in self.containers().await? {
-            if !self.list_container(&c, &prefix, &tx).await? {
-                return Err(Error::Source {
-                    url: self.url.clone(),
-                    message: format!("container {c} does not exist"),
-                });
-            }
+            self.list_container(&c, from, false, &tx).await?;
         }
         Ok(())
     }
@@ -446,7 +487,7 @@ impl Source for SwiftStore {
             .client
             .get_stream(&format!("GET swift://{c}/{name}"), &path)
             .await
-            .map_err(|e| Error::object(&meta.key, e))?;
+            .map_err(|e| Error::of_object(&meta.key, e))?;
         let h = |n: &str| {
             r.headers()
                 .get(n)
@@ -610,16 +651,11 @@ impl Destination for SwiftStore {
     }
 
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()> {
-        let prefix = if self.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.prefix.trim_end_matches('/'))
-        };
         let cs = self.containers().await?;
+        let from = ListFrom::new();
         futures::stream::iter(cs.into_iter().map(|c| {
-            let tx = tx.clone();
-            let prefix = prefix.clone();
-            async move { self.list_container(&c, &prefix, &tx).await.map(|_| ()) }
+            let (tx, from) = (tx.clone(), &from);
+            async move { self.list_container(&c, from, true, &tx).await }
         }))
         .buffer_unordered(8)
         .try_collect::<Vec<()>>()

@@ -83,10 +83,43 @@ pub fn init(g: &Global, a: &InitArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn ingest(g: &Global, source: &str, tune: &Tune) -> Result<ExitCode> {
+pub async fn list(g: &Global, source: &str, keys: bool) -> Result<ExitCode> {
+    let s = g.settings(None);
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    let sink: Option<&mut (dyn std::io::Write + Send)> = if keys { Some(&mut out) } else { None };
+    let t = stages::list(&s, source, sink).await?;
+    std::io::Write::flush(&mut out).context("writing keys to stdout")?;
+    let l = &t.summary;
+    if g.json {
+        let doc = serde_json::json!({ "list": l, "secs": t.secs });
+        eprintln!("{doc}");
+    } else {
+        eprintln!(
+            "listed {} objects ({}) in {:.1}s, {:.0} keys/s, over {} key ranges{}",
+            l.objects,
+            gib(l.bytes),
+            t.secs,
+            l.objects as f64 / t.secs.max(1e-9),
+            l.ranges,
+            match l.errors {
+                0 => String::new(),
+                n => format!("; {n} entries could not be listed"),
+            }
+        );
+    }
+    Ok(code(l.errors == 0))
+}
+
+pub async fn ingest(
+    g: &Global,
+    source: &str,
+    inventory: Option<&str>,
+    tune: &Tune,
+) -> Result<ExitCode> {
     let node = g.open()?;
     let live = live(g, &node, "ingest", Mode::Ingest).await?;
-    let s = g.settings(Some(tune));
+    let mut s = g.settings(Some(tune));
+    s.inventory = inventory.map(str::to_string);
     let t = stages::ingest(&s, &node, source, None, live.monitor.clone()).await?;
     live.finish();
     print_ingest(g, &t);
@@ -103,9 +136,16 @@ pub async fn drain(g: &Global, dest: &str, tune: &Tune) -> Result<ExitCode> {
     Ok(code(t.summary.complete()))
 }
 
-pub async fn migrate(g: &Global, source: &str, dest: &str, tune: &Tune) -> Result<ExitCode> {
+pub async fn migrate(
+    g: &Global,
+    source: &str,
+    dest: &str,
+    inventory: Option<&str>,
+    tune: &Tune,
+) -> Result<ExitCode> {
     let node = g.open()?;
-    let s = g.settings(Some(tune));
+    let mut s = g.settings(Some(tune));
+    s.inventory = inventory.map(str::to_string);
     // Fetch, stage and drain at once: the drain follows what ingest stages.
     let live = live(g, &node, "migrate", Mode::Migrate).await?;
     let moved = migrate::move_through(&s, &node, source, dest, live.monitor.clone()).await;
@@ -241,6 +281,7 @@ pub async fn status(g: &Global) -> Result<ExitCode> {
                 live.command, live.pid, live.uptime_secs
             );
             println!("progress    {}", monitor::progress::line(&live));
+            print!("{}", text::listing_ranges(&live.listing));
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -252,6 +293,10 @@ pub async fn status(g: &Global) -> Result<ExitCode> {
     }
     println!("state       {}", g.state.display());
     print!("{}", r.to_text());
+    if !r.listing_left.is_empty() {
+        println!("the last listing stopped; the next ingest resumes its key ranges:");
+        print!("{}", text::listing_ranges(&r.listing_left));
+    }
     for run in r.runs.iter().rev().take(5) {
         let outcome = run.outcome.as_deref();
         let outcome = outcome.unwrap_or("(running or interrupted)");

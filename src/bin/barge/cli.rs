@@ -111,8 +111,10 @@ pub(crate) struct Ends {
     /// taken for down: the run then stops taking objects and ends NOT DONE.
     #[arg(long, global = true, default_value_t = 300.0)]
     pub down_after: f64,
-    /// Listings run in parallel (S3: first-level prefixes).
-    #[arg(long, global = true, default_value_t = 4)]
+    /// Key ranges of a listing listed at once (split at keys found by probing the
+    /// source; 1: one sequential listing). Each request still goes through the
+    /// endpoint's throttle, which backs off on 503/SlowDown.
+    #[arg(long, global = true, default_value_t = 8)]
     pub list_parallel: usize,
 }
 
@@ -132,13 +134,30 @@ pub(crate) enum Cmd {
         source: String,
         #[arg(long)]
         dest: String,
+        /// List the source from this S3 Inventory (manifest.json: a path, s3:// or
+        /// swift://) instead of List requests.
+        #[arg(long)]
+        inventory: Option<String>,
         #[command(flatten)]
         tune: Tune,
+    },
+    /// List the source as ingest would (key ranges in parallel) and print how many
+    /// objects and bytes it holds; nothing is stored, no state directory is needed.
+    List {
+        #[arg(long)]
+        source: String,
+        /// Also print every key, one per line, on standard output.
+        #[arg(long)]
+        keys: bool,
     },
     /// List the source into the catalog and stage new or changed objects.
     Ingest {
         #[arg(long)]
         source: String,
+        /// List the source from this S3 Inventory (manifest.json: a path, s3:// or
+        /// swift://) instead of List requests.
+        #[arg(long)]
+        inventory: Option<String>,
         #[command(flatten)]
         tune: Tune,
     },
@@ -357,6 +376,7 @@ impl Global {
             source: self.side(true),
             dest: self.side(false),
             concurrency: tune.and_then(|t| t.concurrency),
+            inventory: None,
         }
     }
 

@@ -42,9 +42,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let g = &cli.global;
     match &cli.cmd {
         Cmd::Init(a) => actions::init(g, a),
-        Cmd::Ingest { source, tune } => actions::ingest(g, source, tune).await,
+        Cmd::List { source, keys } => actions::list(g, source, *keys).await,
+        Cmd::Ingest {
+            source,
+            inventory,
+            tune,
+        } => actions::ingest(g, source, inventory.as_deref(), tune).await,
         Cmd::Drain { dest, tune } => actions::drain(g, dest, tune).await,
-        Cmd::Migrate { source, dest, tune } => actions::migrate(g, source, dest, tune).await,
+        Cmd::Migrate {
+            source,
+            dest,
+            inventory,
+            tune,
+        } => actions::migrate(g, source, dest, inventory.as_deref(), tune).await,
         Cmd::Verify { dest, source, full } => {
             actions::verify(g, dest, source.as_deref(), *full).await
         }
