@@ -26,6 +26,7 @@ pub mod listing;
 pub mod monitor;
 pub mod node;
 pub mod object;
+pub(crate) mod pending;
 pub mod report;
 pub mod sample;
 pub mod ship;

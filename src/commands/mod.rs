@@ -41,6 +41,9 @@ pub struct Settings {
     pub concurrency: Option<usize>,
     /// An S3 Inventory manifest that lists the source instead of List requests.
     pub inventory: Option<String>,
+    /// After a complete listing, fetch what the catalog still has to fetch instead of
+    /// listing the source again.
+    pub resume_listing_only: bool,
 }
 
 impl Settings {

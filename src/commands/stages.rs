@@ -16,6 +16,7 @@ use crate::inventory::InventorySource;
 use crate::monitor::Monitor;
 use crate::node::Node;
 use crate::object::ObjectKey;
+use crate::pending::PendingSource;
 use crate::report::{self, Report};
 use crate::staging::reclaim::{self, ReclaimReport};
 use crate::staging::recover::RecoveryReport;
@@ -89,6 +90,16 @@ pub async fn ingest(
         let scratch = node.state_dir.join("scratch").join("inventory");
         let inv = InventorySource::new(src, source, manifest, &s.source, scratch).await?;
         src = Arc::new(inv);
+    }
+    if s.resume_listing_only {
+        let last = node.catalog.listing_mark()?;
+        if last.is_some_and(|m| m.complete && m.source == src.url()) {
+            tracing::info!(
+                "the last listing of {} was complete: fetching what the catalog still lists as to fetch, without listing again (--resume-listing-only)",
+                src.url()
+            );
+            src = Arc::new(PendingSource::new(src, node.catalog.clone()));
+        }
     }
     let mut opts = IngestOptions {
         drives: s.staging.clone(),

@@ -110,16 +110,31 @@ pub async fn list(g: &Global, source: &str, keys: bool) -> Result<ExitCode> {
     Ok(code(l.errors == 0))
 }
 
-pub async fn ingest(
-    g: &Global,
-    source: &str,
-    inventory: Option<&str>,
-    tune: &Tune,
-) -> Result<ExitCode> {
+/// How an ingest lists its source (`--inventory`, `--resume-listing-only`).
+pub struct Listing {
+    inventory: Option<String>,
+    resume_only: bool,
+}
+
+impl Listing {
+    pub fn new(inventory: &Option<String>, resume_only: bool) -> Self {
+        Listing {
+            inventory: inventory.clone(),
+            resume_only,
+        }
+    }
+
+    fn apply(&self, s: &mut barge::commands::Settings) {
+        s.inventory = self.inventory.clone();
+        s.resume_listing_only = self.resume_only;
+    }
+}
+
+pub async fn ingest(g: &Global, source: &str, l: &Listing, tune: &Tune) -> Result<ExitCode> {
     let node = g.open()?;
     let live = live(g, &node, "ingest", Mode::Ingest).await?;
     let mut s = g.settings(Some(tune));
-    s.inventory = inventory.map(str::to_string);
+    l.apply(&mut s);
     let t = stages::ingest(&s, &node, source, None, live.monitor.clone()).await?;
     live.finish();
     print_ingest(g, &t);
@@ -140,12 +155,12 @@ pub async fn migrate(
     g: &Global,
     source: &str,
     dest: &str,
-    inventory: Option<&str>,
+    l: &Listing,
     tune: &Tune,
 ) -> Result<ExitCode> {
     let node = g.open()?;
     let mut s = g.settings(Some(tune));
-    s.inventory = inventory.map(str::to_string);
+    l.apply(&mut s);
     // Fetch, stage and drain at once: the drain follows what ingest stages.
     let live = live(g, &node, "migrate", Mode::Migrate).await?;
     let moved = migrate::move_through(&s, &node, source, dest, live.monitor.clone()).await;

@@ -138,6 +138,11 @@ pub(crate) enum Cmd {
         /// swift://) instead of List requests.
         #[arg(long)]
         inventory: Option<String>,
+        /// When the last listing of this source completed, do not list it again: fetch
+        /// what the catalog still has to fetch (an interrupted listing is resumed as
+        /// always).
+        #[arg(long)]
+        resume_listing_only: bool,
         #[command(flatten)]
         tune: Tune,
     },
@@ -158,6 +163,11 @@ pub(crate) enum Cmd {
         /// swift://) instead of List requests.
         #[arg(long)]
         inventory: Option<String>,
+        /// When the last listing of this source completed, do not list it again: fetch
+        /// what the catalog still has to fetch (an interrupted listing is resumed as
+        /// always).
+        #[arg(long)]
+        resume_listing_only: bool,
         #[command(flatten)]
         tune: Tune,
     },
@@ -377,6 +387,7 @@ impl Global {
             dest: self.side(false),
             concurrency: tune.and_then(|t| t.concurrency),
             inventory: None,
+            resume_listing_only: false,
         }
     }
 

@@ -46,15 +46,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Ingest {
             source,
             inventory,
+            resume_listing_only,
             tune,
-        } => actions::ingest(g, source, inventory.as_deref(), tune).await,
+        } => {
+            let l = actions::Listing::new(inventory, *resume_listing_only);
+            actions::ingest(g, source, &l, tune).await
+        }
         Cmd::Drain { dest, tune } => actions::drain(g, dest, tune).await,
         Cmd::Migrate {
             source,
             dest,
             inventory,
+            resume_listing_only,
             tune,
-        } => actions::migrate(g, source, dest, inventory.as_deref(), tune).await,
+        } => {
+            let l = actions::Listing::new(inventory, *resume_listing_only);
+            actions::migrate(g, source, dest, &l, tune).await
+        }
         Cmd::Verify { dest, source, full } => {
             actions::verify(g, dest, source.as_deref(), *full).await
         }
