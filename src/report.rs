@@ -37,6 +37,9 @@ pub struct Report {
     pub uploaded_twice_keys: Vec<String>,
     /// Staged objects per source checksum verified: "md5", "md5-multipart", "unchecked".
     pub checks: std::collections::BTreeMap<String, u64>,
+    /// Of the staged objects whose source checksum could not be verified: how many per
+    /// reason (quoted values such as ETags elided, so that objects group).
+    pub unchecked_reasons: std::collections::BTreeMap<String, u64>,
     pub io_engine: Option<String>,
     pub drives: Vec<String>,
     pub failures: Vec<Failure>,
@@ -128,6 +131,19 @@ impl Report {
             let kind = rec.checked.split(':').next().unwrap_or("").trim();
             let kind = if kind.is_empty() { "unchecked" } else { kind };
             *self.checks.entry(kind.to_string()).or_default() += 1;
+            if kind == "unchecked" {
+                let why = rec.checked.split_once(':').map_or("", |w| w.1);
+                let mut why = elide_quoted(why.trim());
+                if why.is_empty() {
+                    why = "no reason recorded (an older catalog)".into();
+                }
+                if self.unchecked_reasons.len() >= MAX_REASONS
+                    && !self.unchecked_reasons.contains_key(&why)
+                {
+                    why = "other reasons".into();
+                }
+                *self.unchecked_reasons.entry(why).or_default() += 1;
+            }
         }
         if rec.uploads > 1 {
             self.uploaded_twice += 1;
@@ -254,6 +270,32 @@ impl Report {
     }
 }
 
+/// Most distinct reasons for an unverified source checksum the report counts apart.
+const MAX_REASONS: usize = 20;
+
+/// `s` with every double-quoted part (an ETag, a key) replaced by `"…"`.
+fn elide_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            out.push(c);
+            continue;
+        }
+        out.push_str("\"…\"");
+        while let Some(q) = chars.next() {
+            match q {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => break,
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
 pub(crate) fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
@@ -319,6 +361,9 @@ impl Report {
                 checks.join(", ")
             }
         ));
+        for (why, n) in &self.unchecked_reasons {
+            s.push_str(&format!("  unchecked {n}: {why}\n"));
+        }
         s.push_str(&format!(
             "moved       {:.3} GiB to the destination\n",
             gib(self.drained_bytes)
@@ -481,5 +526,19 @@ mod chart_tests {
         assert_eq!(svg.matches("<polyline").count(), 4);
         assert!(svg.contains(">objects/s</text>"), "{svg}");
         assert!(chart_svg(&s[..1]).is_none());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unchecked_reasons_group_without_their_etags() {
+        assert_eq!(
+            elide_quoted(r#"ETag "abc\"d-3" is not an MD5"#),
+            r#"ETag "…" is not an MD5"#
+        );
+        assert_eq!(elide_quoted("Swift large object"), "Swift large object");
     }
 }

@@ -336,6 +336,24 @@ fn bad_input_is_named() {
     assert!(stderr(&o).contains("--segment-size"), "{}", stderr(&o));
     let o = barge(&state, &["init"]);
     assert!(stderr(&o).contains("already initialised"), "{}", stderr(&o));
+    // Issue 18: --containers only shards a Swift destination; elsewhere it is refused.
+    let out = t.path().join("out");
+    let o = barge(
+        &state,
+        &[
+            "--containers",
+            "hash:4",
+            "drain",
+            "--dest",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--containers") && stderr(&o).contains("swift://"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -431,6 +431,14 @@ pub async fn open_source(url: &str, o: &EndpointOptions) -> Result<Arc<dyn Sourc
 
 /// Opens a destination: a path, `file://`, `s3://bucket[/prefix]` or `swift://container[/prefix]`.
 pub async fn open_destination(url: &str, o: &EndpointOptions) -> Result<Arc<dyn Destination>> {
+    if let (Some(c), false) = (&o.containers, scheme(url) == Some("swift")) {
+        return Err(Error::option(
+            "--containers",
+            format!(
+                "{c:?} shards a swift:// destination over containers; {url} is not one (drop the option)"
+            ),
+        ));
+    }
     match scheme(url) {
         Some("file") | None => Ok(Arc::new(local::LocalDest::new(local_path(url))?)),
         Some("s3") => Ok(Arc::new(s3::S3Store::new(url, &o.s3()).await?)),

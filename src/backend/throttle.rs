@@ -455,14 +455,34 @@ pub fn classify_status(status: u16, retry_after: Option<Duration>, message: Stri
 
 /// Parses a `Retry-After` header given in seconds.
 pub fn parse_retry_after(v: Option<&str>) -> Option<Duration> {
-    v.and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(|s| Duration::from_secs_f64(s.min(3600.0)))
+    let v = v?.trim();
+    let secs = match v.parse::<f64>() {
+        Ok(s) => s,
+        // The other form (RFC 9110): an HTTP date; a date already past means now.
+        Err(_) => {
+            let at = httpdate::parse_http_date(v).ok()?;
+            at.duration_since(std::time::SystemTime::now())
+                .map_or(0.0, |d| d.as_secs_f64())
+        }
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_as_an_http_date() {
+        assert_eq!(parse_retry_after(Some(" 7 ")), Some(Duration::from_secs(7)));
+        let in_a_minute = std::time::SystemTime::now() + Duration::from_secs(60);
+        let d = parse_retry_after(Some(&httpdate::fmt_http_date(in_a_minute))).unwrap();
+        assert!((55..=60).contains(&d.as_secs()), "{d:?}");
+        let past = parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT"));
+        assert_eq!(past, Some(Duration::ZERO));
+        assert_eq!(parse_retry_after(Some("soon")), None);
+        assert_eq!(parse_retry_after(Some("-3")), None);
+    }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn an_endpoint_failing_for_down_after_is_down_and_fails_fast() {
