@@ -414,6 +414,7 @@ async fn start(
         node.staging.settings.seal_backend,
         node.staging.settings.queue_depth.max(4) * 2,
     );
+    refuse_another_destination(node, &dest.url())?;
     let run_id = node.catalog.start_run(&RunRecord {
         command: "drain".into(),
         destination: Some(dest.url()),
@@ -429,6 +430,28 @@ async fn start(
         );
     }
     Ok((reader, run_id))
+}
+
+/// A state directory's drained state belongs to the destination it was drained to:
+/// drained objects are never written again, so a drain to another destination would
+/// leave them out and still end "done". Refused, naming the recorded destination, when
+/// an earlier drain to another URL drained objects.
+fn refuse_another_destination(node: &Node, url: &str) -> Result<()> {
+    let runs = node.catalog.runs()?;
+    let earlier = runs.iter().rev().find_map(|(_, r)| {
+        let drained = r.counters.iter().any(|(k, n)| k == "drained" && *n > 0);
+        let d = r.destination.as_deref()?;
+        (r.command == "drain" && drained && d != url).then(|| d.to_string())
+    });
+    match earlier {
+        None => Ok(()),
+        Some(d) => Err(Error::option(
+            "--dest",
+            format!(
+                "this state directory drained its objects to {d}; they are not written again, so a drain to {url} would leave them out. Drain to {d}, or move to {url} with a new state directory (barge init)"
+            ),
+        )),
+    }
 }
 
 /// Queues every object of the catalog that wants a drain, on the blocking pool.

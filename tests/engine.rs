@@ -826,3 +826,34 @@ fn resume_listing_only_does_not_list_a_source_whose_listing_completed() {
         "{full}"
     );
 }
+
+/// Issue 18: a state directory's drained objects belong to their destination: a second
+/// migrate of the same source into another directory is refused, naming the first, and
+/// never prints a DONE verdict.
+#[test]
+fn a_drain_to_another_destination_is_refused_naming_the_first() {
+    let t = tmp();
+    let (state, src) = (t.path().join("state"), t.path().join("src"));
+    for i in 0..5u64 {
+        write(&src, format!("f{i}").as_bytes(), &rand_bytes(i, 2000));
+    }
+    init_small(&state, &[]);
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    let s = src.to_str().unwrap();
+    ok(&barge(
+        &state,
+        &["migrate", "--source", s, "--dest", a.to_str().unwrap()],
+    ));
+    let o = barge(
+        &state,
+        &["migrate", "--source", s, "--dest", b.to_str().unwrap()],
+    );
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("--dest") && out.contains(a.to_str().unwrap()),
+        "{out}"
+    );
+    assert!(!out.contains("DONE:"), "{out}");
+    assert!(!b.join("f0").exists());
+}
