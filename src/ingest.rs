@@ -93,6 +93,11 @@ pub struct IngestSummary {
     /// Objects an inventory listed that were gone from the source at fetch time (deleted
     /// since the inventory was taken): not part of the move, not failures.
     pub vanished: u64,
+    /// Entries of a directory source that are not regular files (symbolic links without
+    /// `--follow-symlinks`, sockets, devices, FIFOs): not moved.
+    pub skipped: u64,
+    /// The first of them (at most [`MAX_FAILURES_SHOWN`]): (path, what it is).
+    pub skipped_shown: Vec<(String, String)>,
     /// Objects staged per source checksum kind ("md5", "md5-multipart", "unchecked").
     pub checks: std::collections::BTreeMap<String, u64>,
 }
@@ -114,6 +119,8 @@ struct Ctx {
     failures: std::sync::Mutex<Vec<(String, String)>>,
     /// Objects gone at fetch time from a source that allows it ([`Source::vanishes`]).
     vanished: std::sync::atomic::AtomicU64,
+    /// Entries of the source that are not objects, and the first of them.
+    skipped: std::sync::Mutex<(u64, Vec<(String, String)>)>,
     checks: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     stop: AtomicBool,
     stop_reason: std::sync::Mutex<Option<String>>,
@@ -124,6 +131,17 @@ struct Ctx {
 
 impl Ctx {
     /// Records an object's ingest failure; false if even that could not be written.
+    /// An entry of the source that is not an object: counted, and named if among the
+    /// first.
+    fn skip(&self, key: ObjectKey, kind: &str) {
+        if let Ok(mut s) = self.skipped.lock() {
+            s.0 += 1;
+            if s.1.len() < MAX_FAILURES_SHOWN {
+                s.1.push((key.to_string(), kind.to_string()));
+            }
+        }
+    }
+
     /// An object the listing named that is gone from the source (see
     /// [`Source::vanishes`]): a record of it that was only listed is removed; a version
     /// staged before stays as it is. Counted, not failed.
@@ -263,6 +281,7 @@ fn prepare(
         monitor: opts.monitor.clone(),
         failures: Default::default(),
         vanished: Default::default(),
+        skipped: Default::default(),
         checks: Default::default(),
         stop: AtomicBool::new(false),
         stop_reason: Default::default(),
@@ -471,6 +490,7 @@ async fn route(
                 r.last_key = Some(key);
             }
             Listed::Range { range, mark } => ctx.checkpoints.announce(range, mark),
+            Listed::Skipped { key, kind } => ctx.skip(key, kind),
             Listed::Mark { range, mark } => {
                 ctx.checkpoints.mark(range, mark);
                 if let Err(e) = ctx.checkpoints.save_if_due(false) {
@@ -541,6 +561,8 @@ fn summarise(ctx: &Ctx, start_totals: IngestTotals) -> IngestSummary {
         stopped_early: ctx.stop_reason.lock().ok().and_then(|r| r.clone()),
         failures: ctx.failures.lock().map(|f| f.clone()).unwrap_or_default(),
         vanished: ctx.vanished.load(Ordering::Relaxed),
+        skipped: ctx.skipped.lock().map(|s| s.0).unwrap_or_default(),
+        skipped_shown: ctx.skipped.lock().map(|s| s.1.clone()).unwrap_or_default(),
         checks: ctx.checks.lock().map(|c| c.clone()).unwrap_or_default(),
     }
 }
@@ -579,6 +601,7 @@ fn record_run(
             ("unchanged".into(), summary.unchanged),
             ("failed".into(), summary.failed),
             ("vanished".into(), summary.vanished),
+            ("skipped".into(), summary.skipped),
             ("bytes_staged".into(), summary.bytes_staged),
             ("chunks_new".into(), summary.chunks_new),
             ("chunks_dedup".into(), summary.chunks_dedup),

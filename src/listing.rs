@@ -116,7 +116,7 @@ impl SortedListing {
                     }
                 }
                 Listed::Error { key, reason } => on_error(key, reason),
-                Listed::Mark { .. } | Listed::Range { .. } => {}
+                Listed::Mark { .. } | Listed::Range { .. } | Listed::Skipped { .. } => {}
             }
         }
         self.put(&batch)

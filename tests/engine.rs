@@ -857,3 +857,60 @@ fn a_drain_to_another_destination_is_refused_naming_the_first() {
     assert!(!out.contains("DONE:"), "{out}");
     assert!(!b.join("f0").exists());
 }
+
+/// Issue 18: a directory source counts and names what it skips (a symbolic link, a
+/// socket, a FIFO); with --follow-symlinks the link's target is moved under the link's
+/// name.
+#[test]
+fn a_directory_source_names_what_it_skips_and_can_follow_links() {
+    let t = tmp();
+    let (state, src) = (t.path().join("state"), t.path().join("src"));
+    write(&src, b"real", b"the file a link points at");
+    std::os::unix::fs::symlink(src.join("real"), src.join("link")).unwrap();
+    let _sock = std::os::unix::net::UnixListener::bind(src.join("sock")).unwrap();
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(src.join("fifo"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+    init_small(&state, &[]);
+    let a = t.path().join("a");
+    let s = src.to_str().unwrap();
+    let o = barge(
+        &state,
+        &["migrate", "--source", s, "--dest", a.to_str().unwrap()],
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(out.contains("skipped: 3 entries"), "{out}");
+    for (name, kind) in [
+        ("link", "symbolic link"),
+        ("sock", "socket"),
+        ("fifo", "FIFO"),
+    ] {
+        assert!(out.contains(&format!("skipped: {name} ({kind})")), "{out}");
+    }
+    assert!(a.join("real").exists() && !a.join("link").exists());
+
+    let state2 = t.path().join("state2");
+    init_small(&state2, &[]);
+    let b = t.path().join("b");
+    let o = barge(
+        &state2,
+        &[
+            "--follow-symlinks",
+            "migrate",
+            "--source",
+            s,
+            "--dest",
+            b.to_str().unwrap(),
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(out.contains("skipped: 2 entries"), "{out}");
+    assert_eq!(
+        std::fs::read(b.join("link")).unwrap(),
+        b"the file a link points at"
+    );
+}

@@ -67,9 +67,27 @@ fn is_tmp_name(name: &[u8]) -> bool {
 
 /// Lists regular files under `root`. `skip_tmp` hides our own temporary files (in a
 /// destination tree only: a source may hold any name).
-fn walk(root: &Path, tx: &mpsc::Sender<Listed>, skip_tmp: bool) -> Result<()> {
+/// What a directory entry that is not a regular file is, for the skipped count.
+fn kind_of(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_symlink() {
+        "symbolic link"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_fifo() {
+        "FIFO"
+    } else if ft.is_block_device() {
+        "block device"
+    } else if ft.is_char_device() {
+        "character device"
+    } else {
+        "not a regular file"
+    }
+}
+
+fn walk(root: &Path, tx: &mpsc::Sender<Listed>, skip_tmp: bool, follow: bool) -> Result<()> {
     for entry in walkdir::WalkDir::new(root)
-        .follow_links(false)
+        .follow_links(follow)
         .sort_by_file_name()
     {
         let item = match entry {
@@ -84,7 +102,11 @@ fn walk(root: &Path, tx: &mpsc::Sender<Listed>, skip_tmp: bool) -> Result<()> {
                     continue;
                 }
                 if !ft.is_file() {
-                    tracing::warn!("{}: skipped, not a regular file", e.path().display());
+                    let kind = kind_of(ft);
+                    tracing::warn!("{}: skipped, a {kind}", e.path().display());
+                    if tx.blocking_send(Listed::Skipped { key, kind }).is_err() {
+                        break;
+                    }
                     continue;
                 }
                 match e.metadata() {
@@ -128,6 +150,8 @@ fn walk(root: &Path, tx: &mpsc::Sender<Listed>, skip_tmp: bool) -> Result<()> {
 /// A directory tree read as a source.
 pub struct LocalSource {
     root: PathBuf,
+    /// Symbolic links are followed (else skipped and counted).
+    follow_symlinks: bool,
     /// [`FILE_READERS`] slots, each held by a [`LocalFile`] until it is dropped.
     readers: Arc<Semaphore>,
 }
@@ -139,7 +163,9 @@ pub struct LocalSource {
 const FILE_READERS: usize = 32;
 
 impl LocalSource {
-    pub fn new(root: PathBuf) -> Result<Self> {
+    /// The tree under `root`; with `follow_symlinks`, symbolic links are followed (a loop
+    /// is an entry that cannot be listed), else skipped and counted.
+    pub fn new(root: PathBuf, follow_symlinks: bool) -> Result<Self> {
         let md = std::fs::metadata(&root).map_err(|e| Error::Source {
             url: root.display().to_string(),
             message: format!("cannot open source directory: {e}"),
@@ -152,6 +178,7 @@ impl LocalSource {
         }
         Ok(LocalSource {
             root,
+            follow_symlinks,
             readers: Arc::new(Semaphore::new(FILE_READERS)),
         })
     }
@@ -165,7 +192,8 @@ impl Source for LocalSource {
 
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()> {
         let root = self.root.clone();
-        tokio::task::spawn_blocking(move || walk(&root, &tx, false))
+        let follow = self.follow_symlinks;
+        tokio::task::spawn_blocking(move || walk(&root, &tx, false, follow))
             .await
             .map_err(|e| Error::task(format!("listing {}", self.root.display()), e))?
     }
@@ -481,7 +509,7 @@ impl Destination for LocalDest {
 
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()> {
         let root = self.root.clone();
-        tokio::task::spawn_blocking(move || walk(&root, &tx, true))
+        tokio::task::spawn_blocking(move || walk(&root, &tx, true, false))
             .await
             .map_err(|e| Error::task(format!("listing {}", self.root.display()), e))?
     }

@@ -37,6 +37,12 @@ pub enum Listed {
         range: String,
         mark: RangeMark,
     },
+    /// An entry that is not an object and is left out (a directory source's symlinks,
+    /// sockets, devices, FIFOs), with what it is.
+    Skipped {
+        key: ObjectKey,
+        kind: &'static str,
+    },
     /// A range just planned, with its bounds, before any of its objects; a range the
     /// checkpoint already holds keeps its mark.
     Range {
@@ -385,6 +391,8 @@ pub struct EndpointOptions {
     pub containers: Option<String>,
     /// Parallel listings.
     pub list_parallel: usize,
+    /// A directory source follows symbolic links (else they are skipped and counted).
+    pub follow_symlinks: bool,
     /// Prefix of per-side credential variables (`BARGE_SOURCE_`, `BARGE_DEST_`).
     pub env_prefix: String,
 }
@@ -417,7 +425,10 @@ impl EndpointOptions {
 /// Opens a source: a path, `file://`, `s3://bucket[/prefix]` or `swift://container[/prefix]`.
 pub async fn open_source(url: &str, o: &EndpointOptions) -> Result<Arc<dyn Source>> {
     match scheme(url) {
-        Some("file") | None => Ok(Arc::new(local::LocalSource::new(local_path(url))?)),
+        Some("file") | None => Ok(Arc::new(local::LocalSource::new(
+            local_path(url),
+            o.follow_symlinks,
+        )?)),
         Some("s3") => Ok(Arc::new(s3::S3Store::new(url, &o.s3()).await?)),
         Some("swift") => Ok(Arc::new(swift::SwiftStore::new(url, &o.swift())?)),
         Some(other) => Err(Error::option(

@@ -535,7 +535,7 @@ mod tests {
                 Listed::Range { range, mark } => {
                     marks.entry(range).or_insert(mark);
                 }
-                Listed::Error { .. } => {}
+                Listed::Error { .. } | Listed::Skipped { .. } => {}
             }
         }
         (got, marks)

@@ -31,6 +31,8 @@ pub struct ListSummary {
     pub ranges: usize,
     /// Entries that could not be listed.
     pub errors: u64,
+    /// Entries that are not objects (a directory's symlinks, sockets, devices).
+    pub skipped: u64,
 }
 
 /// Lists `source` the way ingest does (key ranges, `--list-parallel` at once), counting
@@ -60,6 +62,7 @@ pub async fn list(
                         }
                     }
                     crate::backend::Listed::Error { .. } => sum.errors += 1,
+                    crate::backend::Listed::Skipped { .. } => sum.skipped += 1,
                     crate::backend::Listed::Mark { range, .. }
                     | crate::backend::Listed::Range { range, .. } => {
                         ranges.insert(range);

@@ -57,6 +57,21 @@ pub fn ingest(t: &Timed<IngestSummary>) -> String {
             s.vanished
         );
     }
+    if s.skipped > 0 {
+        let _ = writeln!(
+            out,
+            "skipped: {} entries of the source are not regular files and were not moved{}",
+            s.skipped,
+            if s.skipped_shown.iter().any(|(_, k)| k == "symbolic link") {
+                " (--follow-symlinks follows links)"
+            } else {
+                ""
+            }
+        );
+        for (k, kind) in &s.skipped_shown {
+            let _ = writeln!(out, "skipped: {k} ({kind})");
+        }
+    }
     failures(&mut out, &s.failures, s.stopped_early.as_deref());
     out
 }

@@ -86,6 +86,10 @@ pub(crate) struct Ends {
     /// AWS profile of the destination.
     #[arg(long, global = true)]
     pub dest_profile: Option<String>,
+    /// A directory source follows symbolic links (by default they are skipped, counted
+    /// and named, like sockets and devices).
+    #[arg(long, global = true)]
+    pub follow_symlinks: bool,
     /// Swift destination container sharding: hash:N or prefix:K.
     #[arg(long, global = true)]
     pub containers: Option<String>,
@@ -367,6 +371,7 @@ impl Global {
             large_threshold: e.large_threshold,
             segment_size: e.slo_segment_size,
             containers: if source { None } else { e.containers.clone() },
+            follow_symlinks: source && e.follow_symlinks,
             list_parallel: e.list_parallel,
             env_prefix: if source {
                 "BARGE_SOURCE_".into()
