@@ -928,7 +928,8 @@ fn parquet_rows(bucket: &str, rows: &[InvRow]) -> Vec<u8> {
     out
 }
 
-/// Issue 15: a bucket moved into Swift from its S3 Inventory (CSV.gz, then Parquet),
+/// Issue 15: a bucket moved into Swift from its S3 Inventory (CSV.gz, then Parquet, from
+/// a local copy of the inventory bucket; then CSV.gz from that bucket over s3://),
 /// with no List request to the bucket (the server's log shows none). The inventory has
 /// an object deleted since it was taken (counted as vanished, not failed), a delete
 /// marker and an older version (neither moved), and keys with a space and a `+`.
@@ -977,16 +978,39 @@ fn a_bucket_moves_into_swift_from_its_s3_inventory_csv_and_parquet() {
     must(aws_s3(env).args(["s3", "rm", &format!("{url}/d/f07")]));
     std::fs::remove_file(src.join("d/f07")).unwrap();
 
-    for parquet in [false, true] {
-        let inv = t.path().join(format!("inventory-{parquet}"));
+    // CSV and Parquet from a local copy of the inventory bucket, then CSV read from the
+    // inventory bucket itself (s3://).
+    for (n, (parquet, in_s3)) in [(false, false), (true, false), (false, true)]
+        .into_iter()
+        .enumerate()
+    {
+        let inv = t.path().join(format!("inventory-{n}"));
         let (manifest, data_key) = write_inventory(&inv, &bucket, &rows, parquet);
-        let state = t.path().join(format!("state-{parquet}"));
+        let inv_bucket = format!("s3://inventories{}", std::process::id());
+        // Puts the local inventory tree (as it is now) into the inventory bucket.
+        let publish = || {
+            must(
+                aws_s3(env)
+                    .args(["s3", "cp", "--recursive", "--quiet"])
+                    .arg(&inv)
+                    .arg(&inv_bucket),
+            );
+        };
+        let manifest = match in_s3 {
+            false => manifest.display().to_string(),
+            true => {
+                must(aws_s3(env).args(["s3", "mb", &inv_bucket]));
+                let rel = manifest.strip_prefix(&inv).unwrap().display().to_string();
+                format!("{inv_bucket}/{rel}")
+            }
+        };
+        let state = t.path().join(format!("state-{n}"));
         init_small(&state, &[]);
-        let container = format!("inv{parquet}{}", std::process::id());
+        let container = format!("inv{n}x{}", std::process::id());
         let log_lines = std::fs::read_to_string("/tmp/barge-saio/log/proxy.log")
             .map(|l| l.lines().count())
             .unwrap_or(0);
-        let run = |manifest: &Path| {
+        let run = |manifest: &str| {
             let mut c = bin();
             c.arg("--state")
                 .arg(&state)
@@ -1016,6 +1040,9 @@ fn a_bucket_moves_into_swift_from_its_s3_inventory_csv_and_parquet() {
         let mid = bad.len() / 2;
         bad[mid] ^= 0x55;
         std::fs::write(&path, &bad).unwrap();
+        if in_s3 {
+            publish();
+        }
         let o = run(&manifest);
         assert!(!o.status.success(), "a damaged inventory was used");
         let err = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
@@ -1025,6 +1052,9 @@ fn a_bucket_moves_into_swift_from_its_s3_inventory_csv_and_parquet() {
         assert_eq!(json_doc(&text, "report")["report"]["done"], false, "{text}");
 
         std::fs::write(&path, &good).unwrap();
+        if in_s3 {
+            publish();
+        }
         let o = run(&manifest);
         let out = String::from_utf8_lossy(&o.stdout).into_owned();
         assert!(o.status.success(), "{out}{}", stderr(&o));

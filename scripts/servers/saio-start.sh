@@ -14,7 +14,9 @@
 # Environment (see README.md): SAIO_PORT=8080, SAIO_ACCOUNT_PORT=6212,
 # SAIO_CONTAINER_PORT=6211, SAIO_OBJECT_PORT=6210, SAIO_MEMCACHED_PORT=11311,
 # SAIO_RATELIMIT_OBJ_WRITES=0, SAIO_RATELIMIT_CONT_WRITES=0, SAIO_RATELIMIT_MAX_SLEEP=60,
-# SAIO_RATELIMIT_BUFFER=5, SAIO_STORAGE=auto|shm|disk, SAIO_UPDATER=1, SAIO_START_TIMEOUT=90.
+# SAIO_RATELIMIT_BUFFER=5, SAIO_STORAGE=auto|shm|disk, SAIO_UPDATER=1, SAIO_START_TIMEOUT=90,
+# SAIO_PROXY_WORKERS=0 (0: the proxy serves every request in one process, as the tests
+# run it; N: N worker processes, as a production proxy would, for benches/listing.sh).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 TAG=saio
@@ -35,6 +37,7 @@ RL_CON=${SAIO_RATELIMIT_CONT_WRITES:-0}
 RL_SLEEP=${SAIO_RATELIMIT_MAX_SLEEP:-60}
 RL_BUFFER=${SAIO_RATELIMIT_BUFFER:-5}
 UPDATER=${SAIO_UPDATER:-1}
+PROXY_WORKERS=${SAIO_PROXY_WORKERS:-0}
 for v in "$PORT" "$ACC_PORT" "$CON_PORT" "$OBJ_PORT" "$MC_PORT" "$RL_BUFFER"; do
     [[ $v =~ ^[0-9]+$ ]] || die "not a whole number: '$v' (check the SAIO_* variables)"
 done
@@ -128,7 +131,7 @@ cat >"$ETC/proxy-server.conf" <<EOF
 [DEFAULT]
 bind_ip = $IP
 bind_port = $PORT
-workers = 0
+workers = $PROXY_WORKERS
 user = $(id -un)
 swift_dir = $ETC
 log_name = proxy-server
