@@ -599,6 +599,7 @@ impl Shared {
             version: rec.version.clone(),
             content_type: rec.content_type.clone(),
             user_meta: rec.user_meta.clone(),
+            modified: None,
         };
         crate::failpoint::point("drain.before_put");
         let res = match deliver(&*self.dest, &self.reader, &self.written, key, rec, &meta).await {

@@ -21,7 +21,9 @@ use crate::budget::ByteBudget;
 use crate::backend::ListFrom;
 use crate::backend::check::Verifier;
 use crate::backend::{Listed, Payload, Source};
-use crate::catalog::{ChunkRef, ListingMark, ObjectRecord, ObjectState, RunRecord, unix_now};
+use crate::catalog::{
+    ChunkRef, ListingMark, META_DEFERRED, ObjectRecord, ObjectState, RunRecord, unix_now,
+};
 use crate::checkpoint::{self, Checkpoints};
 use crate::chunker::{ChunkError, chunk_stream};
 use crate::crypto::ChunkHasher;
@@ -60,6 +62,8 @@ pub struct IngestOptions {
     pub notify: Option<mpsc::Sender<ObjectKey>>,
     /// Live counters, queues and controls (status API, progress, `barge tui`).
     pub monitor: Arc<Monitor>,
+    /// Which listed objects are part of the move (recorded in the catalog).
+    pub filter: crate::filter::FilterSpec,
 }
 
 impl Default for IngestOptions {
@@ -69,6 +73,7 @@ impl Default for IngestOptions {
             monitor: Arc::default(),
             concurrency: DEFAULT_MAX_FETCHERS,
             drives: vec![],
+            filter: Default::default(),
         }
     }
 }
@@ -93,6 +98,8 @@ pub struct IngestSummary {
     /// Objects an inventory listed that were gone from the source at fetch time (deleted
     /// since the inventory was taken): not part of the move, not failures.
     pub vanished: u64,
+    /// Listed objects the filter (`--include`, `--exclude`, sizes, ages) left out.
+    pub excluded: u64,
     /// Entries of a directory source that are not regular files (symbolic links without
     /// `--follow-symlinks`, sockets, devices, FIFOs): not moved.
     pub skipped: u64,
@@ -121,6 +128,13 @@ struct Ctx {
     vanished: std::sync::atomic::AtomicU64,
     /// Entries of the source that are not objects, and the first of them.
     skipped: std::sync::Mutex<(u64, Vec<(String, String)>)>,
+    /// Which listed objects are part of the move (None: all).
+    filter: Option<crate::filter::Filter>,
+    /// Listed objects the filter left out.
+    excluded: std::sync::atomic::AtomicU64,
+    /// New objects listed while the run was paused and the fetch queue full: recorded
+    /// `Listed` in the catalog instead of waiting, fetched after the listing.
+    deferred: std::sync::atomic::AtomicU64,
     checks: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     stop: AtomicBool,
     stop_reason: std::sync::Mutex<Option<String>>,
@@ -258,6 +272,11 @@ fn prepare(
         .store(false, Ordering::Relaxed);
     opts.monitor.set_source(&source.url(), source.throttle());
     let list_from = resume_point(node, source)?;
+    // The filter is compiled (a bad pattern refused) and recorded before anything runs.
+    let filter = crate::filter::Filter::new(&opts.filter)?;
+    node.catalog
+        .put_meta_json(crate::catalog::META_FILTER, "the filter", &opts.filter)?;
+    let filter = (!opts.filter.is_empty()).then_some(filter);
     let run_id = node.catalog.start_run(&RunRecord {
         command: "ingest".into(),
         source: Some(source.url()),
@@ -282,6 +301,9 @@ fn prepare(
         failures: Default::default(),
         vanished: Default::default(),
         skipped: Default::default(),
+        deferred: Default::default(),
+        filter,
+        excluded: Default::default(),
         checks: Default::default(),
         stop: AtomicBool::new(false),
         stop_reason: Default::default(),
@@ -397,12 +419,17 @@ async fn dispatch(
     let (work_tx, work_rx) = mpsc::channel::<Work>(FETCH_QUEUE);
     let fetch_q = opts.monitor.queue("fetch", FETCH_QUEUE);
     let workers = spawn_fetchers(ctx, work_rx, &fetch_q, opts.concurrency);
-    let routed = route(node, ctx, &mut list_rx, &work_tx, &fetch_q).await;
+    let mut routed = route(node, ctx, &mut list_rx, &work_tx, &fetch_q).await;
     ctx.monitor
         .ingest
         .listing_done
         .store(true, Ordering::Relaxed);
     drop(list_rx);
+    if routed.err.is_none()
+        && let Err(e) = fetch_deferred(node, ctx, &work_tx, &fetch_q).await
+    {
+        routed.err = Some(e);
+    }
     drop(work_tx);
     for w in workers {
         let _ = w.await;
@@ -500,6 +527,16 @@ async fn route(
             }
             Listed::Object(meta) => {
                 r.last_key = Some(meta.key.clone());
+                if let Some(f) = &ctx.filter
+                    && !f.admits(
+                        &String::from_utf8_lossy(meta.key.as_bytes()),
+                        meta.size,
+                        meta.modified,
+                    )
+                {
+                    ctx.excluded.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 crate::failpoint::point("ingest.listed");
                 ctx.monitor.ingest.listed.fetch_add(1, Ordering::Relaxed);
                 ctx.monitor
@@ -527,7 +564,26 @@ async fn route(
                 }
                 fetch_q.push();
                 let seq = ctx.checkpoints.route();
-                if work_tx.send((meta, old, seq)).await.is_err() {
+                let work = (meta, old, seq);
+                // Paused with a full queue: a new object is recorded and fetched after
+                // the listing, so that listing goes on (issue 18: an operator sees the
+                // counts of a large bucket before resuming).
+                let work = match ctx.monitor.is_paused() && work.1.is_none() {
+                    false => work,
+                    true => match work_tx.try_send(work) {
+                        Ok(()) => continue,
+                        Err(mpsc::error::TrySendError::Closed(_)) => return r,
+                        Err(mpsc::error::TrySendError::Full(w)) => {
+                            fetch_q.pop();
+                            if let Err(e) = defer(node, ctx, &w.0, w.2) {
+                                r.err = Some(e);
+                                return r;
+                            }
+                            continue;
+                        }
+                    },
+                };
+                if work_tx.send(work).await.is_err() {
                     return r;
                 }
             }
@@ -535,6 +591,66 @@ async fn route(
     }
     r.ended = true;
     r
+}
+
+/// Records a new object listed while paused as `Listed` (fetched by [`fetch_deferred`]
+/// after the listing) and finishes its checkpoint sequence number: the catalog now holds
+/// it, so the listing's mark may pass it. Meta `deferred` (synced on first use) makes a
+/// run after a crash fetch them too.
+fn defer(node: &Node, ctx: &Ctx, meta: &ObjectMeta, seq: u64) -> Result<()> {
+    if ctx.deferred.fetch_add(1, Ordering::Relaxed) == 0 {
+        node.catalog
+            .put_meta_json(META_DEFERRED, "the deferred flag", &true)?;
+    }
+    node.catalog.update_object(&meta.key, false, |old| {
+        old.is_none().then(|| ObjectRecord {
+            size: meta.size,
+            version: meta.version.clone(),
+            content_type: meta.content_type.clone(),
+            user_meta: meta.user_meta.clone(),
+            blake3: None,
+            chunks: vec![],
+            state: ObjectState::Listed,
+            checked: String::new(),
+            uploads: 0,
+            updated: unix_now(),
+        })
+    })?;
+    ctx.checkpoints.finish(seq);
+    Ok(())
+}
+
+/// After the listing: hands the fetchers every object recorded `Listed` while the run
+/// was paused (in this run, or in one that was killed), when meta `deferred` says there
+/// are some; clears the flag once every one was handed over.
+async fn fetch_deferred(
+    node: &Node,
+    ctx: &Arc<Ctx>,
+    work_tx: &mpsc::Sender<Work>,
+    fetch_q: &QueueGauge,
+) -> Result<()> {
+    let flagged: Option<bool> = node.catalog.meta_json(META_DEFERRED, "the deferred flag")?;
+    if flagged != Some(true) {
+        return Ok(());
+    }
+    let (tx, mut rx) = mpsc::channel(LIST_QUEUE);
+    let pending = crate::pending::PendingSource::listed_only(node.catalog.clone());
+    let walk = tokio::spawn(async move { pending.list(tx).await });
+    while let Some(item) = rx.recv().await {
+        let Listed::Object(meta) = item else { continue };
+        if ctx.stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let old = node.catalog.get_object(&meta.key)?;
+        fetch_q.push();
+        let seq = ctx.checkpoints.route();
+        if work_tx.send((meta, old, seq)).await.is_err() {
+            return Ok(());
+        }
+    }
+    walk.await.map_err(|e| Error::task("catalog walk", e))??;
+    node.catalog
+        .put_meta_json(META_DEFERRED, "the deferred flag", &false)
 }
 
 /// Summarise: this run's figures, from the monitor's totals since `start_totals` and the
@@ -561,6 +677,7 @@ fn summarise(ctx: &Ctx, start_totals: IngestTotals) -> IngestSummary {
         stopped_early: ctx.stop_reason.lock().ok().and_then(|r| r.clone()),
         failures: ctx.failures.lock().map(|f| f.clone()).unwrap_or_default(),
         vanished: ctx.vanished.load(Ordering::Relaxed),
+        excluded: ctx.excluded.load(Ordering::Relaxed),
         skipped: ctx.skipped.lock().map(|s| s.0).unwrap_or_default(),
         skipped_shown: ctx.skipped.lock().map(|s| s.1.clone()).unwrap_or_default(),
         checks: ctx.checks.lock().map(|c| c.clone()).unwrap_or_default(),
@@ -601,6 +718,7 @@ fn record_run(
             ("unchanged".into(), summary.unchanged),
             ("failed".into(), summary.failed),
             ("vanished".into(), summary.vanished),
+            ("excluded".into(), summary.excluded),
             ("skipped".into(), summary.skipped),
             ("bytes_staged".into(), summary.bytes_staged),
             ("chunks_new".into(), summary.chunks_new),

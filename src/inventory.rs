@@ -85,6 +85,8 @@ pub struct Row {
     /// False for a version that is not the latest (versioned inventories).
     pub latest: bool,
     pub delete_marker: bool,
+    /// Unix seconds (`LastModifiedDate`).
+    pub modified: Option<u64>,
 }
 
 /// A source listed from an inventory, read from `inner`.
@@ -310,6 +312,7 @@ impl InventorySource {
                     version: format!("\"{}\"", row.etag.trim_matches('"')),
                     content_type: None,
                     user_meta: vec![],
+                    modified: row.modified,
                 };
                 tx.blocking_send(Listed::Object(meta)).is_ok()
             };
@@ -449,6 +452,7 @@ struct Schema {
     etag: Option<usize>,
     latest: Option<usize>,
     delete_marker: Option<usize>,
+    modified: Option<usize>,
     columns: usize,
 }
 
@@ -469,6 +473,7 @@ impl Schema {
             etag: at("etag"),
             latest: at("islatest"),
             delete_marker: at("isdeletemarker"),
+            modified: at("lastmodifieddate"),
             columns: cols.len(),
         })
     }
@@ -519,6 +524,7 @@ fn read_csv(
             etag: get(schema.etag).to_string(),
             latest: schema.latest.is_none() || get(schema.latest) != "false",
             delete_marker: get(schema.delete_marker) == "true",
+            modified: crate::object::parse_utc(get(schema.modified)),
         };
         if !send(row) {
             return Ok(false);
@@ -556,6 +562,7 @@ fn read_parquet(path: &Path, name: &str, send: &mut dyn FnMut(Row) -> bool) -> R
             etag: String::new(),
             latest: true,
             delete_marker: false,
+            modified: None,
         };
         let mut has_key = false;
         for (col, value) in row.get_column_iter() {
@@ -570,6 +577,9 @@ fn read_parquet(path: &Path, name: &str, send: &mut dyn FnMut(Row) -> bool) -> R
                 ("etag", Field::Str(s)) => r.etag = s.clone(),
                 ("islatest", Field::Bool(b)) => r.latest = *b,
                 ("isdeletemarker", Field::Bool(b)) => r.delete_marker = *b,
+                ("lastmodifieddate", Field::TimestampMillis(ms)) => {
+                    r.modified = u64::try_from(*ms / 1000).ok();
+                }
                 _ => {}
             }
         }

@@ -20,6 +20,7 @@ pub mod drain;
 pub mod drives;
 pub mod error;
 pub(crate) mod failpoint;
+pub mod filter;
 pub mod ingest;
 pub mod inventory;
 pub mod listing;

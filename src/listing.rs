@@ -99,11 +99,22 @@ impl SortedListing {
     pub async fn fill(
         &mut self,
         mut rx: mpsc::Receiver<Listed>,
+        filter: Option<&crate::filter::Filter>,
         mut on_error: impl FnMut(ObjectKey, String),
     ) -> Result<()> {
         let mut batch = Vec::with_capacity(SPILL_BATCH);
+        let admits = |m: &crate::object::ObjectMeta| {
+            filter.is_none_or(|f| {
+                f.admits(
+                    &String::from_utf8_lossy(m.key.as_bytes()),
+                    m.size,
+                    m.modified,
+                )
+            })
+        };
         while let Some(item) = rx.recv().await {
             match item {
+                Listed::Object(m) if !admits(&m) => {}
                 Listed::Object(m) => {
                     let e = Entry {
                         size: m.size,
@@ -207,6 +218,7 @@ mod tests {
             version: format!("v{size}"),
             content_type: None,
             user_meta: vec![],
+            modified: None,
         })
     }
 
@@ -229,7 +241,7 @@ mod tests {
             .unwrap();
         });
         let mut errors = vec![];
-        l.fill(rx, |k, r| errors.push((k.to_string(), r)))
+        l.fill(rx, None, |k, r| errors.push((k.to_string(), r)))
             .await
             .unwrap();
         feed.await.unwrap();

@@ -48,6 +48,21 @@ impl fmt::Debug for ObjectKey {
     }
 }
 
+/// Unix seconds of an ISO 8601 UTC time (`2024-01-31T12:00:00.000Z`, or without the
+/// zone as Swift lists it); None if it is not one.
+pub fn parse_utc(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let zoned = if s.ends_with('Z') || s.contains('+') {
+        s.to_string()
+    } else {
+        format!("{s}Z")
+    };
+    let t =
+        aws_smithy_types::DateTime::from_str(&zoned, aws_smithy_types::date_time::Format::DateTime)
+            .ok()?;
+    u64::try_from(t.secs()).ok()
+}
+
 /// What a listing says about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
@@ -57,4 +72,6 @@ pub struct ObjectMeta {
     pub version: String,
     pub content_type: Option<String>,
     pub user_meta: Vec<(String, String)>,
+    /// Last modified at the source, unix seconds, when the listing says.
+    pub modified: Option<u64>,
 }

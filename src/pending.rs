@@ -17,21 +17,44 @@ use crate::object::ObjectMeta;
 
 /// A source whose listing is the catalog's unfinished objects; reads go to `inner`.
 pub struct PendingSource {
-    inner: Arc<dyn Source>,
+    /// Reads go here; none for a walk that only lists ([`PendingSource::listed_only`]).
+    inner: Option<Arc<dyn Source>>,
     catalog: Arc<Catalog>,
+    /// Objects that failed at ingest are listed too.
+    failed_too: bool,
 }
 
 impl PendingSource {
     pub fn new(inner: Arc<dyn Source>, catalog: Arc<Catalog>) -> Self {
-        PendingSource { inner, catalog }
+        PendingSource {
+            inner: Some(inner),
+            catalog,
+            failed_too: true,
+        }
+    }
+
+    /// A walk of the objects recorded `Listed` (never fetched), for the ingest's own
+    /// use: its `list` is all that may be called.
+    pub fn listed_only(catalog: Arc<Catalog>) -> Self {
+        PendingSource {
+            inner: None,
+            catalog,
+            failed_too: false,
+        }
+    }
+
+    fn inner(&self) -> Result<&Arc<dyn Source>> {
+        self.inner
+            .as_ref()
+            .ok_or_else(|| Error::task("catalog walk", "a listing-only walk cannot read"))
     }
 }
 
 /// Whether an ingest still has to fetch an object in this state.
-fn to_fetch(state: &ObjectState) -> bool {
+fn to_fetch(state: &ObjectState, failed_too: bool) -> bool {
     match state {
         ObjectState::Listed => true,
-        ObjectState::Failed { stage, .. } => stage == "ingest",
+        ObjectState::Failed { stage, .. } => failed_too && stage == "ingest",
         _ => false,
     }
 }
@@ -39,16 +62,16 @@ fn to_fetch(state: &ObjectState) -> bool {
 #[async_trait]
 impl Source for PendingSource {
     fn url(&self) -> String {
-        self.inner.url()
+        self.inner.as_ref().map(|s| s.url()).unwrap_or_default()
     }
 
     /// Walks the catalog on the blocking pool, sending each object still to fetch.
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()> {
-        let catalog = self.catalog.clone();
+        let (catalog, failed_too) = (self.catalog.clone(), self.failed_too);
         tokio::task::spawn_blocking(move || {
             for item in catalog.objects()? {
                 let (key, rec) = item?;
-                if !to_fetch(&rec.state) {
+                if !to_fetch(&rec.state, failed_too) {
                     continue;
                 }
                 let meta = ObjectMeta {
@@ -57,6 +80,7 @@ impl Source for PendingSource {
                     version: rec.version,
                     content_type: None,
                     user_meta: vec![],
+                    modified: None,
                 };
                 if tx.blocking_send(Listed::Object(meta)).is_err() {
                     break;
@@ -73,15 +97,15 @@ impl Source for PendingSource {
     }
 
     async fn open(&self, meta: &ObjectMeta) -> Result<Opened> {
-        self.inner.open(meta).await
+        self.inner()?.open(meta).await
     }
 
     async fn check_unchanged(&self, meta: &ObjectMeta) -> Result<()> {
-        self.inner.check_unchanged(meta).await
+        self.inner()?.check_unchanged(meta).await
     }
 
     fn throttle(&self) -> Option<Arc<Throttle>> {
-        self.inner.throttle()
+        self.inner.as_ref().and_then(|s| s.throttle())
     }
 
     /// An object listed weeks ago may be gone now: not a failure of the move.

@@ -47,6 +47,8 @@ pub struct Report {
     /// What the last ingest's listing covered (None before any ingest, or after an
     /// import, whose objects come from the drives' manifests).
     pub listing: Option<crate::catalog::ListingMark>,
+    /// The filter of the last ingest (None: every object of the source).
+    pub filter: Option<crate::filter::FilterSpec>,
     /// The key ranges an incomplete listing left, where the next ingest resumes them.
     pub listing_left: Vec<barge_tui::model::ListingRange>,
     pub done: bool,
@@ -115,6 +117,7 @@ pub fn build(node: &Node) -> Result<Report> {
     r.add_runs(node.catalog.runs()?);
     r.listing = node.catalog.listing_mark()?;
     r.listing_left = crate::checkpoint::as_status(&crate::checkpoint::saved(&node.catalog)?);
+    r.filter = crate::filter::recorded(&node.catalog)?;
     r.set_verdict();
     Ok(r)
 }
@@ -361,6 +364,9 @@ impl Report {
                 checks.join(", ")
             }
         ));
+        if let Some(f) = &self.filter {
+            s.push_str(&format!("filter      {}\n", f.describe()));
+        }
         for (why, n) in &self.unchecked_reasons {
             s.push_str(&format!("  unchecked {n}: {why}\n"));
         }

@@ -102,8 +102,13 @@ async fn spill(
     let mut table = SortedListing::create(&node.state_dir, name)?;
     let (tx, rx) = mpsc::channel(LIST_QUEUE);
     let lister = list(tx);
+    // The last ingest's filter: what it left out is neither missing nor extra.
+    let filter = match crate::filter::recorded(&node.catalog)? {
+        Some(spec) => Some(crate::filter::Filter::new(&spec)?),
+        None => None,
+    };
     table
-        .fill(rx, |k, r| {
+        .fill(rx, filter.as_ref(), |k, r| {
             errors.push((k.to_string(), format!("{prefix}{r}")))
         })
         .await?;

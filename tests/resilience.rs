@@ -1077,3 +1077,90 @@ fn a_bucket_moves_into_swift_from_its_s3_inventory_csv_and_parquet() {
         assert_eq!(json_doc(&text, "report")["report"]["done"], true, "{text}");
     }
 }
+
+/// Issue 18: filters on a real listing (the SAIO's s3api into Swift): an exclude file
+/// with a customer's prefix, an unanchored `*.log` and a size bound leave those objects
+/// out; the filter is recorded, and verify against both listings counts what it left out
+/// (even a copy of one already at the destination) neither missing nor extra.
+#[test]
+fn filters_leave_objects_out_of_a_real_listing_and_verify_agrees() {
+    let env = saio();
+    let t = tmp();
+    let src = t.path().join("src");
+    for (k, n) in [
+        ("keep/a.txt", 100usize),
+        ("keep/b.jpg", 100),
+        ("big/huge.bin", 200_000),
+        ("customer-x/secret.bin", 100),
+        ("customer-x/sub/y.txt", 100),
+        ("logs/2024/app.log", 100),
+        ("deep/x/app.log", 100),
+    ] {
+        write(&src, k.as_bytes(), &rand_bytes(n as u64, n));
+    }
+    let bucket = format!("filtered{}", std::process::id());
+    let url = format!("s3://{bucket}");
+    s3_bucket_from(env, &url, &src, 8);
+    let excludes = t.path().join("excludes");
+    std::fs::write(
+        &excludes,
+        "# customers whose keys were deleted\n/customer-x/**\n\n",
+    )
+    .unwrap();
+    let state = t.path().join("state");
+    init_small(&state, &[]);
+    let container = format!("filtered-dest{}", std::process::id());
+    let dest = format!("swift://{container}");
+    let run = |args: &[&str]| {
+        let mut c = bin();
+        c.arg("--state")
+            .arg(&state)
+            .args(["--source-endpoint", &env["SAIO_S3_ENDPOINT"]])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", &env["SAIO_S3_ACCESS_KEY"])
+            .env("AWS_SECRET_ACCESS_KEY", &env["SAIO_S3_SECRET_KEY"])
+            .env("AWS_REGION", "us-east-1")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env("ST_AUTH", &env["ST_AUTH"])
+            .env("ST_USER", &env["ST_USER"])
+            .env("ST_KEY", &env["ST_KEY"]);
+        c.output().expect("run barge")
+    };
+    let o = run(&[
+        "--exclude-from",
+        excludes.to_str().unwrap(),
+        "--exclude",
+        "*.log",
+        "--max-size",
+        "100KiB",
+        "migrate",
+        "--source",
+        &url,
+        "--dest",
+        &dest,
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(out.contains("filter: 5 listed objects left out"), "{out}");
+    let listed = must(swift_cli(env).args(["list", &container]));
+    assert_eq!(
+        listed.lines().collect::<Vec<_>>(),
+        ["keep/a.txt", "keep/b.jpg"]
+    );
+    // An excluded key already at the destination is not "extra".
+    must(
+        swift_cli(env)
+            .current_dir(&src)
+            .args(["upload", &container, "customer-x/secret.bin"]),
+    );
+    let o = run(&["verify", "--dest", &dest, "--source", &url]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    let rep = run(&["report"]);
+    let text = String::from_utf8_lossy(&rep.stdout).into_owned();
+    assert!(
+        text.contains("filter      exclude *.log /customer-x/**; at most 102400 bytes"),
+        "{text}"
+    );
+    assert!(text.contains("verdict     DONE"), "{text}");
+}

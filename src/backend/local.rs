@@ -116,6 +116,7 @@ fn walk(root: &Path, tx: &mpsc::Sender<Listed>, skip_tmp: bool, follow: bool) ->
                         version: version_of(&md),
                         content_type: None,
                         user_meta: vec![],
+                        modified: u64::try_from(std::os::unix::fs::MetadataExt::mtime(&md)).ok(),
                     }),
                     Err(err) => Listed::Error {
                         key,
@@ -564,6 +565,7 @@ mod tests {
             version: String::new(),
             content_type: None,
             user_meta: vec![],
+            modified: None,
         }
     }
 

@@ -492,6 +492,7 @@ mod tests {
                         version: String::new(),
                         content_type: None,
                         user_meta: vec![],
+                        modified: None,
                     },
                 })
                 .collect();
@@ -622,6 +623,7 @@ mod tests {
                         version: String::new(),
                         content_type: None,
                         user_meta: vec![],
+                        modified: None,
                     },
                     key: k,
                 })

@@ -626,6 +626,7 @@ impl KeyPages for S3Store {
                         version: o.e_tag().unwrap_or("").to_string(),
                         content_type: None,
                         user_meta: vec![],
+                        modified: o.last_modified().and_then(|d| u64::try_from(d.secs()).ok()),
                     },
                 })
             })

@@ -61,6 +61,11 @@ pub const META_NEXT_SEGMENT: &[u8] = b"next_segment_id";
 pub const META_NEXT_RUN: &[u8] = b"next_run_id";
 /// meta key: destination layout of the last drain (JSON: URL, container map, containers).
 pub const META_DEST_LAYOUT: &[u8] = b"dest_layout";
+/// meta key: objects were recorded `Listed` while an ingest was paused and are still to
+/// be fetched (JSON bool).
+pub const META_DEFERRED: &[u8] = b"deferred";
+/// meta key: the filter of the last ingest ([`crate::filter::FilterSpec`], JSON).
+pub const META_FILTER: &[u8] = b"filter";
 /// meta key: which I/O engine the last staging run used, and why (UTF-8).
 pub const META_IO_ENGINE: &[u8] = b"io_engine";
 /// meta key: what the last ingest's listing covered ([`ListingMark`], JSON).

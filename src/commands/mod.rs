@@ -44,6 +44,8 @@ pub struct Settings {
     /// After a complete listing, fetch what the catalog still has to fetch instead of
     /// listing the source again.
     pub resume_listing_only: bool,
+    /// Which objects of the source are part of the move.
+    pub filter: crate::filter::FilterSpec,
 }
 
 impl Settings {

@@ -108,6 +108,7 @@ pub async fn ingest(
         drives: s.staging.clone(),
         notify,
         monitor,
+        filter: s.filter.clone(),
         ..Default::default()
     };
     if let Some(c) = s.concurrency {

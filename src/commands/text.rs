@@ -57,6 +57,13 @@ pub fn ingest(t: &Timed<IngestSummary>) -> String {
             s.vanished
         );
     }
+    if s.excluded > 0 {
+        let _ = writeln!(
+            out,
+            "filter: {} listed objects left out by the filter",
+            s.excluded
+        );
+    }
     if s.skipped > 0 {
         let _ = writeln!(
             out,

@@ -162,6 +162,8 @@ struct ListEntry {
     bytes: Option<u64>,
     hash: Option<String>,
     content_type: Option<String>,
+    /// `2024-01-31T12:00:00.000000`, UTC without a zone.
+    last_modified: Option<String>,
 }
 
 /// Splits `swift://container/prefix`.
@@ -449,6 +451,10 @@ impl KeyPages for ContainerPages<'_> {
                     version: e.hash.unwrap_or_default(),
                     content_type: e.content_type,
                     user_meta: vec![],
+                    modified: e
+                        .last_modified
+                        .as_deref()
+                        .and_then(crate::object::parse_utc),
                 };
                 Some(Entry { key: name, meta })
             })

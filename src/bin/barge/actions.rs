@@ -124,9 +124,11 @@ impl Listing {
         }
     }
 
-    fn apply(&self, s: &mut barge::commands::Settings) {
+    fn apply(&self, g: &Global, s: &mut barge::commands::Settings) -> Result<()> {
         s.inventory = self.inventory.clone();
         s.resume_listing_only = self.resume_only;
+        s.filter = g.filters.spec()?;
+        Ok(())
     }
 }
 
@@ -134,7 +136,7 @@ pub async fn ingest(g: &Global, source: &str, l: &Listing, tune: &Tune) -> Resul
     let node = g.open()?;
     let live = live(g, &node, "ingest", Mode::Ingest).await?;
     let mut s = g.settings(Some(tune));
-    l.apply(&mut s);
+    l.apply(g, &mut s)?;
     let t = stages::ingest(&s, &node, source, None, live.monitor.clone()).await?;
     live.finish();
     print_ingest(g, &t);
@@ -160,7 +162,7 @@ pub async fn migrate(
 ) -> Result<ExitCode> {
     let node = g.open()?;
     let mut s = g.settings(Some(tune));
-    l.apply(&mut s);
+    l.apply(g, &mut s)?;
     // Fetch, stage and drain at once: the drain follows what ingest stages.
     let live = live(g, &node, "migrate", Mode::Migrate).await?;
     let moved = migrate::move_through(&s, &node, source, dest, live.monitor.clone()).await;

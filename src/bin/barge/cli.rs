@@ -69,6 +69,62 @@ pub(crate) struct Global {
     pub start_paused: bool,
     #[command(flatten)]
     pub ends: Ends,
+    #[command(flatten)]
+    pub filters: Filters,
+}
+
+/// Which objects of the source are part of the move (rclone's filter meaning; see
+/// README "Filters"). Recorded by ingest; verify applies the recorded filter.
+#[derive(Args, Clone, Default)]
+pub(crate) struct Filters {
+    /// Move only keys matching this glob (repeatable): `*` within a path segment, `**`
+    /// across, `?`, `[…]`, `{a,b}`; a leading `/` anchors at the root.
+    #[arg(long, global = true)]
+    pub include: Vec<String>,
+    /// Leave out keys matching this glob (repeatable).
+    #[arg(long, global = true)]
+    pub exclude: Vec<String>,
+    /// Include patterns from a file, one per line (`#` comments).
+    #[arg(long, global = true)]
+    pub include_from: Vec<PathBuf>,
+    /// Exclude patterns from a file, one per line (`#` comments).
+    #[arg(long, global = true)]
+    pub exclude_from: Vec<PathBuf>,
+    /// Leave out objects smaller than this (e.g. 1KiB).
+    #[arg(long, global = true, value_parser = parse_size)]
+    pub min_size: Option<u64>,
+    /// Leave out objects larger than this (e.g. 5GiB).
+    #[arg(long, global = true, value_parser = parse_size)]
+    pub max_size: Option<u64>,
+    /// Move only objects last modified at least this long ago (90s, 15m, 12h, 7d, 2w, 1y).
+    #[arg(long, global = true, value_parser = barge::filter::parse_age)]
+    pub min_age: Option<u64>,
+    /// Move only objects last modified within this long.
+    #[arg(long, global = true, value_parser = barge::filter::parse_age)]
+    pub max_age: Option<u64>,
+}
+
+impl Filters {
+    /// The filter, with the patterns of the `-from` files read (a missing file is named).
+    pub fn spec(&self) -> barge::error::Result<barge::filter::FilterSpec> {
+        use barge::filter::FilterSpec;
+        let mut include = self.include.clone();
+        for f in &self.include_from {
+            include.extend(FilterSpec::read_patterns(f, "--include-from")?);
+        }
+        let mut exclude = self.exclude.clone();
+        for f in &self.exclude_from {
+            exclude.extend(FilterSpec::read_patterns(f, "--exclude-from")?);
+        }
+        Ok(FilterSpec {
+            include,
+            exclude,
+            min_size: self.min_size,
+            max_size: self.max_size,
+            min_age: self.min_age,
+            max_age: self.max_age,
+        })
+    }
 }
 
 /// Endpoint options: each side of a move has its own endpoint and profile.
@@ -393,6 +449,7 @@ impl Global {
             concurrency: tune.and_then(|t| t.concurrency),
             inventory: None,
             resume_listing_only: false,
+            filter: Default::default(),
         }
     }
 
