@@ -1164,3 +1164,52 @@ fn filters_leave_objects_out_of_a_real_listing_and_verify_agrees() {
     );
     assert!(text.contains("verdict     DONE"), "{text}");
 }
+
+/// Issue 18: an object needing more SLO segments than the cluster allows (the SAIO's
+/// `max_manifest_segments` is 16; 40 MiB at `--slo-segment-size 1MiB` would be 40) is
+/// written with segments grown to fit (3 MiB, 14 of them, the limit read from `/info`),
+/// and downloads equal to its source.
+#[test]
+fn an_object_needing_too_many_slo_segments_gets_larger_ones() {
+    let env = saio();
+    let t = tmp();
+    let src = t.path().join("src");
+    write(&src, b"huge/forty", &rand_bytes(40, 40 << 20));
+    let state = t.path().join("state");
+    init_small(&state, &[]);
+    let container = format!("grown{}", std::process::id());
+    let o = bin()
+        .arg("--state")
+        .arg(&state)
+        .args([
+            "--large-threshold",
+            "2MiB",
+            "--slo-segment-size",
+            "1MiB",
+            "migrate",
+            "--source",
+        ])
+        .arg(&src)
+        .args(["--dest", &format!("swift://{container}")])
+        .env("ST_AUTH", &env["ST_AUTH"])
+        .env("ST_USER", &env["ST_USER"])
+        .env("ST_KEY", &env["ST_KEY"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    // Segment names carry the object's size and the segment size barge chose.
+    let segs = must(swift_cli(env).args(["list", &format!("{container}_segments")]));
+    let names: Vec<&str> = segs
+        .lines()
+        .filter(|l| l.contains("huge/forty/slo/"))
+        .collect();
+    assert_eq!(names.len(), 14, "{segs}");
+    let grown = format!("huge/forty/slo/{}/{}/", 40u64 << 20, 3u64 << 20);
+    assert!(names.iter().all(|n| n.starts_with(&grown)), "{segs}");
+    assert_container_equals_tree(env, &container, &src);
+}

@@ -15,6 +15,8 @@
 # SAIO_CONTAINER_PORT=6211, SAIO_OBJECT_PORT=6210, SAIO_MEMCACHED_PORT=11311,
 # SAIO_RATELIMIT_OBJ_WRITES=0, SAIO_RATELIMIT_CONT_WRITES=0, SAIO_RATELIMIT_MAX_SLEEP=60,
 # SAIO_RATELIMIT_BUFFER=5, SAIO_STORAGE=auto|shm|disk, SAIO_UPDATER=1, SAIO_START_TIMEOUT=90,
+# SAIO_SLO_MAX_SEGMENTS=16 (segments per SLO manifest: low, so that the tests take barge's
+# path that grows segments to fit the limit with objects of tens of MiB),
 # SAIO_PROXY_WORKERS=0 (0: the proxy serves every request in one process, as the tests
 # run it; N: N worker processes, as a production proxy would, for benches/listing.sh).
 set -euo pipefail
@@ -38,6 +40,7 @@ RL_SLEEP=${SAIO_RATELIMIT_MAX_SLEEP:-60}
 RL_BUFFER=${SAIO_RATELIMIT_BUFFER:-5}
 UPDATER=${SAIO_UPDATER:-1}
 PROXY_WORKERS=${SAIO_PROXY_WORKERS:-0}
+SLO_MAX_SEGMENTS=${SAIO_SLO_MAX_SEGMENTS:-16}
 for v in "$PORT" "$ACC_PORT" "$CON_PORT" "$OBJ_PORT" "$MC_PORT" "$RL_BUFFER"; do
     [[ $v =~ ^[0-9]+$ ]] || die "not a whole number: '$v' (check the SAIO_* variables)"
 done
@@ -182,7 +185,7 @@ allow_object_versioning = true
 
 [filter:slo]
 use = egg:swift#slo
-max_manifest_segments = 10000
+max_manifest_segments = $SLO_MAX_SEGMENTS
 EOF
 # the remaining filters need no options: "section:egg" where the two names differ
 for f in catch_errors gatekeeper healthcheck proxy-logging:proxy_logging listing_formats bulk \

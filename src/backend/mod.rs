@@ -383,6 +383,8 @@ pub struct EndpointOptions {
     pub throttle: throttle::ThrottleConfig,
     /// S3 ranged-GET / multipart part size.
     pub part_size: Option<u64>,
+    /// S3: the most parts of one multipart upload.
+    pub max_parts: Option<u64>,
     /// S3 multipart threshold, Swift SLO threshold.
     pub large_threshold: Option<u64>,
     /// Swift SLO segment size.
@@ -406,6 +408,7 @@ impl EndpointOptions {
             throttle: self.throttle.clone(),
             part_size: self.part_size,
             multipart_threshold: self.large_threshold,
+            max_parts: self.max_parts,
             list_parallel: self.list_parallel,
         }
     }
@@ -463,6 +466,19 @@ pub async fn open_destination(url: &str, o: &EndpointOptions) -> Result<Arc<dyn 
     }
 }
 
+/// The part (or segment) size that cuts an object of `size` bytes into at most
+/// `max_parts` pieces: `preferred` when that is enough, else the smallest whole MiB
+/// that is. None when even pieces of `max_piece` bytes are too many.
+pub fn piece_size(size: u64, preferred: u64, max_parts: u64, max_piece: u64) -> Option<u64> {
+    const MIB: u64 = 1 << 20;
+    let needed = size.div_ceil(max_parts.max(1));
+    let piece = match needed <= preferred {
+        true => preferred,
+        false => needed.div_ceil(MIB).saturating_mul(MIB),
+    };
+    (piece <= max_piece).then_some(piece)
+}
+
 /// Characters left unescaped in a URL path: RFC 3986 unreserved, and `/` (object names).
 const PATH: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -501,6 +517,23 @@ fn local_path(url: &str) -> std::path::PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pieces_grow_to_fit_the_part_limit() {
+        const MIB: u64 = 1 << 20;
+        // Small enough: the preferred size.
+        assert_eq!(piece_size(40 * MIB, MIB, 100, 5 << 30), Some(MIB));
+        // 40 MiB in at most 16 pieces: 3 MiB (14 pieces).
+        assert_eq!(piece_size(40 * MIB, MIB, 16, 5 << 30), Some(3 * MIB));
+        // 5 TB in S3's 10,000 parts of at most 5 GiB: 477 MiB parts.
+        let tb5 = 5_000_000_000_000u64;
+        let p = piece_size(tb5, 16 * MIB, 10_000, 5 << 30).unwrap();
+        assert!(tb5.div_ceil(p) <= 10_000 && p.is_multiple_of(MIB), "{p}");
+        // 5 TB in Swift's default 1,000 segments of at most 5 GiB: 4,769 MiB segments.
+        assert!(piece_size(tb5, 64 * MIB, 1_000, 5 << 30).is_some());
+        // Beyond pieces * largest piece: refused.
+        assert_eq!(piece_size(tb5, MIB, 10, 5 << 30), None);
+    }
 
     #[test]
     fn names_are_escaped_for_paths() {

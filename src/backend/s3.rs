@@ -39,6 +39,11 @@ use super::{
 use crate::error::{Error, Result};
 use crate::object::{ObjectKey, ObjectMeta};
 
+/// The most parts of one multipart upload (S3's limit; `--max-parts` for stores that
+/// allow fewer, such as a Ceph with a lower `rgw_multipart_part_upload_limit`).
+pub const MAX_PARTS: u64 = 10_000;
+/// The largest part S3 takes.
+pub const MAX_PART_SIZE: u64 = 5 << 30;
 /// Default size of ranged GETs and multipart parts (S3's minimum part is 5 MiB).
 pub const DEFAULT_PART_SIZE: u64 = 16 << 20;
 /// Keys per listing page (the most ListObjectsV2 returns).
@@ -60,6 +65,8 @@ pub struct S3Options {
     /// Ranged GET and multipart part size.
     pub part_size: Option<u64>,
     pub multipart_threshold: Option<u64>,
+    /// The most parts of one multipart upload (default [`MAX_PARTS`]).
+    pub max_parts: Option<u64>,
     /// Key ranges listed at once.
     pub list_parallel: usize,
 }
@@ -234,6 +241,8 @@ pub struct S3Store {
     url: String,
     throttle: Arc<Throttle>,
     part_size: u64,
+    /// The most parts of one multipart upload.
+    max_parts: u64,
     multipart_threshold: u64,
     list_parallel: usize,
     bucket_ready: tokio::sync::OnceCell<()>,
@@ -250,6 +259,7 @@ impl S3Store {
             bucket,
             prefix,
             part_size,
+            max_parts: opts.max_parts.unwrap_or(MAX_PARTS).max(1),
             multipart_threshold: opts
                 .multipart_threshold
                 .unwrap_or(DEFAULT_MULTIPART_THRESHOLD)
@@ -404,6 +414,7 @@ impl S3Store {
             url: self.url.clone(),
             throttle: self.throttle.clone(),
             part_size: self.part_size,
+            max_parts: self.max_parts,
             multipart_threshold: self.multipart_threshold,
             list_parallel: self.list_parallel,
             bucket_ready: tokio::sync::OnceCell::new(),
@@ -514,17 +525,28 @@ impl S3Store {
             .upload_id()
             .map(str::to_string)
             .ok_or_else(|| Error::object(&meta.key, "multipart upload without an upload id"))?;
+        // The part size grows so that the object fits in max_parts parts.
+        let part_size = super::piece_size(meta.size, self.part_size, self.max_parts, MAX_PART_SIZE)
+            .ok_or_else(|| {
+                Error::object(
+                    &meta.key,
+                    format!(
+                        "{} bytes do not fit in {} parts of at most {MAX_PART_SIZE} bytes",
+                        meta.size, self.max_parts
+                    ),
+                )
+            })? as usize;
         let res: Result<Vec<CompletedPart>> = async {
             let mut parts = vec![];
             let mut buf = Rope::default();
             let mut n = 1i32;
             let mut eof = false;
             while !eof {
-                eof = !super::fill(&mut body, &mut buf, self.part_size as usize).await?;
+                eof = !super::fill(&mut body, &mut buf, part_size).await?;
                 if buf.is_empty() && n > 1 {
                     break;
                 }
-                let take = buf.len().min(self.part_size as usize);
+                let take = buf.len().min(part_size);
                 let part = buf.split_to(take);
                 let md5 = base64::engine::general_purpose::STANDARD.encode(part.md5());
                 let pwhat = format!("{what} part {n}");

@@ -394,6 +394,41 @@ impl SwiftClient {
             .await
     }
 
+    /// The cluster's capabilities (`GET /info` at the proxy's root, no token needed);
+    /// None when the cluster does not publish them (`expose_info = false`).
+    pub async fn info(&self) -> Result<Option<serde_json::Value>> {
+        let r = self
+            .throttle
+            .call("GET /info", || async {
+                let (s, _) = self.session(None).await?;
+                let mut url = url::Url::parse(&s.storage_url).map_err(|e| {
+                    Failure::Permanent(Error::Decode {
+                        what: format!("storage URL {}", s.storage_url),
+                        message: e.to_string(),
+                    })
+                })?;
+                url.set_path("/info");
+                url.set_query(None);
+                let r = self
+                    .http
+                    .get(url)
+                    .send()
+                    .await
+                    .map_err(|e| Failure::Transient(format!("GET /info: {e}")))?;
+                let ok = r.status().is_success();
+                let body = r
+                    .bytes()
+                    .await
+                    .map_err(|e| Failure::Transient(format!("GET /info: {e}")))?;
+                Ok((ok, body))
+            })
+            .await?;
+        Ok(match r {
+            (true, body) => serde_json::from_slice(&body).ok(),
+            (false, _) => None,
+        })
+    }
+
     /// Starts a streaming GET of an object; the caller reads the body.
     pub async fn get_stream(&self, what: &str, path: &str) -> Result<reqwest::Response> {
         self.throttle

@@ -143,6 +143,17 @@ pub struct SwiftOptions {
     pub list_parallel: usize,
 }
 
+/// What one SLO may hold: segments per manifest (`slo.max_manifest_segments`) and bytes
+/// per segment (`swift.max_file_size`), from the cluster's `/info`, or Swift's defaults.
+#[derive(Debug, Clone, Copy)]
+struct SloLimits {
+    max_segments: u64,
+    max_segment: u64,
+}
+
+/// Swift's default `max_manifest_segments`.
+const DEFAULT_MAX_SEGMENTS: u64 = 1000;
+
 /// A container (or a sharded set of them) in one Swift account.
 pub struct SwiftStore {
     client: SwiftClient,
@@ -152,6 +163,8 @@ pub struct SwiftStore {
     slo_threshold: u64,
     segment_size: u64,
     list_parallel: usize,
+    /// The cluster's SLO limits, read from `/info` at the first large upload.
+    slo_limits: tokio::sync::OnceCell<SloLimits>,
     made: Mutex<BTreeSet<String>>,
     used: std::sync::Mutex<BTreeSet<String>>,
 }
@@ -208,6 +221,7 @@ impl SwiftStore {
             slo_threshold,
             segment_size,
             list_parallel: opts.list_parallel.max(1),
+            slo_limits: tokio::sync::OnceCell::new(),
             made: Mutex::new(BTreeSet::new()),
             used: std::sync::Mutex::new(BTreeSet::new()),
         })
@@ -312,6 +326,28 @@ impl SwiftStore {
             .call(what, Method::PUT, path, &h, Some(body), &[201])
             .await?;
         Ok(md5)
+    }
+
+    /// The cluster's SLO limits, read once from `/info` (Swift's defaults when it does
+    /// not publish them).
+    async fn slo_limits(&self) -> SloLimits {
+        *self
+            .slo_limits
+            .get_or_init(|| async {
+                let info = self.client.info().await.ok().flatten();
+                let num = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_u64());
+                let info = info.as_ref();
+                let l = SloLimits {
+                    max_segments: num(info.and_then(|i| i.pointer("/slo/max_manifest_segments")))
+                        .unwrap_or(DEFAULT_MAX_SEGMENTS)
+                        .max(1),
+                    max_segment: num(info.and_then(|i| i.pointer("/swift/max_file_size")))
+                        .unwrap_or(MAX_OBJECT_SIZE),
+                };
+                tracing::debug!("{}: SLO limits {l:?}", self.url);
+                l
+            })
+            .await
     }
 
     /// The store's object name prefix ("" or ending in "/").
@@ -566,7 +602,24 @@ impl Destination for SwiftStore {
                 etag: md5,
             }));
         }
-        // Static Large Object: deterministic segment names, so a retry overwrites.
+        // Static Large Object: deterministic segment names, so a retry overwrites. The
+        // segment size grows so that the object fits the cluster's manifest limit.
+        let limits = self.slo_limits().await;
+        let segment_size = super::piece_size(
+            meta.size,
+            self.segment_size,
+            limits.max_segments,
+            limits.max_segment,
+        )
+        .ok_or_else(|| {
+            Error::object(
+                &meta.key,
+                format!(
+                    "{} bytes do not fit one SLO of {} segments of at most {} bytes (nested SLOs are not written)",
+                    meta.size, limits.max_segments, limits.max_segment
+                ),
+            )
+        })?;
         let seg_c = format!("{c}_segments");
         self.ensure_container(&seg_c).await?;
         let mut manifest = vec![];
@@ -575,13 +628,13 @@ impl Destination for SwiftStore {
         let mut idx = 0u32;
         let mut done = false;
         while !done {
-            done = !super::fill(&mut body, &mut buf, self.segment_size as usize).await?;
+            done = !super::fill(&mut body, &mut buf, segment_size as usize).await?;
             if buf.is_empty() {
                 break;
             }
-            let take = buf.len().min(self.segment_size as usize);
+            let take = buf.len().min(segment_size as usize);
             let seg = buf.split_to(take);
-            let seg_name = format!("{name}/slo/{}/{}/{idx:08}", meta.size, self.segment_size);
+            let seg_name = format!("{name}/slo/{}/{segment_size}/{idx:08}", meta.size);
             let seg_path = format!("/{}/{}", escape_container(&seg_c), escape_object(&seg_name));
             let len = seg.len();
             let md5 = self

@@ -159,8 +159,13 @@ pub(crate) struct Ends {
     #[arg(long, global = true, value_parser = parse_size)]
     pub large_threshold: Option<u64>,
     /// S3 part size for ranged GETs and multipart uploads (default 16MiB, at least 5MiB).
+    /// An object too large for --max-parts parts of it gets larger parts.
     #[arg(long, global = true, value_parser = parse_size)]
     pub part_size: Option<u64>,
+    /// S3: the most parts of one multipart upload (default 10000, S3's limit; lower for a
+    /// store that allows fewer, e.g. Ceph's rgw_multipart_part_upload_limit).
+    #[arg(long, global = true)]
+    pub max_parts: Option<u64>,
     /// Swift SLO segment size (default 64MiB, at least 1MiB).
     #[arg(long, global = true, value_parser = parse_size)]
     pub slo_segment_size: Option<u64>,
@@ -424,6 +429,7 @@ impl Global {
                 down_after: std::time::Duration::from_secs_f64(e.down_after.clamp(1.0, 86400.0)),
             },
             part_size: e.part_size,
+            max_parts: e.max_parts,
             large_threshold: e.large_threshold,
             segment_size: e.slo_segment_size,
             containers: if source { None } else { e.containers.clone() },
