@@ -38,12 +38,78 @@ pub struct DaemonOptions {
     pub self_test: bool,
 }
 
-/// A job file's content.
-#[derive(Debug, Deserialize)]
+/// A job file's content: the command, its ends, and the options the command takes on
+/// the command line. An unknown field is refused (a misspelt option must not be
+/// silently ignored).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Job {
     command: String,
     source: Option<String>,
     dest: Option<String>,
+    /// `--concurrency`.
+    concurrency: Option<usize>,
+    /// `--containers` (a swift:// destination only).
+    containers: Option<String>,
+    /// `--full` (verify).
+    #[serde(default)]
+    full: bool,
+    /// `--inventory`.
+    inventory: Option<String>,
+    /// `--resume-listing-only`.
+    #[serde(default)]
+    resume_listing_only: bool,
+    /// `--include`, `--exclude`, `--min-size`, ... (sizes in bytes, ages in seconds).
+    #[serde(default)]
+    filter: crate::filter::FilterSpec,
+}
+
+impl Job {
+    /// Parses a job file and checks its options, so that a bad one fails before anything
+    /// runs, with the file named.
+    fn parse(text: &str, file: &Path) -> Result<Job> {
+        let bad = |message: String| Error::Job {
+            file: file.to_path_buf(),
+            message,
+        };
+        let job: Job = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        if let Some(c) = &job.containers {
+            let dest = job.dest.as_deref().unwrap_or("");
+            if !dest.starts_with("swift://") {
+                return Err(bad(format!(
+                    "\"containers\": {c:?} shards a swift:// destination; {dest:?} is not one"
+                )));
+            }
+            crate::backend::swift::ContainerMap::parse("c", Some(c))
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        if job.concurrency == Some(0) {
+            return Err(bad("\"concurrency\" must be at least 1".into()));
+        }
+        if job.full && job.command != "verify" {
+            return Err(bad(format!(
+                "\"full\" is an option of verify, not {}",
+                job.command
+            )));
+        }
+        crate::filter::Filter::new(&job.filter).map_err(|e| bad(e.to_string()))?;
+        Ok(job)
+    }
+
+    /// The daemon's settings with this job's options.
+    fn settings(&self, s: &Settings) -> Settings {
+        let mut s = s.clone();
+        if self.concurrency.is_some() {
+            s.concurrency = self.concurrency;
+        }
+        if self.containers.is_some() {
+            s.dest.containers = self.containers.clone();
+        }
+        s.inventory = self.inventory.clone();
+        s.resume_listing_only = self.resume_listing_only;
+        s.filter = self.filter.clone();
+        s
+    }
 }
 
 /// A job's outcome, written beside it as `<name>.result.json`.
@@ -198,12 +264,9 @@ async fn run_job(s: &Settings, slot: &MonitorSlot, path: &Path) {
 /// Reads a job file and runs the job.
 async fn read_and_execute(s: &Settings, slot: &MonitorSlot, path: &Path) -> Result<bool> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading a job", path, e))?;
-    let job: Job = serde_json::from_str(&text).map_err(|e| Error::Job {
-        file: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let job = Job::parse(&text, path)?;
     tracing::info!("job {}: {}", path.display(), job.command);
-    execute(s, slot, &job, path).await
+    execute(&job.settings(s), slot, &job, path).await
 }
 
 /// Runs a job's command with a monitor the status server shows; true when it is done.
@@ -221,7 +284,7 @@ async fn execute(s: &Settings, slot: &MonitorSlot, job: &Job, file: &Path) -> Re
         "migrate" => Mode::Migrate,
         "verify" => {
             let dest = need(&job.dest, "dest")?;
-            let r = stages::verify(s, &node, &dest, job.source.as_deref(), false).await?;
+            let r = stages::verify(s, &node, &dest, job.source.as_deref(), job.full).await?;
             return Ok(r.ok());
         }
         other => {
@@ -308,6 +371,39 @@ async fn self_test_run(s: &Settings, slot: &MonitorSlot) -> Result<bool> {
         command: "migrate".into(),
         source: Some(src.display().to_string()),
         dest: Some(out.display().to_string()),
+        ..Default::default()
     };
     execute(s, slot, &job, &dir).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_options_are_taken_and_checked_when_the_file_is_read() {
+        let f = Path::new("/spool/j.json");
+        let j = Job::parse(
+            r#"{"command": "migrate", "source": "s3://b", "dest": "swift://c",
+                "concurrency": 32, "containers": "hash:16",
+                "filter": {"exclude": ["/customer-x/**"], "max_size": 1000}}"#,
+            f,
+        )
+        .unwrap();
+        let s = j.settings(&Settings::default());
+        assert_eq!(s.concurrency, Some(32));
+        assert_eq!(s.dest.containers.as_deref(), Some("hash:16"));
+        assert_eq!(s.filter.exclude, ["/customer-x/**"]);
+        let err = |text: &str| Job::parse(text, f).unwrap_err().to_string();
+        let e = err(r#"{"command": "migrate", "concurency": 3}"#);
+        assert!(e.contains("j.json") && e.contains("concurency"), "{e}");
+        let e = err(r#"{"command": "drain", "dest": "/data/out", "containers": "hash:4"}"#);
+        assert!(e.contains("containers") && e.contains("swift://"), "{e}");
+        let e = err(r#"{"command": "migrate", "dest": "swift://c", "containers": "mod:3"}"#);
+        assert!(e.contains("mod:3"), "{e}");
+        let e = err(r#"{"command": "ingest", "filter": {"include": ["["]}}"#);
+        assert!(e.contains("--include"), "{e}");
+        let e = err(r#"{"command": "drain", "full": true}"#);
+        assert!(e.contains("full"), "{e}");
+    }
 }
