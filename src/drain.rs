@@ -22,8 +22,8 @@ use tokio::task::JoinHandle;
 use crate::budget::ByteBudget;
 
 use crate::backend::throttle::Throttle;
-use crate::backend::{Body, Destination, Placed};
-use crate::catalog::{Catalog, ObjectRecord, ObjectState, RunRecord, unix_now};
+use crate::backend::{Body, Destination, Placed, UploadJournal};
+use crate::catalog::{Catalog, META_OPEN_UPLOADS, ObjectRecord, ObjectState, RunRecord, unix_now};
 use crate::error::{Error, Result};
 use crate::monitor::{Monitor, QueueGauge};
 use crate::node::Node;
@@ -422,6 +422,10 @@ async fn start(
         ..Default::default()
     })?;
     monitor.set_destination(&dest.url(), dest.throttle());
+    dest.set_journal(Arc::new(CatalogJournal {
+        catalog: node.catalog.clone(),
+        lock: Default::default(),
+    }));
     let leftovers = dest.cleanup().await?;
     if leftovers > 0 {
         tracing::warn!(
@@ -430,6 +434,66 @@ async fn start(
         );
     }
     Ok((reader, run_id))
+}
+
+/// The upload journal in the catalog (meta `open_uploads`: destination URL → key →
+/// upload ids), one synced write per change; a lock keeps each read-modify-write whole.
+struct CatalogJournal {
+    catalog: Arc<Catalog>,
+    lock: std::sync::Mutex<()>,
+}
+
+type OpenUploads =
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<String>>>;
+
+impl CatalogJournal {
+    fn read(&self) -> Result<OpenUploads> {
+        let all: Option<OpenUploads> = self.catalog.meta_json(META_OPEN_UPLOADS, "open uploads")?;
+        Ok(all.unwrap_or_default())
+    }
+
+    fn change(&self, f: impl FnOnce(&mut OpenUploads)) -> Result<()> {
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = self.read()?;
+        f(&mut all);
+        all.retain(|_, keys| {
+            keys.retain(|_, ids| !ids.is_empty());
+            !keys.is_empty()
+        });
+        self.catalog
+            .put_meta_json(META_OPEN_UPLOADS, "open uploads", &all)
+    }
+}
+
+impl UploadJournal for CatalogJournal {
+    fn started(&self, dest: &str, key: &str, upload_id: &str) -> Result<()> {
+        self.change(|all| {
+            let ids = all
+                .entry(dest.into())
+                .or_default()
+                .entry(key.into())
+                .or_default();
+            ids.push(upload_id.into());
+        })
+    }
+
+    fn ended(&self, dest: &str, key: &str, upload_id: &str) -> Result<()> {
+        self.change(|all| {
+            if let Some(ids) = all.get_mut(dest).and_then(|k| k.get_mut(key)) {
+                ids.retain(|i| i != upload_id);
+            }
+        })
+    }
+
+    fn open(&self, dest: &str) -> Result<Vec<(String, String)>> {
+        Ok(self
+            .read()?
+            .remove(dest)
+            .into_iter()
+            .flatten()
+            .flat_map(|(k, ids)| ids.into_iter().map(move |i| (k.clone(), i)))
+            .collect())
+    }
 }
 
 /// A state directory's drained state belongs to the destination it was drained to:

@@ -337,6 +337,22 @@ pub trait Destination: Send + Sync {
     /// Removes leftovers of uploads a crash interrupted (temporary files, incomplete
     /// multipart uploads). Called before a drain starts; returns how many were removed.
     async fn cleanup(&self) -> Result<u64>;
+    /// Where the store records the uploads it starts and has not finished (see
+    /// [`UploadJournal`]); stores that leave nothing behind ignore it.
+    fn set_journal(&self, _journal: Arc<dyn UploadJournal>) {}
+}
+
+/// The multipart uploads a destination has started and not yet completed or aborted,
+/// kept durably (by the drain, in the catalog) so that a run after a crash aborts them:
+/// nothing barge started is left at the destination. Only uploads recorded here are
+/// ever aborted, never another writer's.
+pub trait UploadJournal: Send + Sync {
+    /// An upload was started (recorded before any part is sent).
+    fn started(&self, dest: &str, key: &str, upload_id: &str) -> Result<()>;
+    /// An upload was completed or aborted.
+    fn ended(&self, dest: &str, key: &str, upload_id: &str) -> Result<()>;
+    /// The uploads to `dest` started and not ended: (key, upload id).
+    fn open(&self, dest: &str) -> Result<Vec<(String, String)>>;
 }
 
 /// How a drain laid objects out at its destination: written by drain into the catalog

@@ -34,7 +34,7 @@ use super::ranges::{Entry, KeyPages, Page, RangeListing};
 use super::throttle::{Failure, Throttle, ThrottleConfig, parse_retry_after};
 use super::{
     Body, ContentCheck, Destination, ListFrom, Listed, Opened, Placed, Reader, Rope, Source,
-    escape_object,
+    UploadJournal, escape_object,
 };
 use crate::error::{Error, Result};
 use crate::object::{ObjectKey, ObjectMeta};
@@ -243,6 +243,8 @@ pub struct S3Store {
     part_size: u64,
     /// The most parts of one multipart upload.
     max_parts: u64,
+    /// Where started multipart uploads are recorded until they end.
+    journal: std::sync::OnceLock<Arc<dyn UploadJournal>>,
     multipart_threshold: u64,
     list_parallel: usize,
     bucket_ready: tokio::sync::OnceCell<()>,
@@ -260,6 +262,7 @@ impl S3Store {
             prefix,
             part_size,
             max_parts: opts.max_parts.unwrap_or(MAX_PARTS).max(1),
+            journal: std::sync::OnceLock::new(),
             multipart_threshold: opts
                 .multipart_threshold
                 .unwrap_or(DEFAULT_MULTIPART_THRESHOLD)
@@ -415,6 +418,7 @@ impl S3Store {
             throttle: self.throttle.clone(),
             part_size: self.part_size,
             max_parts: self.max_parts,
+            journal: std::sync::OnceLock::new(),
             multipart_threshold: self.multipart_threshold,
             list_parallel: self.list_parallel,
             bucket_ready: tokio::sync::OnceCell::new(),
@@ -505,7 +509,7 @@ impl S3Store {
         Ok(hex::encode(digest))
     }
 
-    async fn put_multipart(&self, key: &str, meta: &ObjectMeta, mut body: Body) -> Result<()> {
+    async fn put_multipart(&self, key: &str, meta: &ObjectMeta, body: Body) -> Result<()> {
         let what = format!("MULTIPART s3://{}/{key}", self.bucket);
         let metadata = s3_metadata(meta);
         let upload_id = self
@@ -536,6 +540,53 @@ impl S3Store {
                     ),
                 )
             })? as usize;
+        if let Some(j) = self.journal.get() {
+            j.started(&self.url, key, &upload_id)?;
+        }
+        let res = self
+            .send_parts(key, &upload_id, part_size, &what, body)
+            .await;
+        let done = match res {
+            Ok(parts) => self.complete(key, &upload_id, parts, &what).await,
+            Err(e) => Err(e),
+        };
+        // A failed upload is aborted now; if even that fails, it stays in the journal
+        // and the next drain's cleanup aborts it.
+        let ended = done.is_ok() || self.abort(key, &upload_id).await;
+        if let Some(j) = self.journal.get()
+            && ended
+        {
+            j.ended(&self.url, key, &upload_id)?;
+        }
+        done
+    }
+
+    /// Aborts a multipart upload; true once it is gone (aborted now, or already gone).
+    async fn abort(&self, key: &str, upload_id: &str) -> bool {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => true,
+            Err(SdkError::ServiceError(se)) => se.raw().status().as_u16() == 404,
+            Err(_) => false,
+        }
+    }
+
+    /// Sends the body as parts of `part_size`, each with its Content-MD5.
+    async fn send_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_size: usize,
+        what: &str,
+        mut body: Body,
+    ) -> Result<Vec<CompletedPart>> {
         let res: Result<Vec<CompletedPart>> = async {
             let mut parts = vec![];
             let mut buf = Rope::default();
@@ -558,7 +609,7 @@ impl S3Store {
                             .upload_part()
                             .bucket(&self.bucket)
                             .key(key)
-                            .upload_id(&upload_id)
+                            .upload_id(upload_id)
                             .part_number(n)
                             .content_md5(&md5)
                             .content_length(part.len() as i64)
@@ -575,39 +626,37 @@ impl S3Store {
                         .part_number(n)
                         .build(),
                 );
+                crate::failpoint::point("s3.after_part");
                 n += 1;
             }
             Ok(parts)
         }
         .await;
-        let parts = match res {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = self
-                    .client
-                    .abort_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .upload_id(&upload_id)
-                    .send()
-                    .await;
-                return Err(e);
-            }
-        };
+        res
+    }
+
+    /// Completes a multipart upload from its parts.
+    async fn complete(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+        what: &str,
+    ) -> Result<()> {
         self.throttle
-            .call(&what, || {
+            .call(what, || {
                 let req = self
                     .client
                     .complete_multipart_upload()
                     .bucket(&self.bucket)
                     .key(key)
-                    .upload_id(&upload_id)
+                    .upload_id(upload_id)
                     .multipart_upload(
                         CompletedMultipartUpload::builder()
                             .set_parts(Some(parts.clone()))
                             .build(),
                     );
-                let what = what.clone();
+                let what = what.to_string();
                 async move { req.send().await.map(|_| ()).map_err(|e| classify(&what, e)) }
             })
             .await
@@ -818,8 +867,23 @@ impl Destination for S3Store {
         Ok(Box::new(out.body.into_async_read()))
     }
 
+    /// Aborts the multipart uploads the journal holds for this destination: a crash left
+    /// them (a failed upload is aborted where it fails).
     async fn cleanup(&self) -> Result<u64> {
-        // Failed multipart uploads are aborted where they fail; see ARCHITECTURE.md.
-        Ok(0)
+        let Some(j) = self.journal.get() else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        for (key, id) in j.open(&self.url)? {
+            if self.abort(&key, &id).await {
+                n += 1;
+                j.ended(&self.url, &key, &id)?;
+            }
+        }
+        Ok(n)
+    }
+
+    fn set_journal(&self, journal: Arc<dyn UploadJournal>) {
+        let _ = self.journal.set(journal);
     }
 }

@@ -64,6 +64,9 @@ pub const META_DEST_LAYOUT: &[u8] = b"dest_layout";
 /// meta key: objects were recorded `Listed` while an ingest was paused and are still to
 /// be fetched (JSON bool).
 pub const META_DEFERRED: &[u8] = b"deferred";
+/// meta key: multipart uploads a drain started and has not ended (JSON: destination URL
+/// → key → upload ids); the next drain to that destination aborts them.
+pub const META_OPEN_UPLOADS: &[u8] = b"open_uploads";
 /// meta key: the filter of the last ingest ([`crate::filter::FilterSpec`], JSON).
 pub const META_FILTER: &[u8] = b"filter";
 /// meta key: which I/O engine the last staging run used, and why (UTF-8).
