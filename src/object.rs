@@ -63,6 +63,57 @@ pub fn parse_utc(s: &str) -> Option<u64> {
     u64::try_from(t.secs()).ok()
 }
 
+/// Standard headers carried with an object besides Content-Type. They travel in
+/// `user_meta` (listing, catalog record, upload) under their lower-case name prefixed
+/// with `:`, which no user metadata name can start with; see [`carried`].
+pub const CARRIED_HEADERS: [&str; 5] = [
+    "content-encoding",
+    "content-disposition",
+    "content-language",
+    "cache-control",
+    "expires",
+];
+
+/// The user metadata name the source's last-modified time is written under (unix
+/// seconds): `X-Object-Meta-Mtime` in Swift, `x-amz-meta-mtime` in S3, as
+/// python-swiftclient and rclone write it. A source object that has one keeps it.
+pub const MTIME_META: &str = "mtime";
+
+/// Adds a standard header to `user_meta` (see [`CARRIED_HEADERS`]).
+pub fn carry_header(user_meta: &mut Vec<(String, String)>, name: &str, value: Option<&str>) {
+    if let Some(v) = value.filter(|v| !v.is_empty()) {
+        user_meta.push((format!(":{name}"), v.to_string()));
+    }
+}
+
+/// Adds the source's modification time unless the object carries one already.
+pub fn carry_mtime(user_meta: &mut Vec<(String, String)>, secs: Option<u64>) {
+    if let Some(s) = secs
+        && !user_meta
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(MTIME_META))
+    {
+        user_meta.push((MTIME_META.to_string(), s.to_string()));
+    }
+}
+
+/// Name-value pairs borrowed from a `user_meta` list.
+pub type Pairs<'a> = Vec<(&'a str, &'a str)>;
+
+/// `user_meta` split into the standard headers it carries (name, value) and the user
+/// metadata proper.
+pub fn carried(user_meta: &[(String, String)]) -> (Pairs<'_>, Pairs<'_>) {
+    let mut headers = vec![];
+    let mut user = vec![];
+    for (k, v) in user_meta {
+        match k.strip_prefix(':') {
+            Some(h) => headers.push((h, v.as_str())),
+            None => user.push((k.as_str(), v.as_str())),
+        }
+    }
+    (headers, user)
+}
+
 /// What a listing says about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {

@@ -773,3 +773,137 @@ fn a_multipart_upload_killed_halfway_is_aborted_by_the_next_run() {
         "downloaded object differs"
     );
 }
+
+/// Issue 18: metadata carried in full, S3 (radosgw) -> Swift -> Swift (the SAIO):
+/// Content-Encoding, Content-Disposition, Content-Language, Cache-Control, Expires,
+/// user metadata and the source's last-modified time (`X-Object-Meta-Mtime`), read back
+/// with the swift CLI. An object whose metadata Swift would refuse (a value of 300
+/// bytes, which S3 allows) fails alone, its reason naming the key, listed by report.
+#[test]
+fn metadata_is_carried_in_full_and_swift_limits_fail_one_object_alone() {
+    let (sa, ce) = (saio(), ceph());
+    let t = tmp();
+    let s3 = (
+        ce["CEPH_S3_ENDPOINT"].as_str(),
+        ce["CEPH_S3_ACCESS_KEY"].as_str(),
+        ce["CEPH_S3_SECRET_KEY"].as_str(),
+    );
+    let a = || aws(s3.0, s3.1, s3.2);
+    let bucket = uniq("meta-");
+    let url = format!("s3://{bucket}");
+    run_ok(a().args(["s3", "mb", &url]));
+    let f = write(
+        &t.path().join("files"),
+        b"a",
+        b"gzipped bytes, as far as S3 knows",
+    );
+    run_ok(
+        a().arg("s3")
+            .arg("cp")
+            .arg(&f)
+            .arg(format!("{url}/a.txt"))
+            .args([
+                "--content-encoding",
+                "gzip",
+                "--content-disposition",
+                "attachment; filename=\"a.txt\"",
+                "--content-language",
+                "de",
+                "--cache-control",
+                "max-age=60",
+                "--expires",
+                "2030-01-01T00:00:00Z",
+                "--metadata",
+                "color=blue",
+            ]),
+    );
+    let long = "x".repeat(300);
+    run_ok(
+        a().arg("s3")
+            .arg("cp")
+            .arg(&f)
+            .arg(format!("{url}/b.txt"))
+            .args(["--metadata", &format!("long={long}")]),
+    );
+    let dst = (
+        sa["ST_AUTH"].as_str(),
+        sa["ST_USER"].as_str(),
+        sa["ST_KEY"].as_str(),
+    );
+    let stat =
+        |container: &str| run_ok(swift(dst.0, dst.1, dst.2).args(["stat", container, "a.txt"]));
+    let (c1, c2) = (uniq("meta-one-"), uniq("meta-two-"));
+    let s1 = t.path().join("s1");
+    init_small(&s1, &[]);
+    let o = barge_env(
+        &s1,
+        Some(s3),
+        None,
+        Some(dst),
+        &[
+            "--source-endpoint",
+            s3.0,
+            "migrate",
+            "--source",
+            &url,
+            "--dest",
+            &format!("swift://{c1}"),
+        ],
+    );
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert_eq!(o.status.code(), Some(3), "b.txt must fail alone: {out}");
+    assert!(out.contains("b.txt") && out.contains("\"long\""), "{out}");
+    let one = stat(&c1);
+    for want in [
+        "Content-Encoding: gzip",
+        "Content-Disposition: attachment; filename=\"a.txt\"",
+        "Content-Language: de",
+        "Cache-Control: max-age=60",
+        "Expires: ",
+        "Meta Color: blue",
+        "Meta Mtime: ",
+    ] {
+        assert!(one.contains(want), "{want:?} not in:\n{one}");
+    }
+    let rep = String::from_utf8_lossy(&barge(&s1, &["report"]).stdout).into_owned();
+    assert!(rep.contains("b.txt") && rep.contains("\"long\""), "{rep}");
+    // Swift -> Swift: the same headers, and the first source's time, not the copy's.
+    let s2 = t.path().join("s2");
+    init_small(&s2, &[]);
+    let o = barge_env(
+        &s2,
+        None,
+        Some(sa),
+        Some(dst),
+        &[
+            "migrate",
+            "--source",
+            &format!("swift://{c1}"),
+            "--dest",
+            &format!("swift://{c2}"),
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    let two = stat(&c2);
+    let line = |s: &str, k: &str| {
+        s.lines()
+            .find(|l| l.contains(k))
+            .map(|l| l.trim().to_string())
+    };
+    for k in [
+        "Content-Encoding",
+        "Content-Disposition",
+        "Content-Language",
+        "Cache-Control",
+        "Expires",
+        "Meta Color",
+        "Meta Mtime",
+    ] {
+        assert_eq!(line(&one, k), line(&two, k), "{k}:\n{one}\n{two}");
+    }
+}

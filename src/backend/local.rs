@@ -207,10 +207,12 @@ impl Source for LocalSource {
             .acquire_owned()
             .await
             .map_err(|e| Error::task("reading a source file", e))?;
+        let mut user_meta = vec![];
+        crate::object::carry_mtime(&mut user_meta, meta.modified);
         Ok(Opened {
             reader: super::Payload::File(LocalFile { path, _slot: slot }),
             content_type: None,
-            user_meta: vec![],
+            user_meta,
             check: ContentCheck::Unchecked(
                 "local file: no source checksum (size and mtime are checked)".into(),
             ),

@@ -220,8 +220,54 @@ fn key_str(key: &ObjectKey) -> Result<&str> {
 }
 
 /// An object's user metadata as the SDK sends it (None when there is none).
-fn s3_metadata(meta: &ObjectMeta) -> Option<HashMap<String, String>> {
-    (!meta.user_meta.is_empty()).then(|| meta.user_meta.iter().cloned().collect())
+/// Adds what S3 returned of [`crate::object::CARRIED_HEADERS`] (in that order) and the
+/// last-modified time to `user_meta`.
+fn carry(
+    user_meta: &mut Vec<(String, String)>,
+    headers: [Option<&str>; 5],
+    modified: Option<&aws_sdk_s3::primitives::DateTime>,
+) {
+    for (name, v) in crate::object::CARRIED_HEADERS.iter().zip(headers) {
+        crate::object::carry_header(user_meta, name, v);
+    }
+    let secs = modified.and_then(|d| u64::try_from(d.secs()).ok());
+    crate::object::carry_mtime(user_meta, secs);
+}
+
+/// S3's limit on user metadata: names and values together, in bytes.
+const MAX_USER_META: usize = 2048;
+
+/// The user metadata to send (None if there is none), refused when S3 would refuse it.
+fn s3_user_meta(meta: &ObjectMeta) -> Result<Option<HashMap<String, String>>> {
+    let (_, user) = crate::object::carried(&meta.user_meta);
+    let total: usize = user.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_USER_META {
+        return Err(Error::object(
+            &meta.key,
+            format!("its user metadata takes {total} bytes; S3 allows {MAX_USER_META}"),
+        ));
+    }
+    Ok((!user.is_empty()).then(|| {
+        user.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }))
+}
+
+/// The standard headers an object carries, by name.
+fn s3_header(meta: &ObjectMeta, name: &str) -> Option<String> {
+    let (headers, _) = crate::object::carried(&meta.user_meta);
+    headers
+        .into_iter()
+        .find(|(h, _)| *h == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// `Expires` as S3's request takes it (an HTTP date; None if it is not one).
+fn s3_expires(meta: &ObjectMeta) -> Option<aws_sdk_s3::primitives::DateTime> {
+    let v = s3_header(meta, "expires")?;
+    aws_sdk_s3::primitives::DateTime::from_str(&v, aws_smithy_types::date_time::Format::HttpDate)
+        .ok()
 }
 
 /// The user metadata S3 returned, sorted by name (the catalog's form).
@@ -352,10 +398,22 @@ impl S3Store {
             out.checksum_crc32(),
             out.checksum_sha1(),
         );
+        let mut user_meta = user_meta(out.metadata());
+        carry(
+            &mut user_meta,
+            [
+                out.content_encoding(),
+                out.content_disposition(),
+                out.content_language(),
+                out.cache_control(),
+                out.expires_string(),
+            ],
+            out.last_modified(),
+        );
         Ok(Opened {
             sum,
             content_type: out.content_type().map(str::to_string),
-            user_meta: user_meta(out.metadata()),
+            user_meta,
             check,
             reader: super::Payload::Stream(Box::new(std::io::Cursor::new(bytes))),
         })
@@ -489,7 +547,7 @@ impl S3Store {
         let digest = body.md5();
         let md5 = base64::engine::general_purpose::STANDARD.encode(digest);
         let what = format!("PUT s3://{}/{key}", self.bucket);
-        let metadata = s3_metadata(meta);
+        let metadata = s3_user_meta(meta)?;
         self.throttle
             .call_sized(&what, body.len() as u64, || {
                 let req = self
@@ -500,6 +558,11 @@ impl S3Store {
                     .content_md5(&md5)
                     .content_length(body.len() as i64)
                     .set_content_type(meta.content_type.clone())
+                    .set_content_encoding(s3_header(meta, "content-encoding"))
+                    .set_content_disposition(s3_header(meta, "content-disposition"))
+                    .set_content_language(s3_header(meta, "content-language"))
+                    .set_cache_control(s3_header(meta, "cache-control"))
+                    .set_expires(s3_expires(meta))
                     .set_metadata(metadata.clone())
                     .body(rope_stream(&body));
                 let what = what.clone();
@@ -511,7 +574,7 @@ impl S3Store {
 
     async fn put_multipart(&self, key: &str, meta: &ObjectMeta, body: Body) -> Result<()> {
         let what = format!("MULTIPART s3://{}/{key}", self.bucket);
-        let metadata = s3_metadata(meta);
+        let metadata = s3_user_meta(meta)?;
         let upload_id = self
             .throttle
             .call(&what, || {
@@ -521,6 +584,11 @@ impl S3Store {
                     .bucket(&self.bucket)
                     .key(key)
                     .set_content_type(meta.content_type.clone())
+                    .set_content_encoding(s3_header(meta, "content-encoding"))
+                    .set_content_disposition(s3_header(meta, "content-disposition"))
+                    .set_content_language(s3_header(meta, "content-language"))
+                    .set_cache_control(s3_header(meta, "cache-control"))
+                    .set_expires(s3_expires(meta))
                     .set_metadata(metadata.clone());
                 let what = what.clone();
                 async move { req.send().await.map_err(|e| classify(&what, e)) }
@@ -762,10 +830,22 @@ impl Source for S3Store {
                 head.checksum_sha1(),
             )
         };
+        let mut user_meta = user_meta(head.metadata());
+        carry(
+            &mut user_meta,
+            [
+                head.content_encoding(),
+                head.content_disposition(),
+                head.content_language(),
+                head.cache_control(),
+                head.expires_string(),
+            ],
+            head.last_modified(),
+        );
         Ok(Opened {
             sum,
             content_type: head.content_type().map(str::to_string),
-            user_meta: user_meta(head.metadata()),
+            user_meta,
             check,
             reader,
         })
@@ -824,7 +904,7 @@ impl Destination for S3Store {
             "COPY s3://{}/{} to s3://{}/{key}",
             self.bucket, from.location, self.bucket
         );
-        let metadata = s3_metadata(meta);
+        let metadata = s3_user_meta(meta)?;
         let out = self
             .throttle
             .call(&what, || {
@@ -838,6 +918,11 @@ impl Destination for S3Store {
                     .copy_source_if_match(format!("\"{}\"", from.etag))
                     .metadata_directive(MetadataDirective::Replace)
                     .set_content_type(meta.content_type.clone())
+                    .set_content_encoding(s3_header(meta, "content-encoding"))
+                    .set_content_disposition(s3_header(meta, "content-disposition"))
+                    .set_content_language(s3_header(meta, "content-language"))
+                    .set_cache_control(s3_header(meta, "cache-control"))
+                    .set_expires(s3_expires(meta))
                     .set_metadata(metadata.clone());
                 let what = what.clone();
                 async move { req.send().await.map_err(|e| classify(&what, e)) }

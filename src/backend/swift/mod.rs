@@ -44,6 +44,14 @@ pub const DEFAULT_SLO_THRESHOLD: u64 = 128 << 20;
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
 /// Smallest segment barge writes (Swift rate-limits tiny segments).
 pub const MIN_SEGMENT_SIZE: u64 = 1 << 20;
+/// Swift's default `max_meta_count`: metadata keys per object.
+const MAX_META_COUNT: usize = 90;
+/// Swift's default `max_meta_name_length`.
+const MAX_META_NAME: usize = 128;
+/// Swift's default `max_meta_value_length`.
+const MAX_META_VALUE: usize = 256;
+/// Swift's default `max_meta_overall_size`: names and values together.
+const MAX_META_TOTAL: usize = 4096;
 /// Objects per listing page.
 pub const LIST_LIMIT: usize = 10_000;
 
@@ -297,19 +305,64 @@ impl SwiftStore {
         Ok(())
     }
 
+    /// Content-Type and the standard headers the object carries.
     fn meta_headers(meta: &ObjectMeta) -> Vec<(&'static str, String)> {
         let mut h = vec![];
         if let Some(ct) = &meta.content_type {
             h.push(("Content-Type", ct.clone()));
         }
+        let (carried, _) = crate::object::carried(&meta.user_meta);
+        for (name, v) in carried {
+            let header = match name {
+                "content-encoding" => "Content-Encoding",
+                "content-disposition" => "Content-Disposition",
+                "content-language" => "Content-Language",
+                "cache-control" => "Cache-Control",
+                "expires" => "Expires",
+                _ => continue,
+            };
+            h.push((header, v.to_string()));
+        }
         h
     }
 
-    fn user_meta_headers(meta: &ObjectMeta) -> Vec<(String, String)> {
-        meta.user_meta
+    /// `X-Object-Meta-*` headers, refused (naming the metadata key) when Swift's limits
+    /// would refuse them: at most [`MAX_META_COUNT`] keys, names of [`MAX_META_NAME`]
+    /// bytes, values of [`MAX_META_VALUE`], [`MAX_META_TOTAL`] in all.
+    fn user_meta_headers(meta: &ObjectMeta) -> Result<Vec<(String, String)>> {
+        let (_, user) = crate::object::carried(&meta.user_meta);
+        let refuse = |m: String| Err(Error::object(&meta.key, m));
+        if user.len() > MAX_META_COUNT {
+            return refuse(format!(
+                "{} metadata keys; Swift allows {MAX_META_COUNT}",
+                user.len()
+            ));
+        }
+        let mut total = 0;
+        for (k, v) in &user {
+            if k.len() > MAX_META_NAME {
+                return refuse(format!(
+                    "metadata key {k:?} is {} bytes long; Swift allows {MAX_META_NAME}",
+                    k.len()
+                ));
+            }
+            if v.len() > MAX_META_VALUE {
+                return refuse(format!(
+                    "metadata key {k:?} has a value of {} bytes; Swift allows {MAX_META_VALUE}",
+                    v.len()
+                ));
+            }
+            total += k.len() + v.len();
+        }
+        if total > MAX_META_TOTAL {
+            return refuse(format!(
+                "its metadata takes {total} bytes; Swift allows {MAX_META_TOTAL}"
+            ));
+        }
+        Ok(user
             .iter()
-            .map(|(k, v)| (format!("X-Object-Meta-{k}"), v.clone()))
-            .collect()
+            .map(|(k, v)| (format!("X-Object-Meta-{k}"), v.to_string()))
+            .collect())
     }
 
     async fn put_bytes(
@@ -554,6 +607,14 @@ impl Source for SwiftStore {
                 })
                 .collect();
             v.sort();
+            for name in crate::object::CARRIED_HEADERS {
+                crate::object::carry_header(&mut v, name, h(name).as_deref());
+            }
+            let modified = h("last-modified")
+                .and_then(|d| httpdate::parse_http_date(&d).ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs());
+            crate::object::carry_mtime(&mut v, modified);
             v
         };
         let content_type = h("content-type");
@@ -587,7 +648,7 @@ impl Destination for SwiftStore {
     async fn put(&self, meta: &ObjectMeta, mut body: Body) -> Result<Option<Placed>> {
         let (c, name, obj_path) = self.place(&meta.key).await?;
         let mut headers = Self::meta_headers(meta);
-        let user = Self::user_meta_headers(meta);
+        let user = Self::user_meta_headers(meta)?;
         let what = format!("PUT swift://{c}/{name}");
         let oerr = |e: Error| Error::object(&meta.key, e);
         if meta.size <= self.slo_threshold {
@@ -679,7 +740,7 @@ impl Destination for SwiftStore {
 
     async fn copy(&self, from: &Placed, meta: &ObjectMeta) -> Result<()> {
         let (c, name, obj_path) = self.place(&meta.key).await?;
-        let user = Self::user_meta_headers(meta);
+        let user = Self::user_meta_headers(meta)?;
         let mut h = Self::meta_headers(meta);
         // The copy takes this object's own metadata, none of its source's.
         h.push(("X-Copy-From", from.location.clone()));
