@@ -907,3 +907,82 @@ fn metadata_is_carried_in_full_and_swift_limits_fail_one_object_alone() {
         assert_eq!(line(&one, k), line(&two, k), "{k}:\n{one}\n{two}");
     }
 }
+
+/// Issue 18: objects of any size. The test radosgw allows 8 parts per multipart upload
+/// (`rgw_multipart_part_upload_limit`); a 50 MiB object at `--part-size 5MiB` needs 10.
+/// Without `--max-parts` the server refuses the upload (the object fails alone); with
+/// `--max-parts 8` the parts grow to 7 MiB, the ETag says 8 parts, and the object
+/// downloads equal to its source.
+#[test]
+fn parts_grow_to_fit_a_lowered_part_limit_on_radosgw() {
+    let e = ceph();
+    let t = tmp();
+    let s3 = (
+        e["CEPH_S3_ENDPOINT"].as_str(),
+        e["CEPH_S3_ACCESS_KEY"].as_str(),
+        e["CEPH_S3_SECRET_KEY"].as_str(),
+    );
+    let a = || aws(s3.0, s3.1, s3.2);
+    let bucket = uniq("parts-");
+    run_ok(a().args(["s3", "mb", &format!("s3://{bucket}")]));
+    let src = t.path().join("src");
+    let big = rand_bytes(50, 50 << 20);
+    write(&src, b"fifty.bin", &big);
+    let state = t.path().join("state");
+    init_small(&state, &[]);
+    let dest = format!("s3://{bucket}");
+    let run = |extra: &[&str]| {
+        let args = [
+            &[
+                "--dest-endpoint",
+                s3.0,
+                "--large-threshold",
+                "6MiB",
+                "--part-size",
+                "5MiB",
+            ][..],
+            extra,
+            &[
+                "migrate",
+                "--source",
+                src.to_str().unwrap(),
+                "--dest",
+                &dest,
+            ],
+        ]
+        .concat();
+        barge_env(&state, Some(s3), None, None, &args)
+    };
+    let o = run(&[]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "10 parts must be refused: {}",
+        stderr(&o)
+    );
+    let o = run(&["--max-parts", "8"]);
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    let head = run_ok(a().args([
+        "s3api",
+        "head-object",
+        "--bucket",
+        &bucket,
+        "--key",
+        "fifty.bin",
+    ]));
+    assert!(head.contains("-8\\\""), "an 8-part ETag expected: {head}");
+    let got = t.path().join("got");
+    run_ok(
+        a().args(["s3", "cp", &format!("{dest}/fifty.bin")])
+            .arg(&got),
+    );
+    assert!(
+        std::fs::read(&got).unwrap() == big,
+        "downloaded object differs"
+    );
+}

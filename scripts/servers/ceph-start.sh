@@ -14,7 +14,9 @@
 #
 # Environment (see README.md): CEPH_RGW_PORT=7480, CEPH_MON_PORT=3300 and CEPH_OSD_SIZE_GB=10
 # (both fixed when STATE_DIR is created), CEPH_S3_ACCESS_KEY, CEPH_S3_SECRET_KEY,
-# CEPH_SWIFT_KEY, CEPH_START_TIMEOUT=180.
+# CEPH_SWIFT_KEY, CEPH_START_TIMEOUT=180, CEPH_RGW_PART_LIMIT=8 (rgw_multipart_part_upload_limit:
+# low, so that the tests take barge's path that grows parts to fit --max-parts with
+# objects of tens of MiB; radosgw's own default is 10000).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 TAG=ceph
@@ -29,6 +31,7 @@ RGW_PORT=${CEPH_RGW_PORT:-7480}
 AK=${CEPH_S3_ACCESS_KEY:-BARGETESTACCESSKEY01}
 SK=${CEPH_S3_SECRET_KEY:-bargetestsecretkey0000000000000000000001}
 SWK=${CEPH_SWIFT_KEY:-bargeswiftkey000000000000000000000000001}
+PART_LIMIT=${CEPH_RGW_PART_LIMIT:-8}
 RGW_USER="test"
 IP=127.0.0.1
 
@@ -106,6 +109,7 @@ rgw_frontends = beast endpoint=$IP:$RGW_PORT
 rgw_data = $STATE/rgw
 log_file = $LOGD/rgw.log
 rgw_enable_usage_log = false
+rgw_multipart_part_upload_limit = $PART_LIMIT
 EOF
 
 SIG="$(md5sum <"$CONF" | cut -c1-32) $AK $SK $SWK"
