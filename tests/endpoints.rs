@@ -906,6 +906,46 @@ fn metadata_is_carried_in_full_and_swift_limits_fail_one_object_alone() {
     ] {
         assert_eq!(line(&one, k), line(&two, k), "{k}:\n{one}\n{two}");
     }
+    // Swift -> S3 (radosgw), read back with awscli.
+    let back = uniq("meta-back-");
+    let s3b = t.path().join("s3b");
+    init_small(&s3b, &[]);
+    let o = barge_env(
+        &s3b,
+        Some(s3),
+        Some(sa),
+        None,
+        &[
+            "--dest-endpoint",
+            s3.0,
+            "migrate",
+            "--source",
+            &format!("swift://{c2}"),
+            "--dest",
+            &format!("s3://{back}"),
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    let head = run_ok(a().args(["s3api", "head-object", "--bucket", &back, "--key", "a.txt"]));
+    let h: serde_json::Value = serde_json::from_str(&head).unwrap();
+    assert_eq!(h["ContentEncoding"], "gzip", "{head}");
+    assert_eq!(
+        h["ContentDisposition"], "attachment; filename=\"a.txt\"",
+        "{head}"
+    );
+    assert_eq!(h["ContentLanguage"], "de", "{head}");
+    assert_eq!(h["CacheControl"], "max-age=60", "{head}");
+    assert_eq!(h["Metadata"]["color"], "blue", "{head}");
+    let mtime = line(&one, "Meta Mtime").unwrap_or_default();
+    assert!(
+        mtime.ends_with(h["Metadata"]["mtime"].as_str().unwrap_or("?")),
+        "{mtime} / {head}"
+    );
 }
 
 /// Issue 18: objects of any size. The test radosgw allows 8 parts per multipart upload
