@@ -1213,3 +1213,68 @@ fn an_object_needing_too_many_slo_segments_gets_larger_ones() {
     assert!(names.iter().all(|n| n.starts_with(&grown)), "{segs}");
     assert_container_equals_tree(env, &container, &src);
 }
+
+/// Issue 18: no leftovers in Swift. A drain killed in the middle of an SLO upload leaves
+/// segments; the object then changes at the source (so the retry writes segments of
+/// other names); the next drain deletes the orphans it journaled and leaves only the new
+/// object's segments.
+#[test]
+fn orphan_slo_segments_of_a_killed_upload_are_deleted_by_the_next_drain() {
+    let env = saio();
+    let t = tmp();
+    let src = t.path().join("src");
+    write(&src, b"big", &rand_bytes(61, 6 << 20));
+    let state = t.path().join("state");
+    init_small(&state, &[]);
+    let container = format!("orphans{}", std::process::id());
+    let run = |cmd: &[&str], crash: Option<&str>| {
+        let mut c = bin();
+        c.arg("--state")
+            .arg(&state)
+            .args(["--large-threshold", "2MiB", "--slo-segment-size", "1MiB"])
+            .args(cmd)
+            .env("ST_AUTH", &env["ST_AUTH"])
+            .env("ST_USER", &env["ST_USER"])
+            .env("ST_KEY", &env["ST_KEY"]);
+        if let Some(p) = crash {
+            c.env("BARGE_CRASH_AT", p);
+        }
+        c.output().expect("run barge")
+    };
+    let s = src.to_str().unwrap();
+    let dest = format!("swift://{container}");
+    assert!(run(&["ingest", "--source", s], None).status.success());
+    let o = run(&["drain", "--dest", &dest], Some("swift.after_segment:2"));
+    assert!(o.status.code().is_none(), "the crash point was not reached");
+    let segments = || {
+        must(swift_cli(env).args(["list", &format!("{container}_segments")]))
+            .lines()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let before = segments();
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(
+        before
+            .iter()
+            .all(|n| n.starts_with(&format!("big/slo/{}/", 6 << 20)))
+    );
+    // The object changes size at the source: the retry writes other segment names.
+    write(&src, b"big", &rand_bytes(62, 5 << 20));
+    let o = run(&["migrate", "--source", s, "--dest", &dest], None);
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    let after = segments();
+    assert_eq!(after.len(), 5, "{after:?}");
+    assert!(
+        after
+            .iter()
+            .all(|n| n.starts_with(&format!("big/slo/{}/", 5 << 20))),
+        "{after:?}"
+    );
+    assert_container_equals_tree(env, &container, &src);
+}

@@ -159,6 +159,21 @@ struct SloLimits {
     max_segment: u64,
 }
 
+/// An SLO upload under way: the object, and its segments' container and name prefix.
+#[derive(Debug, Serialize, Deserialize)]
+struct SloUpload {
+    container: String,
+    name: String,
+    segments: String,
+    prefix: String,
+}
+
+impl SloUpload {
+    fn journal_key(&self) -> Result<String> {
+        serde_json::to_string(self).map_err(|e| Error::encode("an SLO journal entry", e))
+    }
+}
+
 /// Swift's default `max_manifest_segments`.
 const DEFAULT_MAX_SEGMENTS: u64 = 1000;
 
@@ -173,6 +188,8 @@ pub struct SwiftStore {
     list_parallel: usize,
     /// The cluster's SLO limits, read from `/info` at the first large upload.
     slo_limits: tokio::sync::OnceCell<SloLimits>,
+    /// Where SLO uploads are recorded until their manifest is written.
+    journal: std::sync::OnceLock<Arc<dyn super::UploadJournal>>,
     made: Mutex<BTreeSet<String>>,
     used: std::sync::Mutex<BTreeSet<String>>,
 }
@@ -230,6 +247,7 @@ impl SwiftStore {
             segment_size,
             list_parallel: opts.list_parallel.max(1),
             slo_limits: tokio::sync::OnceCell::new(),
+            journal: std::sync::OnceLock::new(),
             made: Mutex::new(BTreeSet::new()),
             used: std::sync::Mutex::new(BTreeSet::new()),
         })
@@ -401,6 +419,58 @@ impl SwiftStore {
                 l
             })
             .await
+    }
+
+    /// Whether the object's manifest exists and lists segments of `slo` (the upload
+    /// finished before the crash).
+    async fn manifest_refers(&self, slo: &SloUpload) -> Result<bool> {
+        let path = format!(
+            "/{}/{}?multipart-manifest=get",
+            escape_container(&slo.container),
+            escape_object(&slo.name)
+        );
+        let r = self
+            .client
+            .call("GET manifest", Method::GET, &path, &[], None, &[200, 404])
+            .await?;
+        if r.status.as_u16() == 404 {
+            return Ok(false);
+        }
+        let segs: Vec<serde_json::Value> = serde_json::from_slice(&r.body).unwrap_or_default();
+        let mine = format!("/{}/{}", slo.segments, slo.prefix);
+        Ok(segs.iter().any(|s| {
+            s.get("name")
+                .and_then(|n| n.as_str())
+                .is_some_and(|n| n.starts_with(&mine))
+        }))
+    }
+
+    /// Deletes every segment of `slo`; true once none is left.
+    async fn delete_segments(&self, slo: &SloUpload) -> bool {
+        let pages = ContainerPages {
+            store: self,
+            container: slo.segments.clone(),
+            prefix: slo.prefix.clone(),
+            missing_ok: true,
+        };
+        let Ok(page) = pages.page(None, LIST_LIMIT).await else {
+            return false;
+        };
+        let mut ok = !page.more;
+        for e in page.entries {
+            let path = format!(
+                "/{}/{}",
+                escape_container(&slo.segments),
+                escape_object(&e.key)
+            );
+            let what = format!("DELETE orphan segment {}/{}", slo.segments, e.key);
+            ok &= self
+                .client
+                .call(&what, Method::DELETE, &path, &[], None, &[204, 404])
+                .await
+                .is_ok();
+        }
+        ok
     }
 
     /// The store's object name prefix ("" or ending in "/").
@@ -683,6 +753,19 @@ impl Destination for SwiftStore {
         })?;
         let seg_c = format!("{c}_segments");
         self.ensure_container(&seg_c).await?;
+        // Journaled until the manifest is written or the segments deleted: a crash in
+        // between leaves the segments to the next drain's cleanup.
+        let slo = SloUpload {
+            container: c.clone(),
+            name: name.clone(),
+            segments: seg_c.clone(),
+            prefix: format!("{name}/slo/{}/{segment_size}/", meta.size),
+        };
+        let jkey = slo.journal_key()?;
+        if let Some(j) = self.journal.get() {
+            j.started(&self.url, &jkey, "slo")?;
+        }
+        let res: Result<()> = async {
         let mut manifest = vec![];
         let mut etags = String::new();
         let mut buf = Rope::default();
@@ -729,6 +812,16 @@ impl Destination for SwiftStore {
             )
             .await
             .map_err(oerr)?;
+            Ok(())
+        }
+        .await;
+        let ended = res.is_ok() || self.delete_segments(&slo).await;
+        if let Some(j) = self.journal.get()
+            && ended
+        {
+            j.ended(&self.url, &jkey, "slo")?;
+        }
+        res?;
         // An SLO is not copied: a server-side COPY of one would concatenate its segments
         // into a plain object (and fail over 5 GiB).
         Ok(None)
@@ -797,10 +890,31 @@ impl Destination for SwiftStore {
         ))))
     }
 
+    /// Deletes the segments of SLO uploads a crash interrupted (journaled, and no
+    /// manifest refers to them); a retry of the same object would overwrite them, but
+    /// one never retried (deleted or changed at the source) would leave them forever.
     async fn cleanup(&self) -> Result<u64> {
-        // Segments of an interrupted SLO upload are overwritten by the retry (their names
-        // are deterministic); nothing is visible until the manifest PUT succeeds.
-        Ok(0)
+        let Some(j) = self.journal.get() else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        for (jkey, id) in j.open(&self.url)? {
+            let Ok(slo) = serde_json::from_str::<SloUpload>(&jkey) else {
+                continue;
+            };
+            let done = self.manifest_refers(&slo).await? || {
+                n += 1;
+                self.delete_segments(&slo).await
+            };
+            if done {
+                j.ended(&self.url, &jkey, &id)?;
+            }
+        }
+        Ok(n)
+    }
+
+    fn set_journal(&self, journal: Arc<dyn super::UploadJournal>) {
+        let _ = self.journal.set(journal);
     }
 }
 
