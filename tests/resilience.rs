@@ -1278,3 +1278,45 @@ fn orphan_slo_segments_of_a_killed_upload_are_deleted_by_the_next_drain() {
     );
     assert_container_equals_tree(env, &container, &src);
 }
+
+/// Issue 18: a very large object as a nested SLO. With segments capped at 1 MiB
+/// (`--slo-max-segment-size`, standing in for a cluster's `max_file_size`) and the SAIO's
+/// 16 segments per manifest, 40 MiB needs 40 segments: barge writes 3 sub-manifests
+/// (16, 16, 8 segments) under one top manifest, and the object downloads equal.
+#[test]
+fn an_object_beyond_one_manifest_is_written_as_a_nested_slo() {
+    let env = saio();
+    let t = tmp();
+    let src = t.path().join("src");
+    write(&src, b"nested/forty", &rand_bytes(41, 40 << 20));
+    let state = t.path().join("state");
+    init_small(&state, &[]);
+    let container = format!("nested{}", std::process::id());
+    let o = bin()
+        .arg("--state")
+        .arg(&state)
+        .args(["--large-threshold", "2MiB", "--slo-segment-size", "1MiB"])
+        .args(["--slo-max-segment-size", "1MiB", "migrate", "--source"])
+        .arg(&src)
+        .args(["--dest", &format!("swift://{container}")])
+        .env("ST_AUTH", &env["ST_AUTH"])
+        .env("ST_USER", &env["ST_USER"])
+        .env("ST_KEY", &env["ST_KEY"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    let segs = must(swift_cli(env).args(["list", &format!("{container}_segments")]));
+    let prefix = format!("nested/forty/slo/{}/{}/", 40u64 << 20, 1u64 << 20);
+    let names: Vec<&str> = segs.lines().filter(|l| l.starts_with(&prefix)).collect();
+    let subs = names
+        .iter()
+        .filter(|n| n[prefix.len()..].starts_with('m'))
+        .count();
+    assert_eq!((names.len() - subs, subs), (40, 3), "{segs}");
+    assert_container_equals_tree(env, &container, &src);
+}

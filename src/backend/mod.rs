@@ -401,6 +401,8 @@ pub struct EndpointOptions {
     pub part_size: Option<u64>,
     /// S3: the most parts of one multipart upload.
     pub max_parts: Option<u64>,
+    /// Swift: the largest SLO segment (default: the cluster's `max_file_size`).
+    pub max_segment: Option<u64>,
     /// S3 multipart threshold, Swift SLO threshold.
     pub large_threshold: Option<u64>,
     /// Swift SLO segment size.
@@ -437,6 +439,7 @@ impl EndpointOptions {
             segment_size: self.segment_size,
             throttle: self.throttle.clone(),
             list_parallel: self.list_parallel,
+            max_segment: self.max_segment,
         }
     }
 }

@@ -149,6 +149,8 @@ pub struct SwiftOptions {
     pub throttle: ThrottleConfig,
     /// Key ranges of a container listed at once.
     pub list_parallel: usize,
+    /// The largest SLO segment (default: the cluster's `max_file_size`).
+    pub max_segment: Option<u64>,
 }
 
 /// What one SLO may hold: segments per manifest (`slo.max_manifest_segments`) and bytes
@@ -174,6 +176,37 @@ impl SloUpload {
     }
 }
 
+/// The entries of an SLO manifest being built, and what its ETag will be.
+#[derive(Default)]
+struct Manifest {
+    entries: Vec<serde_json::Value>,
+    /// The entries' ETags, concatenated: the manifest's ETag is their MD5.
+    etags: String,
+    bytes: u64,
+}
+
+impl Manifest {
+    fn push(&mut self, path: String, etag: String, size: u64) {
+        self.entries
+            .push(serde_json::json!({"path": path, "etag": etag, "size_bytes": size}));
+        self.etags.push_str(&etag);
+        self.bytes += size;
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The ETag Swift gives the SLO: the MD5 of its segments' ETags.
+    fn etag(&self) -> String {
+        hex::encode(Md5::digest(self.etags.as_bytes()))
+    }
+}
+
 /// Swift's default `max_manifest_segments`.
 const DEFAULT_MAX_SEGMENTS: u64 = 1000;
 
@@ -188,6 +221,9 @@ pub struct SwiftStore {
     list_parallel: usize,
     /// The cluster's SLO limits, read from `/info` at the first large upload.
     slo_limits: tokio::sync::OnceCell<SloLimits>,
+    /// `--slo-max-segment-size`: the largest segment, instead of the cluster's
+    /// `max_file_size`.
+    max_segment: Option<u64>,
     /// Where SLO uploads are recorded until their manifest is written.
     journal: std::sync::OnceLock<Arc<dyn super::UploadJournal>>,
     made: Mutex<BTreeSet<String>>,
@@ -248,6 +284,7 @@ impl SwiftStore {
             list_parallel: opts.list_parallel.max(1),
             slo_limits: tokio::sync::OnceCell::new(),
             journal: std::sync::OnceLock::new(),
+            max_segment: opts.max_segment,
             made: Mutex::new(BTreeSet::new()),
             used: std::sync::Mutex::new(BTreeSet::new()),
         })
@@ -412,13 +449,65 @@ impl SwiftStore {
                     max_segments: num(info.and_then(|i| i.pointer("/slo/max_manifest_segments")))
                         .unwrap_or(DEFAULT_MAX_SEGMENTS)
                         .max(1),
-                    max_segment: num(info.and_then(|i| i.pointer("/swift/max_file_size")))
-                        .unwrap_or(MAX_OBJECT_SIZE),
+                    max_segment: self.max_segment.unwrap_or_else(|| {
+                        num(info.and_then(|i| i.pointer("/swift/max_file_size")))
+                            .unwrap_or(MAX_OBJECT_SIZE)
+                    }),
                 };
                 tracing::debug!("{}: SLO limits {l:?}", self.url);
                 l
             })
             .await
+    }
+
+    /// PUTs an SLO manifest at `path` (escaped) with `headers` (its ETag among them).
+    async fn put_manifest(
+        &self,
+        what: &str,
+        path: &str,
+        m: &Manifest,
+        headers: &[(&str, String)],
+    ) -> Result<()> {
+        let body = Bytes::from(
+            serde_json::to_vec(&m.entries).map_err(|e| Error::encode("an SLO manifest", e))?,
+        );
+        self.client
+            .call(
+                what,
+                Method::PUT,
+                &format!("{path}?multipart-manifest=put"),
+                headers,
+                Some(Rope::from(body)),
+                &[201],
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// Writes `sub` as sub-manifest `k` of a nested SLO (beside its segments, so the
+    /// journal's prefix covers it) and adds it to `top` as one of its segments.
+    async fn put_sub_manifest(
+        &self,
+        slo: &SloUpload,
+        k: usize,
+        sub: Manifest,
+        top: &mut Manifest,
+    ) -> Result<()> {
+        let name = format!("{}m{k:08}", slo.prefix);
+        let path = format!(
+            "/{}/{}",
+            escape_container(&slo.segments),
+            escape_object(&name)
+        );
+        let etag = sub.etag();
+        let what = format!(
+            "PUT sub-manifest {k} of swift://{}/{}",
+            slo.container, slo.name
+        );
+        self.put_manifest(&what, &path, &sub, &[("ETag", etag.clone())])
+            .await?;
+        top.push(format!("/{}/{name}", slo.segments), etag, sub.bytes);
+        Ok(())
     }
 
     /// Whether the object's manifest exists and lists segments of `slo` (the upload
@@ -736,21 +825,25 @@ impl Destination for SwiftStore {
         // Static Large Object: deterministic segment names, so a retry overwrites. The
         // segment size grows so that the object fits the cluster's manifest limit.
         let limits = self.slo_limits().await;
-        let segment_size = super::piece_size(
-            meta.size,
-            self.segment_size,
-            limits.max_segments,
-            limits.max_segment,
-        )
-        .ok_or_else(|| {
-            Error::object(
-                &meta.key,
-                format!(
-                    "{} bytes do not fit one SLO of {} segments of at most {} bytes (nested SLOs are not written)",
-                    meta.size, limits.max_segments, limits.max_segment
-                ),
-            )
-        })?;
+        let (max, largest) = (limits.max_segments, limits.max_segment);
+        // One level of segments if they fit the manifest limit, else two: a manifest of
+        // sub-manifests of up to `max` segments each (a nested SLO).
+        let fit = |parts| super::piece_size(meta.size, self.segment_size, parts, largest);
+        let (segment_size, nested) = match fit(max) {
+            Some(s) => (s, false),
+            None => (
+                fit(max.saturating_mul(max)).ok_or_else(|| {
+                    Error::object(
+                        &meta.key,
+                        format!(
+                            "{} bytes do not fit two levels of SLO manifests of {max} segments of at most {largest} bytes",
+                            meta.size
+                        ),
+                    )
+                })?,
+                true,
+            ),
+        };
         let seg_c = format!("{c}_segments");
         self.ensure_container(&seg_c).await?;
         // Journaled until the manifest is written or the segments deleted: a crash in
@@ -766,52 +859,55 @@ impl Destination for SwiftStore {
             j.started(&self.url, &jkey, "slo")?;
         }
         let res: Result<()> = async {
-        let mut manifest = vec![];
-        let mut etags = String::new();
-        let mut buf = Rope::default();
-        let mut idx = 0u32;
-        let mut done = false;
-        while !done {
-            done = !super::fill(&mut body, &mut buf, segment_size as usize).await?;
-            if buf.is_empty() {
-                break;
+            let mut level = Manifest::default();
+            let mut top = Manifest::default();
+            let mut buf = Rope::default();
+            let mut idx = 0u32;
+            let mut done = false;
+            while !done {
+                done = !super::fill(&mut body, &mut buf, segment_size as usize).await?;
+                if buf.is_empty() {
+                    break;
+                }
+                let take = buf.len().min(segment_size as usize);
+                let seg = buf.split_to(take);
+                let seg_name = format!("{}{idx:08}", slo.prefix);
+                let seg_path =
+                    format!("/{}/{}", escape_container(&seg_c), escape_object(&seg_name));
+                let len = seg.len() as u64;
+                let md5 = self
+                    .put_bytes(
+                        &format!("PUT segment {idx} of swift://{c}/{name}"),
+                        &seg_path,
+                        seg,
+                        &[],
+                    )
+                    .await
+                    .map_err(oerr)?;
+                crate::failpoint::point("swift.after_segment");
+                level.push(format!("/{seg_c}/{seg_name}"), md5, len);
+                idx += 1;
+                if nested && level.len() as u64 == max {
+                    let sub = std::mem::take(&mut level);
+                    self.put_sub_manifest(&slo, top.len(), sub, &mut top)
+                        .await
+                        .map_err(oerr)?;
+                }
             }
-            let take = buf.len().min(segment_size as usize);
-            let seg = buf.split_to(take);
-            let seg_name = format!("{name}/slo/{}/{segment_size}/{idx:08}", meta.size);
-            let seg_path = format!("/{}/{}", escape_container(&seg_c), escape_object(&seg_name));
-            let len = seg.len();
-            let md5 = self
-                .put_bytes(
-                    &format!("PUT segment {idx} of swift://{c}/{name}"),
-                    &seg_path,
-                    seg,
-                    &[],
-                )
+            if nested {
+                if !level.is_empty() {
+                    self.put_sub_manifest(&slo, top.len(), level, &mut top)
+                        .await
+                        .map_err(oerr)?;
+                }
+                level = std::mem::take(&mut top);
+            }
+            let mut h: Vec<(&str, String)> = vec![("ETag", level.etag())];
+            h.extend(headers);
+            h.extend(user.iter().map(|(k, v)| (k.as_str(), v.clone())));
+            self.put_manifest(&format!("{what} (SLO manifest)"), &obj_path, &level, &h)
                 .await
                 .map_err(oerr)?;
-            crate::failpoint::point("swift.after_segment");
-            etags.push_str(&md5);
-            manifest.push(serde_json::json!({"path": format!("/{seg_c}/{seg_name}"), "etag": md5, "size_bytes": len}));
-            idx += 1;
-        }
-        let manifest = Bytes::from(
-            serde_json::to_vec(&manifest).map_err(|e| Error::encode("an SLO manifest", e))?,
-        );
-        let mut h: Vec<(&str, String)> = vec![("ETag", hex::encode(Md5::digest(etags.as_bytes())))];
-        h.extend(headers);
-        h.extend(user.iter().map(|(k, v)| (k.as_str(), v.clone())));
-        self.client
-            .call(
-                &format!("{what} (SLO manifest)"),
-                Method::PUT,
-                &format!("{obj_path}?multipart-manifest=put"),
-                &h,
-                Some(Rope::from(manifest)),
-                &[201],
-            )
-            .await
-            .map_err(oerr)?;
             Ok(())
         }
         .await;

@@ -166,6 +166,11 @@ pub(crate) struct Ends {
     /// store that allows fewer, e.g. Ceph's rgw_multipart_part_upload_limit).
     #[arg(long, global = true)]
     pub max_parts: Option<u64>,
+    /// Swift: the largest SLO segment (default: the cluster's max_file_size from /info).
+    /// An object needing more than max_manifest_segments segments of it is written as a
+    /// nested SLO (a manifest of sub-manifests).
+    #[arg(long, global = true, value_parser = parse_size)]
+    pub slo_max_segment_size: Option<u64>,
     /// Swift SLO segment size (default 64MiB, at least 1MiB).
     #[arg(long, global = true, value_parser = parse_size)]
     pub slo_segment_size: Option<u64>,
@@ -430,6 +435,7 @@ impl Global {
             },
             part_size: e.part_size,
             max_parts: e.max_parts,
+            max_segment: e.slo_max_segment_size,
             large_threshold: e.large_threshold,
             segment_size: e.slo_segment_size,
             containers: if source { None } else { e.containers.clone() },
