@@ -167,6 +167,44 @@ fn s3_bucket_from(env: &Env, url: &str, src: &Path, concurrency: usize) {
     );
 }
 
+/// barge on `state` with the SAIO's S3 keys (its s3api as the source endpoint) and its
+/// Swift account in the environment.
+fn barge_saio(env: &Env, state: &Path) -> Command {
+    let mut c = bin();
+    c.arg("--state")
+        .arg(state)
+        .args(["--source-endpoint", &env["SAIO_S3_ENDPOINT"]])
+        .env("AWS_ACCESS_KEY_ID", &env["SAIO_S3_ACCESS_KEY"])
+        .env("AWS_SECRET_ACCESS_KEY", &env["SAIO_S3_SECRET_KEY"])
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env("ST_AUTH", &env["ST_AUTH"])
+        .env("ST_USER", &env["ST_USER"])
+        .env("ST_KEY", &env["ST_KEY"]);
+    c
+}
+
+/// Migrates the tree `src` into `container` of the SAIO through a fresh state directory
+/// beside it, objects above 2 MiB as SLOs of 1 MiB segments, with `extra` options.
+fn migrate_as_slo(env: &Env, src: &Path, container: &str, extra: &[&str]) {
+    let state = src.with_extension("state");
+    init_small(&state, &[]);
+    let o = barge_saio(env, &state)
+        .args(["--large-threshold", "2MiB", "--slo-segment-size", "1MiB"])
+        .args(extra)
+        .args(["migrate", "--source"])
+        .arg(src)
+        .args(["--dest", &format!("swift://{container}")])
+        .output()
+        .expect("run barge");
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+}
+
 /// The SAIO's address, for a fault proxy in front of it.
 fn saio_addr(env: &Env) -> std::net::SocketAddr {
     env["SAIO_S3_ENDPOINT"]
@@ -1011,27 +1049,11 @@ fn a_bucket_moves_into_swift_from_its_s3_inventory_csv_and_parquet() {
             .map(|l| l.lines().count())
             .unwrap_or(0);
         let run = |manifest: &str| {
-            let mut c = bin();
-            c.arg("--state")
-                .arg(&state)
-                .args([
-                    "--source-endpoint",
-                    &env["SAIO_S3_ENDPOINT"],
-                    "migrate",
-                    "--source",
-                    &url,
-                ])
-                .arg("--inventory")
-                .arg(manifest)
+            barge_saio(env, &state)
+                .args(["migrate", "--source", &url, "--inventory", manifest])
                 .args(["--dest", &format!("swift://{container}")])
-                .env("AWS_ACCESS_KEY_ID", &env["SAIO_S3_ACCESS_KEY"])
-                .env("AWS_SECRET_ACCESS_KEY", &env["SAIO_S3_SECRET_KEY"])
-                .env("AWS_REGION", "us-east-1")
-                .env_remove("AWS_ENDPOINT_URL")
-                .env("ST_AUTH", &env["ST_AUTH"])
-                .env("ST_USER", &env["ST_USER"])
-                .env("ST_KEY", &env["ST_KEY"]);
-            c.output().expect("run barge")
+                .output()
+                .expect("run barge")
         };
         // A damaged data file first: refused, naming it; nothing is moved.
         let path = inv.join(&data_key);
@@ -1112,19 +1134,10 @@ fn filters_leave_objects_out_of_a_real_listing_and_verify_agrees() {
     let container = format!("filtered-dest{}", std::process::id());
     let dest = format!("swift://{container}");
     let run = |args: &[&str]| {
-        let mut c = bin();
-        c.arg("--state")
-            .arg(&state)
-            .args(["--source-endpoint", &env["SAIO_S3_ENDPOINT"]])
+        barge_saio(env, &state)
             .args(args)
-            .env("AWS_ACCESS_KEY_ID", &env["SAIO_S3_ACCESS_KEY"])
-            .env("AWS_SECRET_ACCESS_KEY", &env["SAIO_S3_SECRET_KEY"])
-            .env("AWS_REGION", "us-east-1")
-            .env_remove("AWS_ENDPOINT_URL")
-            .env("ST_AUTH", &env["ST_AUTH"])
-            .env("ST_USER", &env["ST_USER"])
-            .env("ST_KEY", &env["ST_KEY"]);
-        c.output().expect("run barge")
+            .output()
+            .expect("run barge")
     };
     let o = run(&[
         "--exclude-from",
@@ -1175,33 +1188,8 @@ fn an_object_needing_too_many_slo_segments_gets_larger_ones() {
     let t = tmp();
     let src = t.path().join("src");
     write(&src, b"huge/forty", &rand_bytes(40, 40 << 20));
-    let state = t.path().join("state");
-    init_small(&state, &[]);
     let container = format!("grown{}", std::process::id());
-    let o = bin()
-        .arg("--state")
-        .arg(&state)
-        .args([
-            "--large-threshold",
-            "2MiB",
-            "--slo-segment-size",
-            "1MiB",
-            "migrate",
-            "--source",
-        ])
-        .arg(&src)
-        .args(["--dest", &format!("swift://{container}")])
-        .env("ST_AUTH", &env["ST_AUTH"])
-        .env("ST_USER", &env["ST_USER"])
-        .env("ST_KEY", &env["ST_KEY"])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        stderr(&o)
-    );
+    migrate_as_slo(env, &src, &container, &[]);
     // Segment names carry the object's size and the segment size barge chose.
     let segs = must(swift_cli(env).args(["list", &format!("{container}_segments")]));
     let names: Vec<&str> = segs
@@ -1228,14 +1216,9 @@ fn orphan_slo_segments_of_a_killed_upload_are_deleted_by_the_next_drain() {
     init_small(&state, &[]);
     let container = format!("orphans{}", std::process::id());
     let run = |cmd: &[&str], crash: Option<&str>| {
-        let mut c = bin();
-        c.arg("--state")
-            .arg(&state)
-            .args(["--large-threshold", "2MiB", "--slo-segment-size", "1MiB"])
-            .args(cmd)
-            .env("ST_AUTH", &env["ST_AUTH"])
-            .env("ST_USER", &env["ST_USER"])
-            .env("ST_KEY", &env["ST_KEY"]);
+        let mut c = barge_saio(env, &state);
+        c.args(["--large-threshold", "2MiB", "--slo-segment-size", "1MiB"])
+            .args(cmd);
         if let Some(p) = crash {
             c.env("BARGE_CRASH_AT", p);
         }
@@ -1289,27 +1272,8 @@ fn an_object_beyond_one_manifest_is_written_as_a_nested_slo() {
     let t = tmp();
     let src = t.path().join("src");
     write(&src, b"nested/forty", &rand_bytes(41, 40 << 20));
-    let state = t.path().join("state");
-    init_small(&state, &[]);
     let container = format!("nested{}", std::process::id());
-    let o = bin()
-        .arg("--state")
-        .arg(&state)
-        .args(["--large-threshold", "2MiB", "--slo-segment-size", "1MiB"])
-        .args(["--slo-max-segment-size", "1MiB", "migrate", "--source"])
-        .arg(&src)
-        .args(["--dest", &format!("swift://{container}")])
-        .env("ST_AUTH", &env["ST_AUTH"])
-        .env("ST_USER", &env["ST_USER"])
-        .env("ST_KEY", &env["ST_KEY"])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        stderr(&o)
-    );
+    migrate_as_slo(env, &src, &container, &["--slo-max-segment-size", "1MiB"]);
     let segs = must(swift_cli(env).args(["list", &format!("{container}_segments")]));
     let prefix = format!("nested/forty/slo/{}/{}/", 40u64 << 20, 1u64 << 20);
     let names: Vec<&str> = segs.lines().filter(|l| l.starts_with(&prefix)).collect();
