@@ -634,8 +634,7 @@ async fn fetch_deferred(
         return Ok(());
     }
     let (tx, mut rx) = mpsc::channel(LIST_QUEUE);
-    let pending = crate::pending::PendingSource::listed_only(node.catalog.clone());
-    let walk = tokio::spawn(async move { pending.list(tx).await });
+    let walk = tokio::spawn(crate::pending::walk(node.catalog.clone(), false, tx));
     while let Some(item) = rx.recv().await {
         let Listed::Object(meta) = item else { continue };
         if ctx.stop.load(Ordering::Relaxed) {

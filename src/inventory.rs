@@ -210,6 +210,12 @@ impl InventorySource {
     /// Lists every data file not done in `from`, a mark after each.
     async fn list_files(&self, tx: &mpsc::Sender<Listed>, from: &ListFrom) -> Result<()> {
         let m = self.manifest().await?;
+        tracing::info!(
+            "listing {} from the inventory {} (taken at {} ms since the epoch): objects written since are found by the next listing without --inventory",
+            self.url,
+            self.manifest_name(),
+            m.creation_timestamp.as_deref().unwrap_or("an unknown time")
+        );
         let format = format_of(&m, &self.manifest_name())?;
         let schema = match format {
             Format::Csv => Some(Schema::parse(&m.file_schema, &self.manifest_name())?),
@@ -267,12 +273,20 @@ impl InventorySource {
             }
         };
         let p = path.clone();
-        let sum = tokio::task::spawn_blocking(move || md5_of_file(&p))
+        let (sum, len) = tokio::task::spawn_blocking(move || md5_of_file(&p))
             .await
-            .map_err(|e| Error::Task {
-                task: "inventory checksum".into(),
-                message: e.to_string(),
-            })??;
+            .map_err(|e| Error::task("inventory checksum", e))??;
+        if f.size > 0 && len != f.size {
+            return Err(Error::Source {
+                url: self.url.clone(),
+                message: format!(
+                    "inventory data file {} ({}) is damaged: {len} bytes, the manifest says {}",
+                    f.key,
+                    path.display(),
+                    f.size
+                ),
+            });
+        }
         if !sum.eq_ignore_ascii_case(f.md5.trim()) {
             return Err(Error::Source {
                 url: self.url.clone(),
@@ -322,10 +336,7 @@ impl InventorySource {
             }
         })
         .await
-        .map_err(|e| Error::Task {
-            task: "inventory reader".into(),
-            message: e.to_string(),
-        })?
+        .map_err(|e| Error::task("inventory reader", e))?
     }
 }
 
@@ -396,18 +407,21 @@ fn check_md5(data: &[u8], want: &[u8], name: &str) -> Result<()> {
     ))
 }
 
-fn md5_of_file(path: &Path) -> Result<String> {
+/// The MD5 (hex) and length of a file.
+fn md5_of_file(path: &Path) -> Result<(String, u64)> {
     let mut f = std::fs::File::open(path)
         .map_err(|e| Error::io("opening an inventory data file", path, e))?;
     let mut h = Md5::new();
     let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
     loop {
         let n = f
             .read(&mut buf)
             .map_err(|e| Error::io("reading an inventory data file", path, e))?;
         if n == 0 {
-            return Ok(hex::encode(h.finalize()));
+            return Ok((hex::encode(h.finalize()), len));
         }
+        len += n as u64;
         h.update(&buf[..n]);
     }
 }

@@ -17,36 +17,13 @@ use crate::object::ObjectMeta;
 
 /// A source whose listing is the catalog's unfinished objects; reads go to `inner`.
 pub struct PendingSource {
-    /// Reads go here; none for a walk that only lists ([`PendingSource::listed_only`]).
-    inner: Option<Arc<dyn Source>>,
+    inner: Arc<dyn Source>,
     catalog: Arc<Catalog>,
-    /// Objects that failed at ingest are listed too.
-    failed_too: bool,
 }
 
 impl PendingSource {
     pub fn new(inner: Arc<dyn Source>, catalog: Arc<Catalog>) -> Self {
-        PendingSource {
-            inner: Some(inner),
-            catalog,
-            failed_too: true,
-        }
-    }
-
-    /// A walk of the objects recorded `Listed` (never fetched), for the ingest's own
-    /// use: its `list` is all that may be called.
-    pub fn listed_only(catalog: Arc<Catalog>) -> Self {
-        PendingSource {
-            inner: None,
-            catalog,
-            failed_too: false,
-        }
-    }
-
-    fn inner(&self) -> Result<&Arc<dyn Source>> {
-        self.inner
-            .as_ref()
-            .ok_or_else(|| Error::task("catalog walk", "a listing-only walk cannot read"))
+        PendingSource { inner, catalog }
     }
 }
 
@@ -59,37 +36,45 @@ fn to_fetch(state: &ObjectState, failed_too: bool) -> bool {
     }
 }
 
+/// Walks the catalog on the blocking pool, sending each object recorded `Listed` (and,
+/// with `failed_too`, each that failed at ingest) as a listed object.
+pub(crate) async fn walk(
+    catalog: Arc<Catalog>,
+    failed_too: bool,
+    tx: mpsc::Sender<Listed>,
+) -> Result<()> {
+    tokio::task::spawn_blocking(move || {
+        for item in catalog.objects()? {
+            let (key, rec) = item?;
+            if !to_fetch(&rec.state, failed_too) {
+                continue;
+            }
+            let meta = ObjectMeta {
+                key,
+                size: rec.size,
+                version: rec.version,
+                content_type: None,
+                user_meta: vec![],
+                modified: None,
+            };
+            if tx.blocking_send(Listed::Object(meta)).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| Error::task("catalog walk", e))?
+}
+
 #[async_trait]
 impl Source for PendingSource {
     fn url(&self) -> String {
-        self.inner.as_ref().map(|s| s.url()).unwrap_or_default()
+        self.inner.url()
     }
 
-    /// Walks the catalog on the blocking pool, sending each object still to fetch.
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()> {
-        let (catalog, failed_too) = (self.catalog.clone(), self.failed_too);
-        tokio::task::spawn_blocking(move || {
-            for item in catalog.objects()? {
-                let (key, rec) = item?;
-                if !to_fetch(&rec.state, failed_too) {
-                    continue;
-                }
-                let meta = ObjectMeta {
-                    key,
-                    size: rec.size,
-                    version: rec.version,
-                    content_type: None,
-                    user_meta: vec![],
-                    modified: None,
-                };
-                if tx.blocking_send(Listed::Object(meta)).is_err() {
-                    break;
-                }
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| Error::task("catalog walk", e))?
+        walk(self.catalog.clone(), true, tx).await
     }
 
     async fn list_resumable(&self, tx: mpsc::Sender<Listed>, _from: &ListFrom) -> Result<()> {
@@ -97,15 +82,15 @@ impl Source for PendingSource {
     }
 
     async fn open(&self, meta: &ObjectMeta) -> Result<Opened> {
-        self.inner()?.open(meta).await
+        self.inner.open(meta).await
     }
 
     async fn check_unchanged(&self, meta: &ObjectMeta) -> Result<()> {
-        self.inner()?.check_unchanged(meta).await
+        self.inner.check_unchanged(meta).await
     }
 
     fn throttle(&self) -> Option<Arc<Throttle>> {
-        self.inner.as_ref().and_then(|s| s.throttle())
+        self.inner.throttle()
     }
 
     /// An object listed weeks ago may be gone now: not a failure of the move.

@@ -254,20 +254,42 @@ fn s3_user_meta(meta: &ObjectMeta) -> Result<Option<HashMap<String, String>>> {
     }))
 }
 
-/// The standard headers an object carries, by name.
-fn s3_header(meta: &ObjectMeta, name: &str) -> Option<String> {
-    let (headers, _) = crate::object::carried(&meta.user_meta);
-    headers
-        .into_iter()
-        .find(|(h, _)| *h == name)
-        .map(|(_, v)| v.to_string())
+/// The standard headers an object carries, as S3's requests take them (split out of the
+/// object's metadata once per request).
+#[derive(Default)]
+struct S3Headers {
+    encoding: Option<String>,
+    disposition: Option<String>,
+    language: Option<String>,
+    cache_control: Option<String>,
+    /// None also when the value is not an HTTP date.
+    expires: Option<aws_sdk_s3::primitives::DateTime>,
 }
 
-/// `Expires` as S3's request takes it (an HTTP date; None if it is not one).
-fn s3_expires(meta: &ObjectMeta) -> Option<aws_sdk_s3::primitives::DateTime> {
-    let v = s3_header(meta, "expires")?;
-    aws_sdk_s3::primitives::DateTime::from_str(&v, aws_smithy_types::date_time::Format::HttpDate)
-        .ok()
+impl S3Headers {
+    fn of(meta: &ObjectMeta) -> Self {
+        let mut h = S3Headers::default();
+        for (name, v) in crate::object::carried(&meta.user_meta).0 {
+            let v = Some(v.to_string());
+            match name {
+                "content-encoding" => h.encoding = v,
+                "content-disposition" => h.disposition = v,
+                "content-language" => h.language = v,
+                "cache-control" => h.cache_control = v,
+                "expires" => {
+                    h.expires = v.and_then(|v| {
+                        aws_sdk_s3::primitives::DateTime::from_str(
+                            &v,
+                            aws_smithy_types::date_time::Format::HttpDate,
+                        )
+                        .ok()
+                    })
+                }
+                _ => {}
+            }
+        }
+        h
+    }
 }
 
 /// The user metadata S3 returned, sorted by name (the catalog's form).
@@ -548,6 +570,7 @@ impl S3Store {
         let md5 = base64::engine::general_purpose::STANDARD.encode(digest);
         let what = format!("PUT s3://{}/{key}", self.bucket);
         let metadata = s3_user_meta(meta)?;
+        let hs = S3Headers::of(meta);
         self.throttle
             .call_sized(&what, body.len() as u64, || {
                 let req = self
@@ -558,11 +581,11 @@ impl S3Store {
                     .content_md5(&md5)
                     .content_length(body.len() as i64)
                     .set_content_type(meta.content_type.clone())
-                    .set_content_encoding(s3_header(meta, "content-encoding"))
-                    .set_content_disposition(s3_header(meta, "content-disposition"))
-                    .set_content_language(s3_header(meta, "content-language"))
-                    .set_cache_control(s3_header(meta, "cache-control"))
-                    .set_expires(s3_expires(meta))
+                    .set_content_encoding(hs.encoding.clone())
+                    .set_content_disposition(hs.disposition.clone())
+                    .set_content_language(hs.language.clone())
+                    .set_cache_control(hs.cache_control.clone())
+                    .set_expires(hs.expires)
                     .set_metadata(metadata.clone())
                     .body(rope_stream(&body));
                 let what = what.clone();
@@ -575,6 +598,7 @@ impl S3Store {
     async fn put_multipart(&self, key: &str, meta: &ObjectMeta, body: Body) -> Result<()> {
         let what = format!("MULTIPART s3://{}/{key}", self.bucket);
         let metadata = s3_user_meta(meta)?;
+        let hs = S3Headers::of(meta);
         let upload_id = self
             .throttle
             .call(&what, || {
@@ -584,11 +608,11 @@ impl S3Store {
                     .bucket(&self.bucket)
                     .key(key)
                     .set_content_type(meta.content_type.clone())
-                    .set_content_encoding(s3_header(meta, "content-encoding"))
-                    .set_content_disposition(s3_header(meta, "content-disposition"))
-                    .set_content_language(s3_header(meta, "content-language"))
-                    .set_cache_control(s3_header(meta, "cache-control"))
-                    .set_expires(s3_expires(meta))
+                    .set_content_encoding(hs.encoding.clone())
+                    .set_content_disposition(hs.disposition.clone())
+                    .set_content_language(hs.language.clone())
+                    .set_cache_control(hs.cache_control.clone())
+                    .set_expires(hs.expires)
                     .set_metadata(metadata.clone());
                 let what = what.clone();
                 async move { req.send().await.map_err(|e| classify(&what, e)) }
@@ -905,6 +929,7 @@ impl Destination for S3Store {
             self.bucket, from.location, self.bucket
         );
         let metadata = s3_user_meta(meta)?;
+        let hs = S3Headers::of(meta);
         let out = self
             .throttle
             .call(&what, || {
@@ -918,11 +943,11 @@ impl Destination for S3Store {
                     .copy_source_if_match(format!("\"{}\"", from.etag))
                     .metadata_directive(MetadataDirective::Replace)
                     .set_content_type(meta.content_type.clone())
-                    .set_content_encoding(s3_header(meta, "content-encoding"))
-                    .set_content_disposition(s3_header(meta, "content-disposition"))
-                    .set_content_language(s3_header(meta, "content-language"))
-                    .set_cache_control(s3_header(meta, "cache-control"))
-                    .set_expires(s3_expires(meta))
+                    .set_content_encoding(hs.encoding.clone())
+                    .set_content_disposition(hs.disposition.clone())
+                    .set_content_language(hs.language.clone())
+                    .set_cache_control(hs.cache_control.clone())
+                    .set_expires(hs.expires)
                     .set_metadata(metadata.clone());
                 let what = what.clone();
                 async move { req.send().await.map_err(|e| classify(&what, e)) }
