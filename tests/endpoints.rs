@@ -85,6 +85,15 @@ fn barge_env(
     c.output().expect("run barge")
 }
 
+/// radosgw's S3 endpoint and keys: (endpoint, access key, secret key).
+fn ceph_s3(e: &Env) -> (&str, &str, &str) {
+    (
+        e["CEPH_S3_ENDPOINT"].as_str(),
+        e["CEPH_S3_ACCESS_KEY"].as_str(),
+        e["CEPH_S3_SECRET_KEY"].as_str(),
+    )
+}
+
 /// A unique name per test run (servers keep data between runs).
 fn uniq(base: &str) -> String {
     format!("{base}{}", std::process::id())
@@ -257,11 +266,7 @@ fn radosgw_s3_to_ceph_s3_with_multipart() {
     let e = ceph();
     let t = tmp();
     let (src_b, dst_b) = (uniq("srcceph-"), uniq("dstceph-"));
-    let s3 = (
-        e["CEPH_S3_ENDPOINT"].as_str(),
-        e["CEPH_S3_ACCESS_KEY"].as_str(),
-        e["CEPH_S3_SECRET_KEY"].as_str(),
-    );
+    let s3 = ceph_s3(e);
     let a = || aws(s3.0, s3.1, s3.2);
     run_ok(a().args(["s3", "mb", &format!("s3://{src_b}")]));
     let src = t.path().join("src");
@@ -699,11 +704,7 @@ fn keystone_v3_password_login_into_swift() {
 fn a_multipart_upload_killed_halfway_is_aborted_by_the_next_run() {
     let e = ceph();
     let t = tmp();
-    let s3 = (
-        e["CEPH_S3_ENDPOINT"].as_str(),
-        e["CEPH_S3_ACCESS_KEY"].as_str(),
-        e["CEPH_S3_SECRET_KEY"].as_str(),
-    );
+    let s3 = ceph_s3(e);
     let a = || aws(s3.0, s3.1, s3.2);
     let bucket = uniq("leftovers-");
     run_ok(a().args(["s3", "mb", &format!("s3://{bucket}")]));
@@ -783,11 +784,7 @@ fn a_multipart_upload_killed_halfway_is_aborted_by_the_next_run() {
 fn metadata_is_carried_in_full_and_swift_limits_fail_one_object_alone() {
     let (sa, ce) = (saio(), ceph());
     let t = tmp();
-    let s3 = (
-        ce["CEPH_S3_ENDPOINT"].as_str(),
-        ce["CEPH_S3_ACCESS_KEY"].as_str(),
-        ce["CEPH_S3_SECRET_KEY"].as_str(),
-    );
+    let s3 = ceph_s3(ce);
     let a = || aws(s3.0, s3.1, s3.2);
     let bucket = uniq("meta-");
     let url = format!("s3://{bucket}");
@@ -957,11 +954,7 @@ fn metadata_is_carried_in_full_and_swift_limits_fail_one_object_alone() {
 fn parts_grow_to_fit_a_lowered_part_limit_on_radosgw() {
     let e = ceph();
     let t = tmp();
-    let s3 = (
-        e["CEPH_S3_ENDPOINT"].as_str(),
-        e["CEPH_S3_ACCESS_KEY"].as_str(),
-        e["CEPH_S3_SECRET_KEY"].as_str(),
-    );
+    let s3 = ceph_s3(e);
     let a = || aws(s3.0, s3.1, s3.2);
     let bucket = uniq("parts-");
     run_ok(a().args(["s3", "mb", &format!("s3://{bucket}")]));
