@@ -64,6 +64,13 @@ pub struct IngestOptions {
     pub monitor: Arc<Monitor>,
     /// Which listed objects are part of the move (recorded in the catalog).
     pub filter: crate::filter::FilterSpec,
+    /// The sync pass this ingest belongs to: every listed key is marked seen by it
+    /// (what the pass's deletions are decided from), and an object gone by the time it
+    /// is fetched is counted vanished, not failed.
+    pub pass: Option<u64>,
+    /// List from the first key even when the last listing of this source did not
+    /// complete (a cutover's listing starts whole).
+    pub fresh_listing: bool,
 }
 
 impl Default for IngestOptions {
@@ -74,6 +81,8 @@ impl Default for IngestOptions {
             concurrency: DEFAULT_MAX_FETCHERS,
             drives: vec![],
             filter: Default::default(),
+            pass: None,
+            fresh_listing: false,
         }
     }
 }
@@ -107,6 +116,24 @@ pub struct IngestSummary {
     pub skipped_shown: Vec<(String, String)>,
     /// Objects staged per source checksum kind ("md5", "md5-multipart", "unchecked").
     pub checks: std::collections::BTreeMap<String, u64>,
+    /// What the listing found against the catalog: objects the catalog did not have (or
+    /// never staged), and objects with another size or version (with their bytes).
+    pub changes: Changes,
+    /// Entries the listing could not read (each failed by name).
+    pub listing_errors: u64,
+    /// Seconds the listing took (its objects were routed meanwhile).
+    pub listing_secs: f64,
+    /// Every object of the source was listed (see [`ListingMark`]).
+    pub listing_complete: bool,
+}
+
+/// New and changed objects a listing found, and their bytes.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Changes {
+    pub new: u64,
+    pub bytes_new: u64,
+    pub changed: u64,
+    pub bytes_changed: u64,
 }
 
 impl IngestSummary {
@@ -141,6 +168,10 @@ struct Ctx {
     notify: Option<mpsc::Sender<ObjectKey>>,
     /// Where the listing resumes, and how far it may resume from next time.
     checkpoints: Checkpoints,
+    /// See [`IngestOptions::pass`].
+    pass: Option<u64>,
+    changes: std::sync::Mutex<Changes>,
+    listing_errors: std::sync::atomic::AtomicU64,
 }
 
 impl Ctx {
@@ -159,10 +190,16 @@ impl Ctx {
     /// An object the listing named that is gone from the source (see
     /// [`Source::vanishes`]): a record of it that was only listed is removed; a version
     /// staged before stays as it is. Counted, not failed.
+    /// In a sync pass the key's seen mark goes too: the pass's deletions then remove
+    /// a copy an earlier pass wrote.
     fn vanish(&self, key: &ObjectKey) -> bool {
-        tracing::info!("object {key}: gone from the source since the inventory was taken");
+        tracing::info!("object {key}: gone from the source since it was listed");
         self.vanished.fetch_add(1, Ordering::Relaxed);
-        match self.node_catalog.forget_listed(key) {
+        let unseen = match self.pass {
+            Some(_) => self.node_catalog.unsee(key),
+            None => Ok(()),
+        };
+        match unseen.and_then(|()| self.node_catalog.forget_listed(key)) {
             Ok(_) => true,
             Err(e) => self.fail(key, None, e.to_string()),
         }
@@ -209,6 +246,29 @@ impl Ctx {
         res.is_ok()
     }
 
+    /// Marks `key` seen by this run's sync pass (nothing outside a pass).
+    fn see(&self, key: &ObjectKey) -> Result<()> {
+        match self.pass {
+            Some(n) => self.node_catalog.mark_seen(key, n),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a listed object that needs staging as new (the catalog has no staged
+    /// version of it) or changed.
+    fn count_change(&self, old: Option<&ObjectRecord>, size: u64) {
+        let known = old.is_some_and(|o| o.uploads > 0 || o.state.is_staged_or_later());
+        if let Ok(mut c) = self.changes.lock() {
+            if known {
+                c.changed += 1;
+                c.bytes_changed += size;
+            } else {
+                c.new += 1;
+                c.bytes_new += size;
+            }
+        }
+    }
+
     fn stop(&self, why: String) {
         if !self.stop.swap(true, Ordering::SeqCst) {
             tracing::error!("stopping ingest: {why}");
@@ -233,8 +293,11 @@ pub async fn run(
     tokio::task::spawn_blocking(move || stager.finish())
         .await
         .map_err(|e| Error::task("staging shutdown", e))??;
-    let mark = dispatched.mark(run_id, source.url(), summary.stopped_early.as_ref());
+    let mut mark = dispatched.mark(run_id, source.url(), summary.stopped_early.as_ref());
+    mark.pass = opts.pass;
     record_run(node, run_id, &dispatched, &summary, &mark)?;
+    summary.listing_secs = dispatched.listing_secs;
+    summary.listing_complete = mark.complete;
     if let Some(e) = dispatched.err {
         return Err(e);
     }
@@ -271,7 +334,7 @@ fn prepare(
         .listing_done
         .store(false, Ordering::Relaxed);
     opts.monitor.set_source(&source.url(), source.throttle());
-    let list_from = resume_point(node, source)?;
+    let list_from = resume_point(node, source, opts)?;
     // The filter is compiled (a bad pattern refused) and recorded before anything runs.
     let filter = crate::filter::Filter::new(&opts.filter)?;
     node.catalog
@@ -290,6 +353,7 @@ fn prepare(
         complete: false,
         last_key: None,
         reason: Some("the run ended before its listing did (killed, or still running)".into()),
+        pass: opts.pass,
     })?;
     let ctx = Arc::new(Ctx {
         source: source.clone(),
@@ -309,16 +373,22 @@ fn prepare(
         stop_reason: Default::default(),
         notify: opts.notify.clone(),
         checkpoints: Checkpoints::new(node.catalog.clone(), list_from, opts.monitor.clone()),
+        pass: opts.pass,
+        changes: Default::default(),
+        listing_errors: Default::default(),
     });
     Ok((ctx, run_id, start_totals))
 }
 
 /// Where this run's listing starts: after the saved checkpoints when the last listing
-/// of the same source did not complete, else from the first key (old checkpoints are
-/// dropped). Read before this run marks its own listing incomplete.
-fn resume_point(node: &Node, source: &Arc<dyn Source>) -> Result<ListFrom> {
+/// of the same source (and the same sync pass) did not complete and a fresh listing is
+/// not asked for, else from the first key (old checkpoints are dropped). Read before
+/// this run marks its own listing incomplete.
+fn resume_point(node: &Node, source: &Arc<dyn Source>, opts: &IngestOptions) -> Result<ListFrom> {
     let last = node.catalog.listing_mark()?;
-    if last.is_some_and(|m| !m.complete && m.source == source.url()) {
+    let resumable =
+        |m: &ListingMark| !m.complete && m.source == source.url() && m.pass == opts.pass;
+    if !opts.fresh_listing && last.as_ref().is_some_and(resumable) {
         let from = checkpoint::saved(&node.catalog)?;
         if !from.is_empty() {
             tracing::info!(
@@ -374,6 +444,8 @@ struct Dispatched {
     ended: bool,
     /// The last key the listing delivered.
     last_key: Option<ObjectKey>,
+    /// Seconds from the start of the dispatch to the listing's end (or the dispatcher's).
+    listing_secs: f64,
 }
 
 impl Dispatched {
@@ -397,6 +469,7 @@ impl Dispatched {
                 .then(|| self.last_key.as_ref().map(|k| k.to_string()))
                 .flatten(),
             reason,
+            pass: None,
         }
     }
 }
@@ -409,6 +482,7 @@ async fn dispatch(
     source: &Arc<dyn Source>,
     opts: &IngestOptions,
 ) -> Result<Dispatched> {
+    let started = std::time::Instant::now();
     let (list_tx, mut list_rx) = mpsc::channel::<Listed>(LIST_QUEUE);
     opts.monitor.add_mpsc("list", &list_tx);
     let lister = {
@@ -420,6 +494,7 @@ async fn dispatch(
     let fetch_q = opts.monitor.queue("fetch", FETCH_QUEUE);
     let workers = spawn_fetchers(ctx, work_rx, &fetch_q, opts.concurrency);
     let mut routed = route(node, ctx, &mut list_rx, &work_tx, &fetch_q).await;
+    let listing_secs = started.elapsed().as_secs_f64();
     ctx.monitor
         .ingest
         .listing_done
@@ -441,6 +516,7 @@ async fn dispatch(
         listing,
         ended: routed.ended,
         last_key: routed.last_key,
+        listing_secs,
     })
 }
 
@@ -513,6 +589,11 @@ async fn route(
         match item {
             Listed::Error { key, reason } => {
                 ctx.monitor.ingest.listed.fetch_add(1, Ordering::Relaxed);
+                ctx.listing_errors.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = ctx.see(&key) {
+                    r.err = Some(e);
+                    return r;
+                }
                 let _ = ctx.fail(&key, None, reason);
                 r.last_key = Some(key);
             }
@@ -527,6 +608,12 @@ async fn route(
             }
             Listed::Object(meta) => {
                 r.last_key = Some(meta.key.clone());
+                // Seen before the filter: an object left out is still at the source, and
+                // a sync pass must not take it for deleted.
+                if let Err(e) = ctx.see(&meta.key) {
+                    r.err = Some(e);
+                    return r;
+                }
                 if let Some(f) = &ctx.filter
                     && !f.admits(
                         &String::from_utf8_lossy(meta.key.as_bytes()),
@@ -562,6 +649,7 @@ async fn route(
                         .fetch_add(meta.size, Ordering::Relaxed);
                     continue;
                 }
+                ctx.count_change(old.as_ref(), meta.size);
                 fetch_q.push();
                 let seq = ctx.checkpoints.route();
                 let work = (meta, old, seq);
@@ -680,6 +768,10 @@ fn summarise(ctx: &Ctx, start_totals: IngestTotals) -> IngestSummary {
         skipped: ctx.skipped.lock().map(|s| s.0).unwrap_or_default(),
         skipped_shown: ctx.skipped.lock().map(|s| s.1.clone()).unwrap_or_default(),
         checks: ctx.checks.lock().map(|c| c.clone()).unwrap_or_default(),
+        changes: ctx.changes.lock().map(|c| *c).unwrap_or_default(),
+        listing_errors: ctx.listing_errors.load(Ordering::Relaxed),
+        listing_secs: 0.0,
+        listing_complete: false,
     }
 }
 
@@ -793,7 +885,7 @@ async fn fetch_one(
                 ctx.stop(format!("source {down}"));
                 return false;
             }
-            if e.is_gone() && ctx.source.vanishes() {
+            if e.is_gone() && (ctx.source.vanishes() || ctx.pass.is_some()) {
                 return ctx.vanish(&key);
             }
             if e.is_no_space() || matches!(e, Error::AllDrivesFull { .. }) {

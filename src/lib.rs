@@ -1,7 +1,8 @@
 //! barge: the engine of a bulk-transfer appliance.
 //!
 //! Stages, one module each: [`ingest`] (list + fetch + chunk + stage), [`drain`]
-//! (rebuild + write to the destination), [`verify`] and [`report`] (prove done).
+//! (rebuild + write to the destination), [`reconcile`] (a sync pass's deletions),
+//! [`verify`] and [`report`] (prove done).
 //! Supporting layers: [`catalog`] (RocksDB), [`staging`] (segment files, io_uring),
 //! [`crypto`] (keys, chunk ids, AES-256-GCM), [`chunker`] (FastCDC), [`backend`]
 //! (sources and destinations). [`commands`] holds what each `barge` command does; the
@@ -27,7 +28,9 @@ pub mod listing;
 pub mod monitor;
 pub mod node;
 pub mod object;
+pub mod passes;
 pub(crate) mod pending;
+pub mod reconcile;
 pub mod report;
 pub mod sample;
 pub mod ship;

@@ -16,6 +16,8 @@ pub struct Report {
     pub drained: u64,
     pub verified: u64,
     pub failed: u64,
+    /// Objects gone from the source that a sync pass is deleting at the destination.
+    pub deleting: u64,
     /// Sum of object sizes.
     pub logical_bytes: u64,
     /// Sum of sizes of objects whose content is staged (or beyond).
@@ -61,6 +63,8 @@ pub struct Report {
     pub catalog_bytes: u64,
     /// `catalog_bytes` per object.
     pub catalog_bytes_per_object: f64,
+    /// The sync passes' figures (None before the first pass).
+    pub sync: Option<barge_tui::model::SyncStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -118,6 +122,10 @@ pub fn build(node: &Node) -> Result<Report> {
     r.listing = node.catalog.listing_mark()?;
     r.listing_left = crate::checkpoint::as_status(&crate::checkpoint::saved(&node.catalog)?);
     r.filter = crate::filter::recorded(&node.catalog)?;
+    let passes = node.catalog.passes()?;
+    let last = passes.iter().rev().find(|p| p.1.finished.is_some());
+    let lag = crate::passes::Lag::of(&r, last.map(|p| &p.1));
+    r.sync = crate::passes::status(&passes, lag, crate::catalog::unix_now());
     r.set_verdict();
     Ok(r)
 }
@@ -166,6 +174,7 @@ impl Report {
                 self.verified += 1;
                 self.drained_bytes += rec.size;
             }
+            ObjectState::Deleting => self.deleting += 1,
             ObjectState::Failed { stage, reason } => {
                 self.failed += 1;
                 self.failures.push(Failure {
@@ -211,7 +220,7 @@ impl Report {
     /// at the destination, and a verify passed after the last run that changed either
     /// side (ingest, drain, migrate).
     fn set_verdict(&mut self) {
-        let left = self.listed + self.staged + self.failed;
+        let left = self.listed + self.staged + self.failed + self.deleting;
         let unlisted = self.listing.as_ref().and_then(|m| m.incomplete());
         let unverified = self.unverified();
         self.done = self.objects > 0 && left == 0 && unlisted.is_none() && unverified.is_none();
@@ -227,8 +236,12 @@ impl Report {
         } else if self.objects == 0 {
             "NOT DONE: nothing has been listed yet".into()
         } else if left > 0 {
+            let deleting = match self.deleting {
+                0 => String::new(),
+                n => format!(", {n} gone from the source and not yet deleted at the destination"),
+            };
             format!(
-                "NOT DONE: {left} of {} objects left ({} not staged, {} staged but not drained, {} failed)",
+                "NOT DONE: {left} of {} objects left ({} not staged, {} staged but not drained, {} failed{deleting})",
                 self.objects, self.listed, self.staged, self.failed
             )
         } else if let Some(why) = unverified {
@@ -250,7 +263,12 @@ impl Report {
         let change = self
             .runs
             .iter()
-            .filter(|r| matches!(r.command.as_str(), "drain" | "ingest" | "migrate"))
+            .filter(|r| {
+                matches!(
+                    r.command.as_str(),
+                    "drain" | "ingest" | "migrate" | "delete"
+                )
+            })
             .max_by_key(|r| r.id)?;
         let verifies = self
             .runs
@@ -398,6 +416,9 @@ impl Report {
                 "failed      ... and {} more (see --csv)\n",
                 self.failures.len() - 20
             ));
+        }
+        if let Some(st) = &self.sync {
+            s.push_str(&crate::passes::describe(st));
         }
         s.push_str(&format!("verdict     {}\n", self.verdict));
         s

@@ -40,6 +40,11 @@ pub struct VerifyReport {
     /// At the source with another size or version than the catalog's (changed since it
     /// was staged): the destination holds an old copy.
     pub changed_at_source: Vec<String>,
+    /// In the catalog and absent from the source listing (deleted at the source since).
+    pub gone_at_source: Vec<String>,
+    /// The destination must mirror the source (a cutover): an object gone from the
+    /// source is a difference too. Otherwise a move copies and does not mirror deletions.
+    pub mirror: bool,
 }
 
 impl VerifyReport {
@@ -53,6 +58,7 @@ impl VerifyReport {
         self.differing.extend(o.differing);
         self.source_only.extend(o.source_only);
         self.changed_at_source.extend(o.changed_at_source);
+        self.gone_at_source.extend(o.gone_at_source);
     }
 
     pub fn ok(&self) -> bool {
@@ -61,6 +67,7 @@ impl VerifyReport {
             && self.differing.is_empty()
             && self.source_only.is_empty()
             && self.changed_at_source.is_empty()
+            && (!self.mirror || self.gone_at_source.is_empty())
     }
 }
 
@@ -122,11 +129,13 @@ async fn spill(
 /// object in the catalog. The listings go to sorted tables on disk and are walked beside
 /// the catalog's own key order (a merge), and full mode's downloads are fed as the merge
 /// finds them: memory does not grow with the number of objects.
+/// `mirror`: see [`VerifyReport::mirror`].
 pub async fn run(
     node: &Node,
     dest: Arc<dyn Destination>,
     source: Option<Arc<dyn Source>>,
     full: bool,
+    mirror: bool,
 ) -> Result<VerifyReport> {
     let id = node.catalog.start_run(&RunRecord {
         command: if full { "verify --full" } else { "verify" }.into(),
@@ -136,6 +145,7 @@ pub async fn run(
     })?;
     let mut report = VerifyReport {
         full,
+        mirror,
         ..Default::default()
     };
     // List: each store into a sorted table.
@@ -181,6 +191,7 @@ pub async fn run(
     report.extra.sort();
     report.source_only.sort();
     report.changed_at_source.sort();
+    report.gone_at_source.sort();
     record_run(node, id, &report)?;
     Ok(report)
 }
@@ -211,14 +222,17 @@ fn compare_catalog(
         let (key, rec) = item?;
         if let Some(it) = src_it.as_mut() {
             let found = listing::seek(it, &key, |k, _| r.source_only.push(k.to_string()))?;
-            // Absent: deleted at the source since; the catalog still expects it (a move
-            // copies, it does not mirror deletions).
-            if found.is_some_and(|e| e.size != rec.size || e.version != rec.version) {
-                r.changed_at_source.push(key.to_string());
+            match found {
+                // Absent: deleted at the source since (a difference only in mirror mode).
+                None => r.gone_at_source.push(key.to_string()),
+                Some(e) if e.size != rec.size || e.version != rec.version => {
+                    r.changed_at_source.push(key.to_string());
+                }
+                Some(_) => {}
             }
         }
         r.expected += 1;
-        match listing::seek(&mut dest_it, &key, |k, _| r.extra.push(k.to_string()))? {
+        match listing::seek(&mut dest_it, &key, |k, _| extra(&mut r, &k))? {
             None => r.missing.push(key.to_string()),
             Some(e) if e.size != rec.size => {
                 r.present += 1;
@@ -238,12 +252,23 @@ fn compare_catalog(
         }
     }
     for item in dest_it {
-        r.extra.push(item?.0.to_string());
+        extra(&mut r, &item?.0);
     }
     for item in src_it.into_iter().flatten() {
         r.source_only.push(item?.0.to_string());
     }
     Ok(r)
+}
+
+/// Where barge keeps its own files at a destination (cutover certificates): objects
+/// there that the catalog does not know are not counted as extra.
+pub const RESERVED_PREFIX: &str = ".barge/";
+
+/// A destination object the catalog does not know: extra, unless barge's own.
+fn extra(r: &mut VerifyReport, key: &ObjectKey) {
+    if !key.as_bytes().starts_with(RESERVED_PREFIX.as_bytes()) {
+        r.extra.push(key.to_string());
+    }
 }
 
 /// Full mode: downloads the objects as the merge sends them, compares the BLAKE3 of
@@ -309,6 +334,7 @@ fn record_run(node: &Node, id: u64, report: &VerifyReport) -> Result<()> {
                 "changed_at_source".into(),
                 report.changed_at_source.len() as u64,
             ),
+            ("gone_at_source".into(), report.gone_at_source.len() as u64),
         ],
         if report.ok() {
             "ok".into()

@@ -914,3 +914,254 @@ fn a_directory_source_names_what_it_skips_and_can_follow_links() {
         b"the file a link points at"
     );
 }
+
+/// One `barge --json sync --passes 1` of `src` into `out` with `extra` options: its exit
+/// code and pass document ({"pass", "record", "deletions"}).
+fn sync_pass(
+    state: &Path,
+    src: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> (Option<i32>, serde_json::Value) {
+    let o = bin()
+        .arg("--state")
+        .arg(state)
+        .args(["--json", "sync", "--passes", "1", "--source"])
+        .arg(src)
+        .arg("--dest")
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("run barge");
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.code().is_some_and(|c| c == 0 || c == 3),
+        "sync failed ({:?}): {text}{}",
+        o.status,
+        stderr(&o)
+    );
+    (o.status.code(), json_doc(&text, "pass"))
+}
+
+fn counts(p: &serde_json::Value) -> [u64; 4] {
+    let r = &p["record"];
+    ["new", "changed", "deleted", "unchanged"].map(|k| r[k].as_u64().unwrap())
+}
+
+#[test]
+fn sync_passes_follow_a_changing_tree_and_cutover_certifies_it() {
+    // Issue 16: pass 1 moves the tree; at the source files are then overwritten (same
+    // size other content, and another size), deleted, added and one renamed; pass 2
+    // makes the destination equal again and its record has the counts; cutover ends
+    // DONE with a digest equal to one computed here from the files.
+    let t = tmp();
+    let (state, src, out) = (
+        t.path().join("state"),
+        t.path().join("src"),
+        t.path().join("out"),
+    );
+    for i in 0..30u64 {
+        let len = 3_000 + i as usize * 500;
+        write(&src, format!("d/{i:02}").as_bytes(), &rand_bytes(i, len));
+    }
+    init_small(&state, &[]);
+    let (code, p1) = sync_pass(&state, &src, &out, &[]);
+    assert_eq!(code, Some(0), "{p1}");
+    assert_eq!(counts(&p1), [30, 0, 0, 0], "{p1}");
+    assert_same_tree(&src, &out);
+
+    write(&src, b"d/00", &rand_bytes(1000, 3_000)); // same size, other content
+    write(&src, b"d/01", &rand_bytes(1001, 77)); // another size
+    std::fs::remove_file(src.join("d/02")).unwrap();
+    write(&src, b"n/new", b"a new object");
+    std::fs::create_dir_all(src.join("r")).unwrap();
+    std::fs::rename(src.join("d/03"), src.join("r/renamed")).unwrap();
+    let (code, p2) = sync_pass(&state, &src, &out, &["--max-delete", "2"]);
+    assert_eq!(code, Some(0), "{p2}");
+    assert_eq!(p2["pass"], 2);
+    assert_eq!(
+        counts(&p2),
+        [2, 2, 2, 26],
+        "new, changed, deleted, unchanged: {p2}"
+    );
+    assert_eq!(p2["record"]["deletions"], "applied");
+    assert_same_tree(&src, &out);
+
+    let o = ok(&barge(
+        &state,
+        &[
+            "--json",
+            "cutover",
+            "--full",
+            "--source",
+            src.to_str().unwrap(),
+            "--dest",
+            out.to_str().unwrap(),
+        ],
+    ));
+    let c = &json_doc(&o, "certificate")["certificate"];
+    assert_eq!(c["done"], true, "{o}");
+    assert_eq!(c["objects"], 30);
+    assert_eq!(c["digest"]["value"].as_str().unwrap(), tree_digest(&src));
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("cutover-certificate.json")).unwrap())
+            .unwrap();
+    assert_eq!(file["digest"], c["digest"]);
+    assert_eq!(
+        file["passes"].as_array().unwrap().len(),
+        3,
+        "two sync passes and the cutover"
+    );
+    let status = ok(&barge(&state, &["status"]));
+    assert!(status.contains("sync        pass 3 (cutover)"), "{status}");
+    assert!(status.contains("cutover   a final pass"), "{status}");
+
+    // A change after the cutover: a second cutover is NOT DONE until it moved it.
+    write(&src, b"late", b"written after the freeze");
+    let o = barge(
+        &state,
+        &[
+            "verify",
+            "--source",
+            src.to_str().unwrap(),
+            "--dest",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+#[test]
+fn deletions_stay_within_max_delete_and_never_touch_what_barge_did_not_write() {
+    let t = tmp();
+    let (state, src, out) = (
+        t.path().join("state"),
+        t.path().join("src"),
+        t.path().join("out"),
+    );
+    for i in 0..20u64 {
+        write(
+            &src,
+            format!("f{i:02}").as_bytes(),
+            &rand_bytes(50 + i, 2_000),
+        );
+    }
+    init_small(&state, &[]);
+    sync_pass(&state, &src, &out, &[]);
+    write(&out, b"foreign.txt", b"put here by someone else");
+    for i in 0..5 {
+        std::fs::remove_file(src.join(format!("f{i:02}"))).unwrap();
+    }
+    // Default 1% of 20 objects: 1 may go, 5 are gone: nothing is deleted, and it says so.
+    let (code, p) = sync_pass(&state, &src, &out, &[]);
+    assert_eq!(
+        code,
+        Some(3),
+        "a pass that leaves deletions undone is not complete"
+    );
+    let why = p["record"]["deletions"].as_str().unwrap();
+    assert!(
+        why.starts_with("refused: 5 objects") && why.contains("--max-delete 1% allows (1 of 20"),
+        "{why}"
+    );
+    assert_eq!(p["record"]["deleted"], 0);
+    for i in 0..5 {
+        assert!(
+            out.join(format!("f{i:02}")).exists(),
+            "f{i:02} deleted despite the limit"
+        );
+    }
+    // --keep-deleted reports and keeps them.
+    let (_, p) = sync_pass(
+        &state,
+        &src,
+        &out,
+        &["--keep-deleted", "--max-delete", "100%"],
+    );
+    assert_eq!(p["record"]["deletions"], "kept (--keep-deleted)");
+    assert_eq!(p["record"]["deletes_pending"], 5);
+    assert!(out.join("f00").exists());
+    // Within the limit they go; the object barge never wrote stays.
+    let (code, p) = sync_pass(&state, &src, &out, &["--max-delete", "5"]);
+    assert_eq!(code, Some(0), "{p}");
+    assert_eq!(p["record"]["deleted"], 5);
+    assert!(
+        out.join("foreign.txt").exists(),
+        "an object barge did not write was deleted"
+    );
+    std::fs::remove_file(out.join("foreign.txt")).unwrap();
+    assert_same_tree(&src, &out);
+}
+
+#[test]
+fn a_kill_during_deletions_loses_nothing_and_the_next_pass_finishes_them() {
+    let t = tmp();
+    let (state, src, out) = (
+        t.path().join("state"),
+        t.path().join("src"),
+        t.path().join("out"),
+    );
+    for i in 0..40u64 {
+        write(
+            &src,
+            format!("k/{i:02}").as_bytes(),
+            &rand_bytes(70 + i, 1_500),
+        );
+    }
+    init_small(&state, &[]);
+    sync_pass(&state, &src, &out, &[]);
+    for i in (0..40).step_by(2) {
+        std::fs::remove_file(src.join(format!("k/{i:02}"))).unwrap();
+    }
+    let o = bin()
+        .args(["--state", state.to_str().unwrap(), "sync", "--passes", "1"])
+        .args(["--max-delete", "50%", "--source", src.to_str().unwrap()])
+        .args(["--dest", out.to_str().unwrap()])
+        .env("BARGE_CRASH_AT", "sync.deleted:5")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.code().is_none(),
+        "the crash point was not reached: {}",
+        stderr(&o)
+    );
+    let left = (0..40)
+        .step_by(2)
+        .filter(|i| out.join(format!("k/{i:02}")).exists())
+        .count();
+    assert!(
+        left > 0 && left < 20,
+        "{left} of 20 deletions left after the kill"
+    );
+    let r = barge(&state, &["--json", "report"]);
+    let r = json_doc(&String::from_utf8_lossy(&r.stdout), "report");
+    assert!(r["report"]["deleting"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["report"]["done"], false);
+
+    // The next run finishes the same pass: every deletion, nothing else touched.
+    let (code, p) = sync_pass(&state, &src, &out, &["--max-delete", "50%"]);
+    assert_eq!(code, Some(0), "{p}");
+    assert_eq!(
+        p["pass"], 2,
+        "the interrupted pass is resumed, not a new one"
+    );
+    assert_eq!(p["record"]["runs"], 2);
+    assert_eq!(p["record"]["deleted"], 20);
+    assert_same_tree(&src, &out);
+    let c = ok(&barge(
+        &state,
+        &[
+            "cutover",
+            "--source",
+            src.to_str().unwrap(),
+            "--dest",
+            out.to_str().unwrap(),
+        ],
+    ));
+    assert!(c.contains("cutover: DONE"), "{c}");
+}

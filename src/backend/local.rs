@@ -237,9 +237,14 @@ pub struct LocalFile {
 
 impl LocalFile {
     /// Opens the file for reading (blocking).
+    /// A file deleted since it was listed is [`Error::Gone`].
     pub fn open(&self, key: &ObjectKey) -> Result<std::fs::File> {
-        std::fs::File::open(&self.path)
-            .map_err(|e| Error::object(key, format!("cannot open {}: {e}", self.path.display())))
+        std::fs::File::open(&self.path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::Gone {
+                what: format!("object {key}: {} is gone: {e}", self.path.display()),
+            },
+            _ => Error::object(key, format!("cannot open {}: {e}", self.path.display())),
+        })
     }
 
     /// After the whole file was read through `f`: the open file still has the listed size
@@ -515,6 +520,34 @@ impl Destination for LocalDest {
         tokio::task::spawn_blocking(move || walk(&root, &tx, true, false))
             .await
             .map_err(|e| Error::task(format!("listing {}", self.root.display()), e))?
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        let path = key_path(&self.root, key)?;
+        let (root, key) = (self.root.clone(), key.clone());
+        blocking(move || {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(Error::object(
+                        &key,
+                        format!("cannot delete {}: {e}", path.display()),
+                    ));
+                }
+            }
+            // Directories the object's key made and that are now empty go too (the
+            // source tree has none there either); the first non-empty one stops it.
+            let mut dir = path.parent();
+            while let Some(d) = dir.filter(|d| *d != root && d.starts_with(&root)) {
+                if std::fs::remove_dir(d).is_err() {
+                    break;
+                }
+                dir = d.parent();
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn cleanup(&self) -> Result<u64> {

@@ -317,6 +317,12 @@ pub trait Destination: Send + Sync {
             format!("{} cannot copy objects server-side", self.url()),
         ))
     }
+    /// Deletes an object barge wrote earlier (a sync pass found it gone from the source),
+    /// with its segments if it is a Swift SLO. An object already absent is not an error,
+    /// so a delete interrupted by a crash can be sent again. Durable when it returns Ok,
+    /// except where [`Destination::durable_on_put`] says otherwise (then after
+    /// [`Destination::sync`]).
+    async fn delete(&self, key: &ObjectKey) -> Result<()>;
     /// Lists what is at the destination (for verify).
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()>;
     /// Reads an object back (for verify --full).

@@ -962,6 +962,20 @@ impl Destination for S3Store {
         self.range_listing().run(&ListFrom::new(), &tx).await
     }
 
+    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        let k = self.full_key(key)?;
+        let what = format!("DELETE s3://{}/{k}", self.bucket);
+        self.throttle
+            .call(&what, || {
+                let req = self.client.delete_object().bucket(&self.bucket).key(&k);
+                let what = what.clone();
+                async move { req.send().await.map_err(|e| classify(&what, e)) }
+            })
+            .await
+            .map_err(|e| Error::object(key, e))?;
+        Ok(())
+    }
+
     async fn get(&self, key: &ObjectKey) -> Result<Reader> {
         let k = self.full_key(key)?;
         let what = format!("GET s3://{}/{k}", self.bucket);

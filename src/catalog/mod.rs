@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
 
 pub use records::{
-    ChunkOp, ChunkRecord, ChunkRef, ObjectRecord, ObjectState, RunRecord, SampleRecord,
+    ChunkOp, ChunkRecord, ChunkRef, ObjectRecord, ObjectState, PassRecord, RunRecord, SampleRecord,
     SegmentRecord, SegmentState,
 };
 
@@ -21,7 +21,10 @@ use crate::object::ObjectKey;
 /// Version of the catalog layout (column families, keys, value encodings).
 /// 2 added [`CF_SAMPLES`]; a version-1 catalog is upgraded in place when opened (the
 /// column family is created empty, nothing else changes).
-pub const CATALOG_FORMAT_VERSION: u32 = 3;
+/// 3 added `base` to segment records; 4 added [`CF_SEEN`], [`CF_PASSES`] and
+/// [`ObjectState::Deleting`] (a version-3 catalog is upgraded in place: the two column
+/// families are created empty).
+pub const CATALOG_FORMAT_VERSION: u32 = 4;
 
 /// Column family: small named settings and counters.
 pub const CF_META: &str = "meta";
@@ -38,13 +41,20 @@ pub const CF_RUNS: &str = "runs";
 /// time (unix ms, u64 BE) -> [`SampleRecord`]. Feeds the report's throughput chart.
 pub const CF_SAMPLES: &str = "samples";
 
-const ALL_CFS: [&str; 6] = [
+/// Column family: source key -> the number of the sync pass whose listing last saw it
+/// (u64 big-endian). Only sync passes write it; cleared when a new pass starts.
+pub const CF_SEEN: &str = "seen";
+/// Column family: pass number (u64 big-endian) -> [`PassRecord`].
+pub const CF_PASSES: &str = "passes";
+const ALL_CFS: [&str; 8] = [
     CF_META,
     CF_OBJECTS,
     CF_CHUNKS,
     CF_SEGMENTS,
     CF_RUNS,
     CF_SAMPLES,
+    CF_SEEN,
+    CF_PASSES,
 ];
 
 /// meta key: catalog format version (u32 LE).
@@ -117,6 +127,11 @@ pub struct ListingMark {
     pub last_key: Option<String>,
     /// Why it did not complete.
     pub reason: Option<String>,
+    /// The sync pass the listing belongs to (its keys are marked seen by that pass):
+    /// only the same pass resumes it, so no pass decides deletions on keys another
+    /// listing saw.
+    #[serde(default)]
+    pub pass: Option<u64>,
 }
 
 impl ListingMark {
@@ -220,10 +235,13 @@ impl Catalog {
             }
             Some(v) => {
                 let found = u32::from_le_bytes(v.as_slice().try_into().unwrap_or([0xff; 4]));
-                if found == 1 || found == 2 {
+                if (1..CATALOG_FORMAT_VERSION).contains(&found) {
                     // v1 -> v2: CF_SAMPLES was created above by create_missing_column_families.
                     // v2 -> v3: segment records gain `base`.
-                    cat.upgrade_segments_v3()?;
+                    // v3 -> v4: CF_SEEN and CF_PASSES, created above, empty.
+                    if found < 3 {
+                        cat.upgrade_segments_v3()?;
+                    }
                     cat.meta_put_sync(META_FORMAT, &CATALOG_FORMAT_VERSION.to_le_bytes())?;
                     tracing::info!(
                         "catalog upgraded from format {found} to {CATALOG_FORMAT_VERSION}"
@@ -718,6 +736,114 @@ impl Catalog {
         Ok(out)
     }
 
+    // ---- sync passes ----
+
+    /// Records that the listing of sync pass `pass` saw `key` (not synced: the listing's
+    /// checkpoint, synced, covers it before the listing may resume past the key).
+    pub fn mark_seen(&self, key: &ObjectKey, pass: u64) -> Result<()> {
+        let mut b = WriteBatch::default();
+        b.put_cf(self.cf(CF_SEEN)?, key.as_bytes(), pass.to_be_bytes());
+        self.write(b)
+    }
+
+    /// Forgets that a pass saw `key` (it was gone when fetched).
+    pub fn unsee(&self, key: &ObjectKey) -> Result<()> {
+        let mut b = WriteBatch::default();
+        b.delete_cf(self.cf(CF_SEEN)?, key.as_bytes());
+        self.write(b)
+    }
+
+    /// Whether the listing of sync pass `pass` saw `key`.
+    pub fn seen_in(&self, key: &ObjectKey, pass: u64) -> Result<bool> {
+        let v = self
+            .db
+            .get_cf(self.cf(CF_SEEN)?, key.as_bytes())
+            .map_err(|e| self.db_err(e))?;
+        Ok(v.is_some_and(|v| v.as_slice() == pass.to_be_bytes()))
+    }
+
+    /// Forgets every key an earlier pass saw (a new pass starts): one range deletion
+    /// from the first key to just past the last.
+    pub fn clear_seen(&self) -> Result<()> {
+        let cf = self.cf(CF_SEEN)?;
+        let last = match self.db.iterator_cf(cf, IteratorMode::End).next() {
+            Some(kv) => kv.map_err(|e| self.db_err(e))?.0,
+            None => return Ok(()),
+        };
+        let mut end = last.to_vec();
+        end.push(0);
+        let mut b = WriteBatch::default();
+        b.delete_range_cf(cf, &b""[..], &end[..]);
+        self.write_sync(b)
+    }
+
+    pub fn put_pass(&self, n: u64, rec: &PassRecord) -> Result<()> {
+        let mut b = WriteBatch::default();
+        b.put_cf(self.cf(CF_PASSES)?, n.to_be_bytes(), records::encode(rec));
+        self.write_sync(b)
+    }
+
+    /// Every pass, oldest first.
+    pub fn passes(&self) -> Result<Vec<(u64, PassRecord)>> {
+        let mut out = vec![];
+        for kv in self
+            .db
+            .iterator_cf(self.cf(CF_PASSES)?, IteratorMode::Start)
+        {
+            let (k, v) = kv.map_err(|e| self.db_err(e))?;
+            let n = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+            out.push((n, records::decode(&format_args!("pass {n}"), &v)?));
+        }
+        Ok(out)
+    }
+
+    /// The newest pass.
+    pub fn last_pass(&self) -> Result<Option<(u64, PassRecord)>> {
+        let cf = self.cf(CF_PASSES)?;
+        match self.db.iterator_cf(cf, IteratorMode::End).next() {
+            None => Ok(None),
+            Some(kv) => {
+                let (k, v) = kv.map_err(|e| self.db_err(e))?;
+                let n = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+                Ok(Some((n, records::decode(&format_args!("pass {n}"), &v)?)))
+            }
+        }
+    }
+
+    /// Marks an object `Deleting` (synced), unless it changed since `seen` was read.
+    /// Returns whether it did.
+    pub fn mark_deleting(&self, key: &ObjectKey, seen: &ObjectRecord) -> Result<bool> {
+        let _g = self.object_lock(key)?;
+        match self.get_object(key)? {
+            Some(rec) if rec == *seen => {
+                self.put_object_locked(key, &with_state(rec, ObjectState::Deleting), true)?;
+                Ok(true)
+            }
+            Some(rec) if rec.state == ObjectState::Deleting => Ok(true),
+            _ => Ok(false),
+        }
+    }
+
+    /// Removes a deleted object: its record (if still `Deleting`), its seen mark and its
+    /// chunk references, in one batch.
+    pub fn forget_deleted(&self, key: &ObjectKey) -> Result<()> {
+        let _g = self.object_lock(key)?;
+        let Some(rec) = self.get_object(key)? else {
+            return Ok(());
+        };
+        if rec.state != ObjectState::Deleting {
+            return Ok(());
+        }
+        let mut b = WriteBatch::default();
+        let chunks = self.cf(CF_CHUNKS)?;
+        for c in &rec.chunks {
+            b.merge_cf(chunks, c.id.0, ChunkOp::AddRefs(-1).encode());
+        }
+        b.delete_cf(self.cf(CF_OBJECTS)?, key.as_bytes());
+        b.delete_cf(self.cf(CF_SEEN)?, key.as_bytes());
+        self.write(b)
+    }
+
     // ---- writes ----
 
     fn write(&self, b: WriteBatch) -> Result<()> {
@@ -843,6 +969,60 @@ mod tests {
         assert_eq!(
             cat.meta_get(META_FORMAT).unwrap().unwrap(),
             CATALOG_FORMAT_VERSION.to_le_bytes()
+        );
+    }
+
+    #[test]
+    fn format_3_catalog_gains_the_sync_column_families_and_newer_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ObjectKey::from("a/b");
+        {
+            // A version-3 catalog as the previous release left it: six column families.
+            let mut o = Options::default();
+            o.create_if_missing(true);
+            o.create_missing_column_families(true);
+            let old = ["meta", "objects", "chunks", "segments", "runs", "samples"];
+            let db = DB::open_cf(&o, dir.path(), old).unwrap();
+            let rec = ObjectRecord {
+                size: 3,
+                version: "v".into(),
+                content_type: None,
+                user_meta: vec![],
+                blake3: Some([1; 32]),
+                chunks: vec![],
+                state: ObjectState::Drained,
+                checked: "md5".into(),
+                uploads: 1,
+                updated: 0,
+            };
+            let objects = db.cf_handle("objects").unwrap();
+            db.put_cf(objects, key.as_bytes(), records::encode(&rec))
+                .unwrap();
+            let meta = db.cf_handle("meta").unwrap();
+            db.put_cf(meta, META_FORMAT, 3u32.to_le_bytes()).unwrap();
+        }
+        let cat = Catalog::open(dir.path(), false).unwrap();
+        assert_eq!(
+            cat.meta_get(META_FORMAT).unwrap().unwrap(),
+            CATALOG_FORMAT_VERSION.to_le_bytes()
+        );
+        assert_eq!(
+            cat.get_object(&key).unwrap().unwrap().state,
+            ObjectState::Drained
+        );
+        assert!(cat.passes().unwrap().is_empty());
+        cat.mark_seen(&key, 1).unwrap();
+        assert!(cat.seen_in(&key, 1).unwrap());
+        assert!(!cat.seen_in(&key, 2).unwrap());
+        cat.clear_seen().unwrap();
+        assert!(!cat.seen_in(&key, 1).unwrap());
+        cat.meta_put_sync(META_FORMAT, &(CATALOG_FORMAT_VERSION + 1).to_le_bytes())
+            .unwrap();
+        drop(cat);
+        let e = Catalog::open(dir.path(), false).err().unwrap().to_string();
+        assert!(
+            e.contains("catalog format version 5, this barge reads version 4"),
+            "{e}"
         );
     }
 }

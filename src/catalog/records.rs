@@ -27,6 +27,11 @@ pub enum ObjectState {
     Verified,
     /// Failed at `stage` ("ingest" or "drain") for `reason`; retried on the next run.
     Failed { stage: String, reason: String },
+    /// Gone from a complete listing of the source: being deleted at the destination by a
+    /// sync pass (catalog format 4). Written, synced, before the delete is sent, so that a
+    /// crash in between leaves the object to delete again, and an object that reappears
+    /// at the source is fetched again rather than taken as already there.
+    Deleting,
 }
 
 impl ObjectState {
@@ -37,6 +42,7 @@ impl ObjectState {
             ObjectState::Drained => "drained",
             ObjectState::Verified => "verified",
             ObjectState::Failed { .. } => "failed",
+            ObjectState::Deleting => "deleting",
         }
     }
 
@@ -152,6 +158,58 @@ pub struct RunRecord {
     pub started: u64,
     pub finished: Option<u64>,
     pub counters: Vec<(String, u64)>,
+    pub outcome: Option<String>,
+}
+
+/// Value of the `passes` column family (catalog format 4). Key: pass number, u64
+/// big-endian. One pass of `barge sync` or `barge cutover`: what its listing found and
+/// what it did about it. Counters add up over the runs a pass took (a pass killed
+/// midway is finished by the next run, under the same number).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct PassRecord {
+    /// "sync" or "cutover".
+    pub kind: String,
+    pub source: String,
+    pub destination: String,
+    /// Unix seconds.
+    pub started: u64,
+    /// When its listing completed (Unix seconds).
+    pub listed: Option<u64>,
+    /// When the pass ended (Unix seconds); None while it runs or after it was killed.
+    pub finished: Option<u64>,
+    /// Runs of barge that worked on this pass (more than 1 after a kill).
+    pub runs: u32,
+    /// Seconds its listing took (the first run's start to the listing's end).
+    pub listing_secs: f64,
+    /// Seconds from the start of the pass to its end.
+    pub secs: f64,
+    /// Every object of the source was listed, without errors.
+    pub listing_complete: bool,
+    /// Entries the listing could not read.
+    pub listing_errors: u64,
+    /// Objects the catalog did not have (or never staged).
+    pub new: u64,
+    pub bytes_new: u64,
+    /// Objects with another size or version than the catalog's.
+    pub changed: u64,
+    pub bytes_changed: u64,
+    pub unchanged: u64,
+    pub bytes_unchanged: u64,
+    /// Objects absent from the listing that the pass deleted at the destination (or
+    /// forgot, when barge had never written them).
+    pub deleted: u64,
+    pub bytes_deleted: u64,
+    /// Objects absent from the listing still at the destination after the pass (kept,
+    /// refused by the limit, skipped after an incomplete listing, or failed).
+    pub deletes_pending: u64,
+    /// Objects that failed to fetch, stage, write or delete.
+    pub failed: u64,
+    /// Objects listed and gone by the time they were fetched.
+    pub vanished: u64,
+    /// What happened to deletions: "applied", "kept (--keep-deleted)", "refused: ...",
+    /// "skipped: ...".
+    pub deletions: String,
+    /// "ok", or what stopped the pass.
     pub outcome: Option<String>,
 }
 

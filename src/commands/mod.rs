@@ -4,6 +4,7 @@
 //!
 //! * [`stages`]: ingest, drain, verify, report, fsck, one stage each.
 //! * [`migrate`]: ingest and drain together, the repair pass, the final check.
+//! * [`sync`]: passes of migrate and deletions until `cutover` proves both sides equal.
 //! * [`live`]: the monitor, status API and progress display of a long command.
 //! * [`daemon`]: the node's service: status socket, job spool, self-test.
 //! * [`demo`]: the embedded default: a sample tree moved into a directory and verified.
@@ -14,6 +15,7 @@ pub mod demo;
 pub mod live;
 pub mod migrate;
 pub mod stages;
+pub mod sync;
 pub mod text;
 
 use std::path::PathBuf;
@@ -46,6 +48,11 @@ pub struct Settings {
     pub resume_listing_only: bool,
     /// Which objects of the source are part of the move.
     pub filter: crate::filter::FilterSpec,
+    /// Set by `sync` and `cutover` for the ingest of their pass (see
+    /// [`crate::ingest::IngestOptions::pass`]).
+    pub sync_pass: Option<u64>,
+    /// Set by `cutover` for the first run of its pass: list from the first key.
+    pub fresh_listing: bool,
 }
 
 impl Settings {

@@ -109,6 +109,8 @@ pub async fn ingest(
         notify,
         monitor,
         filter: s.filter.clone(),
+        pass: s.sync_pass,
+        fresh_listing: s.fresh_listing,
         ..Default::default()
     };
     if let Some(c) = s.concurrency {
@@ -151,7 +153,7 @@ pub async fn verify(
         Some(u) => Some(open_source(u, &s.source).await?),
         None => None,
     };
-    verify::run(node, d, src, full).await
+    verify::run(node, d, src, full, false).await
 }
 
 /// A report and the files written beside it.

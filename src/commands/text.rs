@@ -135,10 +135,16 @@ pub fn verify(r: &VerifyReport, full: bool, with_source: bool) -> String {
     if with_source {
         let _ = writeln!(
             out,
-            "source: {} listed, {} not in the catalog, {} changed since staged",
+            "source: {} listed, {} not in the catalog, {} changed since staged, {} gone from it{}",
             r.source_listed,
             r.source_only.len(),
-            r.changed_at_source.len()
+            r.changed_at_source.len(),
+            r.gone_at_source.len(),
+            if r.mirror {
+                ""
+            } else {
+                " (a move copies: not counted)"
+            }
         );
         list(&mut out, "only at the source", r.source_only.iter());
         list(
@@ -146,6 +152,9 @@ pub fn verify(r: &VerifyReport, full: bool, with_source: bool) -> String {
             "changed at the source",
             r.changed_at_source.iter(),
         );
+        if r.mirror {
+            list(&mut out, "gone from the source", r.gone_at_source.iter());
+        }
     }
     let _ = writeln!(out, "verdict: {}", if r.ok() { "DONE" } else { "NOT DONE" });
     out
@@ -185,5 +194,63 @@ pub fn listing_ranges(ranges: &[barge_tui::model::ListingRange]) -> String {
     if open.len() > RANGES_SHOWN {
         out.push_str(&format!("  ... and {} more\n", open.len() - RANGES_SHOWN));
     }
+    out
+}
+
+/// One sync or cutover pass: what its listing found and what it did.
+pub fn pass(p: &super::sync::PassOutcome) -> String {
+    let r = &p.record;
+    let mut out = format!(
+        "pass {} ({}, run {} of it): {} new ({:.3} GiB), {} changed ({:.3} GiB), {} unchanged, {} deleted ({:.3} GiB), {} vanished, {} failed; listing {} in {:.1}s\n",
+        p.number,
+        r.kind,
+        r.runs,
+        r.new,
+        gib(r.bytes_new),
+        r.changed,
+        gib(r.bytes_changed),
+        r.unchanged,
+        r.deleted,
+        gib(r.bytes_deleted),
+        r.vanished,
+        r.failed,
+        if r.listing_complete {
+            "complete"
+        } else {
+            "incomplete"
+        },
+        r.listing_secs
+    );
+    let _ = writeln!(out, "deletions: {}", r.deletions);
+    if let Some(d) = &p.deletions {
+        list(&mut out, "gone from the source", d.keys.iter());
+        for (k, why) in d.failed.iter().take(LISTED_PER_KIND) {
+            let _ = writeln!(out, "delete failed: {k}: {why}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "pass {}: {}",
+        p.number,
+        r.outcome.as_deref().unwrap_or("interrupted")
+    );
+    out
+}
+
+/// Where the cutover certificate went, and its verdict.
+pub fn certificate(c: &super::sync::Certificate, written: &[String]) -> String {
+    let mut out = String::new();
+    for w in written {
+        let _ = writeln!(out, "certificate: {w}");
+    }
+    let _ = writeln!(
+        out,
+        "digest: {} {} over {} objects ({:.3} GiB)",
+        c.digest.algorithm,
+        c.digest.value,
+        c.objects,
+        gib(c.bytes)
+    );
+    let _ = writeln!(out, "cutover: {}", c.verdict);
     out
 }

@@ -46,6 +46,72 @@ fn l(pairs: &[(&str, &str)]) -> Labels {
         .collect()
 }
 
+/// `barge_sync_*`: the pass, the lag and the cutover estimate of a sync.
+fn sync(r: &mut Registry, st: &barge_tui::model::SyncStatus) {
+    let mut sub = r.sub_registry_with_prefix("sync");
+    let r = &mut sub;
+    gauge1(
+        r,
+        "pass",
+        "The sync pass running, or the last one",
+        st.pass as f64,
+    );
+    gauge1(
+        r,
+        "passes_finished",
+        "Sync passes that ended",
+        st.passes_finished as f64,
+    );
+    gauge(
+        r,
+        "lag",
+        "What is known to differ between source and destination now",
+        &[
+            (l(&[("unit", "objects")]), st.lag_objects as f64),
+            (l(&[("unit", "bytes")]), st.lag_bytes as f64),
+        ],
+    );
+    gauge(
+        r,
+        "change_rate_per_hour",
+        "How fast the source changed between the last two passes",
+        &[
+            (l(&[("unit", "objects")]), st.change_objects_per_hour),
+            (l(&[("unit", "bytes")]), st.change_bytes_per_hour),
+        ],
+    );
+    gauge1(
+        r,
+        "last_pass_seconds",
+        "How long the last finished pass took",
+        st.last_pass_secs,
+    );
+    gauge(
+        r,
+        "last_pass_objects",
+        "What the last finished pass found and did",
+        &[
+            (l(&[("kind", "new")]), st.last_new as f64),
+            (l(&[("kind", "changed")]), st.last_changed as f64),
+            (l(&[("kind", "deleted")]), st.last_deleted as f64),
+            (l(&[("kind", "unchanged")]), st.last_unchanged as f64),
+            (l(&[("kind", "failed")]), st.last_failed as f64),
+        ],
+    );
+    gauge1(
+        r,
+        "estimated_final_pass_seconds",
+        "A rough length of a cutover pass started now",
+        st.estimated_final_pass_secs,
+    );
+    gauge(
+        r,
+        "phase",
+        "The sync's phase (1 for the current one)",
+        &[(l(&[("phase", st.phase.as_str())]), 1.0)],
+    );
+}
+
 /// Encodes `s` as Prometheus text.
 pub fn encode_status(s: &Status) -> String {
     let mut r = Registry::with_prefix("barge");
@@ -278,6 +344,9 @@ pub fn encode_status(s: &Status) -> String {
         "Seconds since the command started",
         s.uptime_secs,
     );
+    if let Some(st) = &s.sync {
+        sync(&mut r, st);
+    }
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &r);

@@ -164,6 +164,8 @@ pub struct Monitor {
     catalog: Mutex<Option<Arc<Catalog>>>,
     /// The listing's key ranges as last checkpointed.
     listing: Mutex<Vec<barge_tui::model::ListingRange>>,
+    /// A sync's pass, lag and estimate (set by the pass driver at each phase).
+    sync: Mutex<Option<barge_tui::model::SyncStatus>>,
 }
 
 impl std::fmt::Debug for Monitor {
@@ -199,6 +201,7 @@ impl Monitor {
             errors: Mutex::new(VecDeque::new()),
             history: Mutex::new(VecDeque::new()),
             listing: Mutex::new(vec![]),
+            sync: Mutex::new(None),
             drive_marks: Mutex::new(vec![]),
             paused,
             finished: AtomicBool::new(false),
@@ -243,6 +246,11 @@ impl Monitor {
     /// Shows the listing's key ranges (from the latest checkpoint).
     pub fn set_listing(&self, ranges: &crate::backend::ListFrom) {
         Self::set(&self.listing, crate::checkpoint::as_status(ranges));
+    }
+
+    /// Shows where a sync stands (see [`barge_tui::model::SyncStatus`]).
+    pub fn set_sync(&self, sync: barge_tui::model::SyncStatus) {
+        Self::set(&self.sync, Some(sync));
     }
 
     fn add_endpoint(&self, role: &str, t: Arc<Throttle>) {
@@ -515,6 +523,7 @@ impl Monitor {
                 .unwrap_or_default(),
             history,
             listing: Self::get(&self.listing),
+            sync: Self::get(&self.sync),
         }
     }
 

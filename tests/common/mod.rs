@@ -237,3 +237,34 @@ pub fn run_with_deadline(c: &mut Command, limit: std::time::Duration) -> (Option
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// The cutover certificate's digest of a tree, computed here from the files themselves:
+/// one line per file in ascending order of its relative path's bytes, "hex(path) size
+/// hex(BLAKE3 of the content)\n", and BLAKE3 over the lines.
+pub fn tree_digest(root: &Path) -> String {
+    let mut lines: Vec<(Vec<u8>, String)> = files_under(root)
+        .into_iter()
+        .map(|p| {
+            let rel = p
+                .strip_prefix(root)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec();
+            let data = std::fs::read(&p).unwrap();
+            let line = format!(
+                "{} {} {}\n",
+                hex::encode(&rel),
+                data.len(),
+                blake3::hash(&data).to_hex()
+            );
+            (rel, line)
+        })
+        .collect();
+    lines.sort();
+    let mut h = blake3::Hasher::new();
+    for (_, line) in lines {
+        h.update(line.as_bytes());
+    }
+    h.finalize().to_hex().to_string()
+}

@@ -42,6 +42,46 @@ pub struct Status {
     pub history: Vec<Sample>,
     /// The key ranges of the listing and how far each got (as last checkpointed).
     pub listing: Vec<ListingRange>,
+    /// A `barge sync` or `barge cutover`: its passes, lag and cutover estimate.
+    pub sync: Option<SyncStatus>,
+}
+
+/// Where a continuous sync stands: the pass, what is known to differ, how fast the
+/// source changes and how long a final (cutover) pass would take.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SyncStatus {
+    /// The pass running, or the last one.
+    pub pass: u64,
+    /// "sync" or "cutover".
+    pub kind: String,
+    /// "moving" (listing, staging, draining), "deleting", "verifying", "waiting",
+    /// "finished".
+    pub phase: String,
+    pub passes_finished: u64,
+    /// Objects (and their bytes) known to differ between source and destination now:
+    /// new or changed and not yet at the destination, failed, or gone from the source
+    /// and not yet deleted.
+    pub lag_objects: u64,
+    pub lag_bytes: u64,
+    /// How fast the source changed between the last two passes (new, changed and
+    /// deleted objects; new and changed bytes).
+    pub change_objects_per_hour: f64,
+    pub change_bytes_per_hour: f64,
+    /// The last finished pass: how long it took, and its listing.
+    pub last_pass_secs: f64,
+    pub last_listing_secs: f64,
+    /// What the last finished pass found and did.
+    pub last_new: u64,
+    pub last_changed: u64,
+    pub last_deleted: u64,
+    pub last_unchanged: u64,
+    pub last_failed: u64,
+    pub last_deletions: String,
+    /// A rough length of a final pass started now (see ARCHITECTURE.md, "Sync").
+    pub estimated_final_pass_secs: f64,
+    /// When the next pass starts (Unix seconds), while waiting.
+    pub next_pass_unix: Option<u64>,
 }
 
 /// One key range of a listing: the keys after `after` up to `until` (none: to the end).

@@ -149,6 +149,35 @@ fn an_unhealthy_drive_is_red_and_disconnection_is_shown() {
 }
 
 #[test]
+fn a_sync_shows_its_pass_lag_and_cutover_estimate_in_80x24() {
+    let mut s = recorded();
+    let (plain, _) = render(&s, &View::default(), 80, 24);
+    assert!(
+        !plain.contains(" lag "),
+        "no sync line without a sync:\n{plain}"
+    );
+    s.command = "sync".into();
+    s.sync = Some(crate::model::SyncStatus {
+        pass: 7,
+        kind: "sync".into(),
+        phase: "deleting".into(),
+        passes_finished: 6,
+        lag_objects: 42,
+        lag_bytes: 3_000_000,
+        change_objects_per_hour: 120.0,
+        estimated_final_pass_secs: 125.0,
+        last_pass_secs: 600.0,
+        ..Default::default()
+    });
+    let (screen, _) = render(&s, &View::default(), 80, 24);
+    assert!(screen.contains("sync pass 7 deleting"), "{screen}");
+    assert!(screen.contains("lag 42 obj"), "{screen}");
+    assert!(screen.contains("changes 120 obj/h"), "{screen}");
+    // The rest of the dashboard is still there.
+    assert!(screen.contains("throughput MB/s"), "{screen}");
+}
+
+#[test]
 fn the_daemon_between_jobs_is_idle_not_finished() {
     let mut s = recorded();
     s.command = "idle".into();

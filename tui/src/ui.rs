@@ -6,6 +6,7 @@
 //! ```text
 //!  title: command, source → destination, uptime, RUNNING / PAUSED / DISCONNECTED
 //!  progress gauge with bytes done, total, ETA and objects per second
+//!  sync: pass, phase, lag, change rate, cutover estimate  (only for sync/cutover)
 //!  ┌ throughput ─────────────┐┌ objects ─────────────────┐
 //!  │ staged / drained MB/s   ││ counts, rates, queues,    │
 //!  │ over the last minutes   ││ dedup and encryption      │
@@ -106,11 +107,13 @@ fn boxed(title: &str) -> Block<'_> {
 pub fn draw(f: &mut Frame, s: &Status, v: &View) {
     let area = f.area();
     let chart_h = ((area.height.saturating_sub(4)) / 2).max(8);
+    let sync_h = u16::from(s.sync.is_some());
     let rows = Layout::default()
         .direction(Direction::Vertical)
         .constraints([
             Constraint::Length(1),
             Constraint::Length(1),
+            Constraint::Length(sync_h),
             Constraint::Length(chart_h),
             Constraint::Min(4),
             Constraint::Length(1),
@@ -118,20 +121,54 @@ pub fn draw(f: &mut Frame, s: &Status, v: &View) {
         .split(area);
     draw_title(f, rows[0], s, v);
     draw_progress(f, rows[1], s);
+    if let Some(sync) = &s.sync {
+        f.render_widget(Paragraph::new(sync_line(sync)), rows[2]);
+    }
     let mid = Layout::default()
         .direction(Direction::Horizontal)
         .constraints([Constraint::Percentage(50), Constraint::Percentage(50)])
-        .split(rows[2]);
+        .split(rows[3]);
     draw_chart(f, mid[0], s);
     draw_counters(f, mid[1], s);
-    draw_bottom(f, rows[3], s, v);
+    draw_bottom(f, rows[4], s, v);
     let help = match &v.message {
         Some(m) => Line::from(Span::styled(m.clone(), Style::default().fg(Color::Cyan))),
         None => Line::from(
             "p pause/resume  +/- concurrency  ]/[ rate cap  tab panel  \u{2191}\u{2193} scroll  q quit",
         ),
     };
-    f.render_widget(Paragraph::new(help), rows[4]);
+    f.render_widget(Paragraph::new(help), rows[5]);
+}
+
+/// One line for a sync: the pass and its phase, the lag (known differences), the
+/// source's change rate and how long a cutover pass would take now.
+pub fn sync_line(st: &crate::model::SyncStatus) -> Line<'static> {
+    let lag_color = if st.lag_objects == 0 {
+        Color::Green
+    } else {
+        Color::Yellow
+    };
+    Line::from(vec![
+        Span::styled(
+            format!(" {} pass {} {} ", st.kind, st.pass, st.phase),
+            Style::default().add_modifier(Modifier::BOLD),
+        ),
+        Span::styled(
+            format!(
+                " lag {} obj {} ",
+                st.lag_objects,
+                bytes(st.lag_bytes as f64)
+            ),
+            Style::default().fg(lag_color),
+        ),
+        Span::raw(format!(
+            " changes {:.0} obj/h {}/h  last pass {}  cutover ~{}",
+            st.change_objects_per_hour,
+            bytes(st.change_bytes_per_hour),
+            secs(st.last_pass_secs),
+            secs(st.estimated_final_pass_secs)
+        )),
+    ])
 }
 
 fn draw_title(f: &mut Frame, r: Rect, s: &Status, v: &View) {

@@ -972,6 +972,53 @@ impl Destination for SwiftStore {
         Ok(())
     }
 
+    /// `multipart-manifest=delete`: a plain object is deleted as it is, an SLO with its
+    /// segments (and its sub-manifests' segments). Swift answers an SLO delete with 200
+    /// and a bulk-delete result whose own status and errors say whether it worked.
+    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        let (c, name) = self.name_of(key)?;
+        let path = format!(
+            "/{}/{}?multipart-manifest=delete",
+            escape_container(&c),
+            escape_object(&name)
+        );
+        let what = format!("DELETE swift://{c}/{name}");
+        let accept = [("Accept", "application/json".to_string())];
+        let r = self
+            .client
+            .call(
+                &what,
+                Method::DELETE,
+                &path,
+                &accept,
+                None,
+                &[200, 204, 404],
+            )
+            .await
+            .map_err(|e| Error::object(key, e))?;
+        if r.status.as_u16() != 200 || r.body.is_empty() {
+            return Ok(());
+        }
+        let res: serde_json::Value = serde_json::from_slice(&r.body).map_err(|e| {
+            Error::object(
+                key,
+                format!("{what}: the bulk-delete result is not JSON: {e}"),
+            )
+        })?;
+        let status = res["Response Status"].as_str().unwrap_or("");
+        let errors = res["Errors"].as_array().map_or(0, Vec::len);
+        if (status.starts_with('2') || status.starts_with("404")) && errors == 0 {
+            return Ok(());
+        }
+        Err(Error::object(
+            key,
+            format!(
+                "{what}: {status}, {errors} segments not deleted: {}",
+                res["Errors"]
+            ),
+        ))
+    }
+
     async fn get(&self, key: &ObjectKey) -> Result<Reader> {
         let (c, name) = self.name_of(key)?;
         let path = format!("/{}/{}", escape_container(&c), escape_object(&name));

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use barge::commands::live::{Live, LiveOptions};
 use barge::commands::stages::{self, ReportOutcome};
 use barge::commands::text::{self, gib};
-use barge::commands::{Timed, demo, migrate};
+use barge::commands::{Timed, demo, migrate, sync};
 use barge::drain::DrainSummary;
 use barge::ingest::IngestSummary;
 use barge::monitor::{self, Mode, progress::Style};
@@ -178,6 +178,61 @@ pub async fn migrate(
     Ok(code(moved.complete() && check.done()))
 }
 
+pub async fn sync(
+    g: &Global,
+    source: &str,
+    dest: &str,
+    o: &sync::SyncOptions,
+    tune: &Tune,
+) -> Result<ExitCode> {
+    let node = g.open()?;
+    let mut s = g.settings(Some(tune));
+    s.filter = g.filters.spec()?;
+    let live = live(g, &node, "sync", Mode::Migrate).await?;
+    let mut last_ok = true;
+    let json = g.json;
+    let mut each = |p: &sync::PassOutcome| {
+        last_ok = p.complete();
+        print_doc(
+            json,
+            || serde_json::json!({ "pass": p.number, "record": p.record, "deletions": p.deletions }),
+            || text::pass(p),
+        );
+    };
+    let ran = sync::sync(&s, &node, source, dest, o, live.monitor.clone(), &mut each).await;
+    live.finish();
+    ran?;
+    Ok(code(last_ok))
+}
+
+pub async fn cutover(
+    g: &Global,
+    source: &str,
+    dest: &str,
+    o: &sync::CutoverOptions,
+    tune: &Tune,
+) -> Result<ExitCode> {
+    let node = g.open()?;
+    let mut s = g.settings(Some(tune));
+    s.filter = g.filters.spec()?;
+    let live = live(g, &node, "cutover", Mode::Migrate).await?;
+    let out = sync::cutover(&s, &node, source, dest, o, live.monitor.clone()).await;
+    live.finish();
+    let out = out?;
+    print_doc(
+        g.json,
+        || serde_json::json!({ "pass": out.pass.number, "record": out.pass.record, "deletions": out.pass.deletions }),
+        || text::pass(&out.pass),
+    );
+    print_verify(g.json, &out.verify, o.full, true);
+    print_doc(
+        g.json,
+        || serde_json::json!({ "certificate": out.certificate, "written": out.written }),
+        || text::certificate(&out.certificate, &out.written),
+    );
+    Ok(code(out.done()))
+}
+
 pub async fn verify(g: &Global, dest: &str, source: Option<&str>, full: bool) -> Result<ExitCode> {
     let node = g.open()?;
     let r = stages::verify(&g.settings(None), &node, dest, source, full).await?;
@@ -299,6 +354,9 @@ pub async fn status(g: &Global) -> Result<ExitCode> {
             );
             println!("progress    {}", monitor::progress::line(&live));
             print!("{}", text::listing_ranges(&live.listing));
+            if let Some(st) = &live.sync {
+                print!("{}", barge::passes::describe(st));
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }

@@ -216,6 +216,47 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         tune: Tune,
     },
+    /// Follow a changing source: passes of list, stage, drain and delete (what the
+    /// source deleted, only objects barge wrote) until stopped; each pass is recorded.
+    Sync {
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        dest: String,
+        /// Time from the start of one pass to the start of the next ("30m", "1h").
+        /// Default: the next pass starts when the last ends.
+        #[arg(long, value_parser = barge::filter::parse_age)]
+        interval: Option<u64>,
+        /// Stop after this many passes. Default: run until stopped (SIGINT, SIGTERM).
+        #[arg(long)]
+        passes: Option<u64>,
+        #[command(flatten)]
+        deletes: Deletes,
+        /// Do not delete at the destination what the source deleted; only report it.
+        #[arg(long)]
+        keep_deleted: bool,
+        #[command(flatten)]
+        tune: Tune,
+    },
+    /// The final pass, once the source is frozen: a full listing, the last changes and
+    /// deletions, a verify of source and destination, DONE only if they are identical,
+    /// and a cutover certificate (JSON) in the state directory.
+    Cutover {
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        dest: String,
+        /// Verify by downloading every object and comparing its BLAKE3.
+        #[arg(long)]
+        full: bool,
+        /// Also write the certificate at the destination, as .barge/cutover-certificate.json.
+        #[arg(long)]
+        publish: bool,
+        #[command(flatten)]
+        deletes: Deletes,
+        #[command(flatten)]
+        tune: Tune,
+    },
     /// List the source as ingest would (key ranges in parallel) and print how many
     /// objects and bytes it holds; nothing is stored, no state directory is needed.
     List {
@@ -382,6 +423,15 @@ pub(crate) struct InitArgs {
 }
 
 #[derive(Args, Clone)]
+pub(crate) struct Deletes {
+    /// Most objects one pass may delete at the destination: a count ("500") or a
+    /// percentage of the objects in the catalog ("1%"). A pass that would delete more
+    /// deletes nothing and says so.
+    #[arg(long, default_value = "1%", value_parser = |s: &str| s.parse::<barge::reconcile::MaxDelete>().map_err(|e| e.to_string()))]
+    pub max_delete: barge::reconcile::MaxDelete,
+}
+
+#[derive(Args, Clone)]
 pub(crate) struct Tune {
     /// Most objects fetched (ingest) or written (drain) at once. Default: ingest 256,
     /// drain 64, as many as a budget of bytes in flight and the endpoint's window allow.
@@ -462,6 +512,8 @@ impl Global {
             inventory: None,
             resume_listing_only: false,
             filter: Default::default(),
+            sync_pass: None,
+            fresh_listing: false,
         }
     }
 

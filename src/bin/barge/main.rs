@@ -63,6 +63,38 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let l = actions::Listing::new(inventory, *resume_listing_only);
             actions::migrate(g, source, dest, &l, tune).await
         }
+        Cmd::Sync {
+            source,
+            dest,
+            interval,
+            passes,
+            deletes,
+            keep_deleted,
+            tune,
+        } => {
+            let o = barge::commands::sync::SyncOptions {
+                max_delete: deletes.max_delete,
+                keep_deleted: *keep_deleted,
+                passes: *passes,
+                interval: interval.map(std::time::Duration::from_secs),
+            };
+            actions::sync(g, source, dest, &o, tune).await
+        }
+        Cmd::Cutover {
+            source,
+            dest,
+            full,
+            publish,
+            deletes,
+            tune,
+        } => {
+            let o = barge::commands::sync::CutoverOptions {
+                max_delete: deletes.max_delete,
+                full: *full,
+                publish: *publish,
+            };
+            actions::cutover(g, source, dest, &o, tune).await
+        }
         Cmd::Verify { dest, source, full } => {
             actions::verify(g, dest, source.as_deref(), *full).await
         }
