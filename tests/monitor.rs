@@ -353,3 +353,70 @@ fn a_paused_run_lists_everything_before_it_resumes() {
     assert!(stdout.contains("DONE"), "{stdout}");
     assert_same_tree(&src, &out);
 }
+
+/// Issue 16: an object deleted at the source while a pass is fetching it (listed
+/// changed, then gone before the paused pass fetched it) is counted vanished, not
+/// failed, and its old copy leaves the destination with that pass. While the pass is
+/// paused, the status document and /metrics show the sync's pass and lag.
+#[test]
+fn an_object_deleted_while_a_pass_fetches_it_is_vanished_not_failed() {
+    let d = tmp();
+    let (src, state, out) = (
+        d.path().join("src"),
+        d.path().join("state"),
+        d.path().join("out"),
+    );
+    for i in 0..10u64 {
+        write(&src, format!("d/{i}").as_bytes(), &rand_bytes(i, 4_000));
+    }
+    init_small(&state, &[]);
+    let sync = |extra: &[&str]| {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(extra);
+        a.extend([
+            "sync",
+            "--passes",
+            "1",
+            "--source",
+            src.to_str().unwrap(),
+            "--dest",
+            out.to_str().unwrap(),
+        ]);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let a = sync(&[]);
+    ok(&barge(
+        &state,
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    write(&src, b"d/5", &rand_bytes(55, 4_100));
+    let a = sync(&["--start-paused"]);
+    let child = spawn(&state, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    let sock = state.join("barge.sock");
+    let s = wait_for("the paused pass's listing", Duration::from_secs(60), || {
+        live(&sock).filter(|s| s.progress.listing_done)
+    });
+    let sync_st = s.sync.expect("a sync shows its pass");
+    assert_eq!((sync_st.pass, sync_st.phase.as_str()), (2, "moving"));
+    assert_eq!(
+        s.totals.staged_objects, 0,
+        "nothing is fetched while paused"
+    );
+    let (code, body) = client::request(&Target::Unix(sock.clone()), "GET", "/metrics").unwrap();
+    assert_eq!(code, 200);
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("barge_sync_pass 2"), "{text}");
+    assert!(
+        text.contains("barge_sync_estimated_final_pass_seconds"),
+        "{text}"
+    );
+    std::fs::remove_file(src.join("d/5")).unwrap();
+    client::control(&Target::Unix(sock.clone()), Action::Resume).unwrap();
+    let stdout = finish(child);
+    let r = &json_doc(&stdout, "pass")["record"];
+    assert_eq!(r["vanished"], 1, "{stdout}");
+    assert_eq!(r["failed"], 0, "{stdout}");
+    assert_eq!(r["deleted"], 1, "{stdout}");
+    assert_eq!(r["outcome"], "ok", "{stdout}");
+    assert_same_tree(&src, &out);
+}

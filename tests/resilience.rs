@@ -170,10 +170,15 @@ fn s3_bucket_from(env: &Env, url: &str, src: &Path, concurrency: usize) {
 /// barge on `state` with the SAIO's S3 keys (its s3api as the source endpoint) and its
 /// Swift account in the environment.
 fn barge_saio(env: &Env, state: &Path) -> Command {
+    barge_saio_via(env, state, &env["SAIO_S3_ENDPOINT"])
+}
+
+/// [`barge_saio`] with another S3 source endpoint (a fault proxy in front of the SAIO).
+fn barge_saio_via(env: &Env, state: &Path, endpoint: &str) -> Command {
     let mut c = bin();
     c.arg("--state")
         .arg(state)
-        .args(["--source-endpoint", &env["SAIO_S3_ENDPOINT"]])
+        .args(["--source-endpoint", endpoint])
         .env("AWS_ACCESS_KEY_ID", &env["SAIO_S3_ACCESS_KEY"])
         .env("AWS_SECRET_ACCESS_KEY", &env["SAIO_S3_SECRET_KEY"])
         .env("AWS_REGION", "us-east-1")
@@ -1283,4 +1288,225 @@ fn an_object_beyond_one_manifest_is_written_as_a_nested_slo() {
         .count();
     assert_eq!((names.len() - subs, subs), (40, 3), "{segs}");
     assert_container_equals_tree(env, &container, &src);
+}
+
+/// Runs one `barge --json sync --passes 1` (or another command) from `bucket_url` into
+/// Swift `container` of the SAIO; returns the exit code and stdout.
+fn saio_sync(
+    env: &Env,
+    state: &Path,
+    endpoint: Option<&str>,
+    args: &[&str],
+) -> (Option<i32>, String) {
+    let mut c = match endpoint {
+        Some(e) => barge_saio_via(env, state, e),
+        None => barge_saio(env, state),
+    };
+    c.args(["--down-after", "2"]);
+    let o = c
+        .args([
+            "--large-threshold",
+            "2MiB",
+            "--slo-segment-size",
+            "1MiB",
+            "--json",
+        ])
+        .args(args)
+        .output()
+        .expect("run barge");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.code().is_some_and(|c| c == 0 || c == 3),
+        "barge {args:?} failed ({:?}): {out}{}",
+        o.status,
+        stderr(&o)
+    );
+    (o.status.code(), out)
+}
+
+fn pass_counts(out: &str) -> [u64; 4] {
+    let r = &json_doc(out, "pass")["record"];
+    ["new", "changed", "deleted", "unchanged"].map(|k| r[k].as_u64().unwrap())
+}
+
+/// Issue 16: a bucket in the SAIO's s3api followed into Swift. Pass 1 moves it; then
+/// objects are overwritten (same size other content; another size, an SLO), deleted
+/// (one of them an SLO, whose segments must go too), added and one renamed; pass 2
+/// makes the container equal to the changed bucket (downloaded with the swift CLI)
+/// and records the counts; cutover ends DONE with the digest computed here from the
+/// objects' contents.
+#[test]
+fn sync_follows_a_changing_bucket_into_swift_until_cutover() {
+    let env = saio();
+    let t = tmp();
+    let src = t.path().join("src");
+    for i in 0..24u64 {
+        let key = if i % 3 == 0 {
+            format!("flat-{i:03}")
+        } else {
+            format!("d{}/o{i:03}", i % 4)
+        };
+        write(
+            &src,
+            key.as_bytes(),
+            &rand_bytes(2_000 + i, 1_000 + i as usize * 700),
+        );
+    }
+    write(&src, b"big/changes", &rand_bytes(2_100, 3_000_000));
+    write(&src, b"big/goes", &rand_bytes(2_101, 2_500_000));
+    let pid = std::process::id();
+    let bucket = format!("syncsrc{pid}");
+    let url = format!("s3://{bucket}");
+    s3_bucket_from(env, &url, &src, 10);
+    let container = format!("syncdst{pid}");
+    let dest = format!("swift://{container}");
+    let state = t.path().join("state");
+    init_small(&state, &[]);
+    let sync = ["sync", "--passes", "1", "--source", &url, "--dest", &dest];
+    let (code, out) = saio_sync(env, &state, None, &sync);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(pass_counts(&out), [26, 0, 0, 0]);
+    assert_container_equals_tree(env, &container, &src);
+
+    // The source changes, through the S3 API, and the local tree mirrors it.
+    let put = |key: &str, data: &[u8]| {
+        let p = write(&src, key.as_bytes(), data);
+        must(
+            aws_s3(env)
+                .args(["s3", "cp", "--quiet"])
+                .arg(&p)
+                .arg(format!("{url}/{key}")),
+        );
+    };
+    let rm = |key: &str| {
+        std::fs::remove_file(src.join(key)).unwrap();
+        must(aws_s3(env).args(["s3", "rm", "--quiet", &format!("{url}/{key}")]));
+    };
+    put("d1/o001", &rand_bytes(3_000, 1_700)); // same size, other content
+    put("big/changes", &rand_bytes(3_001, 2_200_000)); // another size, still an SLO
+    rm("flat-003");
+    rm("big/goes");
+    put("new/one", b"added after pass 1");
+    std::fs::create_dir_all(src.join("moved")).unwrap();
+    std::fs::rename(src.join("d2/o002"), src.join("moved/o002")).unwrap();
+    must(aws_s3(env).args([
+        "s3",
+        "mv",
+        "--quiet",
+        &format!("{url}/d2/o002"),
+        &format!("{url}/moved/o002"),
+    ]));
+
+    let mut sync2 = sync.to_vec();
+    sync2.extend(["--max-delete", "3"]);
+    let (code, out) = saio_sync(env, &state, None, &sync2);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        pass_counts(&out),
+        [2, 2, 3, 21],
+        "new, changed, deleted, unchanged: {out}"
+    );
+    assert_container_equals_tree(env, &container, &src);
+    let segs = must(swift_cli(env).args([
+        "list",
+        &format!("{container}_segments"),
+        "--prefix",
+        "big/goes/",
+    ]));
+    assert!(
+        segs.trim().is_empty(),
+        "segments of a deleted SLO are left: {segs}"
+    );
+
+    let (code, out) = saio_sync(
+        env,
+        &state,
+        None,
+        &[
+            "cutover",
+            "--full",
+            "--publish",
+            "--source",
+            &url,
+            "--dest",
+            &dest,
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let c = &json_doc(&out, "certificate")["certificate"];
+    assert_eq!(c["done"], true, "{out}");
+    assert_eq!(c["objects"], 25);
+    assert_eq!(c["digest"]["value"].as_str().unwrap(), tree_digest(&src));
+    let published = must(swift_cli(env).args([
+        "download",
+        &container,
+        ".barge/cutover-certificate.json",
+        "-o",
+        "-",
+    ]));
+    let published: serde_json::Value = serde_json::from_str(&published).unwrap();
+    assert_eq!(published["digest"], c["digest"]);
+}
+
+/// Issue 16: a pass whose listing fails deletes nothing (the objects gone from the
+/// source stay at the destination, and the pass says why); the next pass with a whole
+/// listing deletes them.
+#[test]
+fn a_sync_pass_whose_listing_fails_deletes_nothing() {
+    use common::proxy::{self, Fault};
+    let env = saio();
+    let t = tmp();
+    let src = t.path().join("src");
+    for i in 0..30u64 {
+        write(
+            &src,
+            format!("k{i:03}").as_bytes(),
+            &rand_bytes(4_000 + i, 1_500),
+        );
+    }
+    let bucket = format!("synclistfail{}", std::process::id());
+    let url = format!("s3://{bucket}");
+    s3_bucket_from(env, &url, &src, 10);
+    let out_dir = t.path().join("out");
+    let state = t.path().join("state");
+    init_small(&state, &[]);
+    let sync = [
+        "sync",
+        "--passes",
+        "1",
+        "--max-delete",
+        "100%",
+        "--source",
+        &url,
+        "--dest",
+        out_dir.to_str().unwrap(),
+    ];
+    let (code, _) = saio_sync(env, &state, None, &sync);
+    assert_eq!(code, Some(0));
+    for i in 0..10 {
+        let key = format!("k{i:03}");
+        std::fs::remove_file(src.join(&key)).unwrap();
+        must(aws_s3(env).args(["s3", "rm", "--quiet", &format!("{url}/{key}")]));
+    }
+    let p = proxy::start(saio_addr(env), vec![Fault::ServerError]);
+    let (code, out) = saio_sync(env, &state, Some(&format!("http://{}", p.addr)), &sync);
+    drop(p);
+    assert_eq!(code, Some(3), "{out}");
+    let r = &json_doc(&out, "pass")["record"];
+    assert_eq!(r["listing_complete"], false, "{out}");
+    assert!(
+        r["deletions"].as_str().unwrap().starts_with("skipped:"),
+        "{out}"
+    );
+    assert_eq!(r["deleted"], 0);
+    assert_eq!(
+        files_under(&out_dir).len(),
+        30,
+        "a failed listing deleted something"
+    );
+
+    let (code, out) = saio_sync(env, &state, None, &sync);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(json_doc(&out, "pass")["record"]["deleted"], 10);
+    assert_same_tree(&src, &out_dir);
 }

@@ -562,6 +562,35 @@ impl SwiftStore {
         ok
     }
 
+    /// Deletes an SLO with its segments. Swift answers with 200 and a bulk-delete result
+    /// whose own status and error list say whether it worked.
+    async fn delete_slo(&self, key: &ObjectKey, what: &str, path: &str) -> Result<()> {
+        let accept = [("Accept", "application/json".to_string())];
+        let r = self
+            .client
+            .call(what, Method::DELETE, path, &accept, None, &[200, 204, 404])
+            .await
+            .map_err(|e| Error::object(key, e))?;
+        if r.status.as_u16() != 200 || r.body.is_empty() {
+            return Ok(());
+        }
+        let res: serde_json::Value = serde_json::from_slice(&r.body).map_err(|e| {
+            Error::object(
+                key,
+                format!("{what}: the bulk-delete result is not JSON: {e}"),
+            )
+        })?;
+        let status = res["Response Status"].as_str().unwrap_or("");
+        let errors = res["Errors"].as_array().map_or(0, Vec::len);
+        if (status.starts_with('2') || status.starts_with("404")) && errors == 0 {
+            return Ok(());
+        }
+        Err(Error::object(
+            key,
+            format!("{what}: {status}, {errors} not deleted: {}", res["Errors"]),
+        ))
+    }
+
     /// The store's object name prefix ("" or ending in "/").
     fn prefix_slash(&self) -> String {
         if self.prefix.is_empty() {
@@ -972,51 +1001,35 @@ impl Destination for SwiftStore {
         Ok(())
     }
 
-    /// `multipart-manifest=delete`: a plain object is deleted as it is, an SLO with its
-    /// segments (and its sub-manifests' segments). Swift answers an SLO delete with 200
-    /// and a bulk-delete result whose own status and errors say whether it worked.
+    /// A HEAD says whether the object is an SLO (Swift refuses `multipart-manifest=delete`
+    /// of a plain object, and a plain DELETE of a manifest would leave its segments): an
+    /// SLO is deleted with `multipart-manifest=delete` (its segments and its
+    /// sub-manifests' segments too), anything else with a plain DELETE.
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
         let (c, name) = self.name_of(key)?;
-        let path = format!(
-            "/{}/{}?multipart-manifest=delete",
-            escape_container(&c),
-            escape_object(&name)
-        );
-        let what = format!("DELETE swift://{c}/{name}");
-        let accept = [("Accept", "application/json".to_string())];
-        let r = self
+        let path = format!("/{}/{}", escape_container(&c), escape_object(&name));
+        let what = format!("HEAD swift://{c}/{name}");
+        let head = self
             .client
-            .call(
-                &what,
-                Method::DELETE,
-                &path,
-                &accept,
-                None,
-                &[200, 204, 404],
-            )
+            .call(&what, Method::HEAD, &path, &[], None, &[200, 204, 404])
             .await
             .map_err(|e| Error::object(key, e))?;
-        if r.status.as_u16() != 200 || r.body.is_empty() {
+        if head.status.as_u16() == 404 {
             return Ok(());
         }
-        let res: serde_json::Value = serde_json::from_slice(&r.body).map_err(|e| {
-            Error::object(
-                key,
-                format!("{what}: the bulk-delete result is not JSON: {e}"),
-            )
-        })?;
-        let status = res["Response Status"].as_str().unwrap_or("");
-        let errors = res["Errors"].as_array().map_or(0, Vec::len);
-        if (status.starts_with('2') || status.starts_with("404")) && errors == 0 {
+        let slo = head
+            .header("x-static-large-object")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let what = format!("DELETE swift://{c}/{name}");
+        if !slo {
+            self.client
+                .call(&what, Method::DELETE, &path, &[], None, &[204, 404])
+                .await
+                .map_err(|e| Error::object(key, e))?;
             return Ok(());
         }
-        Err(Error::object(
-            key,
-            format!(
-                "{what}: {status}, {errors} segments not deleted: {}",
-                res["Errors"]
-            ),
-        ))
+        self.delete_slo(key, &what, &format!("{path}?multipart-manifest=delete"))
+            .await
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Reader> {
