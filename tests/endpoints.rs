@@ -1019,3 +1019,82 @@ fn parts_grow_to_fit_a_lowered_part_limit_on_radosgw() {
         "downloaded object differs"
     );
 }
+
+/// Issue 16 on an S3 destination (radosgw): a directory followed by sync passes, a
+/// change and two deletions reach the bucket (DeleteObject), nothing else in it is
+/// touched, and cutover certifies it.
+#[test]
+fn sync_into_radosgw_deletes_what_the_source_deleted() {
+    let e = ceph();
+    let t = tmp();
+    let dst_b = uniq("syncceph-");
+    let s3 = ceph_s3(e);
+    let a = || aws(s3.0, s3.1, s3.2);
+    let src = t.path().join("src");
+    for i in 0..12u64 {
+        write(
+            &src,
+            format!("s/{i:02}").as_bytes(),
+            &rand_bytes(80 + i, 900 + i as usize * 300),
+        );
+    }
+    run_ok(a().args(["s3", "mb", &format!("s3://{dst_b}")]));
+    let other = t.path().join("other");
+    write(&other, b"x", b"not barge's");
+    run_ok(
+        a().args(["s3", "cp"])
+            .arg(other.join("x"))
+            .arg(format!("s3://{dst_b}/other/x")),
+    );
+    let state = t.path().join("state");
+    init_small(&state, &[]);
+    let dest = format!("s3://{dst_b}/synced");
+    let run = |args: &[&str]| {
+        let mut all = vec!["--json", "--dest-endpoint", s3.0];
+        all.extend_from_slice(args);
+        barge_env(&state, Some(s3), None, None, &all)
+    };
+    let sync = [
+        "sync",
+        "--passes",
+        "1",
+        "--max-delete",
+        "2",
+        "--source",
+        src.to_str().unwrap(),
+        "--dest",
+        &dest,
+    ];
+    ok(&run(&sync));
+    std::fs::remove_file(src.join("s/00")).unwrap();
+    std::fs::remove_file(src.join("s/01")).unwrap();
+    write(&src, b"s/02", &rand_bytes(999, 50));
+    let out = ok(&run(&sync));
+    let r = &json_doc(&out, "pass")["record"];
+    assert_eq!(
+        (r["changed"].as_u64(), r["deleted"].as_u64()),
+        (Some(1), Some(2)),
+        "{out}"
+    );
+    let got = t.path().join("got");
+    run_ok(
+        a().args(["s3", "cp", "--recursive", &format!("s3://{dst_b}/synced/")])
+            .arg(&got),
+    );
+    assert_same_tree(&src, &got);
+    let listed = run_ok(a().args(["s3", "ls", &format!("s3://{dst_b}/other/")]));
+    assert!(
+        listed.contains(" x"),
+        "an object barge did not write was deleted: {listed}"
+    );
+    let out = ok(&run(&[
+        "cutover",
+        "--source",
+        src.to_str().unwrap(),
+        "--dest",
+        &dest,
+    ]));
+    let c = &json_doc(&out, "certificate")["certificate"];
+    assert_eq!(c["done"], true, "{out}");
+    assert_eq!(c["digest"]["value"].as_str().unwrap(), tree_digest(&src));
+}
