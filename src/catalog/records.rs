@@ -211,6 +211,10 @@ pub struct PassRecord {
     pub deletions: String,
     /// "ok", or what stopped the pass.
     pub outcome: Option<String>,
+    /// What was known to differ when the pass ended (see `passes::Lag`): objects and
+    /// bytes. Shown until the next pass ends, without another catalog walk.
+    pub lag_objects: u64,
+    pub lag_bytes: u64,
 }
 
 /// Cumulative counters of one process at one instant (CF samples); the report's chart

@@ -139,9 +139,19 @@ async fn wait_or_stop(node: &Node, monitor: &Monitor, wait: Duration) -> Result<
     }
 }
 
-/// The sync figures from the catalog (see [`crate::passes`]).
+/// The sync figures from the pass records, with the lag the last finished pass recorded
+/// (no walk of the catalog: a pass's phases change often, the catalog may hold billions
+/// of objects).
 fn figures(node: &Node) -> Result<Option<barge_tui::model::SyncStatus>> {
-    Ok(crate::report::build(node)?.sync)
+    let passes = node.catalog.passes()?;
+    let lag = passes.iter().rev().find(|p| p.1.finished.is_some()).map_or(
+        Default::default(),
+        |(_, p)| crate::passes::Lag {
+            objects: p.lag_objects,
+            bytes: p.lag_bytes,
+        },
+    );
+    Ok(crate::passes::status(&passes, lag, unix_now()))
 }
 
 /// Shows the pass and its phase.
@@ -313,6 +323,10 @@ fn finish(node: &Node, number: u64, rec: &mut PassRecord, moved: &MoveOutcome) -
     } else {
         "ok".into()
     });
+    // One walk of the catalog per pass, for the lag shown until the next pass ends.
+    let report = crate::report::build(node)?;
+    let lag = crate::passes::Lag::of(&report, Some(rec));
+    (rec.lag_objects, rec.lag_bytes) = (lag.objects, lag.bytes);
     node.catalog.put_pass(number, rec)
 }
 
