@@ -1115,12 +1115,12 @@ fn a_kill_during_deletions_loses_nothing_and_the_next_pass_finishes_them() {
     }
     init_small(&state, &[]);
     sync_pass(&state, &src, &out, &[]);
-    for i in (0..40).step_by(2) {
-        std::fs::remove_file(src.join(format!("k/{i:02}"))).unwrap();
+    for i in 0..400 {
+        std::fs::remove_file(src.join(format!("k/{i:03}"))).unwrap();
     }
     let o = bin()
         .args(["--state", state.to_str().unwrap(), "sync", "--passes", "1"])
-        .args(["--max-delete", "50%", "--source", src.to_str().unwrap()])
+        .args(["--max-delete", "100%", "--source", src.to_str().unwrap()])
         .args(["--dest", out.to_str().unwrap()])
         .env("BARGE_CRASH_AT", "sync.deleted:5")
         .output()
@@ -1130,13 +1130,12 @@ fn a_kill_during_deletions_loses_nothing_and_the_next_pass_finishes_them() {
         "the crash point was not reached: {}",
         stderr(&o)
     );
-    let left = (0..40)
-        .step_by(2)
-        .filter(|i| out.join(format!("k/{i:02}")).exists())
+    let left = (0..400)
+        .filter(|i| out.join(format!("k/{i:03}")).exists())
         .count();
     assert!(
-        left > 0 && left < 20,
-        "{left} of 20 deletions left after the kill"
+        left > 0 && left < 400,
+        "{left} of 400 deletions left after the kill"
     );
     let r = barge(&state, &["--json", "report"]);
     let r = json_doc(&String::from_utf8_lossy(&r.stdout), "report");
@@ -1144,14 +1143,14 @@ fn a_kill_during_deletions_loses_nothing_and_the_next_pass_finishes_them() {
     assert_eq!(r["report"]["done"], false);
 
     // The next run finishes the same pass: every deletion, nothing else touched.
-    let (code, p) = sync_pass(&state, &src, &out, &["--max-delete", "50%"]);
+    let (code, p) = sync_pass(&state, &src, &out, &["--max-delete", "100%"]);
     assert_eq!(code, Some(0), "{p}");
     assert_eq!(
         p["pass"], 2,
         "the interrupted pass is resumed, not a new one"
     );
     assert_eq!(p["record"]["runs"], 2);
-    assert_eq!(p["record"]["deleted"], 20);
+    assert_eq!(p["record"]["deleted"], 400);
     assert_same_tree(&src, &out);
     let c = ok(&barge(
         &state,

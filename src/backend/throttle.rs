@@ -31,8 +31,14 @@ pub const LATENCY_FACTOR: f64 = 4.0;
 /// pause, a disk flush on the server) moves a median of this many samples not at all,
 /// growth that lasts does.
 pub const RECENT_SAMPLES: usize = 7;
-/// Attempts per request before giving up (first try included).
+/// Attempts per request before giving up (first try included) when it fails (timeouts,
+/// resets, 5xx).
 pub const MAX_ATTEMPTS: usize = 8;
+/// Throttled answers (429, Swift's 498, 503 SlowDown) a request may get before it gives
+/// up: the server is up and asks for patience, so a request waits longer for it than for
+/// failures (with the 10 s cap on one wait, minutes), and an object is not failed just
+/// because many workers queued behind a rate limit at once.
+pub const MAX_THROTTLED: usize = 24;
 /// Minimum time between two multiplicative decreases.
 pub const DECREASE_GAP: Duration = Duration::from_millis(200);
 
@@ -384,13 +390,18 @@ impl Throttle {
         Fut: std::future::Future<Output = std::result::Result<T, Failure>>,
     {
         let class = size_class(bytes);
-        let mut backoff = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(50))
-            .with_max_delay(Duration::from_secs(10))
-            .with_max_times(MAX_ATTEMPTS - 1)
-            .with_jitter()
-            .build();
+        let waits = |times: usize| {
+            backon::ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(50))
+                .with_max_delay(Duration::from_secs(10))
+                .with_max_times(times)
+                .with_jitter()
+                .build()
+        };
+        let (mut failed, mut throttled) = (waits(MAX_ATTEMPTS - 1), waits(MAX_THROTTLED));
+        let mut attempts = 0;
         loop {
+            attempts += 1;
             if let Some(e) = self.down_error() {
                 return Err(e);
             }
@@ -398,7 +409,7 @@ impl Throttle {
             let res = op().await;
             let latency = permit.start.elapsed();
             drop(permit);
-            let (message, retry_after) = match res {
+            let (message, retry_after, wait) = match res {
                 Ok(v) => {
                     self.on_success(latency, class);
                     return Ok(v);
@@ -412,17 +423,17 @@ impl Throttle {
                     message,
                 }) => {
                     self.on_throttle(retry_after);
-                    (message, retry_after)
+                    (message, retry_after, throttled.next())
                 }
                 Err(Failure::Transient(message)) => {
                     self.errors.fetch_add(1, Ordering::Relaxed);
                     if let Some(e) = self.on_failure(&message) {
                         return Err(e);
                     }
-                    (message, None)
+                    (message, None, failed.next())
                 }
             };
-            match backoff.next() {
+            match wait {
                 Some(d) => {
                     self.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!("{what} on {}: {message}; retrying in {d:?}", self.name);
@@ -431,9 +442,7 @@ impl Throttle {
                 None => {
                     return Err(Error::Request {
                         endpoint: self.name.clone(),
-                        message: format!(
-                            "{what}: gave up after {MAX_ATTEMPTS} attempts: {message}"
-                        ),
+                        message: format!("{what}: gave up after {attempts} attempts: {message}"),
                     });
                 }
             }
@@ -572,6 +581,43 @@ mod tests {
         }
         assert!(t.stats().limit > s.limit, "window grew back");
         assert!(t.stats().limit <= 16.0);
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_throttled_request_waits_longer_than_a_failing_one() {
+        let t = Throttle::new("test", ThrottleConfig::default());
+        let mut calls = 0;
+        let r: Result<()> = t
+            .call("PUT k", || {
+                calls += 1;
+                async {
+                    Err(Failure::Throttled {
+                        retry_after: None,
+                        message: "498 Slow down".into(),
+                    })
+                }
+            })
+            .await;
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("gave up after 25 attempts"), "{e}");
+        assert_eq!(calls, MAX_THROTTLED + 1);
+        let mut calls = 0;
+        let r: Result<u32> = t
+            .call("PUT k", || {
+                calls += 1;
+                let k = calls;
+                async move {
+                    match k {
+                        k if k <= 10 => Err(Failure::Throttled {
+                            retry_after: None,
+                            message: "503 SlowDown".into(),
+                        }),
+                        _ => Ok(k),
+                    }
+                }
+            })
+            .await;
+        assert_eq!(r.unwrap(), 11, "ten throttled answers are waited out");
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
