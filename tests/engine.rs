@@ -1106,11 +1106,13 @@ fn a_kill_during_deletions_loses_nothing_and_the_next_pass_finishes_them() {
         t.path().join("src"),
         t.path().join("out"),
     );
-    for i in 0..40u64 {
+    // More deletions than one batch (DELETE_BATCH = 256), so some are left whatever
+    // the deletes in flight finish before the kill lands.
+    for i in 0..500u64 {
         write(
             &src,
-            format!("k/{i:02}").as_bytes(),
-            &rand_bytes(70 + i, 1_500),
+            format!("k/{i:03}").as_bytes(),
+            &rand_bytes(70 + i, 300),
         );
     }
     init_small(&state, &[]);
