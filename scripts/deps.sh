@@ -4,14 +4,16 @@
 #   test:  build + what the test suite runs (diff, mount for the tmpfs test, the S3 and
 #          Swift CLIs that check results, Keystone for the v3 login test, tmux for the
 #          dashboard test, losetup for the shipping test; debootstrap, mkfs/mtools/sfdisk,
-#          qemu and OVMF for the image build and its boot test)
+#          qemu and OVMF for the image build and its boot test; python3-yaml and
+#          systemd-analyze for the deployment files' tests)
 #   bench: test + the reference tools of benches/compare.sh (fio, b3sum, restic, openssl)
 set -euo pipefail
 want=${1:-test}
 pkgs=(librocksdb-dev libclang-dev clang pkg-config diffutils mount)
 [ "$want" = build ] || pkgs+=(awscli python3-swiftclient tmux util-linux
   keystone python3-keystonemiddleware python3-keystoneclient
-  qemu-system-x86 ovmf debootstrap mtools dosfstools fdisk e2fsprogs zstd)
+  qemu-system-x86 ovmf debootstrap mtools dosfstools fdisk e2fsprogs zstd
+  python3-yaml systemd)
 case "$want" in
   build|test) ;;
   bench) pkgs+=(fio b3sum restic openssl rclone) ;;

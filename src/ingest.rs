@@ -71,6 +71,8 @@ pub struct IngestOptions {
     /// List from the first key even when the last listing of this source did not
     /// complete (a cutover's listing starts whole).
     pub fresh_listing: bool,
+    /// This node's share of a plan: only keys in its range are listed and moved.
+    pub shard: Option<crate::plan::Shard>,
 }
 
 impl Default for IngestOptions {
@@ -83,6 +85,7 @@ impl Default for IngestOptions {
             filter: Default::default(),
             pass: None,
             fresh_listing: false,
+            shard: None,
         }
     }
 }
@@ -121,6 +124,9 @@ pub struct IngestSummary {
     pub changes: Changes,
     /// Entries the listing could not read (each failed by name).
     pub listing_errors: u64,
+    /// Listed objects outside this node's shard (a source that cannot list key ranges
+    /// lists everything; the range's ends may be passed by a page).
+    pub outside_shard: u64,
     /// Seconds the listing took (its objects were routed meanwhile).
     pub listing_secs: f64,
     /// Every object of the source was listed (see [`ListingMark`]).
@@ -172,6 +178,9 @@ struct Ctx {
     pass: Option<u64>,
     changes: std::sync::Mutex<Changes>,
     listing_errors: std::sync::atomic::AtomicU64,
+    /// See [`IngestOptions::shard`].
+    shard: Option<crate::plan::Shard>,
+    outside_shard: std::sync::atomic::AtomicU64,
 }
 
 impl Ctx {
@@ -244,6 +253,16 @@ impl Ctx {
             tracing::error!("cannot record the failure of {key}: {e}");
         }
         res.is_ok()
+    }
+
+    /// Whether `key` is this node's to move (always, without a plan); counts those
+    /// that are not.
+    fn in_shard(&self, key: &ObjectKey) -> bool {
+        let inside = self.shard.as_ref().is_none_or(|s| s.contains(key));
+        if !inside {
+            self.outside_shard.fetch_add(1, Ordering::Relaxed);
+        }
+        inside
     }
 
     /// Marks `key` seen by this run's sync pass (nothing outside a pass).
@@ -376,6 +395,8 @@ fn prepare(
         pass: opts.pass,
         changes: Default::default(),
         listing_errors: Default::default(),
+        shard: opts.shard.clone(),
+        outside_shard: Default::default(),
     });
     Ok((ctx, run_id, start_totals))
 }
@@ -400,7 +421,12 @@ fn resume_point(node: &Node, source: &Arc<dyn Source>, opts: &IngestOptions) -> 
         return Ok(from);
     }
     checkpoint::save(&node.catalog, &ListFrom::new())?;
-    Ok(ListFrom::new())
+    // A shard lists its own key range only.
+    Ok(opts
+        .shard
+        .as_ref()
+        .map(|s| s.list_from(source.as_ref()))
+        .unwrap_or_default())
 }
 
 /// Seals segments a crashed run left open (before new ones are written) and, when the
@@ -587,6 +613,7 @@ async fn route(
             return r;
         }
         match item {
+            Listed::Error { key, .. } | Listed::Skipped { key, .. } if !ctx.in_shard(&key) => {}
             Listed::Error { key, reason } => {
                 ctx.monitor.ingest.listed.fetch_add(1, Ordering::Relaxed);
                 ctx.listing_errors.fetch_add(1, Ordering::Relaxed);
@@ -606,6 +633,7 @@ async fn route(
                     return r;
                 }
             }
+            Listed::Object(meta) if !ctx.in_shard(&meta.key) => {}
             Listed::Object(meta) => {
                 r.last_key = Some(meta.key.clone());
                 // Seen before the filter: an object left out is still at the source, and
@@ -770,6 +798,7 @@ fn summarise(ctx: &Ctx, start_totals: IngestTotals) -> IngestSummary {
         checks: ctx.checks.lock().map(|c| c.clone()).unwrap_or_default(),
         changes: ctx.changes.lock().map(|c| *c).unwrap_or_default(),
         listing_errors: ctx.listing_errors.load(Ordering::Relaxed),
+        outside_shard: ctx.outside_shard.load(Ordering::Relaxed),
         listing_secs: 0.0,
         listing_complete: false,
     }

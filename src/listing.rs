@@ -96,25 +96,17 @@ impl SortedListing {
 
     /// Fills the table from a store's listing channel; listing errors go to `on_error`
     /// (key, reason) and are not stored.
+    /// Only objects `keep` admits are stored (a filter, a shard's key range).
     pub async fn fill(
         &mut self,
         mut rx: mpsc::Receiver<Listed>,
-        filter: Option<&crate::filter::Filter>,
+        keep: &(dyn Fn(&crate::object::ObjectMeta) -> bool + Sync),
         mut on_error: impl FnMut(ObjectKey, String),
     ) -> Result<()> {
         let mut batch = Vec::with_capacity(SPILL_BATCH);
-        let admits = |m: &crate::object::ObjectMeta| {
-            filter.is_none_or(|f| {
-                f.admits(
-                    &String::from_utf8_lossy(m.key.as_bytes()),
-                    m.size,
-                    m.modified,
-                )
-            })
-        };
         while let Some(item) = rx.recv().await {
             match item {
-                Listed::Object(m) if !admits(&m) => {}
+                Listed::Object(m) if !keep(&m) => {}
                 Listed::Object(m) => {
                     let e = Entry {
                         size: m.size,
@@ -241,7 +233,7 @@ mod tests {
             .unwrap();
         });
         let mut errors = vec![];
-        l.fill(rx, None, |k, r| errors.push((k.to_string(), r)))
+        l.fill(rx, &|_| true, |k, r| errors.push((k.to_string(), r)))
             .await
             .unwrap();
         feed.await.unwrap();

@@ -84,6 +84,43 @@ pub struct RunLine {
     pub counters: Vec<(String, u64)>,
 }
 
+/// A digest over every object of the catalog (see `commands::sync::DIGEST_LINES`).
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct CatalogDigest {
+    /// Objects in the digest (those with a content hash), and their bytes.
+    pub objects: u64,
+    pub bytes: u64,
+    /// Objects without a content hash (never staged): not in the digest.
+    pub unhashed: u64,
+    /// BLAKE3, hex.
+    pub value: String,
+}
+
+/// BLAKE3 over one line per object in ascending key order: `hex(key) size
+/// hex(BLAKE3 of the content)`; a walk of the catalog, nothing held in memory.
+pub fn digest(catalog: &crate::catalog::Catalog) -> Result<CatalogDigest> {
+    let mut h = blake3::Hasher::new();
+    let mut d = CatalogDigest::default();
+    for item in catalog.objects()? {
+        let (key, rec) = item?;
+        let Some(sum) = rec.blake3 else {
+            d.unhashed += 1;
+            continue;
+        };
+        d.objects += 1;
+        d.bytes += rec.size;
+        let line = format!(
+            "{} {} {}\n",
+            hex::encode(key.as_bytes()),
+            rec.size,
+            hex::encode(sum)
+        );
+        h.update(line.as_bytes());
+    }
+    d.value = h.finalize().to_hex().to_string();
+    Ok(d)
+}
+
 /// Builds the report by scanning the catalog.
 pub fn build(node: &Node) -> Result<Report> {
     let mut r = Report::default();

@@ -18,7 +18,8 @@ use crate::catalog::{Catalog, ObjectState, RunRecord, unix_now};
 use crate::error::{Error, Result};
 use crate::listing::{self, SortedListing};
 use crate::node::Node;
-use crate::object::ObjectKey;
+use crate::object::{ObjectKey, ObjectMeta};
+use crate::plan::Shard;
 
 /// Concurrent downloads in full mode.
 pub const VERIFY_CONCURRENCY: usize = 8;
@@ -98,25 +99,40 @@ const HASH_QUEUE: usize = 1024;
 
 /// Lists a store into a sorted table on disk. A listing error on one object goes to
 /// `errors` (prefixed); an error of the listing itself ends the run.
+#[allow(clippy::too_many_arguments)]
 async fn spill(
     node: &Node,
     name: &str,
     what: &str,
     list: impl FnOnce(mpsc::Sender<Listed>) -> JoinHandle<Result<()>>,
+    shard: Option<&Shard>,
     errors: &mut Vec<(String, String)>,
     prefix: &str,
 ) -> Result<SortedListing> {
     let mut table = SortedListing::create(&node.state_dir, name)?;
     let (tx, rx) = mpsc::channel(LIST_QUEUE);
     let lister = list(tx);
-    // The last ingest's filter: what it left out is neither missing nor extra.
+    // The last ingest's filter: what it left out is neither missing nor extra; nor is
+    // what lies outside this node's shard.
     let filter = match crate::filter::recorded(&node.catalog)? {
         Some(spec) => Some(crate::filter::Filter::new(&spec)?),
         None => None,
     };
+    let keep = |m: &ObjectMeta| {
+        shard.is_none_or(|s| s.contains(&m.key))
+            && filter.as_ref().is_none_or(|f| {
+                f.admits(
+                    &String::from_utf8_lossy(m.key.as_bytes()),
+                    m.size,
+                    m.modified,
+                )
+            })
+    };
     table
-        .fill(rx, filter.as_ref(), |k, r| {
-            errors.push((k.to_string(), format!("{prefix}{r}")))
+        .fill(rx, &keep, |k, r| {
+            if shard.is_none_or(|s| s.contains(&k)) {
+                errors.push((k.to_string(), format!("{prefix}{r}")))
+            }
         })
         .await?;
     lister
@@ -129,14 +145,24 @@ async fn spill(
 /// object in the catalog. The listings go to sorted tables on disk and are walked beside
 /// the catalog's own key order (a merge), and full mode's downloads are fed as the merge
 /// finds them: memory does not grow with the number of objects.
-/// `mirror`: see [`VerifyReport::mirror`].
+/// How a verify compares.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Download everything and compare content hashes.
+    pub full: bool,
+    /// See [`VerifyReport::mirror`].
+    pub mirror: bool,
+    /// Compare only this shard's key range (of a plan over several nodes).
+    pub shard: Option<Shard>,
+}
+
 pub async fn run(
     node: &Node,
     dest: Arc<dyn Destination>,
     source: Option<Arc<dyn Source>>,
-    full: bool,
-    mirror: bool,
+    o: &VerifyOptions,
 ) -> Result<VerifyReport> {
+    let (full, mirror, shard) = (o.full, o.mirror, o.shard.as_ref());
     let id = node.catalog.start_run(&RunRecord {
         command: if full { "verify --full" } else { "verify" }.into(),
         destination: Some(dest.url()),
@@ -155,22 +181,36 @@ pub async fn run(
         "verify-destination",
         "destination",
         |tx| tokio::spawn(async move { d2.list(tx).await }),
+        shard,
         &mut report.differing,
         "",
     )
     .await?;
     let at_source = match source {
-        Some(s) => Some(
-            spill(
-                node,
-                "verify-source",
-                "source",
-                |tx| tokio::spawn(async move { s.list(tx).await }),
-                &mut report.differing,
-                "at the source: ",
+        Some(s) => {
+            // A shard lists only its range, where the source can list ranges.
+            let from = shard.map(|sh| sh.list_from(s.as_ref()));
+            let list = |tx| {
+                tokio::spawn(async move {
+                    match from {
+                        Some(from) => s.list_resumable(tx, &from).await,
+                        None => s.list(tx).await,
+                    }
+                })
+            };
+            Some(
+                spill(
+                    node,
+                    "verify-source",
+                    "source",
+                    list,
+                    shard,
+                    &mut report.differing,
+                    "at the source: ",
+                )
+                .await?,
             )
-            .await?,
-        ),
+        }
         None => None,
     };
     report.source_listed = at_source.as_ref().map_or(0, |t| t.len());

@@ -1510,3 +1510,148 @@ fn a_sync_pass_whose_listing_fails_deletes_nothing() {
     assert_eq!(json_doc(&out, "pass")["record"]["deleted"], 10);
     assert_same_tree(&src, &out_dir);
 }
+
+/// Issue 17: one bucket (3,000 keys, a flat part and a tree) moved into Swift by three
+/// shards of a plan, run as three processes with their own state and staging. Each
+/// shard's ListObjects requests cover its range and little more (counted from the
+/// server's log, the shards run one after the other); the fleet report is NOT DONE,
+/// naming the shard, until the last shard ran; that shard, killed with SIGKILL, finishes
+/// its share when run again; the union of the moves is exactly the bucket and no object
+/// was written twice.
+#[test]
+fn three_shards_move_one_bucket_and_the_fleet_has_one_verdict() {
+    let env = saio();
+    let t = tmp();
+    let src = t.path().join("src");
+    let mut keys = vec![];
+    for i in 0..3_000u64 {
+        let key = if i < 1_800 {
+            format!("f{i:05}")
+        } else {
+            format!("d{:02}/o{i:05}", i % 12)
+        };
+        write(&src, key.as_bytes(), &i.to_le_bytes().repeat(4));
+        keys.push(key);
+    }
+    keys.sort();
+    let pid = std::process::id();
+    let bucket = format!("fleet{pid}");
+    let url = format!("s3://{bucket}");
+    s3_bucket_from(env, &url, &src, 64);
+    let container = format!("fleetdst{pid}");
+    let dest = format!("swift://{container}");
+
+    let plan = t.path().join("plan.json");
+    let o = barge_saio(env, &t.path().join("unused"))
+        .args(["plan", "--shards", "3", "--source", &url, "--out"])
+        .arg(&plan)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p: serde_json::Value = serde_json::from_slice(&std::fs::read(&plan).unwrap()).unwrap();
+    let counts: Vec<u64> = (0..3)
+        .map(|i| p["shards"][i]["objects"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, [1000, 1000, 1000], "{p}");
+
+    let state = |i: u32| t.path().join(format!("state-{i}"));
+    for i in 0..3 {
+        init_small(&state(i), &[]);
+    }
+    let node = |i: u32| {
+        let mut c = barge_saio(env, &state(i));
+        c.arg("--plan")
+            .arg(&plan)
+            .args(["--json", "migrate", "--source", &url, "--dest", &dest]);
+        c.env("JOB_COMPLETION_INDEX", i.to_string());
+        c
+    };
+    let fleet = || {
+        let o = barge_saio(env, &state(0))
+            .arg("--plan")
+            .arg(&plan)
+            .args(["--json", "report", "--fleet", &dest])
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            json_doc(&String::from_utf8_lossy(&o.stdout), "fleet")["fleet"].clone(),
+        )
+    };
+    let log_lines = || keys_listed(&bucket, &keys, usize::MAX).1;
+    for i in [0u32, 2] {
+        let from = log_lines();
+        let o = node(i).output().unwrap();
+        assert!(o.status.success(), "shard {i}: {}", stderr(&o));
+        let (listed, _) = keys_listed(&bucket, &keys, from);
+        eprintln!("shard {i}: {listed} keys listed for {} in its range", counts[i as usize]);
+        assert!(
+            listed as f64 <= 1.1 * counts[i as usize] as f64,
+            "shard {i} listed {listed} keys for a range of {}",
+            counts[i as usize]
+        );
+    }
+    let (code, f) = fleet();
+    assert_eq!(code, Some(3), "{f}");
+    assert_eq!(f["done"], false);
+    let verdict = f["verdict"].as_str().unwrap();
+    assert!(verdict.contains("shard 1 has not reported"), "{verdict}");
+    assert!(!verdict.contains("shard 0"), "{verdict}");
+
+    // A state directory belongs to its shard.
+    let o = barge_saio(env, &state(0))
+        .arg("--plan")
+        .arg(&plan)
+        .args(["--shard", "1", "migrate", "--source", &url, "--dest", &dest])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("belongs to shard 0 of 3 of plan"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Shard 1 is killed midway, then run again.
+    let o = node(1)
+        .env("BARGE_CRASH_AT", "ingest.after_object:300")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.code().is_none(),
+        "the crash point was not reached: {}",
+        stderr(&o)
+    );
+    let o = node(1).output().unwrap();
+    assert!(o.status.success(), "shard 1 again: {}", stderr(&o));
+    let (code, f) = fleet();
+    assert_eq!(code, Some(0), "{f}");
+    assert_eq!(f["done"], true);
+    assert_eq!(f["objects"], 3000);
+
+    // The union is exactly the bucket; every object was written once.
+    let mut drained = 0;
+    for i in 0..3 {
+        let r = ok(&barge(&state(i), &["--json", "report"]));
+        let r = &json_doc(&r, "report")["report"];
+        assert_eq!(r["uploaded_twice"], 0, "shard {i}");
+        drained += r["drained"].as_u64().unwrap() + r["verified"].as_u64().unwrap();
+    }
+    assert_eq!(drained, 3000, "the shards' objects add up to the bucket");
+    let got = t.path().join("got");
+    let o = swift_cli(env)
+        .args(["download", &container, "-D"])
+        .arg(&got)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reports = got.join(".barge").join(p["id"].as_str().unwrap());
+    for i in 0..3 {
+        assert!(
+            reports.join(format!("shard-{i}.json")).exists(),
+            "shard {i} report"
+        );
+    }
+    std::fs::remove_dir_all(got.join(".barge")).unwrap();
+    assert_same_tree(&src, &got);
+}

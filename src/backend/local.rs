@@ -572,7 +572,12 @@ impl Destination for LocalDest {
         let p = key_path(&self.root, key)?;
         let f = tokio::fs::File::open(&p)
             .await
-            .map_err(|e| Error::object(key, format!("cannot open {}: {e}", p.display())))?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::Gone {
+                    what: format!("object {key}: {}", p.display()),
+                },
+                _ => Error::object(key, format!("cannot open {}: {e}", p.display())),
+            })?;
         Ok(Box::new(tokio::io::BufReader::with_capacity(1 << 20, f)))
     }
 }

@@ -245,6 +245,13 @@ pub trait Source: Send + Sync {
     fn throttle(&self) -> Option<Arc<throttle::Throttle>> {
         None
     }
+    /// The keys in `(after, until]` (object keys, without the URL's prefix) as where a
+    /// [`Source::list_resumable`] starts, when the store lists key ranges (a shard of a
+    /// plan lists only its own). None: it lists everything, and the caller keeps the
+    /// range's keys.
+    fn range_from(&self, _after: Option<&str>, _until: Option<&str>) -> Option<ListFrom> {
+        None
+    }
     /// Whether a listed object may be gone by the time it is fetched without that being
     /// a failure (a listing from an inventory, a snapshot of the past).
     fn vanishes(&self) -> bool {

@@ -821,6 +821,20 @@ impl Source for S3Store {
         self.range_listing().run(from, &tx).await
     }
 
+    /// One range named by the store key it starts after ("" from the first key), as
+    /// [`RangeListing`] names its ranges: a range with an end is listed alone, the last
+    /// (no end) is split further like any tail.
+    fn range_from(&self, after: Option<&str>, until: Option<&str>) -> Option<ListFrom> {
+        let p = self.prefix_slash();
+        let after = after.map(|a| format!("{p}{a}"));
+        let mark = super::RangeMark {
+            after: after.clone(),
+            until: until.map(|u| format!("{p}{u}")),
+            done: false,
+        };
+        Some(ListFrom::from([(after.unwrap_or_default(), mark)]))
+    }
+
     async fn open(&self, meta: &ObjectMeta) -> Result<Opened> {
         let key = self.full_key(&meta.key)?;
         let multipart = meta.version.contains('-');
@@ -987,7 +1001,7 @@ impl Destination for S3Store {
                 async move { req.send().await.map_err(|e| classify(&what, e)) }
             })
             .await
-            .map_err(|e| Error::object(key, e))?;
+            .map_err(|e| Error::of_object(key, e))?;
         Ok(Box::new(out.body.into_async_read()))
     }
 

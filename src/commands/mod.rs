@@ -5,6 +5,7 @@
 //! * [`stages`]: ingest, drain, verify, report, fsck, one stage each.
 //! * [`migrate`]: ingest and drain together, the repair pass, the final check.
 //! * [`sync`]: passes of migrate and deletions until `cutover` proves both sides equal.
+//! * [`fleet`]: `plan` (a move cut into shards for several nodes) and `report --fleet`.
 //! * [`live`]: the monitor, status API and progress display of a long command.
 //! * [`daemon`]: the node's service: status socket, job spool, self-test.
 //! * [`demo`]: the embedded default: a sample tree moved into a directory and verified.
@@ -12,6 +13,7 @@
 
 pub mod daemon;
 pub mod demo;
+pub mod fleet;
 pub mod live;
 pub mod migrate;
 pub mod stages;
@@ -53,12 +55,20 @@ pub struct Settings {
     pub sync_pass: Option<u64>,
     /// Set by `cutover` for the first run of its pass: list from the first key.
     pub fresh_listing: bool,
+    /// This node's share of a plan over several nodes (`--plan`, `--shard`).
+    pub shard: Option<crate::plan::Shard>,
 }
 
 impl Settings {
     /// Opens the state directory.
     pub fn open(&self) -> Result<Node> {
         Node::open(&self.state, &self.key, &self.staging)
+    }
+
+    /// Binds the state directory to this node's shard (or refuses it: see
+    /// [`crate::plan::Shard::bind`]).
+    pub fn bind_shard(&self, node: &Node) -> Result<()> {
+        crate::plan::Shard::bind(&node.catalog, self.shard.as_ref())
     }
 
     /// Destination options; without `--containers`, the layout recorded by the last

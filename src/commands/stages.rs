@@ -88,6 +88,7 @@ pub async fn ingest(
     notify: Option<mpsc::Sender<ObjectKey>>,
     monitor: Arc<Monitor>,
 ) -> Result<Timed<IngestSummary>> {
+    s.bind_shard(node)?;
     let mut src = open_source(source, &s.source).await?;
     if let Some(manifest) = &s.inventory {
         let scratch = node.state_dir.join("scratch").join("inventory");
@@ -111,6 +112,7 @@ pub async fn ingest(
         filter: s.filter.clone(),
         pass: s.sync_pass,
         fresh_listing: s.fresh_listing,
+        shard: s.shard.clone(),
         ..Default::default()
     };
     if let Some(c) = s.concurrency {
@@ -128,6 +130,7 @@ pub async fn drain(
     follow: Option<mpsc::Receiver<ObjectKey>>,
     monitor: Arc<Monitor>,
 ) -> Result<Timed<DrainSummary>> {
+    s.bind_shard(node)?;
     let d = open_destination(dest, &s.dest_options(node, dest)?).await?;
     let mut opts = DrainOptions {
         monitor,
@@ -148,12 +151,22 @@ pub async fn verify(
     source: Option<&str>,
     full: bool,
 ) -> Result<VerifyReport> {
+    s.bind_shard(node)?;
     let d = open_destination(dest, &s.dest_options(node, dest)?).await?;
     let src = match source {
         Some(u) => Some(open_source(u, &s.source).await?),
         None => None,
     };
-    verify::run(node, d, src, full, false).await
+    let o = verify::VerifyOptions {
+        full,
+        mirror: false,
+        shard: s.shard.clone(),
+    };
+    let r = verify::run(node, d.clone(), src, &o).await?;
+    if let Some(shard) = &s.shard {
+        crate::fleet::publish(node, shard, &d).await?;
+    }
+    Ok(r)
 }
 
 /// A report and the files written beside it.

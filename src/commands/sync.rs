@@ -402,10 +402,25 @@ pub async fn cutover(
     show(node, &monitor, "verifying")?;
     let d = open_destination(dest, &s.dest_options(node, dest)?).await?;
     let src = open_source(source, &s.source).await?;
-    let verify = verify::run(node, d.clone(), Some(src), o.full, true).await?;
+    let vo = verify::VerifyOptions {
+        full: o.full,
+        mirror: true,
+        shard: s.shard.clone(),
+    };
+    let verify = verify::run(node, d.clone(), Some(src), &vo).await?;
     let report = crate::report::build(node)?;
     let certificate = certify(node, source, dest, &pass, &verify, &report)?;
-    let written = write_certificate(node, &certificate, o.publish.then_some(&d)).await?;
+    let key = match &s.shard {
+        Some(sh) => format!(
+            ".barge/{}/cutover-certificate-shard-{}.json",
+            sh.plan_id, sh.index
+        ),
+        None => CERTIFICATE_KEY.to_string(),
+    };
+    let written = write_certificate(node, &certificate, o.publish.then_some((&d, key))).await?;
+    if let Some(shard) = &s.shard {
+        crate::fleet::publish(node, shard, &d).await?;
+    }
     show(node, &monitor, "finished")?;
     Ok(CutoverOutcome {
         pass,
@@ -425,24 +440,12 @@ fn certify(
     verify: &VerifyReport,
     report: &crate::report::Report,
 ) -> Result<Certificate> {
-    let mut h = blake3::Hasher::new();
-    let (mut objects, mut bytes, mut unhashed) = (0u64, 0u64, 0u64);
-    for item in node.catalog.objects()? {
-        let (key, rec) = item?;
-        let Some(sum) = rec.blake3 else {
-            unhashed += 1;
-            continue;
-        };
-        objects += 1;
-        bytes += rec.size;
-        let line = format!(
-            "{} {} {}\n",
-            hex::encode(key.as_bytes()),
-            rec.size,
-            hex::encode(sum)
-        );
-        h.update(line.as_bytes());
-    }
+    let crate::report::CatalogDigest {
+        objects,
+        bytes,
+        unhashed,
+        value,
+    } = crate::report::digest(&node.catalog)?;
     let why_not = if !pass.complete() {
         Some(format!(
             "the cutover pass did not finish cleanly: {}",
@@ -488,7 +491,7 @@ fn certify(
         digest: Digest {
             algorithm: "BLAKE3".into(),
             over: DIGEST_LINES.into(),
-            value: h.finalize().to_hex().to_string(),
+            value,
         },
         verified_full: verify.full,
         passes: node.catalog.passes()?,
@@ -500,7 +503,7 @@ fn certify(
 async fn write_certificate(
     node: &Node,
     c: &Certificate,
-    dest: Option<&Arc<dyn crate::backend::Destination>>,
+    dest: Option<(&Arc<dyn crate::backend::Destination>, String)>,
 ) -> Result<Vec<String>> {
     let json = serde_json::to_vec_pretty(c).map_err(|e| Error::Encode {
         what: "the cutover certificate".into(),
@@ -509,9 +512,9 @@ async fn write_certificate(
     let path: PathBuf = node.state_dir.join(CERTIFICATE_FILE);
     write_synced(&path, &json)?;
     let mut written = vec![path.display().to_string()];
-    if let Some(d) = dest {
+    if let Some((d, key)) = dest {
         let meta = ObjectMeta {
-            key: ObjectKey::from(CERTIFICATE_KEY),
+            key: ObjectKey::from(key.as_str()),
             size: json.len() as u64,
             version: String::new(),
             content_type: Some("application/json".into()),
@@ -523,7 +526,7 @@ async fn write_certificate(
         }));
         d.put(&meta, body).await?;
         d.sync().await?;
-        written.push(format!("{}/{CERTIFICATE_KEY}", d.url()));
+        written.push(format!("{}/{key}", d.url()));
     }
     Ok(written)
 }

@@ -254,3 +254,21 @@ pub fn certificate(c: &super::sync::Certificate, written: &[String]) -> String {
     let _ = writeln!(out, "cutover: {}", c.verdict);
     out
 }
+
+/// The fleet's verdict, a line per shard.
+pub fn fleet(f: &crate::fleet::Fleet) -> String {
+    let mut out = format!(
+        "fleet: plan {} of {} at {}: {} shards, {} objects ({:.3} GiB) reported\n",
+        f.plan_id,
+        f.source,
+        f.place,
+        f.shards.len(),
+        f.objects,
+        gib(f.bytes)
+    );
+    for s in &f.shards {
+        let _ = writeln!(out, "shard {:>4}  {:<9} {}", s.shard, s.state, s.verdict);
+    }
+    let _ = writeln!(out, "verdict     {}", f.verdict);
+    out
+}

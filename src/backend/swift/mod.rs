@@ -1039,7 +1039,7 @@ impl Destination for SwiftStore {
             .client
             .get_stream(&format!("GET swift://{c}/{name}"), &path)
             .await
-            .map_err(|e| Error::object(key, e))?;
+            .map_err(|e| Error::of_object(key, e))?;
         let stream = r.bytes_stream().map_err(std::io::Error::other);
         Ok(Box::new(tokio_util::io::StreamReader::new(Box::pin(
             stream,

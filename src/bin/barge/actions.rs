@@ -135,7 +135,7 @@ impl Listing {
 pub async fn ingest(g: &Global, source: &str, l: &Listing, tune: &Tune) -> Result<ExitCode> {
     let node = g.open()?;
     let live = live(g, &node, "ingest", Mode::Ingest).await?;
-    let mut s = g.settings(Some(tune));
+    let mut s = g.sharded(Some(tune), Some(source))?;
     l.apply(g, &mut s)?;
     let t = stages::ingest(&s, &node, source, None, live.monitor.clone()).await?;
     live.finish();
@@ -146,7 +146,7 @@ pub async fn ingest(g: &Global, source: &str, l: &Listing, tune: &Tune) -> Resul
 pub async fn drain(g: &Global, dest: &str, tune: &Tune) -> Result<ExitCode> {
     let node = g.open()?;
     let live = live(g, &node, "drain", Mode::Drain).await?;
-    let s = g.settings(Some(tune));
+    let s = g.sharded(Some(tune), None)?;
     let t = stages::drain(&s, &node, dest, None, live.monitor.clone()).await?;
     live.finish();
     print_drain(g, &t);
@@ -161,7 +161,7 @@ pub async fn migrate(
     tune: &Tune,
 ) -> Result<ExitCode> {
     let node = g.open()?;
-    let mut s = g.settings(Some(tune));
+    let mut s = g.sharded(Some(tune), Some(source))?;
     l.apply(g, &mut s)?;
     // Fetch, stage and drain at once: the drain follows what ingest stages.
     let live = live(g, &node, "migrate", Mode::Migrate).await?;
@@ -186,8 +186,7 @@ pub async fn sync(
     tune: &Tune,
 ) -> Result<ExitCode> {
     let node = g.open()?;
-    let mut s = g.settings(Some(tune));
-    s.filter = g.filters.spec()?;
+    let s = g.sharded(Some(tune), Some(source))?;
     let live = live(g, &node, "sync", Mode::Migrate).await?;
     let mut last_ok = true;
     let json = g.json;
@@ -213,8 +212,7 @@ pub async fn cutover(
     tune: &Tune,
 ) -> Result<ExitCode> {
     let node = g.open()?;
-    let mut s = g.settings(Some(tune));
-    s.filter = g.filters.spec()?;
+    let s = g.sharded(Some(tune), Some(source))?;
     let live = live(g, &node, "cutover", Mode::Migrate).await?;
     let out = sync::cutover(&s, &node, source, dest, o, live.monitor.clone()).await;
     live.finish();
@@ -233,9 +231,60 @@ pub async fn cutover(
     Ok(code(out.done()))
 }
 
+pub async fn plan(
+    g: &Global,
+    source: &str,
+    shards: u32,
+    out: Option<&Path>,
+    publish: Option<&str>,
+    inventory: Option<&str>,
+) -> Result<ExitCode> {
+    let mut s = g.settings(None);
+    s.inventory = inventory.map(str::to_string);
+    let t = std::time::Instant::now();
+    let plan = barge::commands::fleet::plan(&s, source, shards, publish).await?;
+    let secs = t.elapsed().as_secs_f64();
+    let json = serde_json::to_string_pretty(&plan).context("encoding the plan")?;
+    match out {
+        Some(p) => std::fs::write(p, format!("{json}\n"))
+            .with_context(|| format!("writing the plan to {}", p.display()))?,
+        None => println!("{json}"),
+    }
+    let (lo, hi) = plan.spread();
+    eprintln!(
+        "plan {}: {} objects ({:.3} GiB) of {source} in {} shards, listed and cut in {secs:.1}s; shard sizes {:.0}%..{:.0}% of the mean",
+        plan.id,
+        plan.objects,
+        gib(plan.bytes),
+        plan.shards.len(),
+        lo * 100.0,
+        hi * 100.0
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn fleet(g: &Global, place: &str, metrics: Option<&Path>) -> Result<ExitCode> {
+    let Some(path) = &g.plan else {
+        anyhow::bail!("report --fleet needs --plan (the plan the shards ran)");
+    };
+    let plan = barge::plan::Plan::load(path)?;
+    let f = barge::commands::fleet::gather(&g.settings(None), place, &plan).await?;
+    if let Some(p) = metrics {
+        std::fs::write(p, barge::fleet::metrics(&f))
+            .with_context(|| format!("writing the fleet metrics to {}", p.display()))?;
+    }
+    print_doc(
+        g.json,
+        || serde_json::json!({ "fleet": f }),
+        || text::fleet(&f),
+    );
+    Ok(code(f.done))
+}
+
 pub async fn verify(g: &Global, dest: &str, source: Option<&str>, full: bool) -> Result<ExitCode> {
     let node = g.open()?;
-    let r = stages::verify(&g.settings(None), &node, dest, source, full).await?;
+    let s = g.sharded(None, source)?;
+    let r = stages::verify(&s, &node, dest, source, full).await?;
     print_verify(g.json, &r, full, source.is_some());
     Ok(code(r.ok()))
 }

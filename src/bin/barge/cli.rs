@@ -71,6 +71,14 @@ pub(crate) struct Global {
     pub ends: Ends,
     #[command(flatten)]
     pub filters: Filters,
+    /// A shard plan (`barge plan --out`): this node moves, verifies and reports only its
+    /// shard's key range, into a state directory of its own.
+    #[arg(long, global = true, env = "BARGE_PLAN")]
+    pub plan: Option<PathBuf>,
+    /// This node's shard of --plan (default: $JOB_COMPLETION_INDEX, as a Kubernetes
+    /// Indexed Job sets it).
+    #[arg(long, global = true, env = "BARGE_SHARD")]
+    pub shard: Option<u32>,
 }
 
 /// Which objects of the source are part of the move (rclone's filter meaning; see
@@ -301,8 +309,33 @@ pub(crate) enum Cmd {
         #[arg(long)]
         full: bool,
     },
+    /// Split a move over several nodes: list the source once and write a plan of N key
+    /// ranges of about equal object count (JSON) for `--plan FILE --shard I`.
+    Plan {
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        shards: u32,
+        /// Write the plan here (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also write it at this destination (or directory) as .barge/<plan id>/plan.json.
+        #[arg(long)]
+        publish: Option<String>,
+        /// Take the keys from this S3 Inventory (manifest.json) instead of listing.
+        #[arg(long)]
+        inventory: Option<String>,
+    },
     /// The definition of done: totals, dedup, failures, verdict.
     Report {
+        /// The fleet's verdict instead: read every shard's report of --plan at this
+        /// place (the destination the shards published to, or a directory).
+        #[arg(long)]
+        fleet: Option<String>,
+        /// With --fleet: also write the verdict as Prometheus text here (for a
+        /// textfile collector).
+        #[arg(long)]
+        metrics: Option<PathBuf>,
         /// Also write per-object failures as CSV here.
         #[arg(long)]
         csv: Option<PathBuf>,
@@ -514,7 +547,22 @@ impl Global {
             filter: Default::default(),
             sync_pass: None,
             fresh_listing: false,
+            shard: None,
         }
+    }
+
+    /// The settings of a command that may run as one shard of a plan: `source` is
+    /// checked against the plan's (None: a command without one).
+    pub fn sharded(&self, tune: Option<&Tune>, source: Option<&str>) -> Result<Settings> {
+        let mut s = self.settings(tune);
+        s.filter = self.filters.spec()?;
+        if let Some(path) = &self.plan {
+            let plan = barge::plan::Plan::load(path)?;
+            s.shard = Some(plan.shard(self.shard, source)?);
+        } else if self.shard.is_some() {
+            anyhow::bail!("--shard needs --plan");
+        }
+        Ok(s)
     }
 
     pub fn key(&self) -> KeyRequest {

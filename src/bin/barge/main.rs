@@ -98,7 +98,29 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Verify { dest, source, full } => {
             actions::verify(g, dest, source.as_deref(), *full).await
         }
-        Cmd::Report { csv, chart } => actions::report(g, csv.as_deref(), chart.as_deref()),
+        Cmd::Report {
+            fleet: Some(place),
+            metrics,
+            ..
+        } => actions::fleet(g, place, metrics.as_deref()).await,
+        Cmd::Report { csv, chart, .. } => actions::report(g, csv.as_deref(), chart.as_deref()),
+        Cmd::Plan {
+            source,
+            shards,
+            out,
+            publish,
+            inventory,
+        } => {
+            actions::plan(
+                g,
+                source,
+                *shards,
+                out.as_deref(),
+                publish.as_deref(),
+                inventory.as_deref(),
+            )
+            .await
+        }
         Cmd::Fsck => actions::fsck(g),
         Cmd::Daemon { self_test } => {
             let o = DaemonOptions {

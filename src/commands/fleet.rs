@@ -1,0 +1,59 @@
+//! `plan` and `report --fleet`: one move over several nodes. `plan` lists the source
+//! once and cuts it into N key ranges ([`crate::plan`]); every node then runs the usual
+//! commands with `--plan FILE --shard I` and publishes its report; `report --fleet`
+//! merges the reports into one verdict ([`crate::fleet`]).
+
+use std::sync::Arc;
+
+use super::Settings;
+use crate::backend::{Body, open_destination, open_source};
+use crate::error::{Error, Result};
+use crate::fleet::Fleet;
+use crate::inventory::InventorySource;
+use crate::object::{ObjectKey, ObjectMeta};
+use crate::plan::Plan;
+
+/// Makes a plan of `shards` ranges over `source` (from `s.inventory` when given); with
+/// `publish`, also writes it at that destination as `.barge/<plan id>/plan.json`.
+pub async fn plan(s: &Settings, source: &str, shards: u32, publish: Option<&str>) -> Result<Plan> {
+    let scratch = std::env::temp_dir().join(format!("barge-plan-{}", std::process::id()));
+    let made = async {
+        let mut src = open_source(source, &s.source).await?;
+        if let Some(manifest) = &s.inventory {
+            let dir = scratch.join("inventory");
+            src = Arc::new(InventorySource::new(src, source, manifest, &s.source, dir).await?);
+        }
+        crate::plan::make(src, source, shards, &scratch).await
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    let plan = made?;
+    if let Some(dest) = publish {
+        let d = open_destination(dest, &s.dest).await?;
+        let json = serde_json::to_vec_pretty(&plan).map_err(|e| Error::Encode {
+            what: "the plan".into(),
+            message: e.to_string(),
+        })?;
+        let key = format!("{}{}/plan.json", crate::verify::RESERVED_PREFIX, plan.id);
+        let meta = ObjectMeta {
+            key: ObjectKey::from(key.as_str()),
+            size: json.len() as u64,
+            version: String::new(),
+            content_type: Some("application/json".into()),
+            user_meta: vec![],
+            modified: Some(plan.created),
+        };
+        let body: Body = Box::pin(futures::stream::once(async move {
+            Ok(bytes::Bytes::from(json))
+        }));
+        d.put(&meta, body).await?;
+        d.sync().await?;
+    }
+    Ok(plan)
+}
+
+/// The fleet's verdict: every shard's report of `plan` at `place`.
+pub async fn gather(s: &Settings, place: &str, plan: &Plan) -> Result<Fleet> {
+    let d = open_destination(place, &s.dest).await?;
+    crate::fleet::gather(d, plan).await
+}
