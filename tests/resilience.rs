@@ -1584,7 +1584,10 @@ fn three_shards_move_one_bucket_and_the_fleet_has_one_verdict() {
         let o = node(i).output().unwrap();
         assert!(o.status.success(), "shard {i}: {}", stderr(&o));
         let (listed, _) = keys_listed(&bucket, &keys, from);
-        eprintln!("shard {i}: {listed} keys listed for {} in its range", counts[i as usize]);
+        eprintln!(
+            "shard {i}: {listed} keys listed for {} in its range",
+            counts[i as usize]
+        );
         assert!(
             listed as f64 <= 1.1 * counts[i as usize] as f64,
             "shard {i} listed {listed} keys for a range of {}",
