@@ -10,11 +10,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
-use crate::backend::{Body, Destination};
+use crate::backend::Destination;
 use crate::catalog::unix_now;
 use crate::error::{Error, Result};
 use crate::node::Node;
-use crate::object::{ObjectKey, ObjectMeta};
+use crate::object::ObjectKey;
 use crate::plan::{Plan, Shard};
 use crate::report::CatalogDigest;
 
@@ -77,19 +77,7 @@ pub async fn publish(node: &Node, shard: &Shard, place: &Arc<dyn Destination>) -
         message: e.to_string(),
     })?;
     let key = report_key(&shard.plan_id, shard.index);
-    let meta = ObjectMeta {
-        key: ObjectKey::from(key.as_str()),
-        size: json.len() as u64,
-        version: String::new(),
-        content_type: Some("application/json".into()),
-        user_meta: vec![],
-        modified: Some(doc.unix),
-    };
-    let body: Body = Box::pin(futures::stream::once(async move {
-        Ok(bytes::Bytes::from(json))
-    }));
-    place.put(&meta, body).await?;
-    place.sync().await?;
+    crate::backend::put_document(place.as_ref(), &key, json, doc.unix).await?;
     tracing::info!(
         "{}: report published at {}/{key}",
         shard.describe(),

@@ -498,6 +498,27 @@ pub async fn open_destination(url: &str, o: &EndpointOptions) -> Result<Arc<dyn 
     }
 }
 
+/// Writes a small document barge keeps at a destination (a plan, a shard report, a
+/// cutover certificate, all under `.barge/`) as one object, durably: JSON, one piece.
+pub async fn put_document(
+    dest: &dyn Destination,
+    key: &str,
+    json: Vec<u8>,
+    unix: u64,
+) -> Result<()> {
+    let meta = ObjectMeta {
+        key: ObjectKey::from(key),
+        size: json.len() as u64,
+        version: String::new(),
+        content_type: Some("application/json".into()),
+        user_meta: vec![],
+        modified: Some(unix),
+    };
+    let body: Body = Box::pin(futures::stream::once(async move { Ok(Bytes::from(json)) }));
+    dest.put(&meta, body).await?;
+    dest.sync().await
+}
+
 /// The part (or segment) size that cuts an object of `size` bytes into at most
 /// `max_parts` pieces: `preferred` when that is enough, else the smallest whole MiB
 /// that is. None when even pieces of `max_piece` bytes are too many.

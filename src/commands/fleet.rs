@@ -6,11 +6,10 @@
 use std::sync::Arc;
 
 use super::Settings;
-use crate::backend::{Body, open_destination, open_source};
+use crate::backend::{open_destination, open_source};
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::inventory::InventorySource;
-use crate::object::{ObjectKey, ObjectMeta};
 use crate::plan::Plan;
 
 /// Makes a plan of `shards` ranges over `source` (from `s.inventory` when given); with
@@ -35,19 +34,7 @@ pub async fn plan(s: &Settings, source: &str, shards: u32, publish: Option<&str>
             message: e.to_string(),
         })?;
         let key = format!("{}{}/plan.json", crate::verify::RESERVED_PREFIX, plan.id);
-        let meta = ObjectMeta {
-            key: ObjectKey::from(key.as_str()),
-            size: json.len() as u64,
-            version: String::new(),
-            content_type: Some("application/json".into()),
-            user_meta: vec![],
-            modified: Some(plan.created),
-        };
-        let body: Body = Box::pin(futures::stream::once(async move {
-            Ok(bytes::Bytes::from(json))
-        }));
-        d.put(&meta, body).await?;
-        d.sync().await?;
+        crate::backend::put_document(d.as_ref(), &key, json, plan.created).await?;
     }
     Ok(plan)
 }

@@ -16,12 +16,11 @@ use serde::Serialize;
 
 use super::Settings;
 use super::migrate::{self, MoveOutcome};
-use crate::backend::{Body, open_destination, open_source};
+use crate::backend::{open_destination, open_source};
 use crate::catalog::{PassRecord, unix_now};
 use crate::error::{Error, Result};
 use crate::monitor::Monitor;
 use crate::node::Node;
-use crate::object::{ObjectKey, ObjectMeta};
 use crate::reconcile::{self, DeleteOptions, Deletions, MaxDelete};
 use crate::verify::{self, VerifyReport};
 
@@ -513,19 +512,7 @@ async fn write_certificate(
     write_synced(&path, &json)?;
     let mut written = vec![path.display().to_string()];
     if let Some((d, key)) = dest {
-        let meta = ObjectMeta {
-            key: ObjectKey::from(key.as_str()),
-            size: json.len() as u64,
-            version: String::new(),
-            content_type: Some("application/json".into()),
-            user_meta: vec![],
-            modified: Some(c.unix),
-        };
-        let body: Body = Box::pin(futures::stream::once(async move {
-            Ok(bytes::Bytes::from(json))
-        }));
-        d.put(&meta, body).await?;
-        d.sync().await?;
+        crate::backend::put_document(d.as_ref(), &key, json, c.unix).await?;
         written.push(format!("{}/{key}", d.url()));
     }
     Ok(written)
