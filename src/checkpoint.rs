@@ -173,6 +173,7 @@ mod tests {
             after: Some(after.into()),
             until: None,
             done,
+            ..Default::default()
         }
     }
 

@@ -250,6 +250,7 @@ impl InventorySource {
                 after: Some(f.key.clone()),
                 until: None,
                 done: true,
+                ..Default::default()
             };
             if tx.send(Listed::Mark { range, mark }).await.is_err() {
                 return Ok(());

@@ -64,6 +64,9 @@ pub struct Shard {
     pub source: String,
     pub after: Option<String>,
     pub until: Option<String>,
+    /// Objects the plan found in the range (sizes the listing's pages).
+    #[serde(default)]
+    pub objects: u64,
 }
 
 impl Shard {
@@ -87,7 +90,11 @@ impl Shard {
     /// keeps the range).
     pub fn list_from(&self, source: &dyn Source) -> ListFrom {
         source
-            .range_from(self.after.as_deref(), self.until.as_deref())
+            .range_from(
+                self.after.as_deref(),
+                self.until.as_deref(),
+                Some(self.objects).filter(|n| *n > 0),
+            )
             .unwrap_or_default()
     }
 
@@ -175,6 +182,7 @@ impl Plan {
             source: self.source.clone(),
             after: r.after.clone(),
             until: r.until.clone(),
+            objects: r.objects,
         })
     }
 
@@ -305,6 +313,7 @@ mod tests {
             source: "s3://b".into(),
             after: after.map(Into::into),
             until: until.map(Into::into),
+            objects: 0,
         }
     }
 

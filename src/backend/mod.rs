@@ -60,6 +60,10 @@ pub struct RangeMark {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
     pub done: bool,
+    /// Keys expected after `after` up to `until`, when known (a shard's range, from its
+    /// plan): pages are sized not to pass the range's end by more than a few keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<u64>,
 }
 
 /// Where a resumed listing starts, per range (empty: from the first key).
@@ -249,7 +253,13 @@ pub trait Source: Send + Sync {
     /// [`Source::list_resumable`] starts, when the store lists key ranges (a shard of a
     /// plan lists only its own). None: it lists everything, and the caller keeps the
     /// range's keys.
-    fn range_from(&self, _after: Option<&str>, _until: Option<&str>) -> Option<ListFrom> {
+    /// `expect`: the keys the range is expected to hold (see [`RangeMark::expect`]).
+    fn range_from(
+        &self,
+        _after: Option<&str>,
+        _until: Option<&str>,
+        _expect: Option<u64>,
+    ) -> Option<ListFrom> {
         None
     }
     /// Whether a listed object may be gone by the time it is fetched without that being

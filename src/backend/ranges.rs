@@ -141,6 +141,7 @@ impl RangeListing<'_> {
                     after: Some(b.clone()),
                     until: lower.take(),
                     done: false,
+                    ..Default::default()
                 };
                 lower = Some(b.clone());
                 ranges.push_front((format!("{}{b}", self.scope), range));
@@ -176,13 +177,15 @@ impl RangeListing<'_> {
         tx: &mpsc::Sender<Listed>,
     ) -> Result<bool> {
         // A range with an end starts with a short page: its density sizes the next pages
-        // to reach the end without listing far beyond it.
+        // to reach the end without listing far beyond it. A range whose key count is
+        // known (a shard) asks for about that many.
         let mut limit = match mark.until {
             Some(_) => self.page.min(FIRST_PAGE),
             None => self.page,
         };
         while !mark.done {
-            let page = self.pages.page(mark.after.as_deref(), limit).await?;
+            let limit_now = expected_limit(&mark, limit, self.page);
+            let page = self.pages.page(mark.after.as_deref(), limit_now).await?;
             if let Some(until) = &mark.until {
                 limit = next_limit(&page, until, self.page);
             }
@@ -194,8 +197,23 @@ impl RangeListing<'_> {
     }
 }
 
+/// The page size for a range with a known key count: the keys still expected (a little
+/// over, at most `max`), else `limit`. Once the expected keys are listed and the range
+/// goes on (the store changed since the plan), the estimate takes over again.
+fn expected_limit(mark: &RangeMark, limit: usize, max: usize) -> usize {
+    match mark.expect {
+        Some(left) if left > 0 => {
+            ((left as f64 * ESTIMATE_SLACK).ceil() as usize + 16).min(max.max(1))
+        }
+        _ => limit,
+    }
+}
+
 /// How many positions after the common prefix [`next_limit`] weighs.
 const ESTIMATE_DEPTH: usize = 8;
+/// How far [`next_limit`] asks beyond its estimate of the keys left: an underestimate
+/// costs one more small request, an overestimate keys beyond the range's end.
+const ESTIMATE_SLACK: f64 = 1.05;
 
 /// The page size that should just reach `until` after `page`, so that the last page of a
 /// range does not list (up to a whole page of) keys beyond it. Keys are read as numbers
@@ -245,7 +263,7 @@ fn next_limit(page: &Page, until: &str, max: usize) -> usize {
         return max;
     }
     let left = keys.len() as f64 * (u - l) / (l - f);
-    let want = (left * 1.25).ceil() as usize + 16;
+    let want = (left * ESTIMATE_SLACK).ceil() as usize + 16;
     want.clamp(16, max)
 }
 
@@ -286,6 +304,9 @@ async fn send(
         }
         let at_end = mark.until.as_ref() == Some(&e.key);
         mark.after = Some(e.key);
+        if let Some(left) = mark.expect.as_mut() {
+            *left = left.saturating_sub(1);
+        }
         tx.send(Listed::Object(e.meta)).await.ok()?;
         if at_end {
             done = true;
@@ -597,6 +618,7 @@ mod tests {
             after: Some(after.into()),
             until: until.map(String::from),
             done,
+            ..Default::default()
         };
         from.insert(String::new(), mark("f2000", Some("f5000"), false));
         from.insert("f5000".into(), mark("f5000", Some("f8000"), true));
@@ -639,5 +661,14 @@ mod tests {
         assert!((500..=700).contains(&n), "{n}");
         // Far from the end: a whole page.
         assert_eq!(next_limit(&p, "k19999", 1000), 1000);
+        // A range with a known count asks for about that many, then the estimate again.
+        let m = |expect| RangeMark {
+            expect,
+            ..Default::default()
+        };
+        assert_eq!(expected_limit(&m(Some(500)), 100, 1000), 541);
+        assert_eq!(expected_limit(&m(Some(5000)), 100, 1000), 1000);
+        assert_eq!(expected_limit(&m(Some(0)), 300, 1000), 300);
+        assert_eq!(expected_limit(&m(None), 300, 1000), 300);
     }
 }

@@ -824,13 +824,19 @@ impl Source for S3Store {
     /// One range named by the store key it starts after ("" from the first key), as
     /// [`RangeListing`] names its ranges: a range with an end is listed alone, the last
     /// (no end) is split further like any tail.
-    fn range_from(&self, after: Option<&str>, until: Option<&str>) -> Option<ListFrom> {
+    fn range_from(
+        &self,
+        after: Option<&str>,
+        until: Option<&str>,
+        expect: Option<u64>,
+    ) -> Option<ListFrom> {
         let p = self.prefix_slash();
         let after = after.map(|a| format!("{p}{a}"));
         let mark = super::RangeMark {
             after: after.clone(),
             until: until.map(|u| format!("{p}{u}")),
             done: false,
+            expect,
         };
         Some(ListFrom::from([(after.unwrap_or_default(), mark)]))
     }
