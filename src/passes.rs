@@ -96,8 +96,15 @@ fn final_pass_secs(last: &PassRecord, per_hour: f64, lag: Lag, now: u64) -> f64 
 /// The figures as the lines `barge status` and `barge report` print.
 pub fn describe(st: &SyncStatus) -> String {
     let mib = |b: f64| b / (1u64 << 20) as f64;
+    let next = match st.next_pass_unix {
+        Some(t) => format!(
+            ", the next starts in {} s",
+            t.saturating_sub(crate::catalog::unix_now())
+        ),
+        None => String::new(),
+    };
     let mut s = format!(
-        "sync        pass {} ({}), {}; {} passes finished\n",
+        "sync        pass {} ({}), {}; {} passes finished{next}\n",
         st.pass, st.kind, st.phase, st.passes_finished
     );
     s.push_str(&format!(
