@@ -1511,6 +1511,16 @@ fn a_sync_pass_whose_listing_fails_deletes_nothing() {
     assert_same_tree(&src, &out_dir);
 }
 
+/// A child process killed when the test ends, passed or not.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Issue 17: one bucket (3,000 keys, a flat part and a tree) moved into Swift by three
 /// shards of a plan, run as three processes with their own state and staging. Each
 /// shard's ListObjects requests cover its range and little more (counted from the
@@ -1594,6 +1604,44 @@ fn three_shards_move_one_bucket_and_the_fleet_has_one_verdict() {
             counts[i as usize]
         );
     }
+    // A node watching the fleet serves its verdict at /metrics.
+    let watch_state = t.path().join("watch");
+    let mut watcher = Killed(
+        barge_saio(env, &watch_state)
+            .arg("--plan")
+            .arg(&plan)
+            .args(["report", "--fleet", &dest, "--watch", "1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let plan_id = p["id"].as_str().unwrap().to_string();
+    let scrape = |want: &str| {
+        let sock = watch_state.join("barge.sock");
+        let t0 = std::time::Instant::now();
+        loop {
+            let got = barge_tui::client::request(
+                &barge_tui::client::Target::Unix(sock.clone()),
+                "GET",
+                "/metrics",
+            )
+            .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+            if got.contains(want) {
+                return got;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "no {want} in /metrics: {got}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    scrape(&format!(
+        "barge_fleet_shards{{plan=\"{plan_id}\",state=\"missing\"}} 1"
+    ));
+    scrape(&format!("barge_fleet_done{{plan=\"{plan_id}\"}} 0"));
     let (code, f) = fleet();
     assert_eq!(code, Some(3), "{f}");
     assert_eq!(f["done"], false);
@@ -1631,6 +1679,9 @@ fn three_shards_move_one_bucket_and_the_fleet_has_one_verdict() {
     assert_eq!(code, Some(0), "{f}");
     assert_eq!(f["done"], true);
     assert_eq!(f["objects"], 3000);
+    let m = scrape(&format!("barge_fleet_done{{plan=\"{plan_id}\"}} 1"));
+    assert!(m.ends_with("# EOF\n"), "{m}");
+    let _ = watcher.0.kill();
 
     // The union is exactly the bucket; every object was written once.
     let mut drained = 0;

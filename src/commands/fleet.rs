@@ -44,3 +44,34 @@ pub async fn gather(s: &Settings, place: &str, plan: &Plan) -> Result<Fleet> {
     let d = open_destination(place, &s.dest).await?;
     crate::fleet::gather(d, plan).await
 }
+
+/// Gathers the fleet's verdict every `every` until SIGINT or SIGTERM and serves it at
+/// `/metrics` of the status API of `state` (its socket, and `http` when given) as
+/// `barge_fleet_*`, so a Prometheus beside the fleet watches one verdict; `each` sees
+/// every gathering.
+pub async fn watch(
+    s: &Settings,
+    place: &str,
+    plan: &Plan,
+    every: std::time::Duration,
+    http: Option<std::net::SocketAddr>,
+    each: &mut (dyn FnMut(&Fleet) + Send),
+) -> Result<()> {
+    std::fs::create_dir_all(&s.state)
+        .map_err(|e| Error::io("making the state directory", &s.state, e))?;
+    let monitor = Arc::new(crate::monitor::Monitor::new("fleet"));
+    let _server = crate::monitor::server::start(monitor.clone(), &s.state, http).await?;
+    let d = open_destination(place, &s.dest).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::task("watching the fleet", e))?;
+    loop {
+        let f = crate::fleet::gather(d.clone(), plan).await?;
+        monitor.set_extra_metrics(crate::fleet::metrics(&f));
+        each(&f);
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = term.recv() => return Ok(()),
+        }
+    }
+}

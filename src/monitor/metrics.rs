@@ -112,6 +112,16 @@ fn sync(r: &mut Registry, st: &barge_tui::model::SyncStatus) {
     );
 }
 
+/// `encoded` (OpenMetrics text ending in `# EOF`) with the metric families `extra`
+/// before its end.
+pub fn with_extra(encoded: String, extra: &str) -> String {
+    if extra.is_empty() {
+        return encoded;
+    }
+    let body = encoded.strip_suffix("# EOF\n").unwrap_or(&encoded);
+    format!("{body}{extra}# EOF\n")
+}
+
 /// Encodes `s` as Prometheus text.
 pub fn encode_status(s: &Status) -> String {
     let mut r = Registry::with_prefix("barge");

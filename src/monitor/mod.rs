@@ -166,6 +166,9 @@ pub struct Monitor {
     listing: Mutex<Vec<barge_tui::model::ListingRange>>,
     /// A sync's pass, lag and estimate (set by the pass driver at each phase).
     sync: Mutex<Option<barge_tui::model::SyncStatus>>,
+    /// Metric families served at `/metrics` beside the status document's (the fleet's
+    /// verdict on a node that watches it), in the exposition format, without `# EOF`.
+    extra_metrics: Mutex<String>,
 }
 
 impl std::fmt::Debug for Monitor {
@@ -202,6 +205,7 @@ impl Monitor {
             history: Mutex::new(VecDeque::new()),
             listing: Mutex::new(vec![]),
             sync: Mutex::new(None),
+            extra_metrics: Mutex::new(String::new()),
             drive_marks: Mutex::new(vec![]),
             paused,
             finished: AtomicBool::new(false),
@@ -246,6 +250,17 @@ impl Monitor {
     /// Shows the listing's key ranges (from the latest checkpoint).
     pub fn set_listing(&self, ranges: &crate::backend::ListFrom) {
         Self::set(&self.listing, crate::checkpoint::as_status(ranges));
+    }
+
+    /// Serves `text` (metric families, no `# EOF`) at `/metrics` after the status
+    /// document's own, replacing what was set before.
+    pub fn set_extra_metrics(&self, text: String) {
+        Self::set(&self.extra_metrics, text);
+    }
+
+    /// What [`Monitor::set_extra_metrics`] set.
+    pub fn extra_metrics(&self) -> String {
+        Self::get(&self.extra_metrics)
     }
 
     /// Shows where a sync stands (see [`barge_tui::model::SyncStatus`]).

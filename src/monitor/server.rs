@@ -181,7 +181,10 @@ fn route(m: &Monitor, req: Request<Incoming>) -> Response<Full<Bytes>> {
         (&Method::GET, "/metrics") => reply(
             StatusCode::OK,
             METRICS_CONTENT_TYPE,
-            super::metrics::encode_status(&m.status()),
+            super::metrics::with_extra(
+                super::metrics::encode_status(&m.status()),
+                &m.extra_metrics(),
+            ),
         ),
         (&Method::POST, "/control") => {
             let action = req

@@ -263,11 +263,34 @@ pub async fn plan(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn fleet(g: &Global, place: &str, metrics: Option<&Path>) -> Result<ExitCode> {
+pub async fn fleet(
+    g: &Global,
+    place: &str,
+    metrics: Option<&Path>,
+    watch: Option<u64>,
+) -> Result<ExitCode> {
     let Some(path) = &g.plan else {
         anyhow::bail!("report --fleet needs --plan (the plan the shards ran)");
     };
     let plan = barge::plan::Plan::load(path)?;
+    if let Some(secs) = watch {
+        let every = std::time::Duration::from_secs(secs.max(1));
+        let mut last = String::new();
+        let json = g.json;
+        let mut each = |f: &barge::fleet::Fleet| {
+            if f.verdict != last {
+                last = f.verdict.clone();
+                print_doc(
+                    json,
+                    || serde_json::json!({ "fleet": f }),
+                    || text::fleet(f),
+                );
+            }
+        };
+        let s = g.settings(None);
+        barge::commands::fleet::watch(&s, place, &plan, every, g.http, &mut each).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let f = barge::commands::fleet::gather(&g.settings(None), place, &plan).await?;
     if let Some(p) = metrics {
         std::fs::write(p, barge::fleet::metrics(&f))

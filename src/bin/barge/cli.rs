@@ -336,6 +336,11 @@ pub(crate) enum Cmd {
         /// textfile collector).
         #[arg(long)]
         metrics: Option<PathBuf>,
+        /// With --fleet: gather the verdict again every this long ("30s", "5m") until
+        /// stopped, serving it at /metrics of this state directory's status API (and
+        /// --http) as barge_fleet_*.
+        #[arg(long, value_parser = barge::filter::parse_age)]
+        watch: Option<u64>,
         /// Also write per-object failures as CSV here.
         #[arg(long)]
         csv: Option<PathBuf>,

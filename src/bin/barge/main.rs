@@ -101,8 +101,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Report {
             fleet: Some(place),
             metrics,
+            watch,
             ..
-        } => actions::fleet(g, place, metrics.as_deref()).await,
+        } => actions::fleet(g, place, metrics.as_deref(), *watch).await,
         Cmd::Report { csv, chart, .. } => actions::report(g, csv.as_deref(), chart.as_deref()),
         Cmd::Plan {
             source,
