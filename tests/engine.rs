@@ -1166,3 +1166,92 @@ fn a_kill_during_deletions_loses_nothing_and_the_next_pass_finishes_them() {
     ));
     assert!(c.contains("cutover: DONE"), "{c}");
 }
+
+/// Issue 17 with a directory source (no key-range listing: each shard walks the tree and
+/// keeps its range): two shards into one destination make the whole tree, each moves
+/// its half; bad plan input is refused by name.
+#[test]
+fn shards_of_a_directory_move_their_halves_and_bad_plans_are_named() {
+    let t = tmp();
+    let (src, out) = (t.path().join("src"), t.path().join("out"));
+    for i in 0..40u64 {
+        write(
+            &src,
+            format!("d{}/f{i:02}", i % 4).as_bytes(),
+            &rand_bytes(900 + i, 700),
+        );
+    }
+    let plan = t.path().join("plan.json");
+    let srcs = src.to_str().unwrap();
+    let o = bin()
+        .args(["plan", "--shards", "2", "--source", srcs, "--out"])
+        .arg(&plan)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p: serde_json::Value = serde_json::from_slice(&std::fs::read(&plan).unwrap()).unwrap();
+    assert_eq!(p["shards"][0]["objects"], 20);
+    assert_eq!(p["shards"][1]["objects"], 20);
+    let plan_s = plan.to_str().unwrap();
+    let outs = out.to_str().unwrap();
+    for i in 0..2 {
+        let state = t.path().join(format!("state-{i}"));
+        init_small(&state, &[]);
+        let shard = i.to_string();
+        let o = ok(&barge(
+            &state,
+            &[
+                "--plan", plan_s, "--shard", &shard, "--json", "migrate", "--source", srcs,
+                "--dest", outs,
+            ],
+        ));
+        let ing = &json_doc(&o, "ingest")["ingest"];
+        assert_eq!(ing["staged"], 20, "shard {i}: {o}");
+        assert_eq!(ing["outside_shard"], 20, "shard {i}: {o}");
+        assert_eq!(json_doc(&o, "report")["report"]["done"], true, "shard {i}");
+    }
+    // The destination holds the tree and the two shards' reports.
+    let reports = out.join(".barge").join(p["id"].as_str().unwrap());
+    assert!(reports.join("shard-0.json").exists() && reports.join("shard-1.json").exists());
+    let f = barge(
+        &t.path().join("state-0"),
+        &["--plan", plan_s, "report", "--fleet", outs],
+    );
+    assert!(f.status.success(), "{}", String::from_utf8_lossy(&f.stdout));
+    std::fs::remove_dir_all(out.join(".barge")).unwrap();
+    assert_same_tree(&src, &out);
+
+    // Bad input, each named.
+    let state = t.path().join("state-0");
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--plan", "/nonexistent/plan.json", "verify", "--dest", outs],
+            "/nonexistent/plan.json",
+        ),
+        (
+            &["--plan", plan_s, "--shard", "7", "verify", "--dest", outs],
+            "--shard: 7: plan",
+        ),
+        (
+            &[
+                "--plan",
+                plan_s,
+                "--shard",
+                "0",
+                "ingest",
+                "--source",
+                "/elsewhere",
+            ],
+            "/elsewhere: plan",
+        ),
+        (
+            &["--shard", "0", "verify", "--dest", outs],
+            "--shard needs --plan",
+        ),
+    ];
+    for (args, want) in cases {
+        let o = barge(&state, args);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+    }
+}
