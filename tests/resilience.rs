@@ -1709,3 +1709,61 @@ fn three_shards_move_one_bucket_and_the_fleet_has_one_verdict() {
     std::fs::remove_dir_all(got.join(".barge")).unwrap();
     assert_same_tree(&src, &got);
 }
+
+/// Issue 17 with a Swift source: each shard lists only its range of the container
+/// (`marker` inside it: no key outside the range reaches the node), and the shards'
+/// moves into one directory make the whole container.
+#[test]
+fn shards_of_a_swift_container_list_only_their_ranges() {
+    let env = saio();
+    let t = tmp();
+    let src = t.path().join("src");
+    for i in 0..300u64 {
+        let key = if i % 2 == 0 {
+            format!("flat{i:04}")
+        } else {
+            format!("p{}/o{i:04}", i % 5)
+        };
+        write(&src, key.as_bytes(), &rand_bytes(6_000 + i, 500));
+    }
+    let container = format!("swshards{}", std::process::id());
+    migrate_as_slo(env, &src, &container, &[]);
+    let url = format!("swift://{container}");
+    let plan = t.path().join("plan.json");
+    let o = barge_saio(env, &t.path().join("unused"))
+        .args(["plan", "--shards", "3", "--source", &url, "--out"])
+        .arg(&plan)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = t.path().join("out");
+    for i in 0..3u32 {
+        let state = t.path().join(format!("state-{i}"));
+        init_small(&state, &[]);
+        let o = barge_saio(env, &state)
+            .arg("--plan")
+            .arg(&plan)
+            .args([
+                "--shard",
+                &i.to_string(),
+                "--json",
+                "migrate",
+                "--source",
+                &url,
+                "--dest",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(o.status.success(), "shard {i}: {text}{}", stderr(&o));
+        let ing = &json_doc(&text, "ingest")["ingest"];
+        assert_eq!(ing["staged"], 100, "shard {i}: {text}");
+        assert_eq!(
+            ing["outside_shard"], 0,
+            "shard {i} was sent keys of another range: {text}"
+        );
+    }
+    std::fs::remove_dir_all(out.join(".barge")).unwrap();
+    assert_same_tree(&src, &out);
+}

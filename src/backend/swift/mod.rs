@@ -763,6 +763,30 @@ impl Source for SwiftStore {
         Ok(())
     }
 
+    /// One container: one range named as the container's ranges are (`<container>/` and
+    /// the object name it starts after). A sharded source (`--containers`) spreads keys
+    /// over containers by hash, so a key range is not a range of any container: None.
+    fn range_from(
+        &self,
+        after: Option<&str>,
+        until: Option<&str>,
+        expect: Option<u64>,
+    ) -> Option<ListFrom> {
+        let ContainerMap::Single { container } = &self.map else {
+            return None;
+        };
+        let p = self.prefix_slash();
+        let after = after.map(|a| format!("{p}{a}"));
+        let mark = super::RangeMark {
+            after: after.clone(),
+            until: until.map(|u| format!("{p}{u}")),
+            done: false,
+            expect,
+        };
+        let name = format!("{container}/{}", after.unwrap_or_default());
+        Some(ListFrom::from([(name, mark)]))
+    }
+
     async fn open(&self, meta: &ObjectMeta) -> Result<Opened> {
         let (c, name) = self.name_of(&meta.key)?;
         let path = format!("/{}/{}", escape_container(&c), escape_object(&name));
