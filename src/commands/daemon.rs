@@ -4,7 +4,8 @@
 //! migration at start. Readiness is reported to systemd (`Type=notify`) and logged.
 //!
 //! A job is a JSON file `<state>/jobs/<name>.json`:
-//! `{"command": "migrate" | "ingest" | "drain" | "verify", "source": "...", "dest": "..."}`.
+//! `{"command": "migrate" | "ingest" | "drain" | "verify" | "sync" | "cutover", "source":
+//! "...", "dest": "..."}` (a sync job needs "passes": the spool runs one job at a time).
 //! Jobs run in name order; each ends renamed to `<name>.done` or `<name>.failed`, with
 //! its outcome in `<name>.result.json`.
 
@@ -62,6 +63,17 @@ struct Job {
     /// `--include`, `--exclude`, `--min-size`, ... (sizes in bytes, ages in seconds).
     #[serde(default)]
     filter: crate::filter::FilterSpec,
+    /// sync: `--passes` (required: a job must end) and `--interval` (seconds).
+    passes: Option<u64>,
+    interval: Option<u64>,
+    /// sync and cutover: `--max-delete` ("500" or "1%").
+    max_delete: Option<String>,
+    /// sync: `--keep-deleted`.
+    #[serde(default)]
+    keep_deleted: bool,
+    /// cutover: `--publish`.
+    #[serde(default)]
+    publish: bool,
 }
 
 impl Job {
@@ -86,9 +98,18 @@ impl Job {
         if job.concurrency == Some(0) {
             return Err(bad("\"concurrency\" must be at least 1".into()));
         }
-        if job.full && job.command != "verify" {
+        if job.command == "sync" && job.passes.is_none_or(|n| n == 0) {
+            return Err(bad(
+                "a sync job needs \"passes\" (at least 1): the spool runs one job at a time".into(),
+            ));
+        }
+        if let Some(m) = &job.max_delete {
+            m.parse::<crate::reconcile::MaxDelete>()
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        if job.full && !matches!(job.command.as_str(), "verify" | "cutover") {
             return Err(bad(format!(
-                "\"full\" is an option of verify, not {}",
+                "\"full\" is an option of verify and cutover, not {}",
                 job.command
             )));
         }
@@ -287,10 +308,16 @@ async fn execute(s: &Settings, slot: &MonitorSlot, job: &Job, file: &Path) -> Re
             let r = stages::verify(s, &node, &dest, job.source.as_deref(), job.full).await?;
             return Ok(r.ok());
         }
+        "sync" | "cutover" => {
+            let (source, dest) = (need(&job.source, "source")?, need(&job.dest, "dest")?);
+            return run_sync(s, slot, &node, job, &source, &dest).await;
+        }
         other => {
             return Err(Error::Job {
                 file: file.to_path_buf(),
-                message: format!("unknown job command {other:?} (migrate, ingest, drain, verify)"),
+                message: format!(
+                    "unknown job command {other:?} (migrate, ingest, drain, verify, sync, cutover)"
+                ),
             });
         }
     };
@@ -322,6 +349,52 @@ async fn execute(s: &Settings, slot: &MonitorSlot, job: &Job, file: &Path) -> Re
             log_lines(&check.report.report.to_text());
             moved.complete() && check.done()
         }
+    };
+    m.finish();
+    Ok(ok)
+}
+
+/// A sync or cutover job: its passes logged as they end; true when the last pass (and
+/// the cutover's verdict) is complete.
+async fn run_sync(
+    s: &Settings,
+    slot: &MonitorSlot,
+    node: &crate::node::Node,
+    job: &Job,
+    source: &str,
+    dest: &str,
+) -> Result<bool> {
+    use super::sync;
+    let max_delete = match &job.max_delete {
+        Some(m) => m.parse()?,
+        None => Default::default(),
+    };
+    let m = monitor_for(node, &job.command, Mode::Migrate);
+    slot.set(m.clone());
+    let ok = if job.command == "cutover" {
+        let o = sync::CutoverOptions {
+            max_delete,
+            full: job.full,
+            publish: job.publish,
+        };
+        let out = sync::cutover(s, node, source, dest, &o, m.clone()).await?;
+        log_lines(&text::pass(&out.pass));
+        log_lines(&text::certificate(&out.certificate, &out.written));
+        out.done()
+    } else {
+        let o = sync::SyncOptions {
+            max_delete,
+            keep_deleted: job.keep_deleted,
+            passes: job.passes,
+            interval: job.interval.map(std::time::Duration::from_secs),
+        };
+        let mut last = true;
+        let mut each = |p: &sync::PassOutcome| {
+            last = p.complete();
+            log_lines(&text::pass(p));
+        };
+        sync::sync(s, node, source, dest, &o, m.clone(), &mut each).await?;
+        last
     };
     m.finish();
     Ok(ok)
@@ -405,5 +478,16 @@ mod tests {
         assert!(e.contains("--include"), "{e}");
         let e = err(r#"{"command": "drain", "full": true}"#);
         assert!(e.contains("full"), "{e}");
+        let e = err(r#"{"command": "sync", "source": "/a", "dest": "/b"}"#);
+        assert!(e.contains("passes"), "{e}");
+        let e = err(r#"{"command": "sync", "passes": 2, "max_delete": "lots"}"#);
+        assert!(e.contains("--max-delete") && e.contains("lots"), "{e}");
+        let j = Job::parse(
+            r#"{"command": "cutover", "source": "/a", "dest": "/b", "full": true,
+                "max_delete": "2%", "publish": true}"#,
+            f,
+        )
+        .unwrap();
+        assert!(j.full && j.publish);
     }
 }
