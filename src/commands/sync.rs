@@ -497,8 +497,8 @@ fn certify(
     })
 }
 
-/// Writes the certificate into the state directory (synced, then renamed into place)
-/// and, when asked, at the destination.
+/// Writes the certificate into the state directory (file and directory fsynced) and,
+/// when asked, at the destination.
 async fn write_certificate(
     node: &Node,
     c: &Certificate,
@@ -509,23 +509,11 @@ async fn write_certificate(
         message: e.to_string(),
     })?;
     let path: PathBuf = node.state_dir.join(CERTIFICATE_FILE);
-    write_synced(&path, &json)?;
+    crate::ship::seal::write_synced(&path, &json, 0o644)?;
     let mut written = vec![path.display().to_string()];
     if let Some((d, key)) = dest {
         crate::backend::put_document(d.as_ref(), &key, json, c.unix).await?;
         written.push(format!("{}/{key}", d.url()));
     }
     Ok(written)
-}
-
-/// Writes `bytes` to `path` durably: a temporary file, fsync, rename.
-fn write_synced(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)
-        .map_err(|e| Error::io("writing the cutover certificate", &tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::io("writing the cutover certificate", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io("writing the cutover certificate", path, e))
 }
