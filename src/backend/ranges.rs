@@ -44,6 +44,26 @@ const MAX_FANOUT: usize = 64;
 /// The largest character: a probe after `P+c+TOP` skips every key that starts with `P+c`.
 const TOP: char = '\u{10FFFF}';
 
+/// The keys in `(after, until]` (object keys, without the store's `prefix`) as one range
+/// of a [`RangeListing`] whose ranges are named under `scope`: what
+/// `Source::range_from` returns for a store that lists by key.
+pub fn one_range(
+    scope: &str,
+    prefix: &str,
+    after: Option<&str>,
+    until: Option<&str>,
+    expect: Option<u64>,
+) -> ListFrom {
+    let after = after.map(|a| format!("{prefix}{a}"));
+    let mark = RangeMark {
+        after: after.clone(),
+        until: until.map(|u| format!("{prefix}{u}")),
+        done: false,
+        expect,
+    };
+    ListFrom::from([(format!("{scope}{}", after.unwrap_or_default()), mark)])
+}
+
 /// An object of a page, with its key as the store names it (prefix included).
 pub struct Entry {
     pub key: String,

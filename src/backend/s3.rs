@@ -831,14 +831,7 @@ impl Source for S3Store {
         expect: Option<u64>,
     ) -> Option<ListFrom> {
         let p = self.prefix_slash();
-        let after = after.map(|a| format!("{p}{a}"));
-        let mark = super::RangeMark {
-            after: after.clone(),
-            until: until.map(|u| format!("{p}{u}")),
-            done: false,
-            expect,
-        };
-        Some(ListFrom::from([(after.unwrap_or_default(), mark)]))
+        Some(super::ranges::one_range("", &p, after, until, expect))
     }
 
     async fn open(&self, meta: &ObjectMeta) -> Result<Opened> {

@@ -775,16 +775,14 @@ impl Source for SwiftStore {
         let ContainerMap::Single { container } = &self.map else {
             return None;
         };
-        let p = self.prefix_slash();
-        let after = after.map(|a| format!("{p}{a}"));
-        let mark = super::RangeMark {
-            after: after.clone(),
-            until: until.map(|u| format!("{p}{u}")),
-            done: false,
+        let scope = format!("{container}/");
+        Some(super::ranges::one_range(
+            &scope,
+            &self.prefix_slash(),
+            after,
+            until,
             expect,
-        };
-        let name = format!("{container}/{}", after.unwrap_or_default());
-        Some(ListFrom::from([(name, mark)]))
+        ))
     }
 
     async fn open(&self, meta: &ObjectMeta) -> Result<Opened> {
