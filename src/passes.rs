@@ -63,7 +63,7 @@ pub fn status(passes: &[(u64, PassRecord)], lag: Lag, now: u64) -> Option<SyncSt
     let Some(last) = finished.last() else {
         return Some(st);
     };
-    st.last_pass_secs = last.secs;
+    st.last_pass_secs = last.secs();
     st.last_listing_secs = last.listing_secs;
     st.last_new = last.new;
     st.last_changed = last.changed;
@@ -89,7 +89,7 @@ fn final_pass_secs(last: &PassRecord, per_hour: f64, lag: Lag, now: u64) -> f64 
     let listed_at = last.listed.unwrap_or(last.started);
     let since = now.saturating_sub(listed_at) as f64 / HOUR;
     let expected = lag.objects as f64 + per_hour * since;
-    let per_change = (last.secs - last.listing_secs).max(0.0) / changes(last).max(1) as f64;
+    let per_change = (last.secs() - last.listing_secs).max(0.0) / changes(last).max(1) as f64;
     2.0 * last.listing_secs + expected * per_change
 }
 
@@ -149,7 +149,6 @@ mod tests {
             listed: Some(started + 60),
             finished: Some(started + 100),
             listing_secs: 60.0,
-            secs: 100.0,
             new,
             changed,
             deleted,

@@ -181,8 +181,6 @@ pub struct PassRecord {
     pub runs: u32,
     /// Seconds its listing took (the first run's start to the listing's end).
     pub listing_secs: f64,
-    /// Seconds from the start of the pass to its end.
-    pub secs: f64,
     /// Every object of the source was listed, without errors.
     pub listing_complete: bool,
     /// Entries the listing could not read.
@@ -215,6 +213,14 @@ pub struct PassRecord {
     /// bytes. Shown until the next pass ends, without another catalog walk.
     pub lag_objects: u64,
     pub lag_bytes: u64,
+}
+
+impl PassRecord {
+    /// Seconds from the start of the pass to its end (0 while it runs).
+    pub fn secs(&self) -> f64 {
+        self.finished
+            .map_or(0.0, |f| f.saturating_sub(self.started) as f64)
+    }
 }
 
 /// Cumulative counters of one process at one instant (CF samples); the report's chart

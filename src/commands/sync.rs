@@ -307,7 +307,6 @@ async fn delete_phase(
 fn finish(node: &Node, number: u64, rec: &mut PassRecord, moved: &MoveOutcome) -> Result<()> {
     let now = unix_now();
     rec.finished = Some(now);
-    rec.secs = now.saturating_sub(rec.started) as f64;
     rec.outcome = Some(if !rec.listing_complete {
         "the listing did not complete: run the pass again".into()
     } else if rec.listing_errors > 0 {
