@@ -18,10 +18,16 @@ fn bench(c: &mut Criterion) {
     g.bench_function("fastcdc-512k-1m-8m", |b| {
         b.iter(|| {
             let mut n = 0;
-            chunk_stream(&data[..], ChunkParams::default(), None, |_| {
-                n += 1;
-                Ok(())
-            })
+            chunk_stream(
+                &data[..],
+                ChunkParams::default(),
+                None,
+                &Default::default(),
+                |_| {
+                    n += 1;
+                    Ok(())
+                },
+            )
             .expect("chunking in memory cannot fail");
             n
         })

@@ -155,6 +155,8 @@ struct Ctx {
     node_catalog: Arc<crate::catalog::Catalog>,
     hasher: ChunkHasher,
     params: crate::chunker::ChunkParams,
+    /// Read buffers of large objects, reused from one object to the next.
+    buffers: crate::chunker::BufferPool,
     monitor: Arc<Monitor>,
     failures: std::sync::Mutex<Vec<(String, String)>>,
     /// Objects gone at fetch time from a source that allows it ([`Source::vanishes`]).
@@ -380,6 +382,7 @@ fn prepare(
         node_catalog: node.catalog.clone(),
         hasher: ChunkHasher::new(&node.master),
         params: node.chunks,
+        buffers: Default::default(),
         monitor: opts.monitor.clone(),
         failures: Default::default(),
         vanished: Default::default(),
@@ -1040,7 +1043,7 @@ fn chunk_reader(
     let mut refs = vec![];
     let mut tickets = vec![];
     let mut total = 0u64;
-    let res = chunk_stream(reader, ctx.params, Some(meta.size), |c| {
+    let res = chunk_stream(reader, ctx.params, Some(meta.size), &ctx.buffers, |c| {
         if ctx.stop.load(Ordering::Relaxed) {
             return Err(Error::task("ingest", "stopping"));
         }

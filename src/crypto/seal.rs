@@ -85,17 +85,35 @@ impl SegmentCipher {
 
     /// Encrypts `buf` in place and appends the tag.
     pub fn seal(&self, nonce: [u8; 12], aad: &[u8], buf: &mut Vec<u8>) -> Result<(), SealError> {
+        let tag = self.seal_detached(nonce, aad, buf)?;
+        buf.extend_from_slice(&tag);
+        Ok(())
+    }
+
+    /// Encrypts `buf` in place and returns the tag, which belongs right after the
+    /// ciphertext (the staging writer appends both to the segment, so a chunk needs no
+    /// spare room for its tag).
+    pub fn seal_detached(
+        &self,
+        nonce: [u8; 12],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], SealError> {
         match self {
             SegmentCipher::RustCrypto(c) => c
-                .encrypt_in_place((&nonce).into(), aad, buf)
+                .encrypt_in_place_detached((&nonce).into(), aad, buf)
+                .map(|t| t.into())
                 .map_err(|_| SealError),
-            SegmentCipher::AwsLc(k) => k
-                .seal_in_place_append_tag(
-                    lc::Nonce::assume_unique_for_key(nonce),
-                    lc::Aad::from(aad),
-                    buf,
-                )
-                .map_err(|_| SealError),
+            SegmentCipher::AwsLc(k) => {
+                let tag = k
+                    .seal_in_place_separate_tag(
+                        lc::Nonce::assume_unique_for_key(nonce),
+                        lc::Aad::from(aad),
+                        buf,
+                    )
+                    .map_err(|_| SealError)?;
+                tag.as_ref().try_into().map_err(|_| SealError)
+            }
         }
     }
 

@@ -440,7 +440,7 @@ impl Stager {
 
     /// Stages one chunk: dedups it, or queues it for a drive. Blocks when the drive
     /// queues are full, so call it from a blocking thread.
-    pub fn stage_blocking(&self, id: ChunkId, data: Vec<u8>) -> Result<Ticket> {
+    pub fn stage_blocking(&self, id: ChunkId, data: bytes::BytesMut) -> Result<Ticket> {
         let len = data.len() as u64;
         let rx = {
             let mut m = self

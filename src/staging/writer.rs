@@ -31,7 +31,7 @@ pub const COMMIT_IDLE: Duration = Duration::from_millis(3);
 /// A chunk to seal and append.
 pub(crate) struct WriteReq {
     pub id: ChunkId,
-    pub data: Vec<u8>,
+    pub data: bytes::BytesMut,
 }
 
 pub(crate) enum Msg {
@@ -185,23 +185,25 @@ impl Writer {
         }
     }
 
-    fn append_record(&mut self, id: ChunkId, mut data: Vec<u8>) -> std::io::Result<()> {
+    fn append_record(&mut self, id: ChunkId, mut data: bytes::BytesMut) -> std::io::Result<()> {
         let Some(seg) = &mut self.seg else {
             return Err(std::io::Error::other("no open segment"));
         };
         let offset = seg.pos;
         let plain_len = data.len() as u32;
-        seg.cipher
-            .seal(nonce(offset), &aad(&id, seg.id, offset), &mut data)
+        let tag = seg
+            .cipher
+            .seal_detached(nonce(offset), &aad(&id, seg.id, offset), &mut data)
             .map_err(|_| std::io::Error::other("AES-GCM seal failed"))?;
         let hdr = RecordHeader {
             chunk: id,
             plain_len,
-            sealed_len: data.len() as u32,
+            sealed_len: (data.len() + TAG_LEN) as u32,
         };
         crate::failpoint::point("staging.before_append");
         append(&mut self.eng, seg, &hdr.encode(), true)?;
         append(&mut self.eng, seg, &data, true)?;
+        append(&mut self.eng, seg, &tag, true)?;
         seg.index.push(IndexEntry {
             chunk: id,
             offset,

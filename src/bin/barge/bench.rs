@@ -145,10 +145,16 @@ fn chunk(mib: usize) -> Result<()> {
     let buf = Filler::new(11).bytes(mib << 20);
     let t = Instant::now();
     let mut count = 0u64;
-    chunk_stream(&buf[..], ChunkParams::default(), None, |_| {
-        count += 1;
-        Ok(())
-    })
+    chunk_stream(
+        &buf[..],
+        ChunkParams::default(),
+        None,
+        &Default::default(),
+        |_| {
+            count += 1;
+            Ok(())
+        },
+    )
     .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     emit(
         "chunk",
@@ -212,7 +218,7 @@ fn stage(dir: &Path, mib: usize, settings: StagingSettings) -> Result<()> {
 }
 
 /// `mib` MiB as distinct 2 MiB chunks (a counter in the first 8 bytes) with their ids.
-fn distinct_chunks(hasher: &ChunkHasher, mib: usize) -> Vec<(ChunkId, Vec<u8>)> {
+fn distinct_chunks(hasher: &ChunkHasher, mib: usize) -> Vec<(ChunkId, bytes::BytesMut)> {
     let chunk = 2 << 20;
     let n = (mib * (1 << 20) / chunk).max(1);
     let base = Filler::new(5).bytes(chunk);
@@ -220,7 +226,7 @@ fn distinct_chunks(hasher: &ChunkHasher, mib: usize) -> Vec<(ChunkId, Vec<u8>)> 
         .map(|i| {
             let mut d = base.clone();
             d[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            (hasher.id(&d), d)
+            (hasher.id(&d), bytes::BytesMut::from(&d[..]))
         })
         .collect()
 }
