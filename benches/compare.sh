@@ -92,6 +92,7 @@ for r in $(seq 1 "$rounds"); do
   record b3sum "$(b3sum_1t)"
   record hash "$("$B" bench hash --mib 1024 | mbps)"
   record chunk "$("$B" bench chunk --mib 512 | mbps)"
+  record chunk_crate "$("$B" bench chunk --crate --mib 512 | mbps)"
   record ingest "$(barge_ingest)"
   record restic "$(restic_backup)"
 done
@@ -105,7 +106,7 @@ d = sys.argv[2]; tree = int(sys.argv[3])
 def ratios(a, b): return [x / y for x, y in zip(res[a], res[b]) if y > 0]
 def med(xs): return statistics.median(xs) if xs else float('nan')
 print(f"{'measure':44} {'median MB/s':>12}   runs")
-for k in ["fio", "stage", "openssl", "seal_awslc", "seal_rustcrypto", "b3sum", "hash", "chunk", "ingest", "restic"]:
+for k in ["fio", "stage", "openssl", "seal_awslc", "seal_rustcrypto", "b3sum", "hash", "chunk", "chunk_crate", "ingest", "restic"]:
     print(f"{k:44} {med(res[k]):12.0f}   " + " ".join(f"{x:.0f}" for x in res[k]))
 best_aes = [max(a, b) for a, b in zip(res["openssl"], res["seal_awslc"])]
 rows = [
@@ -114,6 +115,7 @@ rows = [
     ("AES-256-GCM seal (aws-lc) / openssl speed", med(ratios("seal_awslc", "openssl")), "info"),
     ("AES-256-GCM seal (aes-gcm crate) / openssl", med(ratios("seal_rustcrypto", "openssl")), "info (reference impl)"),
     ("keyed BLAKE3 / b3sum --num-threads 1", med(ratios("hash", "b3sum")), ">= 0.9"),
+    ("FastCDC: barge chunker / fastcdc crate", med(ratios("chunk", "chunk_crate")), ">= 1"),
     ("barge ingest / restic backup", med(ratios("ingest", "restic")), ">= 2"),
     ("barge ingest / fio write", med(ratios("ingest", "fio")), ">= 0.7"),
 ]

@@ -38,10 +38,13 @@ enum What {
         #[arg(long, default_value_t = 1024)]
         mib: usize,
     },
-    /// FastCDC on one thread.
+    /// FastCDC on one thread: barge's chunker reading from memory, or with `--crate` the
+    /// `fastcdc` crate's own (v2020, over the buffer in place), the reference.
     Chunk {
         #[arg(long, default_value_t = 1024)]
         mib: usize,
+        #[arg(long = "crate")]
+        reference: bool,
     },
     /// The staging write path: seal + append + fdatasync through io_uring, random chunks.
     Stage {
@@ -79,7 +82,7 @@ pub fn run(a: &BenchArgs) -> Result<std::process::ExitCode> {
             record_kib,
         } => seal(*backend, *mib, *record_kib)?,
         What::Hash { mib } => hash(*mib),
-        What::Chunk { mib } => chunk(*mib)?,
+        What::Chunk { mib, reference } => chunk(*mib, *reference)?,
         What::Stage {
             dir,
             mib,
@@ -140,27 +143,26 @@ fn hash(mib: usize) {
     );
 }
 
-/// FastCDC over `mib` MiB.
-fn chunk(mib: usize) -> Result<()> {
+/// FastCDC over `mib` MiB: barge's `chunk_stream`, or the `fastcdc` crate's iterator.
+fn chunk(mib: usize, reference: bool) -> Result<()> {
     let buf = Filler::new(11).bytes(mib << 20);
+    let p = ChunkParams::default();
     let t = Instant::now();
     let mut count = 0u64;
-    chunk_stream(
-        &buf[..],
-        ChunkParams::default(),
-        None,
-        &Default::default(),
-        |_| {
+    if reference {
+        count = fastcdc::v2020::FastCDC::new(&buf, p.min, p.avg, p.max).count() as u64;
+    } else {
+        chunk_stream(&buf[..], p, None, &Default::default(), |_| {
             count += 1;
             Ok(())
-        },
-    )
-    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        })
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    }
     emit(
         "chunk",
         buf.len() as u64,
         t.elapsed().as_secs_f64(),
-        serde_json::json!({"chunks": count}),
+        serde_json::json!({"chunks": count, "crate": reference}),
     );
     Ok(())
 }
