@@ -9,7 +9,7 @@
 #   bench: test + the reference tools of benches/compare.sh (fio, b3sum, restic, openssl)
 set -euo pipefail
 want=${1:-test}
-pkgs=(librocksdb-dev libclang-dev clang pkg-config diffutils mount)
+pkgs=(librocksdb-dev libclang-dev clang pkg-config make diffutils mount)
 [ "$want" = build ] || pkgs+=(awscli python3-swiftclient tmux util-linux
   keystone python3-keystonemiddleware python3-keystoneclient
   qemu-system-x86 ovmf debootstrap mtools dosfstools fdisk e2fsprogs zstd

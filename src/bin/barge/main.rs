@@ -158,6 +158,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// jemalloc, configured in `.cargo/config.toml`: with glibc's malloc the peak RSS of a
+/// migrate grew 1.7× from 50,000 to 500,000 small objects while the live heap grew
+/// 1.45× (its per-thread arenas keep freed memory); with this one, 1.15-1.25×.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.global);
