@@ -97,6 +97,9 @@ const MEMTABLE_BYTES: usize = 16 << 20;
 /// included.
 const BLOCK_CACHE_BYTES: usize = 8 << 20;
 
+/// The size of one partition of a table's index or bloom filter: what one lookup loads.
+const METADATA_BLOCK_BYTES: usize = 4096;
+
 /// Stripes of the object lock: a read-modify-write of one object record holds the
 /// stripe its key hashes to, so two of them on one key never interleave (a power of two
 /// well above the number of workers, so unrelated keys rarely wait on each other).
@@ -195,6 +198,15 @@ impl Catalog {
         table.set_cache_index_and_filter_blocks(true);
         table.set_pin_l0_filter_and_index_blocks_in_cache(true);
         table.set_bloom_filter(10.0, false);
+        // Partitioned: a table's index and bloom filter are cut into METADATA_BLOCK_BYTES
+        // pieces under a small top level, so a lookup loads one piece into the cache, not
+        // the table's whole filter. Whole filters (1.2 MB per million keys) did not stay
+        // in the cache: at a million objects, re-reading and checksumming them took 11% of
+        // a migrate's CPU. Each table records its own layout: older tables read as before.
+        table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+        table.set_partition_filters(true);
+        table.set_metadata_block_size(METADATA_BLOCK_BYTES);
+        table.set_pin_top_level_index_and_filter(true);
         let cfs = ALL_CFS.iter().map(|name| {
             let mut o = Options::default();
             o.set_block_based_table_factory(&table);
