@@ -584,9 +584,20 @@ mod tests {
         let b = first_chunk(&mut vec![]);
         assert_ne!(a, b, "a buffer was reused while its chunks were alive");
         drop(kept);
-        // Both buffers are free now; the next read reuses one of them.
-        let c = first_chunk(&mut vec![]);
+        // Both buffers are free now and kept by the pool (not handed back to malloc,
+        // which could also give the same address again); the next read reuses one.
+        let pooled = |pool: &BufferPool| pool.free.lock().map(|f| f.len()).unwrap_or(0);
+        assert_eq!(pooled(&pool), 2);
+        let mut held = vec![];
+        let c = first_chunk(&mut held);
         assert!(c == a || c == b, "no pooled buffer was reused");
+        // With c's chunks held, the next read takes the other pooled buffer.
+        let d = first_chunk(&mut vec![]);
+        assert!(
+            (d == a || d == b) && d != c,
+            "the other pooled buffer was not reused"
+        );
+        assert_eq!(pooled(&pool), 2);
     }
 
     #[test]
