@@ -446,18 +446,27 @@ impl ReadService {
     /// Reads `len` bytes at `offset` (any alignment) of `file`.
     pub async fn read(&self, file: Arc<File>, offset: u64, len: usize) -> io::Result<ReadBuf> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        let tx = self.tx.clone();
         let req = ReadReq {
             file,
             offset,
             len,
             reply,
         };
-        // The channel is bounded; a full queue blocks, so hand the send to the blocking pool.
-        tokio::task::spawn_blocking(move || tx.send(req))
-            .await
-            .map_err(io::Error::other)?
-            .map_err(|_| io::Error::other("staging read thread has stopped"))?;
+        // The channel is bounded. Most sends find room and cost no thread hand-off; only
+        // a full queue, where a send blocks, goes through the blocking pool.
+        match self.tx.try_send(req) {
+            Ok(()) => {}
+            Err(crossbeam_channel::TrySendError::Full(req)) => {
+                let tx = self.tx.clone();
+                tokio::task::spawn_blocking(move || tx.send(req))
+                    .await
+                    .map_err(io::Error::other)?
+                    .map_err(|_| io::Error::other("staging read thread has stopped"))?;
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                return Err(io::Error::other("staging read thread has stopped"));
+            }
+        }
         rx.await
             .map_err(|_| io::Error::other("staging read thread dropped a request"))?
     }
