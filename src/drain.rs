@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::monitor::{Monitor, QueueGauge};
 use crate::node::Node;
 use crate::object::{ObjectKey, ObjectMeta};
-use crate::staging::ChunkReader;
+use crate::staging::{ChunkReader, RecentChunks};
 
 /// Chunks read ahead per object being drained.
 pub const READ_AHEAD: usize = 4;
@@ -52,6 +52,15 @@ const DRAIN_MAX_COST: u64 = 160 << 20;
 /// written since durable in one fsync (group commit) instead of one fsync per object.
 pub const MARK_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
+/// At most one sync of a destination that is not durable on put (a directory) per this
+/// interval. A sync covers every object written before it began, so the wait gathers a
+/// batch: one `syncfs` (a journal commit and a cache flush) for hundreds of small files
+/// instead of one per handful. The first sync of a run is not delayed.
+pub const SYNC_MIN_INTERVAL: Duration = Duration::from_millis(10);
+/// Objects written and waiting for their sync, at most; a worker that finds the queue
+/// full waits (the records are small, the byte budget already counts the bodies).
+const UNSYNCED_MAX: usize = 4096;
+
 /// Objects at least this large whose content the run has already written are copied
 /// server-side ([`Destination::copy`]) instead of being sent again; below it a copy
 /// request saves less than it costs.
@@ -61,10 +70,35 @@ pub const COPY_MIN_SIZE: u64 = 256 << 10;
 /// forgotten content are sent in full, never lost.
 pub const COPY_INDEX_MAX: usize = 1 << 20;
 
-/// An object queued for the drain workers (they re-read its record before draining).
 /// The key and size of an object queued for the drain workers: the size is what the
 /// byte budget needs before the worker re-reads the record.
-type Queued = (ObjectKey, u64);
+pub type Queued = (ObjectKey, u64);
+
+/// What a drain takes from an ingest running beside it in the same process
+/// (`barge migrate`): each object the ingest staged, and the plaintext of the chunks it
+/// staged last.
+pub struct Follow {
+    pub staged: mpsc::Receiver<Queued>,
+    pub recent: Arc<RecentChunks>,
+}
+
+/// The ingest's side of a [`Follow`].
+#[derive(Debug, Clone)]
+pub struct Feed {
+    pub staged: mpsc::Sender<Queued>,
+    pub recent: Arc<RecentChunks>,
+}
+
+/// A connected [`Feed`] and [`Follow`].
+pub fn follow() -> (Feed, Follow) {
+    let (tx, rx) = mpsc::channel(DRAIN_QUEUE);
+    let recent = Arc::new(RecentChunks::default());
+    let feed = Feed {
+        staged: tx,
+        recent: recent.clone(),
+    };
+    (feed, Follow { staged: rx, recent })
+}
 
 /// Options of `barge drain`.
 #[derive(Debug, Clone)]
@@ -340,10 +374,11 @@ pub async fn run_following(
     node: &Node,
     dest: Arc<dyn Destination>,
     opts: &DrainOptions,
-    follow: Option<mpsc::Receiver<ObjectKey>>,
+    follow: Option<Follow>,
 ) -> Result<DrainSummary> {
     let monitor = opts.monitor.clone();
-    let (reader, run_id) = start(node, &*dest, &monitor).await?;
+    let (follow, recent) = follow.map(|f| (f.staged, f.recent)).unzip();
+    let (reader, run_id) = start(node, &*dest, &monitor, recent).await?;
     let (tx, rx) = mpsc::channel::<Queued>(DRAIN_QUEUE);
     let drain_q = monitor.queue("drain", DRAIN_QUEUE);
     let scanner = spawn_scanner(
@@ -354,7 +389,7 @@ pub async fn run_following(
     );
     // The follower takes the last sender (or drops it when there is nothing to follow):
     // the workers end when the scanner and the follower have both dropped theirs.
-    let follower = spawn_follower(follow, node.catalog.clone(), drain_q.clone(), tx);
+    let follower = spawn_follower(follow, drain_q.clone(), tx);
     let shared = Arc::new(Shared {
         rx: Mutex::new(rx),
         dest: dest.clone(),
@@ -364,15 +399,17 @@ pub async fn run_following(
         monitor,
         drain_q,
         budget: ByteBudget::new(DRAIN_BYTE_BUDGET),
-        durable: GroupSync::default(),
         tally: Tally::default(),
         written: Written::default(),
     });
+    let (unsynced, unsynced_rx) = mpsc::channel(UNSYNCED_MAX);
+    let committer = tokio::spawn(shared.clone().commit_loop(unsynced_rx));
     let workers: Vec<_> = (0..opts.concurrency.max(1))
-        .map(|_| tokio::spawn(shared.clone().work(dest.throttle())))
+        .map(|_| tokio::spawn(shared.clone().work(dest.throttle(), unsynced.clone())))
         .collect();
+    drop(unsynced);
     let marks = spawn_mark_sync(node.catalog.clone());
-    let joined = join(&shared, workers, follower, scanner).await;
+    let joined = join(&shared, workers, committer, follower, scanner).await;
     marks.abort();
     joined?;
     save_layout(node, &*dest)?;
@@ -407,13 +444,15 @@ async fn start(
     node: &Node,
     dest: &dyn Destination,
     monitor: &Monitor,
+    recent: Option<Arc<RecentChunks>>,
 ) -> Result<(ChunkReader, u64)> {
     let reader = ChunkReader::new(
         node.catalog.clone(),
         node.master.clone(),
         node.staging.settings.seal_backend,
         node.staging.settings.queue_depth.max(4) * 2,
-    );
+    )
+    .with_recent(recent);
     refuse_another_destination(node, &dest.url())?;
     let run_id = node.catalog.start_run(&RunRecord {
         command: "drain".into(),
@@ -545,54 +584,30 @@ fn spawn_scanner(
 }
 
 /// Queues each object a running ingest reports as staged, until that ingest ends; with
-/// nothing to follow, drops `tx` at once.
+/// nothing to follow, drops `tx` at once. Nothing is read here: the worker that takes
+/// the object reads its record and skips it if it no longer wants a drain.
 fn spawn_follower(
-    follow: Option<mpsc::Receiver<ObjectKey>>,
-    catalog: Arc<Catalog>,
+    follow: Option<mpsc::Receiver<Queued>>,
     q: Arc<QueueGauge>,
     tx: mpsc::Sender<Queued>,
 ) -> Option<JoinHandle<()>> {
     let mut f = follow?;
     Some(tokio::spawn(async move {
-        while let Some(k) = f.recv().await {
-            if let Ok(Some(rec)) = catalog.get_object(&k)
-                && wants_drain(&rec)
-            {
-                if tx.send((k, rec.size)).await.is_err() {
-                    break;
-                }
-                q.push();
+        while let Some(item) = f.recv().await {
+            if tx.send(item).await.is_err() {
+                break;
             }
+            q.push();
         }
     }))
 }
 
-/// Group sync for a destination that is not durable on put: a worker that wrote an
-/// object waits for one [`Destination::sync`] that began after its write. Whoever finds
-/// no such sync done runs one for everything written so far, while the others queue on
-/// the lock and find it done: one sync covers every object written meanwhile.
-#[derive(Debug, Default)]
-struct GroupSync {
-    /// Writes registered so far (the ticket of the latest).
-    written: AtomicU64,
-    /// The highest ticket a finished sync covers.
-    synced: Mutex<u64>,
-}
-
-impl GroupSync {
-    /// Returns once a sync that covers a write registered now has finished.
-    async fn after_write(&self, dest: &dyn Destination) -> Result<()> {
-        let ticket = self.written.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut synced = self.synced.lock().await;
-        if *synced >= ticket {
-            return Ok(());
-        }
-        let covers = self.written.load(Ordering::SeqCst);
-        crate::failpoint::point("drain.before_sync");
-        dest.sync().await?;
-        *synced = covers;
-        Ok(())
-    }
+/// An object written to a destination that is not durable on put, waiting for the
+/// group sync after which it is marked drained (its key stays taken until then).
+struct Unsynced {
+    key: ObjectKey,
+    rec: ObjectRecord,
+    how: Delivery,
 }
 
 /// What the drain workers share: the queue, the destination and the run's tallies.
@@ -607,15 +622,18 @@ struct Shared {
     drain_q: Arc<QueueGauge>,
     /// [`DRAIN_BYTE_BUDGET`].
     budget: ByteBudget,
-    /// Group sync of a destination that is not durable on put.
-    durable: GroupSync,
     tally: Tally,
     written: Written,
 }
 
 impl Shared {
     /// One worker: takes queued objects until the queue ends or the destination is down.
-    async fn work(self: Arc<Self>, throttle: Option<Arc<Throttle>>) {
+    /// Objects written to a destination that is not durable on put go to `unsynced`.
+    async fn work(
+        self: Arc<Self>,
+        throttle: Option<Arc<Throttle>>,
+        unsynced: mpsc::Sender<Unsynced>,
+    ) {
         loop {
             let next = self.rx.lock().await.recv().await;
             let Some((key, size)) = next else { break };
@@ -629,13 +647,14 @@ impl Shared {
                 .budget
                 .hold(size.clamp(DRAIN_MIN_COST, DRAIN_MAX_COST))
                 .await;
-            self.drain_one(key).await;
+            self.drain_one(key, &unsynced).await;
         }
     }
 
     /// Takes the key (or leaves it to the worker that has it), then drains the object
-    /// from its record as it is now, if it still wants a drain.
-    async fn drain_one(&self, key: ObjectKey) {
+    /// from its record as it is now, if it still wants a drain. The key is released here
+    /// unless the object waits for its group sync (the committer releases it then).
+    async fn drain_one(&self, key: ObjectKey, unsynced: &mpsc::Sender<Unsynced>) {
         if !self
             .busy
             .lock()
@@ -644,19 +663,32 @@ impl Shared {
         {
             return;
         }
+        let mut waits_for_sync = false;
         if let Ok(Some(rec)) = self.catalog.get_object(&key)
             && wants_drain(&rec)
         {
-            self.drain_record(&key, &rec).await;
+            waits_for_sync = self.drain_record(&key, rec, unsynced).await;
         }
-        if let Ok(mut b) = self.busy.lock() {
-            b.remove(&key);
+        if !waits_for_sync {
+            self.release(&key);
         }
     }
 
-    /// Writes the object to the destination and only then marks it drained; tallies the
-    /// outcome.
-    async fn drain_record(&self, key: &ObjectKey, rec: &ObjectRecord) {
+    fn release(&self, key: &ObjectKey) {
+        if let Ok(mut b) = self.busy.lock() {
+            b.remove(key);
+        }
+    }
+
+    /// Writes the object to the destination and only then marks it drained (at once
+    /// where a put is durable, else after the group sync that covers it; true then);
+    /// tallies the outcome.
+    async fn drain_record(
+        &self,
+        key: &ObjectKey,
+        rec: ObjectRecord,
+        unsynced: &mpsc::Sender<Unsynced>,
+    ) -> bool {
         let meta = ObjectMeta {
             key: key.clone(),
             size: rec.size,
@@ -666,23 +698,74 @@ impl Shared {
             modified: None,
         };
         crate::failpoint::point("drain.before_put");
-        let res = match deliver(&*self.dest, &self.reader, &self.written, key, rec, &meta).await {
+        match deliver(&*self.dest, &self.reader, &self.written, key, &rec, &meta).await {
             Ok(how) => {
                 crate::failpoint::point("drain.after_put");
-                // Invariant 7: marked only once the object is durable at the destination.
-                let r = match self.dest.durable_on_put() {
-                    true => Ok(()),
-                    false => self.durable.after_write(&*self.dest).await,
-                };
-                let r = r.and_then(|()| self.catalog.mark_drained(key, rec.blake3));
-                crate::failpoint::point("drain.after_mark");
-                r.map(|()| how)
+                if !self.dest.durable_on_put() {
+                    let key = key.clone();
+                    let waiting = Unsynced { key, rec, how };
+                    match unsynced.send(waiting).await {
+                        Ok(()) => return true,
+                        Err(e) => {
+                            let err = Error::task("the drain's group sync", "it has stopped");
+                            self.record_failure(&e.0.key, &e.0.rec, &err);
+                            return false;
+                        }
+                    }
+                }
+                self.mark(key, &rec, how);
             }
-            Err(e) => Err(e),
-        };
-        match res {
-            Ok(how) => self.tally.delivered(&self.monitor, rec.size, how),
+            Err(e) => self.record_failure(key, &rec, &e),
+        }
+        false
+    }
+
+    /// Invariant 7: an object is marked drained only once it is durable at the
+    /// destination (its put returned on a durable store, or a group sync covered it).
+    fn mark(&self, key: &ObjectKey, rec: &ObjectRecord, how: Delivery) {
+        match self.catalog.mark_drained(key, rec.blake3) {
+            Ok(()) => {
+                crate::failpoint::point("drain.after_mark");
+                self.tally.delivered(&self.monitor, rec.size, how);
+            }
             Err(e) => self.record_failure(key, rec, &e),
+        }
+    }
+
+    /// The group sync of a destination that is not durable on put: takes the objects
+    /// the workers wrote, syncs the destination at most once per [`SYNC_MIN_INTERVAL`]
+    /// for everything written before the sync began, then marks those drained (or failed,
+    /// when the sync failed). Ends once every worker has ended and all is settled.
+    async fn commit_loop(self: Arc<Self>, mut rx: mpsc::Receiver<Unsynced>) {
+        let mut last: Option<tokio::time::Instant> = None;
+        while let Some(first) = rx.recv().await {
+            if let Some(t) = last {
+                tokio::time::sleep_until(t + SYNC_MIN_INTERVAL).await;
+            }
+            let mut batch = vec![first];
+            while let Ok(u) = rx.try_recv() {
+                batch.push(u);
+            }
+            last = Some(tokio::time::Instant::now());
+            crate::failpoint::point("drain.before_sync");
+            let synced = self.dest.sync().await;
+            let me = self.clone();
+            let settled = tokio::task::spawn_blocking(move || me.settle(batch, synced)).await;
+            if let Err(e) = settled {
+                tracing::error!("settling a group sync: {e}");
+            }
+        }
+    }
+
+    /// Marks a synced batch drained, or each of its objects failed with the sync's
+    /// error; releases their keys.
+    fn settle(&self, batch: Vec<Unsynced>, synced: Result<()>) {
+        for u in batch {
+            match &synced {
+                Ok(()) => self.mark(&u.key, &u.rec, u.how),
+                Err(e) => self.record_failure(&u.key, &u.rec, e),
+            }
+            self.release(&u.key);
         }
     }
 
@@ -725,16 +808,19 @@ impl Shared {
 async fn join(
     shared: &Shared,
     workers: Vec<JoinHandle<()>>,
+    committer: JoinHandle<()>,
     follower: Option<JoinHandle<()>>,
     scanner: JoinHandle<Result<()>>,
 ) -> Result<()> {
     // The workers end when the scanner and the follower have both dropped their senders,
     // or early, when the destination is down. Then nobody takes from the queue any more:
     // closing it ends a scanner or follower blocked on a full queue (they used to wait
-    // forever once more than DRAIN_QUEUE objects were left).
+    // forever once more than DRAIN_QUEUE objects were left). The committer ends with the
+    // workers' senders, after the last group sync.
     for w in workers {
         let _ = w.await;
     }
+    let _ = committer.await;
     {
         let mut rx = shared.rx.lock().await;
         rx.close();

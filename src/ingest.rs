@@ -58,8 +58,9 @@ pub struct IngestOptions {
     pub concurrency: usize,
     /// Staging drives to use (all configured drives when empty).
     pub drives: Vec<std::path::PathBuf>,
-    /// Told the key of every object once it is staged (a drain running alongside).
-    pub notify: Option<mpsc::Sender<ObjectKey>>,
+    /// Told the key and size of every object once it is staged, and given the plaintext
+    /// of new small chunks (a drain running alongside, `barge migrate`).
+    pub notify: Option<crate::drain::Feed>,
     /// Live counters, queues and controls (status API, progress, `barge tui`).
     pub monitor: Arc<Monitor>,
     /// Which listed objects are part of the move (recorded in the catalog).
@@ -173,7 +174,7 @@ struct Ctx {
     checks: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     stop: AtomicBool,
     stop_reason: std::sync::Mutex<Option<String>>,
-    notify: Option<mpsc::Sender<ObjectKey>>,
+    notify: Option<mpsc::Sender<crate::drain::Queued>>,
     /// Where the listing resumes, and how far it may resume from next time.
     checkpoints: Checkpoints,
     /// See [`IngestOptions::pass`].
@@ -347,6 +348,9 @@ fn prepare(
         node.staging.settings.clone(),
         &drives,
     )?;
+    if let Some(feed) = &opts.notify {
+        stager.keep_recent(feed.recent.clone());
+    }
     opts.monitor.set_staging(stager.handle());
     // This run's figures start here, and its listing has not finished yet.
     let start_totals = opts.monitor.ingest.totals();
@@ -393,7 +397,7 @@ fn prepare(
         checks: Default::default(),
         stop: AtomicBool::new(false),
         stop_reason: Default::default(),
-        notify: opts.notify.clone(),
+        notify: opts.notify.as_ref().map(|f| f.staged.clone()),
         checkpoints: Checkpoints::new(node.catalog.clone(), list_from, opts.monitor.clone()),
         pass: opts.pass,
         changes: Default::default(),
@@ -901,7 +905,7 @@ async fn fetch_one(
                         .bytes_staged
                         .fetch_add(meta.size, Ordering::Relaxed);
                     if let Some(n) = &ctx.notify {
-                        let _ = n.send(key.clone()).await;
+                        let _ = n.send((key.clone(), meta.size)).await;
                     }
                     true
                 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::stages::{self, ReportOutcome};
 use super::{Settings, Timed};
-use crate::drain::{DRAIN_QUEUE, DrainSummary};
+use crate::drain::DrainSummary;
 use crate::error::Result;
 use crate::ingest::IngestSummary;
 use crate::monitor::Monitor;
@@ -52,10 +52,10 @@ pub async fn move_through(
 ) -> Result<MoveOutcome> {
     let mut passes = Vec::new();
     loop {
-        let (tx, rx) = tokio::sync::mpsc::channel(DRAIN_QUEUE);
+        let (feed, follow) = crate::drain::follow();
         let (i, d) = tokio::join!(
-            stages::ingest(s, node, source, Some(tx), monitor.clone()),
-            stages::drain(s, node, dest, Some(rx), monitor.clone())
+            stages::ingest(s, node, source, Some(feed), monitor.clone()),
+            stages::drain(s, node, dest, Some(follow), monitor.clone())
         );
         let pass = Pass {
             ingest: i?,

@@ -15,7 +15,6 @@ use crate::ingest::{self, IngestOptions, IngestSummary};
 use crate::inventory::InventorySource;
 use crate::monitor::Monitor;
 use crate::node::Node;
-use crate::object::ObjectKey;
 use crate::pending::PendingSource;
 use crate::report::{self, Report};
 use crate::staging::reclaim::{self, ReclaimReport};
@@ -80,12 +79,12 @@ pub async fn list(
 }
 
 /// Lists `source` into the catalog and stages what is new or changed. With `notify`,
-/// each staged object's key is sent there (a drain following the ingest).
+/// each staged object is handed there (a drain following the ingest).
 pub async fn ingest(
     s: &Settings,
     node: &Node,
     source: &str,
-    notify: Option<mpsc::Sender<ObjectKey>>,
+    notify: Option<crate::drain::Feed>,
     monitor: Arc<Monitor>,
 ) -> Result<Timed<IngestSummary>> {
     s.bind_shard(node)?;
@@ -127,7 +126,7 @@ pub async fn drain(
     s: &Settings,
     node: &Node,
     dest: &str,
-    follow: Option<mpsc::Receiver<ObjectKey>>,
+    follow: Option<crate::drain::Follow>,
     monitor: Arc<Monitor>,
 ) -> Result<Timed<DrainSummary>> {
     s.bind_shard(node)?;

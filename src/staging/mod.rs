@@ -6,6 +6,8 @@
 //! * [`writer`]: one thread per drive that seals, appends, fdatasyncs, then commits
 //!   chunk locations to the catalog.
 //! * [`reader`]: reads a chunk back, checks its record header and GCM tag, decrypts.
+//! * [`recent`]: the plaintext of the small chunks staged last, for a drain in the same
+//!   process.
 //! * [`set`]: the drive set of a node with raw drives (`meta/drive_set`).
 //! * [`Stager`]: the front door used by ingest: dedups against the catalog and against
 //!   chunks already in flight, and stripes new chunks over drives.
@@ -15,6 +17,7 @@ pub mod format;
 #[allow(unsafe_code)] // io_uring and O_DIRECT: each block has its SAFETY comment
 pub(crate) mod io;
 pub(crate) mod reader;
+pub mod recent;
 pub mod reclaim;
 pub mod recover;
 pub(crate) mod set;
@@ -33,6 +36,7 @@ use crate::error::{Error, Result};
 
 pub use io::EngineKind;
 pub use reader::ChunkReader;
+pub use recent::RecentChunks;
 
 /// Default segment file size.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 1 << 30;
@@ -218,6 +222,8 @@ pub(crate) struct Shared {
     next_drive: AtomicUsize,
     pub stats: Arc<StageStats>,
     pub engine: Mutex<Option<EngineKind>>,
+    /// Where new chunks' plaintext is kept for a drain in the same process, if any.
+    recent: std::sync::OnceLock<Arc<RecentChunks>>,
 }
 
 impl Shared {
@@ -425,6 +431,7 @@ impl Stager {
             next_drive: AtomicUsize::new(0),
             stats: Arc::default(),
             engine: Mutex::new(None),
+            recent: Default::default(),
         });
         let mut threads = vec![];
         for (i, rx) in receivers.into_iter().enumerate() {
@@ -462,8 +469,17 @@ impl Stager {
             m.insert(id, vec![tx]);
             rx
         };
+        if let Some(r) = self.shared.recent.get() {
+            r.add(id, &data);
+        }
         self.shared.route(writer::WriteReq { id, data });
         Ok(Ticket::Pending(rx))
+    }
+
+    /// Keeps the plaintext of each new small chunk in `recent` from now on (before it is
+    /// sealed in place), for a drain running in the same process.
+    pub fn keep_recent(&self, recent: Arc<RecentChunks>) {
+        let _ = self.shared.recent.set(recent);
     }
 
     fn count_dedup(&self, len: u64) {

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use super::format::{RECORD_HEADER_LEN, RecordHeader};
 use super::io::{EngineKind, ReadBuf, ReadService};
+use super::recent::RecentChunks;
 use crate::catalog::{Catalog, ChunkRecord};
 use crate::crypto::seal::{aad, nonce};
 use crate::crypto::{ChunkHasher, ChunkId, MasterKey, SealBackend, SegmentCipher, segment_key};
@@ -30,6 +31,8 @@ struct Inner {
     backend: SealBackend,
     svc: ReadService,
     segs: Mutex<HashMap<u64, Arc<SegHandle>>>,
+    /// Chunks an ingest in the same process staged last, taken from memory.
+    recent: Option<Arc<RecentChunks>>,
 }
 
 struct SegHandle {
@@ -55,8 +58,19 @@ impl ChunkReader {
                 backend,
                 svc: ReadService::start(depth),
                 segs: Mutex::new(HashMap::new()),
+                recent: None,
             }),
         }
+    }
+
+    /// Takes the chunks in `recent` from memory instead of the drive (see
+    /// [`RecentChunks`]). Call it before the reader is cloned; a shared reader is left
+    /// as it is.
+    pub fn with_recent(mut self, recent: Option<Arc<RecentChunks>>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.recent = recent;
+        }
+        self
     }
 
     pub fn engine(&self) -> &EngineKind {
@@ -103,7 +117,11 @@ impl ChunkReader {
     }
 
     /// Reads, authenticates and decrypts one chunk; checks the plaintext hashes to `id`.
+    /// A chunk this process staged moments ago may come from memory instead ([`Self::with_recent`]).
     pub async fn read_chunk(&self, id: &ChunkId) -> Result<bytes::Bytes> {
+        if let Some(data) = self.inner.recent.as_ref().and_then(|r| r.get(id)) {
+            return Ok(data);
+        }
         let rec = self
             .inner
             .catalog
