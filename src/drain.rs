@@ -451,8 +451,8 @@ async fn start(
         node.master.clone(),
         node.staging.settings.seal_backend,
         node.staging.settings.queue_depth.max(4) * 2,
-    )
-    .with_recent(recent);
+        recent,
+    );
     refuse_another_destination(node, &dest.url())?;
     let run_id = node.catalog.start_run(&RunRecord {
         command: "drain".into(),

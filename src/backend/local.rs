@@ -161,7 +161,7 @@ pub struct LocalSource {
 /// deep enough for a fast drive, more only adds threads and switches between them
 /// (measured with 256 fetchers: over a hundred threads, a seventh of the CPU in futex
 /// wake-ups).
-const FILE_READERS: usize = 32;
+pub const FILE_READERS: usize = 32;
 
 impl LocalSource {
     /// The tree under `root`; with `follow_symlinks`, symbolic links are followed (a loop

@@ -9,6 +9,7 @@ pub mod swift;
 pub mod throttle;
 
 pub use check::ContentCheck;
+pub use local::FILE_READERS;
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -44,11 +44,14 @@ struct SegHandle {
 }
 
 impl ChunkReader {
+    /// A reader with up to `depth` reads in flight; with `recent`, chunks still kept there
+    /// (staged moments ago by this process, see [`RecentChunks`]) come from memory.
     pub fn new(
         catalog: Arc<Catalog>,
         master: Arc<MasterKey>,
         backend: SealBackend,
         depth: usize,
+        recent: Option<Arc<RecentChunks>>,
     ) -> Self {
         ChunkReader {
             inner: Arc::new(Inner {
@@ -58,19 +61,9 @@ impl ChunkReader {
                 backend,
                 svc: ReadService::start(depth),
                 segs: Mutex::new(HashMap::new()),
-                recent: None,
+                recent,
             }),
         }
-    }
-
-    /// Takes the chunks in `recent` from memory instead of the drive (see
-    /// [`RecentChunks`]). Call it before the reader is cloned; a shared reader is left
-    /// as it is.
-    pub fn with_recent(mut self, recent: Option<Arc<RecentChunks>>) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.recent = recent;
-        }
-        self
     }
 
     pub fn engine(&self) -> &EngineKind {
@@ -117,7 +110,7 @@ impl ChunkReader {
     }
 
     /// Reads, authenticates and decrypts one chunk; checks the plaintext hashes to `id`.
-    /// A chunk this process staged moments ago may come from memory instead ([`Self::with_recent`]).
+    /// A chunk this process staged moments ago may come from memory instead (`recent`).
     pub async fn read_chunk(&self, id: &ChunkId) -> Result<bytes::Bytes> {
         if let Some(data) = self.inner.recent.as_ref().and_then(|r| r.get(id)) {
             return Ok(data);
@@ -207,4 +200,30 @@ fn open_record(
         )));
     }
     Ok(bytes.into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chunk kept in `recent` is served from there: the catalog has no location for
+    /// it, so a read from the drive would fail with `ChunkMissing`.
+    #[tokio::test]
+    async fn a_recent_chunk_is_read_from_memory_and_others_from_the_catalog() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Arc::new(Catalog::open(dir.path(), true).unwrap());
+        let master = Arc::new(MasterKey::generate());
+        let recent = Arc::new(RecentChunks::default());
+        let (kept, other) = (ChunkId([1; 32]), ChunkId([2; 32]));
+        recent.add(kept, b"staged a moment ago");
+        let reader = ChunkReader::new(catalog, master, SealBackend::RustCrypto, 4, Some(recent));
+        assert_eq!(
+            reader.read_chunk(&kept).await.unwrap().as_ref(),
+            b"staged a moment ago"
+        );
+        assert!(matches!(
+            reader.read_chunk(&other).await,
+            Err(Error::ChunkMissing { .. })
+        ));
+    }
 }

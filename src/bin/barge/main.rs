@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Parser;
 
+use barge::backend::FILE_READERS;
 use barge::commands::daemon::{self, DaemonOptions};
 
 use crate::cli::{Cli, Cmd, Global, LogFormat};
@@ -166,7 +167,7 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Threads of tokio's blocking pool beside the ones chunking objects in flight.
 /// Those are at most an endpoint's window (`--max-concurrency`) or a directory source's
-/// 32 file readers; this room covers a directory destination's 8 file writers, the
+/// file readers ([`FILE_READERS`]); this room covers a directory destination's 8 file writers, the
 /// long-running walks, scans and merges, and decrypting large drained chunks (which
 /// only queue when it is full: every blocking task waits on async work or a dedicated
 /// thread, never on another blocking task). Tokio's default cap (512) let a migrate of a
@@ -178,7 +179,7 @@ const BLOCKING_THREADS_BESIDE_WINDOW: usize = 32;
 /// The blocking pool's cap for an endpoint window of `max_concurrency` (see
 /// [`BLOCKING_THREADS_BESIDE_WINDOW`]).
 fn blocking_threads(max_concurrency: usize) -> usize {
-    max_concurrency.max(32) + BLOCKING_THREADS_BESIDE_WINDOW
+    max_concurrency.max(FILE_READERS) + BLOCKING_THREADS_BESIDE_WINDOW
 }
 
 fn main() -> ExitCode {
