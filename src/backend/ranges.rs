@@ -3,10 +3,10 @@
 //! `StartAfter`, Swift's `marker`).
 //!
 //! A range is the keys in `(after, until]` (`until` absent: to the end of the key space).
-//! A fresh listing starts as one range, the *tail*. After the tail's first page, if more
-//! keys follow and more than one listing may run at once, the rest of the key space is
-//! split at real keys found by *probes* (a listing of one key after a chosen string):
-//! the probes walk the key space as a trie, find each node's longest common prefix by
+//! A fresh listing starts as one range, the *tail*. Once the tail has listed
+//! `SPLIT_AFTER_KEYS` keys, if more follow and more than one listing may run at once,
+//! the rest of the key space is split at real keys found by *probes* (a listing of one
+//! key after a chosen string): the probes walk the key space as a trie, find each node's longest common prefix by
 //! binary search, and enumerate a node's children by skip-scan (after the first key of a
 //! child `P+c`, probe after `P+c+U+10FFFF` to find the next child). This finds common
 //! prefixes at any depth whether or not keys contain `/`, so a flat bucket of numbered
@@ -37,6 +37,11 @@ const RANGES_PER_LISTER: usize = 2;
 const MARK_EVERY: usize = 100;
 /// Objects asked for by the first page of a range with an end (see [`next_limit`]).
 const FIRST_PAGE: usize = 100;
+/// Keys the tail lists on its own before the rest of the key space is split. Planning
+/// the split costs a few hundred one-key probes (about as much server work as 40 pages
+/// of 1,000 keys), worth paying only once the listing has shown it is long: a small
+/// bucket, or a sync pass over one, is listed in a few pages without a probe.
+const SPLIT_AFTER_KEYS: usize = 10_000;
 /// The most ranges one listing is split into.
 const MAX_RANGES: usize = 256;
 /// The most children enumerated under one trie node.
@@ -132,9 +137,9 @@ impl RangeListing<'_> {
         Ok(())
     }
 
-    /// Lists the tail's first page and, if keys follow and several listings may run,
-    /// splits the rest of it into ranges queued in `ranges`; else queues what is left of
-    /// the tail. False once the receiver is gone.
+    /// Lists the tail's first [`SPLIT_AFTER_KEYS`] keys and, if more follow and several
+    /// listings may run, splits the rest of it into ranges queued in `ranges`; else
+    /// queues what is left of the tail. False once the receiver is gone.
     async fn split_tail(
         &self,
         (name, mut mark): (String, RangeMark),
@@ -145,9 +150,13 @@ impl RangeListing<'_> {
             ranges.push_back((name, mark));
             return Ok(true);
         }
-        let page = self.pages.page(mark.after.as_deref(), self.page).await?;
-        if send(&name, page, &mut mark, tx).await.is_none() {
-            return Ok(false);
+        let mut listed = 0;
+        while !mark.done && listed < SPLIT_AFTER_KEYS {
+            let page = self.pages.page(mark.after.as_deref(), self.page).await?;
+            listed += page.entries.len().max(1);
+            if send(&name, page, &mut mark, tx).await.is_none() {
+                return Ok(false);
+            }
         }
         if !mark.done {
             let after = mark.after.clone().unwrap_or_default();
@@ -613,6 +622,25 @@ mod tests {
         assert!(requests < 200);
         // The last pages of ranges list little beyond their ends.
         assert!(served < 20_000 * 5 / 4, "{served} keys served for 20,000");
+    }
+
+    #[tokio::test]
+    async fn a_small_key_space_is_listed_in_pages_without_probes() {
+        let k = keys(
+            (0..SPLIT_AFTER_KEYS / 2)
+                .map(|i| format!("k{i:05}"))
+                .collect(),
+        );
+        let (mut got, marks) = run(&k, 8, &ListFrom::new()).await;
+        got.sort();
+        assert_eq!(got, k.keys);
+        assert_eq!(marks.len(), 1, "one range");
+        assert!(marks.values().all(|m| m.done));
+        // Pages of 1,000 keys and nothing else.
+        assert_eq!(
+            k.requests.load(Ordering::Relaxed),
+            SPLIT_AFTER_KEYS / 2 / 1000
+        );
     }
 
     #[tokio::test]

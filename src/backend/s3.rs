@@ -10,8 +10,8 @@
 //!   ours: ETag MD5 checks on fetch, Content-MD5 on every upload and part.
 //! * The SDK's own retries are off: [`Throttle`] retries with back-pressure instead.
 //! * Listing streams page by page, a checkpoint mark after each page so an ingest can
-//!   resume it (`StartAfter`); with `list_parallel > 1` the first level of "directories"
-//!   is listed concurrently. Objects above `part_size` are fetched as parallel ranged
+//!   resume it (`StartAfter`); with `list_parallel > 1` a listing longer than
+//!   10,000 keys is split into key ranges listed concurrently (`ranges`). Objects above `part_size` are fetched as parallel ranged
 //!   GETs.
 
 use std::collections::HashMap;
