@@ -132,6 +132,10 @@ pub struct DrainSummary {
     /// run had already sent, instead of sending it again.
     pub copied: u64,
     pub copied_bytes: u64,
+    /// Chunks read to rebuild objects: from memory (a migrate's drain takes chunks its
+    /// ingest staged moments ago there) and back from the staging drives.
+    pub chunks_from_memory: u64,
+    pub chunks_from_staging: u64,
     /// Why the drain stopped taking objects (its destination went down); they stay
     /// staged for the next run.
     pub stopped_early: Option<String>,
@@ -378,6 +382,7 @@ pub async fn run_following(
 ) -> Result<DrainSummary> {
     let monitor = opts.monitor.clone();
     let (follow, recent) = follow.map(|f| (f.staged, f.recent)).unzip();
+    let reads_before = monitor.drain.chunk_reads.counts();
     let (reader, run_id) = start(node, &*dest, &monitor, recent).await?;
     let (tx, rx) = mpsc::channel::<Queued>(DRAIN_QUEUE);
     let drain_q = monitor.queue("drain", DRAIN_QUEUE);
@@ -414,7 +419,9 @@ pub async fn run_following(
     joined?;
     save_layout(node, &*dest)?;
     node.catalog.sync()?;
-    summarise(node, &*dest, run_id, &shared.tally)
+    let (memory, staging) = shared.monitor.drain.chunk_reads.counts();
+    let reads = (memory - reads_before.0, staging - reads_before.1);
+    summarise(node, &*dest, run_id, &shared.tally, reads)
 }
 
 /// Syncs the catalog's WAL every [`MARK_SYNC_INTERVAL`] until aborted: the drained marks
@@ -452,6 +459,7 @@ async fn start(
         node.staging.settings.seal_backend,
         node.staging.settings.queue_depth.max(4) * 2,
         recent,
+        monitor.drain.chunk_reads.clone(),
     );
     refuse_another_destination(node, &dest.url())?;
     let run_id = node.catalog.start_run(&RunRecord {
@@ -858,6 +866,7 @@ fn summarise(
     dest: &dyn Destination,
     run_id: u64,
     tally: &Tally,
+    (chunks_from_memory, chunks_from_staging): (u64, u64),
 ) -> Result<DrainSummary> {
     let summary = DrainSummary {
         drained: tally.drained.load(Ordering::Relaxed),
@@ -867,6 +876,8 @@ fn summarise(
         rot: tally.rot.load(Ordering::Relaxed),
         copied: tally.copied.load(Ordering::Relaxed),
         copied_bytes: tally.copied_bytes.load(Ordering::Relaxed),
+        chunks_from_memory,
+        chunks_from_staging,
         // A destination taken for down stopped the workers; what they did not take
         // stays staged.
         stopped_early: dest

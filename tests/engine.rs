@@ -151,6 +151,43 @@ fn staging_holds_no_plaintext_and_no_names() {
     assert!(total > 1 << 20);
 }
 
+/// A migrate's drain takes the small chunks its ingest staged moments ago from memory;
+/// a drain in a later process reads every chunk back from staging. Both trees come out
+/// equal.
+#[test]
+fn a_migrate_drains_just_staged_chunks_from_memory_and_a_later_drain_from_staging() {
+    let t = tmp();
+    let src = t.path().join("src");
+    for i in 0..200u64 {
+        write(
+            &src,
+            format!("f{i:03}").as_bytes(),
+            &rand_bytes(i, 1_000 + (i as usize * 37) % 8_000),
+        );
+    }
+    let (state, out) = (t.path().join("state"), t.path().join("out"));
+    init_small(&state, &[]);
+    let text = migrate_json(&state, &src, &out);
+    assert_same_tree(&src, &out);
+    let d = &json_doc(&text, "drain")["drain"];
+    assert!(d["chunks_from_memory"].as_u64().unwrap() > 0, "{text}");
+
+    let (state, out) = (t.path().join("state2"), t.path().join("out2"));
+    init_small(&state, &[]);
+    ok(&barge(
+        &state,
+        &["ingest", "--source", src.to_str().unwrap()],
+    ));
+    let text = ok(&barge(
+        &state,
+        &["--json", "drain", "--dest", out.to_str().unwrap()],
+    ));
+    assert_same_tree(&src, &out);
+    let d = &json_doc(&text, "drain")["drain"];
+    assert_eq!(d["chunks_from_memory"], 0, "{text}");
+    assert!(d["chunks_from_staging"].as_u64().unwrap() >= 200, "{text}");
+}
+
 #[test]
 fn second_migrate_stages_zero_new_chunks() {
     let t = tmp();

@@ -96,6 +96,13 @@ pub fn drain(t: &Timed<DrainSummary>) -> String {
         s.copied,
         gib(s.copied_bytes)
     );
+    if s.chunks_from_memory > 0 {
+        let _ = writeln!(
+            out,
+            "drain: {} chunks read from memory (staged moments ago by this run), {} from staging",
+            s.chunks_from_memory, s.chunks_from_staging
+        );
+    }
     failures(&mut out, &s.failures, s.stopped_early.as_deref());
     out
 }

@@ -161,6 +161,15 @@ pub fn encode_status(s: &Status) -> String {
         "Bytes of drained objects written as server-side copies (not sent again)",
         &[(l(&[]), t.copied_bytes)],
     );
+    counter(
+        &mut r,
+        "drain_chunk_reads",
+        "Chunks the drain read, from memory (staged moments ago by this process) or from staging",
+        &[
+            (l(&[("from", "memory")]), t.chunks_from_memory),
+            (l(&[("from", "staging")]), t.chunks_from_staging),
+        ],
+    );
     gauge(
         &mut r,
         "rate_bytes_per_second",

@@ -109,6 +109,26 @@ pub struct DrainCounters {
     pub copied: AtomicU64,
     pub bytes_copied: AtomicU64,
     pub failed: AtomicU64,
+    /// Chunks the drain's reader served, by where from.
+    pub chunk_reads: Arc<ChunkReads>,
+}
+
+/// Chunks a chunk reader served: from memory (staged moments ago by this process, a
+/// migrate's drain) or read back from a staging drive.
+#[derive(Debug, Default)]
+pub struct ChunkReads {
+    pub memory: AtomicU64,
+    pub staging: AtomicU64,
+}
+
+impl ChunkReads {
+    /// (from memory, from staging) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.memory.load(Ordering::Relaxed),
+            self.staging.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// Depth of one queue between stages, kept by its producers and consumers.
@@ -557,6 +577,8 @@ impl Monitor {
             drained_bytes: ld(&dr.bytes_drained),
             copied_objects: ld(&dr.copied),
             copied_bytes: ld(&dr.bytes_copied),
+            chunks_from_memory: ld(&dr.chunk_reads.memory),
+            chunks_from_staging: ld(&dr.chunk_reads.staging),
             failed_objects: i.failed + ld(&dr.failed),
         }
     }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use super::format::{RECORD_HEADER_LEN, RecordHeader};
@@ -13,6 +14,7 @@ use crate::catalog::{Catalog, ChunkRecord};
 use crate::crypto::seal::{aad, nonce};
 use crate::crypto::{ChunkHasher, ChunkId, MasterKey, SealBackend, SegmentCipher, segment_key};
 use crate::error::{Error, Result};
+use crate::monitor::ChunkReads;
 
 /// Records up to this many bytes are opened on the task that read them: AES-GCM and
 /// BLAKE3 over a few KiB take microseconds, less than a hand-off to the blocking pool.
@@ -33,6 +35,8 @@ struct Inner {
     segs: Mutex<HashMap<u64, Arc<SegHandle>>>,
     /// Chunks an ingest in the same process staged last, taken from memory.
     recent: Option<Arc<RecentChunks>>,
+    /// Chunks served, by where from.
+    reads: Arc<ChunkReads>,
 }
 
 struct SegHandle {
@@ -45,13 +49,15 @@ struct SegHandle {
 
 impl ChunkReader {
     /// A reader with up to `depth` reads in flight; with `recent`, chunks still kept there
-    /// (staged moments ago by this process, see [`RecentChunks`]) come from memory.
+    /// (staged moments ago by this process, see [`RecentChunks`]) come from memory. Each
+    /// chunk served is counted in `reads`.
     pub fn new(
         catalog: Arc<Catalog>,
         master: Arc<MasterKey>,
         backend: SealBackend,
         depth: usize,
         recent: Option<Arc<RecentChunks>>,
+        reads: Arc<ChunkReads>,
     ) -> Self {
         ChunkReader {
             inner: Arc::new(Inner {
@@ -62,6 +68,7 @@ impl ChunkReader {
                 svc: ReadService::start(depth),
                 segs: Mutex::new(HashMap::new()),
                 recent,
+                reads,
             }),
         }
     }
@@ -113,8 +120,10 @@ impl ChunkReader {
     /// A chunk this process staged moments ago may come from memory instead (`recent`).
     pub async fn read_chunk(&self, id: &ChunkId) -> Result<bytes::Bytes> {
         if let Some(data) = self.inner.recent.as_ref().and_then(|r| r.get(id)) {
+            self.inner.reads.memory.fetch_add(1, Ordering::Relaxed);
             return Ok(data);
         }
+        self.inner.reads.staging.fetch_add(1, Ordering::Relaxed);
         let rec = self
             .inner
             .catalog
@@ -216,7 +225,15 @@ mod tests {
         let recent = Arc::new(RecentChunks::default());
         let (kept, other) = (ChunkId([1; 32]), ChunkId([2; 32]));
         recent.add(kept, b"staged a moment ago");
-        let reader = ChunkReader::new(catalog, master, SealBackend::RustCrypto, 4, Some(recent));
+        let reads = Arc::new(ChunkReads::default());
+        let reader = ChunkReader::new(
+            catalog,
+            master,
+            SealBackend::RustCrypto,
+            4,
+            Some(recent),
+            reads.clone(),
+        );
         assert_eq!(
             reader.read_chunk(&kept).await.unwrap().as_ref(),
             b"staged a moment ago"
@@ -225,5 +242,10 @@ mod tests {
             reader.read_chunk(&other).await,
             Err(Error::ChunkMissing { .. })
         ));
+        assert_eq!(
+            reads.counts(),
+            (1, 1),
+            "one from memory, one tried on staging"
+        );
     }
 }

@@ -109,6 +109,10 @@ pub struct Totals {
     /// Of the drained: written as server-side copies of content already sent.
     pub copied_objects: u64,
     pub copied_bytes: u64,
+    /// Chunks the drain read: from memory (staged moments ago in the same process) and
+    /// back from the staging drives.
+    pub chunks_from_memory: u64,
+    pub chunks_from_staging: u64,
     pub failed_objects: u64,
 }
 
