@@ -54,28 +54,16 @@ PY
     --source "$dir/tree" --dest "s3://$bucket" >/dev/null
   rm -rf "$dir/tree" "$dir/fill"
 fi
-# CPU seconds so far of every SAIO process the start script recorded and of their
-# children (a proxy with workers forks them).
-srv_cpu() {
-  local f pid c line t=0 tck; tck=$(getconf CLK_TCK)
-  for f in /tmp/barge-saio/run/*.pid; do
-    read -r pid _ <"$f" 2>/dev/null || continue
-    for c in $pid $(pgrep -P "$pid" || true); do
-      line=$(cat "/proc/$c/stat" 2>/dev/null) || continue
-      read -r -a a <<<"${line##*) }"
-      t=$((t + a[11] + a[12]))
-    done
-  done
-  python3 -c "print($t / $tck)"
-}
+# shellcheck source=servers.sh
+. benches/servers.sh
 results=$(mktemp)
 workers=0
 # timed NAME CMD...: CMD prints one key per line; the run counts only if every key came.
 timed() {
   local name=$1 t0 t1 s0 s1 n; shift
-  s0=$(srv_cpu); t0=$(date +%s.%N)
+  s0=$(srv_cpu /tmp/barge-saio/run); t0=$(date +%s.%N)
   n=$("$@" 2>"$dir/$name.err" | wc -l) || { echo "bench: $name failed" >&2; tail -5 "$dir/$name.err" >&2; exit 1; }
-  t1=$(date +%s.%N); s1=$(srv_cpu)
+  t1=$(date +%s.%N); s1=$(srv_cpu /tmp/barge-saio/run)
   [ "$n" = "$keys" ] || { echo "bench: $name listed $n of $keys keys" >&2; exit 1; }
   echo "$name $(python3 -c "print($keys/($t1-$t0), $s1-$s0)") $workers" >>"$results"
 }

@@ -34,19 +34,8 @@ export RCLONE_CONFIG_RGW_TYPE=s3 RCLONE_CONFIG_RGW_PROVIDER=Ceph RCLONE_CONFIG_R
 results=$(mktemp)
 now() { date +%s.%N; }
 mbps() { python3 -c "print($bytes/1e6/($2-$1))"; }
-# CPU seconds (user + system) so far of every test server process the start scripts
-# recorded: both tools share the 2 cores with the servers, so where the CPU goes says
-# more than the throughput alone.
-srv_cpu() {
-  local f pid st line t=0 tck; tck=$(getconf CLK_TCK)
-  for f in /tmp/barge-saio/run/*.pid /tmp/barge-ceph/run/*.pid; do
-    read -r pid st <"$f" 2>/dev/null || continue
-    line=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-    read -r -a a <<<"${line##*) }"
-    t=$((t + a[11] + a[12]))
-  done
-  python3 -c "print($t / $tck)"
-}
+# shellcheck source=servers.sh
+. benches/servers.sh
 cpu_of() { python3 -c "import sys; u, s = open(sys.argv[1]).read().split(); print(float(u) + float(s))" "$1"; }
 
 # timed NAME CMD...: runs CMD (its output in $dir/NAME.log, the tail shown if it fails,

@@ -8,7 +8,10 @@
 #      ends with `sync` inside its timing: barge's objects are durable when it returns,
 #      rclone's and cp's are not until then.
 #   2. S3 (the SAIO's s3api) -> Swift (the SAIO): barge migrate and rclone copy of a
-#      smaller set, at the same concurrency, with each tool's CPU seconds.
+#      smaller set, at the same concurrency, with each tool's CPU seconds, and the SAIO's
+#      CPU seconds and requests per object during each run. The SAIO shares these cores,
+#      so its work per object bounds the ratio any tool can reach here; the last line
+#      prints that bound.
 #
 #   benches/scale.sh [--objects 1000000] [--s3-objects 20000] [--concurrency 8] [--no-s3]
 #
@@ -131,6 +134,18 @@ if [ "$s3" = 1 ]; then
     RCLONE_CONFIG_S3_ENDPOINT=$(val SAIO_S3_ENDPOINT) \
     RCLONE_CONFIG_S3_ACCESS_KEY_ID=$(val SAIO_S3_ACCESS_KEY) \
     RCLONE_CONFIG_S3_SECRET_ACCESS_KEY=$(val SAIO_S3_SECRET_KEY)
+  # shellcheck source=servers.sh
+  . benches/servers.sh
+  servers=$dir/servers.txt
+  : >"$servers"
+  # timed_s3 NAME ...: timed, and "NAME server-CPU-s requests" of the SAIO during the run
+  # in $servers: the server shares these cores, and its work per object bounds any tool.
+  timed_s3() {
+    local s0 r0
+    s0=$(srv_cpu "$(val SAIO_DIR)/run"); r0=$(saio_requests "$(val SAIO_DIR)/log/proxy.log")
+    timed "$@"
+    echo "$1 $(python3 -c "print(round($(srv_cpu "$(val SAIO_DIR)/run") - $s0, 1))") $(($(saio_requests "$(val SAIO_DIR)/log/proxy.log") - r0))" >>"$servers"
+  }
   small=$dir/s3tree-$s3_objects
   gen "$small" "$s3_objects" 11
   s3_bytes=$(du -sb --apparent-size "$small" | cut -f1)
@@ -139,13 +154,13 @@ if [ "$s3" = 1 ]; then
   env -u AWS_CA_BUNDLE rclone copy --transfers 16 "$small" "s3:src$id" >/dev/null 2>&1
   rm -rf "$dir/state"
   "$B" --quiet --state "$dir/state" init >/dev/null
-  timed barge_s3_swift "$s3_objects" "$s3_bytes" env -u AWS_CA_BUNDLE \
+  timed_s3 barge_s3_swift "$s3_objects" "$s3_bytes" env -u AWS_CA_BUNDLE \
     AWS_ACCESS_KEY_ID="$(val SAIO_S3_ACCESS_KEY)" AWS_SECRET_ACCESS_KEY="$(val SAIO_S3_SECRET_KEY)" \
     AWS_REGION=us-east-1 ST_AUTH="$(val ST_AUTH)" ST_USER="$(val ST_USER)" ST_KEY="$(val ST_KEY)" \
     "$B" --quiet --state "$dir/state" --source-endpoint "$(val SAIO_S3_ENDPOINT)" \
     --max-concurrency "$conc" migrate --concurrency "$conc" \
     --source "s3://src$id" --dest "swift://bb$id"
-  timed rclone_s3_swift "$s3_objects" "$s3_bytes" env -u AWS_CA_BUNDLE \
+  timed_s3 rclone_s3_swift "$s3_objects" "$s3_bytes" env -u AWS_CA_BUNDLE \
     rclone copy --transfers "$conc" --checkers "$conc" "s3:src$id" "saio:rc$id"
   for c in "s3:src$id" "saio:bb$id" "saio:rc$id"; do
     env -u AWS_CA_BUNDLE rclone purge "$c" >/dev/null 2>&1 || echo "bench: could not delete $c" >&2
@@ -168,4 +183,13 @@ if [ "$s3" = 1 ]; then
   echo "S3 -> Swift, $s3_objects small objects, concurrency $conc:"
   echo "  barge / rclone objects/s:  $(ratio "$(field barge_s3_swift 2)" "$(field rclone_s3_swift 2)")   (goal >= 2.0)"
   echo "  client CPU-s: barge $(field barge_s3_swift 5), rclone $(field rclone_s3_swift 5)"
+  srv() { awk -v n="$1" -v c="$2" '$1 == n {print $c}' "$servers"; }
+  # per VALUE SCALE DIGITS: VALUE per S3 object, times SCALE.
+  per() { python3 -c "import sys; v = float(sys.argv[1]) / int(sys.argv[2]) * float(sys.argv[3]); print(f'{v:.{sys.argv[4]}f}')" "$1" "$s3_objects" "$2" "$3"; }
+  echo "  server CPU-s (the SAIO, same cores): barge $(srv barge_s3_swift 2) ($(per "$(srv barge_s3_swift 2)" 1000 1) ms per object), rclone $(srv rclone_s3_swift 2) ($(per "$(srv rclone_s3_swift 2)" 1000 1) ms per object)"
+  echo "  requests per object: barge $(per "$(srv barge_s3_swift 3)" 1 2), rclone $(per "$(srv rclone_s3_swift 3)" 1 2)"
+  # Both runs keep these cores busy, so objects/s goes as 1 / (server + client CPU per
+  # object): with no client CPU at all, barge could reach (rclone's server + client CPU)
+  # / barge's server CPU times rclone's rate.
+  echo "  barge / rclone with barge at zero client CPU, the server on these cores: $(ratio "$(python3 -c "print($(srv rclone_s3_swift 2) + $(field rclone_s3_swift 5))")" "$(srv barge_s3_swift 2)")"
 fi
