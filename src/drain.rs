@@ -9,7 +9,7 @@
 //! copy of that object ([`Destination::copy`], checked against its ETag) instead of
 //! being sent again: duplicates cost the destination one request, not their bytes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -303,6 +303,18 @@ impl Tally {
     }
 }
 
+/// The object as the destination is told of it, from its record.
+fn record_meta(key: &ObjectKey, rec: &ObjectRecord) -> ObjectMeta {
+    ObjectMeta {
+        key: key.clone(),
+        size: rec.size,
+        version: rec.version.clone(),
+        content_type: rec.content_type.clone(),
+        user_meta: rec.user_meta.clone(),
+        modified: None,
+    }
+}
+
 /// Whether drain should (re)try this object.
 fn wants_drain(rec: &ObjectRecord) -> bool {
     match &rec.state {
@@ -373,7 +385,9 @@ pub async fn run(
 /// the same process reports as staged, until that ingest ends (`barge migrate`: fetch,
 /// stage and drain at the same time). An object delivered twice (scan and follow) is
 /// written once: a worker re-reads its record and skips it unless it still wants a
-/// drain, and keys in flight are not taken by a second worker.
+/// drain, and keys in flight are not taken by a second worker; a delivery that finds
+/// its key taken is drained again by whoever releases the key, so a newer version
+/// staged meanwhile is written in this run.
 pub async fn run_following(
     node: &Node,
     dest: Arc<dyn Destination>,
@@ -624,8 +638,10 @@ struct Shared {
     dest: Arc<dyn Destination>,
     reader: ChunkReader,
     catalog: Arc<Catalog>,
-    /// Keys a worker has taken; a second delivery of one is left to that worker.
-    busy: std::sync::Mutex<HashSet<ObjectKey>>,
+    /// Keys taken by a worker (or waiting for the committer), each with whether another
+    /// delivery of it came meanwhile: the one that releases the key then drains it again
+    /// from its record as it is by then (a newer version an ingest staged meanwhile).
+    busy: std::sync::Mutex<HashMap<ObjectKey, bool>>,
     monitor: Arc<Monitor>,
     drain_q: Arc<QueueGauge>,
     /// [`DRAIN_BYTE_BUDGET`].
@@ -659,32 +675,62 @@ impl Shared {
         }
     }
 
-    /// Takes the key (or leaves it to the worker that has it), then drains the object
-    /// from its record as it is now, if it still wants a drain. The key is released here
-    /// unless the object waits for its group sync (the committer releases it then).
+    /// Takes the key (or leaves it to the one that has it), then drains the object from
+    /// its record as it is now, if it still wants a drain, and again for each delivery
+    /// that came meanwhile. The key is released here unless the object waits for its
+    /// group sync (the committer releases it then).
     async fn drain_one(&self, key: ObjectKey, unsynced: &mpsc::Sender<Unsynced>) {
-        if !self
-            .busy
-            .lock()
-            .map(|mut b| b.insert(key.clone()))
-            .unwrap_or(false)
-        {
+        if !self.take(&key) {
             return;
         }
-        let mut waits_for_sync = false;
-        if let Ok(Some(rec)) = self.catalog.get_object(&key)
-            && wants_drain(&rec)
-        {
-            waits_for_sync = self.drain_record(&key, rec, unsynced).await;
-        }
-        if !waits_for_sync {
-            self.release(&key);
+        loop {
+            if self.drain_current(&key, unsynced).await || !self.release(&key) {
+                return;
+            }
         }
     }
 
-    fn release(&self, key: &ObjectKey) {
-        if let Ok(mut b) = self.busy.lock() {
-            b.remove(key);
+    /// Drains the object as its record is now, if it still wants a drain; true when it
+    /// waits for the group sync.
+    async fn drain_current(&self, key: &ObjectKey, unsynced: &mpsc::Sender<Unsynced>) -> bool {
+        match self.catalog.get_object(key) {
+            Ok(Some(rec)) if wants_drain(&rec) => self.drain_record(key, rec, unsynced).await,
+            _ => false,
+        }
+    }
+
+    /// Takes `key`; false if it was taken already (its holder is told to drain it again).
+    fn take(&self, key: &ObjectKey) -> bool {
+        let Ok(mut b) = self.busy.lock() else {
+            return false;
+        };
+        match b.get_mut(key) {
+            Some(again) => {
+                *again = true;
+                false
+            }
+            None => {
+                b.insert(key.clone(), false);
+                true
+            }
+        }
+    }
+
+    /// Releases `key`, unless it was delivered again while taken: then it stays taken and
+    /// the caller drains it again (true).
+    fn release(&self, key: &ObjectKey) -> bool {
+        let Ok(mut b) = self.busy.lock() else {
+            return false;
+        };
+        match b.get_mut(key) {
+            Some(again) if *again => {
+                *again = false;
+                true
+            }
+            _ => {
+                b.remove(key);
+                false
+            }
         }
     }
 
@@ -697,14 +743,7 @@ impl Shared {
         rec: ObjectRecord,
         unsynced: &mpsc::Sender<Unsynced>,
     ) -> bool {
-        let meta = ObjectMeta {
-            key: key.clone(),
-            size: rec.size,
-            version: rec.version.clone(),
-            content_type: rec.content_type.clone(),
-            user_meta: rec.user_meta.clone(),
-            modified: None,
-        };
+        let meta = record_meta(key, &rec);
         crate::failpoint::point("drain.before_put");
         match deliver(&*self.dest, &self.reader, &self.written, key, &rec, &meta).await {
             Ok(how) => {
@@ -744,13 +783,20 @@ impl Shared {
     /// the workers wrote, syncs the destination at most once per [`SYNC_MIN_INTERVAL`]
     /// for everything written before the sync began, then marks those drained (or failed,
     /// when the sync failed). Ends once every worker has ended and all is settled.
+    /// A key delivered again while it waited is written again here, from its record as
+    /// it is then, and joins the next sync.
     async fn commit_loop(self: Arc<Self>, mut rx: mpsc::Receiver<Unsynced>) {
         let mut last: Option<tokio::time::Instant> = None;
-        while let Some(first) = rx.recv().await {
+        let mut carried: Vec<Unsynced> = vec![];
+        loop {
+            let mut batch = std::mem::take(&mut carried);
+            if batch.is_empty() {
+                let Some(first) = rx.recv().await else { break };
+                batch.push(first);
+            }
             if let Some(t) = last {
                 tokio::time::sleep_until(t + SYNC_MIN_INTERVAL).await;
             }
-            let mut batch = vec![first];
             while let Ok(u) = rx.try_recv() {
                 batch.push(u);
             }
@@ -758,22 +804,53 @@ impl Shared {
             crate::failpoint::point("drain.before_sync");
             let synced = self.dest.sync().await;
             let me = self.clone();
-            let settled = tokio::task::spawn_blocking(move || me.settle(batch, synced)).await;
-            if let Err(e) = settled {
-                tracing::error!("settling a group sync: {e}");
+            let again = match tokio::task::spawn_blocking(move || me.settle(batch, synced)).await {
+                Ok(again) => again,
+                Err(e) => {
+                    tracing::error!("settling a group sync: {e}");
+                    vec![]
+                }
+            };
+            for key in again {
+                carried.extend(self.redrain(key).await);
             }
         }
     }
 
     /// Marks a synced batch drained, or each of its objects failed with the sync's
-    /// error; releases their keys.
-    fn settle(&self, batch: Vec<Unsynced>, synced: Result<()>) {
+    /// error; releases their keys. Returns the keys delivered again meanwhile (still
+    /// taken).
+    fn settle(&self, batch: Vec<Unsynced>, synced: Result<()>) -> Vec<ObjectKey> {
+        let mut again = vec![];
         for u in batch {
             match &synced {
                 Ok(()) => self.mark(&u.key, &u.rec, u.how),
                 Err(e) => self.record_failure(&u.key, &u.rec, e),
             }
-            self.release(&u.key);
+            if self.release(&u.key) {
+                again.push(u.key);
+            }
+        }
+        again
+    }
+
+    /// The committer's drain of a key delivered again while it waited (a newer version
+    /// an ingest staged meanwhile): written now, to wait for the next sync; the key is
+    /// released if there is nothing (more) to write.
+    async fn redrain(&self, key: ObjectKey) -> Option<Unsynced> {
+        loop {
+            if let Ok(Some(rec)) = self.catalog.get_object(&key)
+                && wants_drain(&rec)
+            {
+                let meta = record_meta(&key, &rec);
+                match deliver(&*self.dest, &self.reader, &self.written, &key, &rec, &meta).await {
+                    Ok(how) => return Some(Unsynced { key, rec, how }),
+                    Err(e) => self.record_failure(&key, &rec, &e),
+                }
+            }
+            if !self.release(&key) {
+                return None;
+            }
         }
     }
 
@@ -911,6 +988,89 @@ mod tests {
             location: format!("obj{n}"),
             etag: format!("etag{n}"),
         }
+    }
+
+    /// A drain of a directory whose reader serves the chunks kept in `recent`.
+    fn shared_for(dir: &std::path::Path, recent: Arc<RecentChunks>) -> Arc<Shared> {
+        use crate::crypto::{MasterKey, SealBackend};
+        let catalog = Arc::new(Catalog::open(&dir.join("catalog"), true).unwrap());
+        let reader = ChunkReader::new(
+            catalog.clone(),
+            Arc::new(MasterKey::generate()),
+            SealBackend::RustCrypto,
+            4,
+            Some(recent),
+            Default::default(),
+        );
+        let monitor = Arc::new(Monitor::new("drain"));
+        let (_, rx) = mpsc::channel(1);
+        Arc::new(Shared {
+            rx: Mutex::new(rx),
+            dest: Arc::new(crate::backend::local::LocalDest::new(dir.join("out")).unwrap()),
+            reader,
+            catalog,
+            busy: Default::default(),
+            drain_q: monitor.queue("drain", DRAIN_QUEUE),
+            monitor,
+            budget: ByteBudget::new(DRAIN_BYTE_BUDGET),
+            tally: Tally::default(),
+            written: Written::default(),
+        })
+    }
+
+    /// A staged record of one chunk holding `body`, the chunk kept in `recent`.
+    fn staged(recent: &RecentChunks, n: u8, body: &[u8]) -> ObjectRecord {
+        let id = crate::crypto::ChunkId([n; 32]);
+        recent.add(id, body);
+        ObjectRecord {
+            size: body.len() as u64,
+            version: format!("v{n}"),
+            content_type: None,
+            user_meta: vec![],
+            blake3: Some(*blake3::hash(body).as_bytes()),
+            chunks: vec![crate::catalog::ChunkRef {
+                id,
+                len: body.len() as u32,
+            }],
+            state: ObjectState::Staged,
+            checked: "md5".into(),
+            uploads: 0,
+            updated: 0,
+        }
+    }
+
+    /// A newer version staged while the older one waits for its group sync, and
+    /// delivered then, is written after that sync and marked drained in the same run.
+    #[tokio::test]
+    async fn a_version_delivered_while_the_last_one_waits_for_its_sync_is_written_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let recent = Arc::new(RecentChunks::default());
+        let shared = shared_for(dir.path(), recent.clone());
+        let key = ObjectKey::from("k");
+        let (tx, rx) = mpsc::channel(UNSYNCED_MAX);
+        let first = staged(&recent, 1, b"version one");
+        shared.catalog.commit_staged(&key, &first, &[]).unwrap();
+        shared.drain_one(key.clone(), &tx).await;
+        assert_eq!(rx.len(), 1, "version one waits for its sync");
+        let second = staged(&recent, 2, b"version two, staged meanwhile");
+        shared.catalog.commit_staged(&key, &second, &[]).unwrap();
+        shared.drain_one(key.clone(), &tx).await;
+        assert_eq!(
+            rx.len(),
+            1,
+            "the key is still taken: nothing written twice at once"
+        );
+        drop(tx);
+        shared.clone().commit_loop(rx).await;
+        let rec = shared.catalog.get_object(&key).unwrap().unwrap();
+        assert_eq!(rec.state, ObjectState::Drained, "{rec:?}");
+        assert_eq!(rec.blake3, second.blake3);
+        let out = std::fs::read(dir.path().join("out/k")).unwrap();
+        assert_eq!(out, b"version two, staged meanwhile");
+        assert!(
+            shared.busy.lock().unwrap().is_empty(),
+            "the key is released"
+        );
     }
 
     #[tokio::test]
