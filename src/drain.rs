@@ -684,18 +684,18 @@ impl Shared {
             return;
         }
         loop {
-            if self.drain_current(&key, unsynced).await || !self.release(&key) {
+            if let Some(waiting) = self.write_current(&key).await {
+                match unsynced.send(waiting).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        let err = Error::task("the drain's group sync", "it has stopped");
+                        self.record_failure(&e.0.key, &e.0.rec, &err);
+                    }
+                }
+            }
+            if !self.release(&key) {
                 return;
             }
-        }
-    }
-
-    /// Drains the object as its record is now, if it still wants a drain; true when it
-    /// waits for the group sync.
-    async fn drain_current(&self, key: &ObjectKey, unsynced: &mpsc::Sender<Unsynced>) -> bool {
-        match self.catalog.get_object(key) {
-            Ok(Some(rec)) if wants_drain(&rec) => self.drain_record(key, rec, unsynced).await,
-            _ => false,
         }
     }
 
@@ -734,15 +734,14 @@ impl Shared {
         }
     }
 
-    /// Writes the object to the destination and only then marks it drained (at once
-    /// where a put is durable, else after the group sync that covers it; true then);
-    /// tallies the outcome.
-    async fn drain_record(
-        &self,
-        key: &ObjectKey,
-        rec: ObjectRecord,
-        unsynced: &mpsc::Sender<Unsynced>,
-    ) -> bool {
+    /// Writes the object as its record is now, if it still wants a drain, and only then
+    /// marks it drained: at once where a put is durable; else it is returned, to be
+    /// marked after the group sync that covers it. A failure is tallied and recorded.
+    async fn write_current(&self, key: &ObjectKey) -> Option<Unsynced> {
+        let rec = match self.catalog.get_object(key) {
+            Ok(Some(rec)) if wants_drain(&rec) => rec,
+            _ => return None,
+        };
         let meta = record_meta(key, &rec);
         crate::failpoint::point("drain.before_put");
         match deliver(&*self.dest, &self.reader, &self.written, key, &rec, &meta).await {
@@ -750,21 +749,13 @@ impl Shared {
                 crate::failpoint::point("drain.after_put");
                 if !self.dest.durable_on_put() {
                     let key = key.clone();
-                    let waiting = Unsynced { key, rec, how };
-                    match unsynced.send(waiting).await {
-                        Ok(()) => return true,
-                        Err(e) => {
-                            let err = Error::task("the drain's group sync", "it has stopped");
-                            self.record_failure(&e.0.key, &e.0.rec, &err);
-                            return false;
-                        }
-                    }
+                    return Some(Unsynced { key, rec, how });
                 }
                 self.mark(key, &rec, how);
             }
             Err(e) => self.record_failure(key, &rec, &e),
         }
-        false
+        None
     }
 
     /// Invariant 7: an object is marked drained only once it is durable at the
@@ -839,14 +830,8 @@ impl Shared {
     /// released if there is nothing (more) to write.
     async fn redrain(&self, key: ObjectKey) -> Option<Unsynced> {
         loop {
-            if let Ok(Some(rec)) = self.catalog.get_object(&key)
-                && wants_drain(&rec)
-            {
-                let meta = record_meta(&key, &rec);
-                match deliver(&*self.dest, &self.reader, &self.written, &key, &rec, &meta).await {
-                    Ok(how) => return Some(Unsynced { key, rec, how }),
-                    Err(e) => self.record_failure(&key, &rec, &e),
-                }
+            if let Some(waiting) = self.write_current(&key).await {
+                return Some(waiting);
             }
             if !self.release(&key) {
                 return None;
