@@ -98,7 +98,8 @@ PY
 # creates, up to twice the system CPU (measured with perf: 17% of a migrate in
 # find_inode_bit/recently_deleted). Each timed copy therefore starts after this pause.
 settle() { rm -rf "$@"; sync; sleep "${SETTLE_SECS:-65}"; }
-field() { awk -v n="$1" -v c="$2" '$1 == n {print $c}' "$results"; }
+# field NAME COLUMN [FILE]: a column of NAME's line in FILE (default: the results).
+field() { awk -v n="$1" -v c="$2" '$1 == n {print $c}' "${3:-$results}"; }
 ratio() { python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); print(f'{a / b:.2f}' if b else '-')" "$1" "$2"; }
 
 # ---- 1. directory -> directory
@@ -140,11 +141,12 @@ if [ "$s3" = 1 ]; then
   : >"$servers"
   # timed_s3 NAME ...: timed, and "NAME server-CPU-s requests" of the SAIO during the run
   # in $servers: the server shares these cores, and its work per object bounds any tool.
+  saio_dir=$(val SAIO_DIR)
   timed_s3() {
     local s0 r0
-    s0=$(srv_cpu "$(val SAIO_DIR)/run"); r0=$(saio_requests "$(val SAIO_DIR)/log/proxy.log")
+    s0=$(srv_cpu "$saio_dir/run"); r0=$(saio_requests "$saio_dir/log/proxy.log")
     timed "$@"
-    echo "$1 $(python3 -c "print(round($(srv_cpu "$(val SAIO_DIR)/run") - $s0, 1))") $(($(saio_requests "$(val SAIO_DIR)/log/proxy.log") - r0))" >>"$servers"
+    echo "$1 $(python3 -c "print(round($(srv_cpu "$saio_dir/run") - $s0, 1))") $(($(saio_requests "$saio_dir/log/proxy.log") - r0))" >>"$servers"
   }
   small=$dir/s3tree-$s3_objects
   gen "$small" "$s3_objects" 11
@@ -183,7 +185,7 @@ if [ "$s3" = 1 ]; then
   echo "S3 -> Swift, $s3_objects small objects, concurrency $conc:"
   echo "  barge / rclone objects/s:  $(ratio "$(field barge_s3_swift 2)" "$(field rclone_s3_swift 2)")   (goal >= 2.0)"
   echo "  client CPU-s: barge $(field barge_s3_swift 5), rclone $(field rclone_s3_swift 5)"
-  srv() { awk -v n="$1" -v c="$2" '$1 == n {print $c}' "$servers"; }
+  srv() { field "$1" "$2" "$servers"; }
   # per VALUE SCALE DIGITS: VALUE per S3 object, times SCALE.
   per() { python3 -c "import sys; v = float(sys.argv[1]) / int(sys.argv[2]) * float(sys.argv[3]); print(f'{v:.{sys.argv[4]}f}')" "$1" "$s3_objects" "$2" "$3"; }
   echo "  server CPU-s (the SAIO, same cores): barge $(srv barge_s3_swift 2) ($(per "$(srv barge_s3_swift 2)" 1000 1) ms per object), rclone $(srv rclone_s3_swift 2) ($(per "$(srv rclone_s3_swift 2)" 1000 1) ms per object)"

@@ -6,9 +6,10 @@
 //! A fresh listing starts as one range, the *tail*. Once the tail has listed
 //! `SPLIT_AFTER_KEYS` keys, if more follow and more than one listing may run at once,
 //! the rest of the key space is split at real keys found by *probes* (a listing of one
-//! key after a chosen string): the probes walk the key space as a trie, find each node's longest common prefix by
-//! binary search, and enumerate a node's children by skip-scan (after the first key of a
-//! child `P+c`, probe after `P+c+U+10FFFF` to find the next child). This finds common
+//! key after a chosen string): the probes walk the key space as a trie, find each
+//! node's longest common prefix by binary search, and enumerate a node's children by
+//! skip-scan (after the first key of a child `P+c`, probe after `P+c+U+10FFFF` to find
+//! the next child). This finds common
 //! prefixes at any depth whether or not keys contain `/`, so a flat bucket of numbered
 //! keys splits as well as a tree. Then up to `parallel` ranges are listed at once (each
 //! request through the endpoint's throttle, which shrinks the effective parallelism on

@@ -167,9 +167,10 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Threads of tokio's blocking pool beside the ones chunking objects in flight.
 /// Those are at most an endpoint's window (`--max-concurrency`) or a directory source's
-/// file readers ([`FILE_READERS`]); this room covers a directory destination's 8 file writers, the
-/// long-running walks, scans and merges, and decrypting large drained chunks (which
-/// only queue when it is full: every blocking task waits on async work or a dedicated
+/// file readers ([`FILE_READERS`]); this room covers a directory destination's file
+/// writers (`backend::local::FILE_WRITERS`), the long-running walks, scans and merges,
+/// and decrypting large drained chunks (which only queue when it is full: every
+/// blocking task waits on async work or a dedicated
 /// thread, never on another blocking task). Tokio's default cap (512) let a migrate of a
 /// million small files grow to 200+ mostly idle threads (a task finding no idle thread
 /// at the instant it is spawned gets a new one), each keeping its allocator cache: most
