@@ -18,10 +18,49 @@ impl ObjectKey {
         &self.0
     }
 
-    /// Lossy UTF-8 for messages; invalid bytes are shown as `\xNN`.
+    /// The key as a person or a log sees it: see [`fmt::Display`].
     pub fn display(&self) -> String {
         self.to_string()
     }
+}
+
+/// Whether a character is shown escaped: control characters (C0, DEL, C1) and the
+/// bidirectional formatting characters that reorder what a terminal shows.
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Writes `s` with every control character (C0, DEL, C1) and bidirectional override as a
+/// visible escape: `\n`, `\r`, `\t`, `\x1b`, `\u{9b}`, `\u{202e}`. A name that arrived from
+/// a store can then never move a terminal's cursor, set its title, reorder a line, or
+/// start a forged line in a log or a report.
+pub fn write_escaped(f: &mut impl fmt::Write, s: &str) -> fmt::Result {
+    let mut rest = s;
+    while let Some(i) = rest.find(hidden) {
+        f.write_str(&rest[..i])?;
+        let c = rest[i..].chars().next().unwrap_or_default();
+        match c {
+            '\n' => f.write_str("\\n")?,
+            '\r' => f.write_str("\\r")?,
+            '\t' => f.write_str("\\t")?,
+            c if (c as u32) < 0x80 => write!(f, "\\x{:02x}", c as u32)?,
+            c => write!(f, "\\u{{{:x}}}", c as u32)?,
+        }
+        rest = &rest[i + c.len_utf8()..];
+    }
+    f.write_str(rest)
+}
+
+/// `s` with its control characters escaped (see [`write_escaped`]); borrowed when it
+/// has none.
+pub fn escaped(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(hidden) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    let _ = write_escaped(&mut out, s);
+    std::borrow::Cow::Owned(out)
 }
 
 impl From<&str> for ObjectKey {
@@ -30,10 +69,13 @@ impl From<&str> for ObjectKey {
     }
 }
 
+/// For messages, logs and reports, never for a store's request: invalid UTF-8 bytes are
+/// shown as `\xNN` and control characters escaped ([`write_escaped`]). Backends address
+/// objects by [`ObjectKey::as_bytes`].
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for chunk in self.0.utf8_chunks() {
-            f.write_str(chunk.valid())?;
+            write_escaped(f, chunk.valid())?;
             for b in chunk.invalid() {
                 write!(f, "\\x{b:02x}")?;
             }
@@ -125,4 +167,26 @@ pub struct ObjectMeta {
     pub user_meta: Vec<(String, String)>,
     /// Last modified at the source, unix seconds, when the listing says.
     pub modified: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_shown_without_raw_control_characters() {
+        let raw = "a\u{1b}]0;owned\u{7}b\u{1b}[2J\nINFO forged\r\u{9b}\u{202e}c\tz";
+        let shown = ObjectKey::from(raw).to_string();
+        assert!(!shown.contains(hidden), "{shown:?}");
+        assert_eq!(
+            shown,
+            "a\\x1b]0;owned\\x07b\\x1b[2J\\nINFO forged\\r\\u{9b}\\u{202e}c\\tz"
+        );
+        assert_eq!(
+            ObjectKey::from_bytes(b"x\xff\x1by".to_vec()).to_string(),
+            "x\\xff\\x1by"
+        );
+        assert!(matches!(escaped("plain/é"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(ObjectKey::from(raw).as_bytes(), raw.as_bytes());
+    }
 }

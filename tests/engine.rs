@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use common::*;
@@ -391,6 +392,57 @@ fn bad_input_is_named() {
         "{}",
         stderr(&o)
     );
+}
+
+/// Issue 27: a name with terminal escapes and line breaks moves byte for byte, but what
+/// barge prints and logs about it shows the escapes instead of obeying them.
+#[test]
+fn names_with_terminal_escapes_are_shown_escaped_never_raw() {
+    let t = tmp();
+    let (state, src, out) = (
+        t.path().join("state"),
+        t.path().join("src"),
+        t.path().join("out"),
+    );
+    init_small(&state, &[]);
+    let name: &[u8] = b"esc-\x1b]0;owned\x07-\x1b[2J-\nINFO forged line-\r\xc2\x9b-\xe2\x80\xae";
+    write(&src, name, b"hostile name");
+    write(&src, b"plain", b"plain");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    ok(&barge(
+        &state,
+        &["migrate", "--source", &s(&src), "--dest", &s(&out)],
+    ));
+    assert_same_tree(&src, &out);
+    // The copy goes missing: verify names it, and debug logs mention it.
+    std::fs::remove_file(out.join(std::ffi::OsStr::from_bytes(name))).unwrap();
+    let o = bin()
+        .args(["--state", &s(&state), "verify", "--dest", &s(&out)])
+        .env("BARGE_LOG", "debug")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (o.stdout, o.stderr);
+    let shown = String::from_utf8_lossy(&stdout);
+    assert!(
+        shown.contains("esc-\\x1b]0;owned\\x07-\\x1b[2J-\\nINFO forged line-\\r\\u{9b}-\\u{202e}"),
+        "{shown}"
+    );
+    for (what, text) in [("stdout", &stdout), ("stderr", &stderr)] {
+        for raw in [
+            &b"\x1b"[..],
+            b"\x07",
+            b"\xc2\x9b",
+            b"\xe2\x80\xae",
+            b"\r",
+            b"\nINFO forged",
+        ] {
+            assert!(
+                !contains(text, raw),
+                "{what} holds raw {raw:?}: {}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
 }
 
 #[test]

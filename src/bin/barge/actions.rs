@@ -39,13 +39,20 @@ async fn live(g: &Global, node: &Node, command: &str, mode: Mode) -> Result<Live
     Ok(Live::start(node, command, mode, &o).await?)
 }
 
-/// One stage's outcome: its JSON document with `--json`, else its text.
+/// One stage's outcome: its JSON document with `--json`, else its text (each line's
+/// control characters escaped: names from a store are shown, never obeyed).
 fn print_doc(json: bool, doc: impl FnOnce() -> serde_json::Value, text: impl FnOnce() -> String) {
     if json {
         println!("{}", doc());
     } else {
-        print!("{}", text());
+        print!("{}", escaped_lines(&text()));
     }
+}
+
+/// `text` with the control characters of each line escaped, its line breaks kept.
+fn escaped_lines(text: &str) -> String {
+    let lines: Vec<_> = text.split('\n').map(barge::object::escaped).collect();
+    lines.join("\n")
 }
 
 fn print_ingest(g: &Global, t: &Timed<IngestSummary>) {
@@ -439,7 +446,7 @@ pub async fn status(g: &Global) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("state       {}", g.state.display());
-    print!("{}", r.to_text());
+    print!("{}", escaped_lines(&r.to_text()));
     if !r.listing_left.is_empty() {
         println!("the last listing stopped; the next ingest resumes its key ranges:");
         print!("{}", text::listing_ranges(&r.listing_left));
@@ -478,7 +485,7 @@ pub async fn demo(g: &Global, dir: &Path, size: u64) -> Result<ExitCode> {
     print_ingest(g, &o.ingest);
     print_drain(g, &o.drain);
     print_verify(false, &o.verify, true, true);
-    print!("{}", o.report.report.to_text());
+    print!("{}", escaped_lines(&o.report.report.to_text()));
     println!(
         "demo: {} -> {} through sealed staging in {}; dedup ratio {:.2}",
         d.source.display(),

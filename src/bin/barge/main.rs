@@ -34,8 +34,29 @@ fn init_logging(g: &Global) {
         .with_writer(std::io::stderr);
     match g.log_format {
         LogFormat::Json => b.json().init(),
-        LogFormat::Text => b.with_target(false).init(),
+        LogFormat::Text => b.with_target(false).fmt_fields(escaped_fields()).init(),
     }
+}
+
+/// Text log fields with their control characters escaped (`barge::object::escaped`):
+/// an object name or a server's reply in a message cannot forge a log line or drive the
+/// terminal. JSON logs escape them by themselves.
+fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let text = format!("{value:?}");
+        let text = barge::object::escaped(&text);
+        match field.name() {
+            "message" => write!(w, "{text}"),
+            name => write!(w, "{name}={text}"),
+        }
+    })
+    .delimited(" ")
+}
+
+/// An error as the last line the binary prints, control characters escaped.
+fn print_error(e: &anyhow::Error) {
+    eprintln!("error: {}", barge::object::escaped(&format!("{e:#}")));
 }
 
 /// Runs the command: one call into the library and its printing per subcommand.
@@ -189,7 +210,7 @@ fn main() -> ExitCode {
     if let Cmd::Bench(a) = &cli.cmd {
         // Benches drive their own threads; they must not run inside the async runtime.
         return bench::run(a).unwrap_or_else(|e| {
-            eprintln!("error: {e:#}");
+            print_error(&e);
             ExitCode::FAILURE
         });
     }
@@ -207,7 +228,7 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            print_error(&e);
             ExitCode::FAILURE
         }
     }
