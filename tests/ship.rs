@@ -370,11 +370,24 @@ fn ship_seal_import_drain_topup_erase_on_loop_devices() {
     assert!(stderr(&o).contains("did not finish"), "{}", stderr(&o));
     assert!(!import(&st, &unlock_file, &devs).status.success());
 
-    // ---- the real import: all three drives, the right code (by text this time).
+    // ---- the code on the command line is refused (ps shows it), nothing imported.
     let site_b = t.path().join("site-b");
     let mut args = vec!["--json", "import", "--unlock-code", code_line.as_str()];
     args.extend_from_slice(&devs);
-    let out = ok(&barge(&site_b, &args));
+    let o = barge(&site_b, &args);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("refused"), "{}", stderr(&o));
+    // ---- the real import: all three drives, the right code (by text in the environment).
+    let mut args = vec!["--json", "import"];
+    args.extend_from_slice(&devs);
+    let o = bin()
+        .arg("--state")
+        .arg(&site_b)
+        .args(&args)
+        .env("BARGE_UNLOCK_CODE", &code_line)
+        .output()
+        .unwrap();
+    let out = ok(&o);
     let r = &json_doc(&out, "import")["import"];
     assert_eq!(r["complete"], true, "{r}");
     assert_eq!(r["objects_ready"], files.len() as u64);

@@ -439,6 +439,37 @@ pub struct EndpointOptions {
     pub follow_symlinks: bool,
     /// Prefix of per-side credential variables (`BARGE_SOURCE_`, `BARGE_DEST_`).
     pub env_prefix: String,
+    /// `--allow-insecure-http`: plain http to another host is allowed (see
+    /// [`check_transport`]).
+    pub allow_insecure_http: bool,
+}
+
+/// Refuses a plain `http://` URL to anything but a loopback address unless `allowed`
+/// (`--allow-insecure-http`): credentials, signatures and object bytes would cross the
+/// network readable by anyone on the path. `what` names the option or reply it came from.
+pub fn check_transport(what: &str, url: &str, allowed: bool) -> Result<()> {
+    let Ok(u) = url::Url::parse(url) else {
+        return Err(Error::option(what, format!("{url:?} is not a URL")));
+    };
+    if u.scheme() != "http" || allowed || is_loopback(&u) {
+        return Ok(());
+    }
+    Err(Error::option(
+        what,
+        format!(
+            "{url} is plain http to a host that is not this machine: credentials and data would cross the network unencrypted; use https, or pass --allow-insecure-http for a network you trust"
+        ),
+    ))
+}
+
+/// Whether a URL's host is this machine: `localhost`, 127.0.0.0/8 or `[::1]`.
+fn is_loopback(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => false,
+    }
 }
 
 impl EndpointOptions {
@@ -452,6 +483,7 @@ impl EndpointOptions {
             multipart_threshold: self.large_threshold,
             max_parts: self.max_parts,
             list_parallel: self.list_parallel,
+            allow_insecure_http: self.allow_insecure_http,
         }
     }
 
@@ -464,6 +496,7 @@ impl EndpointOptions {
             throttle: self.throttle.clone(),
             list_parallel: self.list_parallel,
             max_segment: self.max_segment,
+            allow_insecure_http: self.allow_insecure_http,
         }
     }
 }
@@ -581,6 +614,33 @@ fn local_path(url: &str) -> std::path::PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_reaches_only_this_machine_unless_allowed() {
+        for ok in [
+            "https://s3.example.com",
+            "http://127.0.0.1:8080/auth/v1.0",
+            "http://127.8.0.1",
+            "http://localhost:7480",
+            "http://[::1]:5000/v3",
+        ] {
+            check_transport("--dest-endpoint", ok, false).unwrap();
+        }
+        for bad in [
+            "http://10.0.0.5:7480",
+            "http://rgw.dc1.example",
+            "http://[fd00::1]",
+        ] {
+            let e = check_transport("--dest-endpoint", bad, false).unwrap_err();
+            let e = e.to_string();
+            assert!(
+                e.contains("--dest-endpoint") && e.contains("--allow-insecure-http"),
+                "{e}"
+            );
+            check_transport("--dest-endpoint", bad, true).unwrap();
+        }
+        assert!(check_transport("S3 endpoint", "not a url", true).is_err());
+    }
 
     #[test]
     fn pieces_grow_to_fit_the_part_limit() {

@@ -69,6 +69,8 @@ pub struct S3Options {
     pub max_parts: Option<u64>,
     /// Key ranges listed at once.
     pub list_parallel: usize,
+    /// Plain http to another host is allowed ([`super::check_transport`]).
+    pub allow_insecure_http: bool,
 }
 
 /// Splits `s3://bucket/prefix` into bucket and prefix (no leading slash).
@@ -83,7 +85,7 @@ pub fn parse_url(url: &str) -> Result<(String, String)> {
     Ok((bucket.to_string(), prefix.to_string()))
 }
 
-async fn client(opts: &S3Options) -> Client {
+async fn client(opts: &S3Options) -> Result<Client> {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     if let Some(p) = &opts.profile {
         loader = loader.profile_name(p);
@@ -119,9 +121,10 @@ async fn client(opts: &S3Options) -> Client {
                 .build(),
         );
     if let Some(e) = endpoint {
+        super::check_transport("S3 endpoint", &e, opts.allow_insecure_http)?;
         b = b.endpoint_url(e).force_path_style(true);
     }
-    Client::from_conf(b.build())
+    Ok(Client::from_conf(b.build()))
 }
 
 /// Maps an SDK error to retry policy.
@@ -323,7 +326,7 @@ impl S3Store {
         let (bucket, prefix) = parse_url(url)?;
         let part_size = opts.part_size.unwrap_or(DEFAULT_PART_SIZE).max(5 << 20);
         Ok(S3Store {
-            client: client(opts).await,
+            client: client(opts).await?,
             throttle: Arc::new(Throttle::new(url.to_string(), opts.throttle.clone())),
             url: url.to_string(),
             bucket,

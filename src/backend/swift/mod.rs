@@ -151,6 +151,8 @@ pub struct SwiftOptions {
     pub list_parallel: usize,
     /// The largest SLO segment (default: the cluster's `max_file_size`).
     pub max_segment: Option<u64>,
+    /// Plain http to another host is allowed ([`crate::backend::check_transport`]).
+    pub allow_insecure_http: bool,
 }
 
 /// What one SLO may hold: segments per manifest (`slo.max_manifest_segments`) and bytes
@@ -259,6 +261,10 @@ impl SwiftStore {
     pub fn new(url: &str, opts: &SwiftOptions) -> Result<Self> {
         let (container, prefix) = parse_url(url)?;
         let auth = Auth::from_env(&opts.env_prefix)?;
+        let auth_url = match &auth {
+            Auth::V1 { url, .. } | Auth::V3 { url, .. } => url,
+        };
+        crate::backend::check_transport("Swift auth URL", auth_url, opts.allow_insecure_http)?;
         let throttle = Arc::new(Throttle::new(url.to_string(), opts.throttle.clone()));
         let segment_size = opts
             .segment_size

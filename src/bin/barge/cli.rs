@@ -154,6 +154,10 @@ pub(crate) struct Ends {
     /// and named, like sockets and devices).
     #[arg(long, global = true)]
     pub follow_symlinks: bool,
+    /// Allow plain http:// endpoints on other hosts (by default only loopback may be
+    /// reached without TLS: credentials and data would cross the network readable).
+    #[arg(long, global = true)]
+    pub allow_insecure_http: bool,
     /// Swift destination container sharding: hash:N or prefix:K.
     #[arg(long, global = true)]
     pub containers: Option<String>,
@@ -390,8 +394,9 @@ pub(crate) enum Cmd {
         /// The shipped drives (block devices or drive images).
         #[arg(required = true)]
         drives: Vec<PathBuf>,
-        /// The unlock code printed by `barge seal`.
-        #[arg(long, env = "BARGE_UNLOCK_CODE", hide_env_values = true)]
+        /// The unlock code printed by `barge seal`, from the environment only (a value
+        /// given as `--unlock-code` on the command line is refused: `ps` shows it).
+        #[arg(long, env = "BARGE_UNLOCK_CODE", hide = true, hide_env_values = true)]
         unlock_code: Option<String>,
         /// A file holding the unlock code (as written by `barge seal`).
         #[arg(long, conflicts_with = "unlock_code")]
@@ -534,6 +539,7 @@ impl Global {
             } else {
                 "BARGE_DEST_".into()
             },
+            allow_insecure_http: e.allow_insecure_http,
         }
     }
 

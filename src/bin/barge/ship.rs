@@ -237,6 +237,9 @@ pub fn seal(g: &Global, out: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The variable `import` takes the unlock code from (never from the command line).
+pub const UNLOCK_CODE_ENV: &str = "BARGE_UNLOCK_CODE";
+
 pub fn import(
     g: &Global,
     drives: &[PathBuf],
@@ -244,9 +247,12 @@ pub fn import(
     code_file: Option<&Path>,
 ) -> Result<ExitCode> {
     let code = match (code, code_file) {
+        (Some(c), _) if std::env::var(UNLOCK_CODE_ENV).ok().as_deref() != Some(c) => bail!(
+            "--unlock-code on the command line is refused: every user of this machine sees it in ps; put it in a file (mode 0600) for --unlock-code-file, or in {UNLOCK_CODE_ENV}"
+        ),
         (Some(c), _) => UnlockCode::parse(c)?,
         (None, Some(f)) => UnlockCode::from_file(f)?,
-        (None, None) => bail!("import needs --unlock-code or --unlock-code-file"),
+        (None, None) => bail!("import needs --unlock-code-file or {UNLOCK_CODE_ENV}"),
     };
     let r = ship::import::import(&g.state, &g.key(), &code, drives)
         .with_context(|| format!("importing into {}", g.state.display()))?;
