@@ -150,12 +150,21 @@ mkdir -p "$TREE/var/lib/barge"
 : >"$TREE/etc/machine-id"
 rm -f "$TREE/var/lib/dbus/machine-id"
 bind_into
-# The console shows the dashboard, not a login prompt. Root has no password: a crash
-# cart gets a root shell on tty2 (Alt+F2); lock it for sites that want otherwise.
-in_tree passwd -d root >/dev/null
-in_tree systemctl enable barge-prepare.service barge.service barge-tui.service >/dev/null 2>&1
-in_tree systemctl mask getty@tty1.service systemd-timesyncd.service apt-daily.timer \
-  apt-daily-upgrade.timer >/dev/null 2>&1
+# The console shows the dashboard, not a login prompt. Root's password is locked, so no
+# login prompt anywhere takes it: the serial console (ttyS0, which a BMC's serial-over-LAN
+# reaches) has no getty at all, only kernel and systemd messages. A crash cart at the
+# node's own screen gets a root shell on tty2 (Alt+F2, autologin there only, see
+# rootfs/etc/systemd/system/getty@tty2.service.d/); ROOT_PASSWORD_HASH (a crypt(3)
+# hash, e.g. from `openssl passwd -6`) sets a password instead of the lock.
+if [ -n "${ROOT_PASSWORD_HASH:-}" ]; then
+  in_tree usermod -p "$ROOT_PASSWORD_HASH" root
+else
+  in_tree passwd -l root >/dev/null
+fi
+in_tree systemctl enable barge-prepare.service barge.service barge-tui.service getty@tty2.service \
+  >/dev/null 2>&1
+in_tree systemctl mask getty@tty1.service serial-getty@ttyS0.service systemd-timesyncd.service \
+  apt-daily.timer apt-daily-upgrade.timer >/dev/null 2>&1
 unbind
 
 KVER=$(ls "$TREE/lib/modules" | sort -V | tail -n1)
