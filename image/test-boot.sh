@@ -108,7 +108,7 @@ boot() {
   rm -f "$RUN/sick.img"; truncate -s 4G "$RUN/sick.img"
   rm -rf "$RUN/ns1.img" "$RUN/ns2.img" "$RUN/parted.img" "$RUN/marker"
   mkdir "$RUN/marker"; echo "kept by barge" >"$RUN/marker/marker.txt"
-  truncate -s 1G "$RUN/ns1.img" "$RUN/ns2.img" "$RUN/parted.img"
+  truncate -s 4G "$RUN/ns1.img" "$RUN/ns2.img" "$RUN/parted.img"
   mkfs.ext4 -q -F -d "$RUN/marker" "$RUN/ns1.img"
   printf 'label: gpt\n,512MiB\n,\n' | sfdisk -q "$RUN/parted.img"
   sfdisk -d "$RUN/parted.img" >"$RUN/parted.before"

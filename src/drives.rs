@@ -290,6 +290,10 @@ fn check_candidate(
         row.outcome = format!("refused: {why}");
         return Ok((row, None));
     }
+    if let Some(why) = too_small(path, node, opts)? {
+        row.outcome = format!("refused: {why}");
+        return Ok((row, None));
+    }
     if opts.secure_erase
         && let Some(d) = bd
         && let Some(ns) = nvme_namespace(&Path::new("/dev").join(&d.name))
@@ -311,6 +315,18 @@ fn check_candidate(
         }
     }
     Ok((row, Some(stable)))
+}
+
+/// Why the device cannot hold two segments of the node's segment size (of the one being
+/// initialised), if it cannot: refused alone instead of failing the whole preparation.
+fn too_small(path: &Path, node: Option<&Node>, opts: &PrepareOptions) -> Result<Option<String>> {
+    let segment = node.map_or(opts.init.staging.segment_size, |n| {
+        n.staging.settings.segment_size
+    });
+    let size = device::size_of(&device::open(path, false)?, path)?;
+    let room = size.saturating_sub(device::DATA_START);
+    Ok((segment > 0 && room / segment < 2)
+        .then(|| format!("{size} bytes hold fewer than 2 segments of {segment} bytes")))
 }
 
 /// Whether the operator named the device at `path` with `--force` (any name of it).

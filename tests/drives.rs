@@ -216,7 +216,8 @@ fn outcome_of(rows: &serde_json::Value, dev: &str) -> String {
 }
 
 /// Devices with old contents (a partition table, an ext4 filesystem, an LVM physical
-/// volume) are refused by `drives prepare`, naming the device and what it holds, and
+/// volume) are refused by `drives prepare`, naming the device and what it holds (and a
+/// device too small for two segments is refused alone, not failing the others), and
 /// prepared once named with `--force DEVICE`; a device another process holds open
 /// O_EXCL is refused even with `--force`.
 #[test]
@@ -236,13 +237,15 @@ fn prepare_refuses_partitioned_formatted_lvm_and_busy_devices() {
     let pv = Loop::attach(&sparse_file(t.path(), "pv.img", DRIVE_BYTES));
     tool("pvcreate", &["-q", "-ff", "-y", &pv.dev], "");
     let busy = Loop::attach(&sparse_file(t.path(), "busy.img", DRIVE_BYTES));
+    let small = Loop::attach(&sparse_file(t.path(), "small.img", 48 << 20));
 
-    let (code, rows, err) = prepare(&state, &[&pt.dev, &ext.dev, &pv.dev]);
+    let (code, rows, err) = prepare(&state, &[&pt.dev, &ext.dev, &pv.dev, &small.dev]);
     assert_eq!(code, Some(3), "{rows} {err}");
     for (dev, what) in [
         (&pt.dev, "holds GPT partition table"),
         (&ext.dev, "holds ext2/3/4 filesystem"),
         (&pv.dev, "holds LVM2 physical volume"),
+        (&small.dev, "fewer than 2 segments of 33554432 bytes"),
     ] {
         let o = outcome_of(&rows, dev);
         assert!(o.starts_with("refused: ") && o.contains(what), "{dev}: {o}");
