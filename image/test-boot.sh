@@ -4,11 +4,15 @@
 # serial console. It passes when, before the timeout:
 #   * barge-prepare listed both NVMe drives by serial with their health read through the
 #     NVMe admin ioctl (SMART log: temperature, spare, percentage used),
-#   * both were erased by their controller (Format NVM, user data erase, through the
-#     admin ioctl) and prepared as raw staging drives, recorded by their
-#     /dev/disk/by-id name,
+#   * both were prepared as raw staging drives (not erased: the image's default
+#     settings erase nothing), recorded by their /dev/disk/by-id name,
 #   * a third NVMe drive reporting a critical warning (qemu's smart_critical_warning)
 #     was listed unhealthy and refused with the reason,
+#   * a controller with two namespaces, the first holding an ext4 filesystem, had that
+#     namespace refused (the filesystem named) and only the blank second one prepared,
+#   * a drive with a GPT partition table (not mounted) was refused naming it,
+#   * after the guest stopped, the ext4 filesystem (with its marker file) and the
+#     partition table are on the image files unchanged.
 #   * the daemon reported ready,
 #   * the daemon's self-test migration ended with "self-test: verify DONE",
 #   * no systemd unit failed.
@@ -36,6 +40,10 @@ SERIALS=(BARGENVME0001 BARGENVME0002)
 # A third drive whose controller reports a critical warning (reliability degraded):
 # it must be listed unhealthy and refused.
 SICK=BARGENVME0666
+# One controller, two namespaces: nsid 1 holds an ext4 filesystem, nsid 2 is blank.
+MULTI=BARGENVME0003
+# A drive with a GPT partition table and no filesystem mounted from it.
+PARTED=BARGENVME0004
 LOG=$ARTIFACTS/boot-console.log
 
 command -v qemu-system-x86_64 >/dev/null || { echo "qemu-system-x86_64 missing: scripts/deps.sh test" >&2; exit 2; }
@@ -85,12 +93,25 @@ for i in "${!SERIALS[@]}"; do
 done
 Q+=(-drive "file=$RUN/sick.img,if=none,id=sick,format=raw,cache=unsafe"
   -device "nvme,serial=$SICK,drive=sick,smart_critical_warning=4")
+Q+=(-device "nvme,id=multi,serial=$MULTI"
+  -drive "file=$RUN/ns1.img,if=none,id=ns1,format=raw,cache=unsafe"
+  -device "nvme-ns,drive=ns1,bus=multi,nsid=1"
+  -drive "file=$RUN/ns2.img,if=none,id=ns2,format=raw,cache=unsafe"
+  -device "nvme-ns,drive=ns2,bus=multi,nsid=2")
+Q+=(-drive "file=$RUN/parted.img,if=none,id=parted,format=raw,cache=unsafe"
+  -device "nvme,serial=$PARTED,drive=parted")
 
 # boot: fresh firmware variables and blank (sparse) drives, then qemu in the background.
 boot() {
   cp "$VARS" "$RUN/vars.fd"
   for i in "${!SERIALS[@]}"; do rm -f "$RUN/nvme$i.img"; truncate -s 4G "$RUN/nvme$i.img"; done
   rm -f "$RUN/sick.img"; truncate -s 4G "$RUN/sick.img"
+  rm -rf "$RUN/ns1.img" "$RUN/ns2.img" "$RUN/parted.img" "$RUN/marker"
+  mkdir "$RUN/marker"; echo "kept by barge" >"$RUN/marker/marker.txt"
+  truncate -s 4G "$RUN/ns1.img" "$RUN/ns2.img" "$RUN/parted.img"
+  mkfs.ext4 -q -F -d "$RUN/marker" "$RUN/ns1.img"
+  printf 'label: gpt\n,512MiB\n,\n' | sfdisk -q "$RUN/parted.img"
+  sfdisk -d "$RUN/parted.img" >"$RUN/parted.before"
   : >"$LOG"   # exists before the first look at it (qemu starts in the background)
   START=$(date +%s)
   "${Q[@]}" </dev/null >"$LOG" 2>&1 &
@@ -99,7 +120,7 @@ boot() {
 
 mkdir -p "$ARTIFACTS"
 rm -f "$ARTIFACTS/boot-console.attempt1.log"   # a stuck attempt of an earlier run
-echo "[boot-test] accel=$ACCEL timeout=${TIMEOUT}s drives=${SERIALS[*]} (and $SICK, unhealthy) console=$LOG"
+echo "[boot-test] accel=$ACCEL timeout=${TIMEOUT}s drives=${SERIALS[*]} (and $SICK, unhealthy; $MULTI, two namespaces, one with ext4; $PARTED, partitioned) console=$LOG"
 
 # Without -q: grep -q stops at the first match, tr then dies of SIGPIPE and, under
 # pipefail, a line that is there reads as missing (a CI failure that came and went).
@@ -111,10 +132,13 @@ checks=(
 for s in "${SERIALS[@]}"; do
   checks+=("$s listed with health ok| nvme[0-9]+n1 +$s .* nvme +ok ")
   checks+=("$s health via ioctl|\"controller\":\\{[^}]*\"serial\":\"$s\"[^}]*\\}[^{}]*\"smart\":\\{[^}]*\"critical_warning\":0,[^}]*\"temperature_kelvin\":[1-9]")
-  checks+=("$s erased by its controller, prepared by serial|by-id/nvme-[^ ]*$s[^ ]* serial $s health ok: erased with nvme-format-user-data-erase; prepared as drive #[0-9]")
+  checks+=("$s prepared by serial, not erased|by-id/nvme-[^ ]*$s[^ ]* serial $s health ok: prepared as drive #[0-9]")
 done
 checks+=("$SICK listed unhealthy| nvme[0-9]+n1 +$SICK .* nvme +critical warning: reliability degraded")
 checks+=("$SICK refused with the reason|serial $SICK health critical warning: reliability degraded \\(media or internal errors\\): refused: unhealthy: critical warning: reliability degraded")
+checks+=("$MULTI namespace with ext4 refused|serial $MULTI health ok: refused: holds ext2/3/4 filesystem")
+checks+=("$MULTI blank namespace prepared, not erased|serial $MULTI health ok: prepared as drive #[0-9]")
+checks+=("$PARTED partitioned drive refused|serial $PARTED health ok: refused: holds GPT partition table")
 # A guest CPU reported stuck for at least LOCKUP_SECS (a whole boot takes about 40 s).
 stuck() {
   local most
@@ -176,6 +200,21 @@ for cmd in ({"execute": "qmp_capabilities"},
 PY
   if [ -f "$ARTIFACTS/console.png" ]; then echo "[boot-test] console screenshot: $ARTIFACTS/console.png"; fi
 fi
+# What the guest must not have written: the ext4 filesystem of namespace 1 and the
+# partition table, read from the image files once qemu has stopped.
+alive=""
+kill -0 "$QPID" 2>/dev/null && alive=1
+stop_qemu
+if debugfs -R "cat /marker.txt" "$RUN/ns1.img" 2>/dev/null | grep -q "kept by barge"; then
+  verdict+=("[boot-test] ok: $MULTI namespace 1 ext4 filesystem intact")
+else
+  verdict+=("[boot-test] MISSING: $MULTI namespace 1 ext4 filesystem intact"); rc=1
+fi
+if sfdisk -d "$RUN/parted.img" 2>/dev/null | cmp -s - "$RUN/parted.before"; then
+  verdict+=("[boot-test] ok: $PARTED partition table intact")
+else
+  verdict+=("[boot-test] MISSING: $PARTED partition table intact"); rc=1
+fi
 if [ "$rc" = 0 ]; then
   tr -d '\r' <"$LOG" | grep -a -E "daemon ready|self-test:|prepared as drive|refused| nvme[0-9]+n1 " | sed 's/^/[guest] /'
   printf '%s\n' "${verdict[@]}"
@@ -183,7 +222,7 @@ if [ "$rc" = 0 ]; then
 else
   why="checks missing"
   [ -z "$failed_units" ] || why="a unit failed"
-  kill -0 "$QPID" 2>/dev/null || why="$why; qemu exited"
+  [ -n "$alive" ] || why="$why; qemu exited"
   [ -z "$locked" ] || why="$why; the emulated CPUs locked up twice"
   echo "[boot-test] last console lines:"
   tail -n 60 "$LOG" | tr -d '\r' | cut -c1-400 | sed 's/^/[console] /'

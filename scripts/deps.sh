@@ -3,7 +3,8 @@
 #   build: what compiling needs (Debian's RocksDB and libclang for bindgen)
 #   test:  build + what the test suite runs (diff, mount for the tmpfs test, the S3 and
 #          Swift CLIs that check results, Keystone for the v3 login test, tmux for the
-#          dashboard test, losetup for the shipping test; debootstrap, mkfs/mtools/sfdisk,
+#          dashboard test, losetup for the shipping test, lvm2's pvcreate for the drive
+#          refusal test; debootstrap, mkfs/mtools/sfdisk,
 #          qemu and OVMF for the image build and its boot test; python3-yaml and
 #          systemd-analyze for the deployment files' tests)
 #   bench: test + the reference tools of benches/compare.sh (fio, b3sum, restic, openssl)
@@ -13,7 +14,7 @@ pkgs=(librocksdb-dev libclang-dev clang pkg-config make diffutils mount)
 [ "$want" = build ] || pkgs+=(awscli python3-swiftclient tmux util-linux
   keystone python3-keystonemiddleware python3-keystoneclient
   qemu-system-x86 ovmf debootstrap mtools dosfstools fdisk e2fsprogs zstd
-  python3-yaml systemd)
+  python3-yaml systemd lvm2)
 case "$want" in
   build|test) ;;
   bench) pkgs+=(fio b3sum restic openssl rclone) ;;

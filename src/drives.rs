@@ -137,12 +137,14 @@ pub fn table(staging: &[PathBuf]) -> Result<Vec<DriveRow>> {
 pub struct PrepareOptions {
     /// Devices named on the command line.
     pub devices: Vec<PathBuf>,
-    /// Every NVMe namespace that is free (no filesystem mounted, not the OS).
+    /// Every NVMe namespace that is free: not the OS, nothing mounted, no holder, no
+    /// exclusive user, no partitions and no filesystem or volume signature on it.
     pub all_free: bool,
     /// Erase each new drive with its controller's strongest method first.
     pub secure_erase: bool,
-    /// Overwrite a superblock of another appliance or set.
-    pub force: bool,
+    /// Devices (also prepared) whose old contents may be overwritten: a superblock of
+    /// another appliance or set, partitions, a filesystem or volume signature.
+    pub force: Vec<PathBuf>,
     /// Settings for a state directory that is not initialised yet.
     pub init: InitOptions,
 }
@@ -160,8 +162,9 @@ pub struct PrepareRow {
 }
 
 /// Prepares drives as raw staging drives of the node at `state` (initialising it, with
-/// these drives as its set, when it is not yet). Refuses mounted or OS devices, unhealthy
-/// drives and drives of another set, each with the reason.
+/// these drives as its set, when it is not yet). Refuses mounted or OS devices, devices in
+/// use (holders, an exclusive user), unhealthy drives and, unless forced, drives of
+/// another set or holding partitions or signatures, each with the reason.
 pub fn prepare(state: &Path, key: &KeyRequest, opts: &PrepareOptions) -> Result<Vec<PrepareRow>> {
     let devices = barge_firmware::discover(Path::new(SYS_BLOCK)).unwrap_or_default();
     let wanted = wanted_devices(&devices, opts);
@@ -212,8 +215,15 @@ fn wanted_devices(
         let name = real.file_name()?.to_string_lossy().into_owned();
         devices.iter().find(|d| d.name == name).cloned()
     };
-    for p in &opts.devices {
-        wanted.push((p.clone(), find(p)));
+    for p in opts.devices.iter().chain(&opts.force) {
+        let same = |w: &PathBuf| {
+            w == p
+                || std::fs::canonicalize(w)
+                    .is_ok_and(|a| std::fs::canonicalize(p).is_ok_and(|b| a == b))
+        };
+        if !wanted.iter().any(|(w, _)| same(w)) {
+            wanted.push((p.clone(), find(p)));
+        }
     }
     if opts.all_free {
         for d in devices.iter().filter(|d| d.is_nvme) {
@@ -263,21 +273,40 @@ fn check_candidate(
         row.outcome = outcome;
         return Ok((row, None));
     }
+    let forced = is_forced(opts, path);
     if let Some(sb) = &existing
-        && !opts.force
+        && !forced
     {
         row.outcome = format!(
-            "refused: holds barge drive set {} of appliance {} (use --force to reuse it)",
+            "refused: holds barge drive set {} of appliance {} (--force DEVICE reuses it)",
             hex::encode(sb.set_id),
             hex::encode(sb.appliance_id)
         );
+        return Ok((row, None));
+    }
+    // The claim (O_EXCL) is held until the erase ran.
+    let (usage, _claim) = device::usage(path)?;
+    if let Some(why) = usage.refusal(forced) {
+        row.outcome = format!("refused: {why}");
+        return Ok((row, None));
+    }
+    if let Some(why) = too_small(path, node, opts)? {
+        row.outcome = format!("refused: {why}");
         return Ok((row, None));
     }
     if opts.secure_erase
         && let Some(d) = bd
         && let Some(ns) = nvme_namespace(&Path::new("/dev").join(&d.name))
     {
-        match barge_firmware::nvme::erase(&ns.dev, ns.nsid, None, d.serial.as_deref(), false) {
+        let mut progress = |pct| tracing::info!(drive = %stable.display(), "sanitize {pct}% done");
+        match barge_firmware::nvme::erase(
+            &ns.dev,
+            ns.nsid,
+            None,
+            d.serial.as_deref(),
+            false,
+            &mut progress,
+        ) {
             Ok(p) => row.outcome = format!("erased with {}; ", p.method.name()),
             Err(e) => {
                 row.outcome = format!("refused: secure erase failed: {e}");
@@ -286,6 +315,26 @@ fn check_candidate(
         }
     }
     Ok((row, Some(stable)))
+}
+
+/// Why the device cannot hold two segments of the node's segment size (of the one being
+/// initialised), if it cannot: refused alone instead of failing the whole preparation.
+fn too_small(path: &Path, node: Option<&Node>, opts: &PrepareOptions) -> Result<Option<String>> {
+    let segment = node.map_or(opts.init.staging.segment_size, |n| {
+        n.staging.settings.segment_size
+    });
+    let size = device::size_of(&device::open(path, false)?, path)?;
+    let room = size.saturating_sub(device::DATA_START);
+    Ok((segment > 0 && room / segment < 2)
+        .then(|| format!("{size} bytes hold fewer than 2 segments of {segment} bytes")))
+}
+
+/// Whether the operator named the device at `path` with `--force` (any name of it).
+fn is_forced(opts: &PrepareOptions, path: &Path) -> bool {
+    let real = std::fs::canonicalize(path).ok();
+    opts.force
+        .iter()
+        .any(|f| f == path || (real.is_some() && std::fs::canonicalize(f).ok() == real))
 }
 
 /// Why a device must not take staging data (mounted, unhealthy, health unreadable), as
@@ -354,7 +403,9 @@ fn add_accepted(
             let mut init = opts.init.clone();
             init.drives = accepted.to_vec();
             init.key = key.clone();
-            init.force_drives = opts.force;
+            // Each drive passed check_candidate with its own --force; this only lets the
+            // forced ones through device::prepare's second look.
+            init.force_drives = accepted.iter().any(|p| is_forced(opts, p));
             let n = Node::init(state, &init)?;
             let s = DriveSet::load(&n.catalog)?.ok_or_else(|| Error::State {
                 path: state.to_path_buf(),
@@ -374,7 +425,7 @@ fn add_accepted(
                     &n.appliance_id,
                     n.staging.settings.segment_size,
                     None,
-                    opts.force,
+                    is_forced(opts, p),
                 )?;
                 n.add_drive(&p.display().to_string())?;
                 outcome_for(p, format!("prepared as drive #{index}"));

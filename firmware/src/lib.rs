@@ -10,6 +10,8 @@
 //! * [`by_id`]: the stable `/dev/disk/by-id` name of a device (kernel names change
 //!   across boots and must never identify a drive).
 //! * [`sysfs`]: the NVMe namespace behind any name of a device, and a drive's serial.
+//! * [`probe`]: what is on a device before it is written: partition table, filesystem,
+//!   LUKS/LVM/md/swap/ZFS signatures, kernel holders, an exclusive open.
 //!
 //! `unsafe` is denied but in the two ioctl call sites (NVMe admin passthrough,
 //! BLKDISCARD), each with its SAFETY comment.
@@ -18,6 +20,7 @@
 
 #[allow(unsafe_code)] // the NVMe admin passthrough ioctl
 pub mod nvme;
+pub mod probe;
 pub mod sysfs;
 
 use std::fs;
@@ -114,8 +117,10 @@ pub fn discard(dev: &std::fs::File, path: &Path, offset: u64, len: u64) -> Resul
 }
 
 /// The `/dev/disk/by-id` link of a block device, preferring serial-based NVMe and ATA
-/// names (`nvme-<model>_<serial>`, `ata-…`) over EUI/WWN ones. `None` when udev made no
-/// link (loop devices, drive images).
+/// names over EUI/WWN ones, and among NVMe names the one with the namespace id
+/// (`nvme-<model>_<serial>_<nsid>`): the plain `nvme-<model>_<serial>` is shared by
+/// every namespace of a controller and points at whichever udev saw last. `None` when
+/// udev made no link (loop devices, drive images).
 pub fn by_id(dev: &Path, by_id_dir: &Path) -> Option<PathBuf> {
     let target = fs::canonicalize(dev).ok()?;
     let mut links: Vec<PathBuf> = fs::read_dir(by_id_dir)
@@ -129,9 +134,12 @@ pub fn by_id(dev: &Path, by_id_dir: &Path) -> Option<PathBuf> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let nsid_suffix = n
+            .rsplit_once('_')
+            .is_some_and(|(_, d)| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
         if n.starts_with("nvme-eui.") || n.starts_with("nvme-nvme.") || n.starts_with("wwn-") {
             2
-        } else if n.ends_with("_1") && n.starts_with("nvme-") {
+        } else if n.starts_with("nvme-") && !nsid_suffix {
             1
         } else {
             0
@@ -488,6 +496,28 @@ mod tests {
         let mounts = parse_mountinfo(&fs::read_to_string(root.join("mountinfo")).unwrap());
         assert!(vda.mount_points(&mounts).contains(&"/".to_string()));
         assert!(nvme_controllers(&root.join("class-nvme")).is_empty());
+    }
+
+    #[test]
+    fn by_id_prefers_the_name_with_the_namespace_id() {
+        let t = tempfile::tempdir().unwrap();
+        let (dir, ns1, ns2) = (
+            t.path().join("by-id"),
+            t.path().join("n1"),
+            t.path().join("n2"),
+        );
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(&ns1, "").unwrap();
+        fs::write(&ns2, "").unwrap();
+        let link = |name: &str, to: &Path| std::os::unix::fs::symlink(to, dir.join(name)).unwrap();
+        // udev gave the shared plain name to namespace 2 this time.
+        link("nvme-QEMU_NVMe_Ctrl_S3", &ns2);
+        link("nvme-QEMU_NVMe_Ctrl_S3_1", &ns1);
+        link("nvme-QEMU_NVMe_Ctrl_S3_2", &ns2);
+        link("nvme-eui.0001", &ns2);
+        let name = |p: &Path| by_id(p, &dir).unwrap().file_name().unwrap().to_owned();
+        assert_eq!(name(&ns2), "nvme-QEMU_NVMe_Ctrl_S3_2");
+        assert_eq!(name(&ns1), "nvme-QEMU_NVMe_Ctrl_S3_1");
     }
 
     #[test]

@@ -22,6 +22,17 @@ pub const OPC_FORMAT_NVM: u8 = 0x80;
 pub const OPC_SANITIZE: u8 = 0x84;
 /// Log identifier of the SMART / Health Information page.
 pub const LID_SMART: u8 = 0x02;
+/// Log identifier of the Sanitize Status page.
+pub const LID_SANITIZE: u8 = 0x81;
+/// Bytes of the Sanitize Status log page.
+pub const SANITIZE_LOG_LEN: usize = 512;
+/// Identify CNS 02h: the active namespace ids of the controller (up to 1024, ascending).
+pub const CNS_ACTIVE_NS_LIST: u32 = 0x02;
+/// How often a running sanitize's status log is read.
+pub const SANITIZE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+/// Most status reads while waiting for a sanitize (12 hours at SANITIZE_POLL): an
+/// overwrite sanitize of a large drive takes hours; past this it is reported unfinished.
+pub const SANITIZE_MAX_POLLS: u32 = 12 * 3600 / 2;
 /// Bytes of the SMART / Health Information page.
 pub const SMART_LEN: usize = 512;
 /// Bytes of an Identify data structure.
@@ -98,6 +109,120 @@ pub fn identify_controller(dev: &Path) -> Result<Vec<u8>, Error> {
     Ok(buf)
 }
 
+/// Reads the active namespace id list (Identify CNS 02h) of the controller behind `dev`.
+pub fn active_namespaces(dev: &Path) -> Result<Vec<u32>, Error> {
+    let mut buf = vec![0u8; IDENTIFY_LEN];
+    let cmd = PassthruCmd {
+        opcode: OPC_IDENTIFY,
+        cdw10: CNS_ACTIVE_NS_LIST,
+        ..Default::default()
+    };
+    admin(dev, cmd, Some(&mut buf))?;
+    Ok(decode_ns_list(&buf))
+}
+
+/// The non-zero namespace ids of an Identify namespace list page (ascending, zero ends).
+pub fn decode_ns_list(b: &[u8]) -> Vec<u32> {
+    b.chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .take_while(|&n| n != 0)
+        .collect()
+}
+
+/// Reads the Sanitize Status log page.
+pub fn sanitize_log(dev: &Path) -> Result<Vec<u8>, Error> {
+    let mut buf = vec![0u8; SANITIZE_LOG_LEN];
+    let numd = (SANITIZE_LOG_LEN / 4 - 1) as u32;
+    let cmd = PassthruCmd {
+        opcode: OPC_GET_LOG_PAGE,
+        cdw10: (numd << 16) | LID_SANITIZE as u32,
+        ..Default::default()
+    };
+    admin(dev, cmd, Some(&mut buf))?;
+    Ok(buf)
+}
+
+/// Where a sanitize operation stands (Sanitize Status log, SSTAT bits 2:0, SPROG).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SanitizeState {
+    /// The NVM subsystem was never sanitized.
+    Never,
+    /// The most recent sanitize completed successfully (with or without deallocation).
+    Completed,
+    /// Running; progress in 1/65536 of the whole.
+    InProgress(u16),
+    /// The most recent sanitize failed.
+    Failed,
+    /// A status this code does not know.
+    Unknown(u16),
+}
+
+impl SanitizeState {
+    pub fn decode(b: &[u8]) -> Result<Self, ShortPage> {
+        if b.len() < 4 {
+            return Err(ShortPage {
+                page: "sanitize status log",
+                len: b.len(),
+                want: 4,
+            });
+        }
+        let sprog = le_u16(b, 0);
+        let sstat = le_u16(b, 2);
+        Ok(match sstat & 0b111 {
+            0 => SanitizeState::Never,
+            1 | 4 => SanitizeState::Completed,
+            2 => SanitizeState::InProgress(sprog),
+            3 => SanitizeState::Failed,
+            _ => SanitizeState::Unknown(sstat),
+        })
+    }
+}
+
+/// Waits for a started sanitize to end: reads the status with `read` at most
+/// `max_polls` times, `sleep` between reads, telling `progress` the percentage while it
+/// runs. Ok once the log says completed; an error naming why when it failed, reports
+/// never having run, or is still running after the last read.
+pub fn wait_sanitize(
+    mut read: impl FnMut() -> Result<Vec<u8>, Error>,
+    mut sleep: impl FnMut(),
+    max_polls: u32,
+    progress: &mut dyn FnMut(u32),
+    dev: &Path,
+) -> Result<(), Error> {
+    let err = |message: String| Error::Nvme {
+        dev: dev.to_path_buf(),
+        message,
+    };
+    let mut last = 0;
+    for _ in 0..max_polls {
+        let state = SanitizeState::decode(&read()?).map_err(|e| err(e.to_string()))?;
+        match state {
+            SanitizeState::Completed => return Ok(()),
+            SanitizeState::InProgress(p) => {
+                last = u32::from(p) * 100 / 65536;
+                progress(last);
+            }
+            SanitizeState::Failed => {
+                return Err(err(
+                    "the sanitize status log says the sanitize failed".into()
+                ));
+            }
+            SanitizeState::Never => {
+                return Err(err(
+                    "the sanitize status log says the drive was never sanitized".into(),
+                ));
+            }
+            SanitizeState::Unknown(s) => {
+                return Err(err(format!("sanitize status {s:#06x} not understood")));
+            }
+        }
+        sleep();
+    }
+    Err(err(format!(
+        "the sanitize was still running ({last}% done) after {max_polls} status reads"
+    )))
+}
+
 /// Reads the SMART / Health Information log page (controller-wide).
 pub fn smart_log(dev: &Path) -> Result<Vec<u8>, Error> {
     let mut buf = vec![0u8; SMART_LEN];
@@ -147,6 +272,10 @@ pub struct ControllerInfo {
     pub namespaces: u32,
     /// OACS bit 1: Format NVM is supported.
     pub format_supported: bool,
+    /// FNA bit 0: a Format NVM of one namespace formats all of them.
+    pub format_all_namespaces: bool,
+    /// FNA bit 1: a secure erase by Format NVM of one namespace erases all of them.
+    pub erase_all_namespaces: bool,
     /// FNA bit 2: cryptographic erase is supported as a Format secure erase setting.
     pub format_crypto_erase: bool,
     /// SANICAP bits 0..2: crypto erase, block erase, overwrite.
@@ -186,6 +315,8 @@ impl ControllerInfo {
             firmware_rev: ascii(&b[64..72]),
             namespaces: le_u32(b, 516),
             format_supported: oacs & 0b10 != 0,
+            format_all_namespaces: fna & 0b1 != 0,
+            erase_all_namespaces: fna & 0b10 != 0,
             format_crypto_erase: fna & 0b100 != 0,
             sanitize_crypto: sanicap & 0b1 != 0,
             sanitize_block: sanicap & 0b10 != 0,
@@ -213,6 +344,63 @@ impl ControllerInfo {
         }
         v
     }
+
+    /// Why `m` would erase more than the one namespace asked for on a controller with
+    /// `namespaces` active namespaces; `None` when it touches only that namespace.
+    /// Sanitize has no namespace scope at all (it alters every namespace of the NVM
+    /// subsystem), and Format NVM reaches all namespaces when FNA bit 0 or 1 says so.
+    pub fn scope_refusal(&self, m: EraseMethod, namespaces: usize) -> Option<String> {
+        if namespaces <= 1 {
+            return None;
+        }
+        if m.is_sanitize() {
+            return Some(format!(
+                "{} erases every namespace of the controller, which has {namespaces}",
+                m.name()
+            ));
+        }
+        (self.format_all_namespaces || self.erase_all_namespaces).then(|| {
+            format!(
+                "the controller formats all {namespaces} namespaces at once (FNA), so {} \
+                 would erase the others too",
+                m.name()
+            )
+        })
+    }
+}
+
+/// The method to use: `want` if offered and confined to the namespace, else the
+/// strongest one that is; the reason when none is.
+pub fn choose_method(
+    info: &ControllerInfo,
+    namespaces: usize,
+    want: Option<EraseMethod>,
+) -> Result<EraseMethod, String> {
+    let offered = info.erase_methods();
+    if let Some(m) = want {
+        if !offered.contains(&m) {
+            return Err(format!("the controller does not support {}", m.name()));
+        }
+        return match info.scope_refusal(m, namespaces) {
+            Some(why) => Err(why),
+            None => Ok(m),
+        };
+    }
+    if offered.is_empty() {
+        return Err("the controller supports neither Format NVM nor Sanitize".into());
+    }
+    offered
+        .iter()
+        .copied()
+        .find(|&m| info.scope_refusal(m, namespaces).is_none())
+        .ok_or_else(|| {
+            let names: Vec<&str> = offered.iter().map(|m| m.name()).collect();
+            format!(
+                "the controller has {namespaces} namespaces and each erase it offers ({}) \
+                 would erase all of them",
+                names.join(", ")
+            )
+        })
 }
 
 /// The SMART / Health Information log page, decoded.
@@ -319,7 +507,19 @@ impl EraseMethod {
         }
     }
 
-    /// The admin command that performs it on namespace `nsid` (LBA format 0 for Format).
+    /// Whether this is a Sanitize (NVM subsystem wide, runs in the background).
+    pub fn is_sanitize(&self) -> bool {
+        matches!(
+            self,
+            EraseMethod::SanitizeCrypto
+                | EraseMethod::SanitizeBlock
+                | EraseMethod::SanitizeOverwrite
+        )
+    }
+
+    /// The admin command that performs it on namespace `nsid` (LBA format 0 for Format,
+    /// on that namespace only: never NSID_ALL). Sanitize's NSID field is unused (it has no
+    /// namespace scope), hence `choose_method`'s refusal on multi-namespace controllers.
     pub fn command(&self, nsid: u32) -> PassthruCmd {
         let (opcode, nsid, cdw10) = match self {
             EraseMethod::SanitizeCrypto => (OPC_SANITIZE, 0, 4),
@@ -348,34 +548,27 @@ pub struct ErasePlan {
     pub done: bool,
 }
 
-/// Erases an NVMe namespace with the controller's strongest supported method.
-/// `confirm_serial` must equal the drive's serial, or nothing is sent (`dry_run` never
-/// sends anything). Returns the plan, with `done` set when the command completed.
+/// Erases an NVMe namespace with the controller's strongest method that erases that
+/// namespace only (see `choose_method`). `confirm_serial` must equal the drive's serial,
+/// or nothing is sent (`dry_run` never sends anything). A sanitize is waited for (its
+/// status log read until it completed or failed, `progress` told the percentage).
+/// Returns the plan, with `done` set when the erase completed.
 pub fn erase(
     dev: &Path,
     nsid: u32,
     want: Option<EraseMethod>,
     confirm_serial: Option<&str>,
     dry_run: bool,
+    progress: &mut dyn FnMut(u32),
 ) -> Result<ErasePlan, Error> {
-    let info = ControllerInfo::decode(&identify_controller(dev)?).map_err(|e| Error::Nvme {
+    let nvme_err = |message: String| Error::Nvme {
         dev: dev.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let offered = info.erase_methods();
-    let method = match want {
-        Some(m) if offered.contains(&m) => m,
-        Some(m) => {
-            return Err(Error::Nvme {
-                dev: dev.to_path_buf(),
-                message: format!("the controller does not support {}", m.name()),
-            });
-        }
-        None => *offered.first().ok_or_else(|| Error::Nvme {
-            dev: dev.to_path_buf(),
-            message: "the controller supports neither Format NVM nor Sanitize".into(),
-        })?,
+        message,
     };
+    let info =
+        ControllerInfo::decode(&identify_controller(dev)?).map_err(|e| nvme_err(e.to_string()))?;
+    let namespaces = active_namespaces(dev)?.len();
+    let method = choose_method(&info, namespaces, want).map_err(nvme_err)?;
     let mut plan = ErasePlan {
         dev: dev.display().to_string(),
         serial: info.serial.clone(),
@@ -396,6 +589,15 @@ pub fn erase(
         });
     }
     admin(dev, method.command(nsid), None)?;
+    if method.is_sanitize() {
+        wait_sanitize(
+            || sanitize_log(dev),
+            || std::thread::sleep(SANITIZE_POLL),
+            SANITIZE_MAX_POLLS,
+            progress,
+            dev,
+        )?;
+    }
     plan.done = true;
     Ok(plan)
 }
@@ -478,6 +680,97 @@ mod tests {
                 "critical warning: media is read-only"
             ]
         );
+    }
+
+    fn controller(sanicap: u32, fna: u8) -> ControllerInfo {
+        let mut id = fixture("qemu-7.2-identify.hex");
+        id[328..332].copy_from_slice(&sanicap.to_le_bytes());
+        id[524] = fna;
+        ControllerInfo::decode(&id).unwrap()
+    }
+
+    #[test]
+    fn a_controller_with_several_namespaces_is_never_sanitized() {
+        // Sanitize offered (crypto + block), Format per namespace.
+        let c = controller(0b011, 0);
+        assert_eq!(choose_method(&c, 1, None), Ok(EraseMethod::SanitizeCrypto));
+        // Two namespaces: Sanitize would take the other one too; Format of this one only.
+        assert_eq!(choose_method(&c, 2, None), Ok(EraseMethod::FormatUserData));
+        let why = choose_method(&c, 2, Some(EraseMethod::SanitizeBlock)).unwrap_err();
+        assert!(
+            why.contains("every namespace") && why.contains("has 2"),
+            "{why}"
+        );
+        // Format reaching all namespaces (FNA bit 0 or 1): nothing is safe.
+        for fna in [0b01, 0b10] {
+            let c = controller(0b011, fna);
+            let why = choose_method(&c, 3, None).unwrap_err();
+            assert!(why.contains("has 3 namespaces"), "{why}");
+            assert_eq!(choose_method(&c, 1, None), Ok(EraseMethod::SanitizeCrypto));
+        }
+        // qemu 7.2: Format only, per namespace.
+        let q = controller(0, 0);
+        assert_eq!(choose_method(&q, 2, None), Ok(EraseMethod::FormatUserData));
+        // Format is sent to the namespace, never to all.
+        assert_eq!(EraseMethod::FormatUserData.command(2).nsid, 2);
+    }
+
+    #[test]
+    fn the_active_namespace_list_is_decoded() {
+        let mut page = vec![0u8; IDENTIFY_LEN];
+        page[..4].copy_from_slice(&1u32.to_le_bytes());
+        page[4..8].copy_from_slice(&3u32.to_le_bytes());
+        assert_eq!(decode_ns_list(&page), vec![1, 3]);
+        assert!(decode_ns_list(&[0; 16]).is_empty());
+    }
+
+    fn sanitize_page(sstat: u16, sprog: u16) -> Vec<u8> {
+        let mut b = vec![0u8; SANITIZE_LOG_LEN];
+        b[0..2].copy_from_slice(&sprog.to_le_bytes());
+        b[2..4].copy_from_slice(&sstat.to_le_bytes());
+        b
+    }
+
+    /// Runs `wait_sanitize` over scripted status pages; returns the result, the
+    /// progress reported and how many pages were read.
+    fn wait_over(pages: Vec<Vec<u8>>, max: u32) -> (Result<(), String>, Vec<u32>, usize) {
+        let mut it = pages.into_iter();
+        let mut reads = 0;
+        let mut seen = vec![];
+        let r = wait_sanitize(
+            || {
+                reads += 1;
+                Ok(it.next().unwrap_or_else(|| sanitize_page(2, 0)))
+            },
+            || {},
+            max,
+            &mut |p| seen.push(p),
+            Path::new("/dev/nvme9n1"),
+        );
+        (r.map_err(|e| e.to_string()), seen, reads)
+    }
+
+    #[test]
+    fn a_sanitize_is_done_only_when_its_status_log_says_so() {
+        let (r, seen, reads) = wait_over(
+            vec![
+                sanitize_page(2, 0),
+                sanitize_page(2, 32768),
+                sanitize_page(1, 0),
+            ],
+            10,
+        );
+        assert_eq!(r, Ok(()));
+        assert_eq!((seen, reads), (vec![0, 50], 3));
+        let (r, _, _) = wait_over(vec![sanitize_page(2, 100), sanitize_page(3, 0)], 10);
+        assert!(r.unwrap_err().contains("failed"));
+        let (r, _, reads) = wait_over(vec![], 5);
+        assert!(r.unwrap_err().contains("still running"));
+        assert_eq!(reads, 5);
+        let (r, _, _) = wait_over(vec![sanitize_page(0, 0)], 5);
+        assert!(r.unwrap_err().contains("never"));
+        // Completed without deallocation (4), overwrite pass count in the high bits.
+        assert_eq!(wait_over(vec![sanitize_page(4 | (3 << 3), 0)], 5).0, Ok(()));
     }
 
     #[test]

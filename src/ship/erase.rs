@@ -1,6 +1,10 @@
 //! `barge erase DRIVE...`: after a verified drain, makes a drive's contents unrecoverable
 //! and writes an erase certificate for it.
 //!
+//! 0. Only a block device that is a member of this node's drive set (by superblock), or
+//!    whose serial the operator typed with `--confirm SERIAL`, is erased; never a
+//!    regular file, a device in use (an exclusive open answering EBUSY) or one with
+//!    kernel holders. The device stays claimed (`O_EXCL`) while it is erased.
 //! 1. Crypto-erase: both superblock copies (which hold the wrapped set key) and the
 //!    manifest region are overwritten with random bytes and synced; without the wrapped
 //!    key and the unlock code nothing on the drive can be opened.
@@ -94,13 +98,97 @@ impl Steps {
     }
 }
 
-/// Erases one drive and returns its certificate (also written into `cert_dir`).
-pub fn erase(node: &Node, path: &Path, cert_dir: &Path) -> Result<(Certificate, PathBuf)> {
+/// What `erase` knows about a device before it writes anything.
+#[derive(Debug, Clone, Default)]
+pub struct EraseFacts {
+    /// A regular file, not a block device.
+    pub regular_file: bool,
+    /// Why the device is in use (holders, an exclusive user), if it is.
+    pub in_use: Option<String>,
+    /// Its superblock names this node's drive set and a member of it.
+    pub member: bool,
+    /// The barge set its superblock names, when it has one.
+    pub set_id: Option<[u8; 16]>,
+    /// Its serial (sysfs, or `loop:<backing file>`).
+    pub serial: Option<String>,
+}
+
+/// Why the device must not be erased, `None` when it may: a regular file or a device in
+/// use never is; a member of the node's set is, and any other drive only when `confirm`
+/// holds its serial, typed out.
+pub fn erase_refusal(f: &EraseFacts, confirm: &[String]) -> Option<String> {
+    if f.regular_file {
+        return Some("is a regular file, not a drive; barge erases only block devices".into());
+    }
+    if let Some(why) = &f.in_use {
+        return Some(why.clone());
+    }
+    if f.member {
+        return None;
+    }
+    if f.serial.as_ref().is_some_and(|s| confirm.contains(s)) {
+        return None;
+    }
+    let holds = match f.set_id {
+        Some(s) => format!("holds barge drive set {}", hex::encode(s)),
+        None => "holds no barge superblock".into(),
+    };
+    Some(match &f.serial {
+        Some(s) => format!(
+            "is not a drive of this node's set ({holds}); pass --confirm {s} (its serial) to \
+             erase it anyway"
+        ),
+        None => format!("is not a drive of this node's set ({holds}) and has no serial"),
+    })
+}
+
+/// The facts about the device open as `f`, and whether its superblock is a member of
+/// the node's set.
+fn facts(
+    node: &Node,
+    path: &Path,
+    usage: &device::Usage,
+    sb: Option<&Superblock>,
+) -> Result<EraseFacts> {
+    let set = crate::staging::set::DriveSet::load(&node.catalog)?;
+    let member = match (sb, &set) {
+        (Some(sb), Some(set)) => {
+            sb.set_id == set.set_id && set.members.iter().any(|m| m.drive_id == sb.drive_id)
+        }
+        _ => false,
+    };
+    Ok(EraseFacts {
+        regular_file: usage.regular_file,
+        in_use: (usage.busy || !usage.holders.is_empty())
+            .then(|| usage.refusal(true).unwrap_or_default()),
+        member,
+        set_id: sb.map(|s| s.set_id),
+        serial: barge_firmware::sysfs::drive_serial(path),
+    })
+}
+
+/// Erases one drive and returns its certificate (also written into `cert_dir`). Refuses
+/// (see [`erase_refusal`]) before anything is written; `confirm` are serials typed by
+/// the operator.
+pub fn erase(
+    node: &Node,
+    path: &Path,
+    cert_dir: &Path,
+    confirm: &[String],
+) -> Result<(Certificate, PathBuf)> {
     let started = unix_now();
     device::check_not_mounted(path)?;
+    let (usage, _claim) = device::usage(path)?;
+    let f = device::open(path, false)?;
+    let sb = device::read_superblock(&f, path).ok();
+    if let Some(why) = erase_refusal(&facts(node, path, &usage, sb.as_ref())?, confirm) {
+        return Err(Error::Drive {
+            drive: path.to_path_buf(),
+            message: format!("{why}; refusing to erase it"),
+        });
+    }
     let f = device::open(path, true)?;
     let size = device::size_of(&f, path)?;
-    let sb = device::read_superblock(&f, path).ok();
     let t = Target {
         f,
         path,
@@ -251,14 +339,21 @@ fn write_certificate(cert_dir: &Path, t: &Target, cert: &Certificate) -> Result<
 fn nvme_erase(path: &Path) -> Option<(String, Result<()>)> {
     let ns = barge_firmware::sysfs::nvme_namespace(path)?;
     let (real, nsid) = (ns.dev, ns.nsid);
-    let plan = barge_firmware::nvme::erase(&real, nsid, None, None, true).ok()?;
-    let res =
-        barge_firmware::nvme::erase(&real, nsid, Some(plan.method), Some(&plan.serial), false)
-            .map(|_| ())
-            .map_err(|e| Error::Drive {
-                drive: path.to_path_buf(),
-                message: e.to_string(),
-            });
+    let mut progress = |pct| tracing::info!(drive = %path.display(), "sanitize {pct}% done");
+    let plan = barge_firmware::nvme::erase(&real, nsid, None, None, true, &mut progress).ok()?;
+    let res = barge_firmware::nvme::erase(
+        &real,
+        nsid,
+        Some(plan.method),
+        Some(&plan.serial),
+        false,
+        &mut progress,
+    )
+    .map(|_| ())
+    .map_err(|e| Error::Drive {
+        drive: path.to_path_buf(),
+        message: e.to_string(),
+    });
     Some((plan.method.name().to_string(), res))
 }
 
@@ -288,4 +383,52 @@ fn overwrite(f: &std::fs::File, path: &Path, size: u64) -> Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_regular_file_is_never_erased() {
+        let f = EraseFacts {
+            regular_file: true,
+            member: true,
+            serial: Some("file:/tmp/x".into()),
+            ..EraseFacts::default()
+        };
+        let why = erase_refusal(&f, &["file:/tmp/x".into()]).unwrap();
+        assert!(why.contains("regular file"), "{why}");
+    }
+
+    #[test]
+    fn only_members_or_a_typed_serial_are_erased() {
+        let member = EraseFacts {
+            member: true,
+            set_id: Some([7; 16]),
+            serial: Some("S1".into()),
+            ..EraseFacts::default()
+        };
+        assert_eq!(erase_refusal(&member, &[]), None);
+        let stranger = EraseFacts {
+            member: false,
+            set_id: Some([9; 16]),
+            ..member.clone()
+        };
+        let why = erase_refusal(&stranger, &[]).unwrap();
+        assert!(
+            why.contains("not a drive of this node's set") && why.contains("--confirm S1"),
+            "{why}"
+        );
+        assert!(erase_refusal(&stranger, &["S2".into()]).is_some());
+        assert_eq!(erase_refusal(&stranger, &["S1".into()]), None);
+        let busy = EraseFacts {
+            in_use: Some("held by dm-0".into()),
+            ..member
+        };
+        assert_eq!(
+            erase_refusal(&busy, &["S1".into()]).as_deref(),
+            Some("held by dm-0")
+        );
+    }
 }

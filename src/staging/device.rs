@@ -331,6 +331,87 @@ pub fn check_not_mounted(path: &Path) -> Result<()> {
     })
 }
 
+/// What is on a device and who uses it, read before anything is written to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// A regular file (a drive image), not a block device.
+    pub regular_file: bool,
+    /// An `O_EXCL` open answered `EBUSY`: mounted, held by the kernel or claimed by
+    /// another process.
+    pub busy: bool,
+    /// Kernel holders of the device or its partitions (device-mapper, md, bcache).
+    pub holders: Vec<String>,
+    /// Kernel names of its partitions.
+    pub partitions: Vec<String>,
+    /// Partition table, filesystem and volume-manager signatures on it.
+    pub signatures: Vec<&'static str>,
+}
+
+impl Usage {
+    /// Why the device must not be written, `None` when it may. Holders and an exclusive
+    /// user are live users of the device: never overridden. Partitions and signatures
+    /// are old contents: `forced` (the operator named this device with `--force`)
+    /// overrides them.
+    pub fn refusal(&self, forced: bool) -> Option<String> {
+        if !self.holders.is_empty() {
+            return Some(format!(
+                "held by {} (device-mapper, md or bcache use it)",
+                self.holders.join(", ")
+            ));
+        }
+        if self.busy {
+            return Some(
+                "in use: an exclusive open answered EBUSY (mounted, or claimed by another \
+                 process)"
+                    .into(),
+            );
+        }
+        if forced {
+            return None;
+        }
+        let mut found: Vec<String> = self.signatures.iter().map(|s| s.to_string()).collect();
+        if !self.partitions.is_empty() {
+            found.push(format!("partitions {}", self.partitions.join(", ")));
+        }
+        (!found.is_empty())
+            .then(|| format!("holds {} (--force DEVICE overwrites it)", found.join(", ")))
+    }
+}
+
+/// What is on the device at `path` and who uses it (see [`Usage`]), with the exclusive
+/// claim on a block device held by the returned file while the caller writes (`None`
+/// when busy).
+pub fn usage(path: &Path) -> Result<(Usage, Option<File>)> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io("inspecting drive", path, e))?;
+    let fw = |e: barge_firmware::Error| Error::Drive {
+        drive: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut u = Usage {
+        regular_file: meta.is_file(),
+        ..Usage::default()
+    };
+    if meta.file_type().is_block_device() {
+        let real = std::fs::canonicalize(path).map_err(|e| Error::io("resolving", path, e))?;
+        let name = real
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let sys = Path::new(barge_firmware::probe::SYS_CLASS_BLOCK);
+        u.partitions = barge_firmware::probe::partitions(sys, &name);
+        u.holders = barge_firmware::probe::holders(sys, &name, &u.partitions);
+    }
+    let claim = barge_firmware::probe::open_exclusive(path).map_err(fw)?;
+    match &claim {
+        None => u.busy = true,
+        Some(f) => {
+            let size = size_of(f, path)?;
+            u.signatures = barge_firmware::probe::read_signatures(f, path, size).map_err(fw)?;
+        }
+    }
+    Ok((u, claim))
+}
+
 /// What to write on a drive being prepared.
 #[derive(Debug, Clone)]
 pub struct PrepareSpec {
@@ -339,19 +420,26 @@ pub struct PrepareSpec {
     pub index: u32,
     pub set_size: u32,
     pub slot_size: u64,
-    /// Overwrite a superblock of another appliance or set.
+    /// Overwrite a superblock of another appliance or set, a partition table or a
+    /// filesystem signature.
     pub force: bool,
 }
 
-/// Writes a fresh superblock: the drive joins `spec.set_id` with no segments.
+/// Writes a fresh superblock: the drive joins `spec.set_id` with no segments. Refuses a
+/// device in use (mounted, held, claimed) and, unless forced, one holding partitions or
+/// another signature; the device stays claimed (`O_EXCL`) while it is written.
 pub fn prepare(path: &Path, spec: &PrepareSpec) -> Result<Superblock> {
     check_not_mounted(path)?;
-    let f = open(path, true)?;
-    let size = size_of(&f, path)?;
     let drive_err = |message: String| Error::Drive {
         drive: path.to_path_buf(),
         message,
     };
+    let (u, _claim) = usage(path)?;
+    if let Some(why) = u.refusal(spec.force) {
+        return Err(drive_err(format!("{why}; refusing to use it for staging")));
+    }
+    let f = open(path, true)?;
+    let size = size_of(&f, path)?;
     if let Ok(old) = read_superblock(&f, path)
         && !spec.force
         && (old.appliance_id != spec.appliance_id || old.set_id != spec.set_id)
@@ -457,6 +545,63 @@ mod tests {
         assert_eq!(sb.manifest_slots(), 6..7);
         assert_eq!(sb.slot_of(DATA_START + 2 * (8 << 20)), Some(2));
         assert_eq!(sb.slot_of(DATA_START + 1), None);
+    }
+
+    #[test]
+    fn holders_and_exclusive_users_are_refused_even_when_forced() {
+        let clean = Usage::default();
+        assert_eq!(clean.refusal(false), None);
+        let held = Usage {
+            holders: vec!["dm-0 (of loop3p1)".into()],
+            ..Usage::default()
+        };
+        for forced in [false, true] {
+            let why = held.refusal(forced).unwrap();
+            assert!(why.contains("held by dm-0 (of loop3p1)"), "{why}");
+        }
+        let busy = Usage {
+            busy: true,
+            ..Usage::default()
+        };
+        assert!(busy.refusal(true).unwrap().contains("EBUSY"));
+        let old = Usage {
+            partitions: vec!["loop3p1".into()],
+            signatures: vec!["GPT partition table"],
+            ..Usage::default()
+        };
+        let why = old.refusal(false).unwrap();
+        assert!(
+            why.contains("GPT partition table, partitions loop3p1"),
+            "{why}"
+        );
+        assert_eq!(old.refusal(true), None);
+    }
+
+    #[test]
+    fn an_image_with_a_filesystem_is_not_prepared_unless_forced() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("drive.img");
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(32 << 20).unwrap();
+        f.write_all_at(b"XFSB", 0).unwrap();
+        let spec = PrepareSpec {
+            appliance_id: [1; 16],
+            set_id: [2; 16],
+            index: 0,
+            set_size: 1,
+            slot_size: 4 << 20,
+            force: false,
+        };
+        let e = prepare(&p, &spec).unwrap_err().to_string();
+        assert!(e.contains("holds XFS filesystem"), "{e}");
+        prepare(
+            &p,
+            &PrepareSpec {
+                force: true,
+                ..spec
+            },
+        )
+        .unwrap();
     }
 
     #[test]

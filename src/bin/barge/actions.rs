@@ -78,8 +78,8 @@ fn print_report(json: bool, r: &ReportOutcome) {
     print_doc(json, doc, || r.report.to_text());
 }
 
-pub fn init(g: &Global, a: &InitArgs) -> Result<ExitCode> {
-    let node = Node::init(&g.state, &init_opts(g, a)?)?;
+pub fn init(g: &Global, a: &InitArgs, force: bool) -> Result<ExitCode> {
+    let node = Node::init(&g.state, &init_opts(g, a, force)?)?;
     println!(
         "initialised {}: appliance {}, key fingerprint {}, staging on {}",
         g.state.display(),

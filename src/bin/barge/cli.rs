@@ -209,7 +209,14 @@ pub(crate) enum LogFormat {
 #[derive(Subcommand)]
 pub(crate) enum Cmd {
     /// Create the state directory: master key, catalog, staging settings.
-    Init(InitArgs),
+    Init {
+        #[command(flatten)]
+        args: InitArgs,
+        /// Raw --staging drives holding another barge set, partitions or a filesystem
+        /// or volume signature are overwritten (never one in use).
+        #[arg(long)]
+        force: bool,
+    },
     /// ingest + drain + verify in one go.
     Migrate {
         #[arg(long)]
@@ -402,14 +409,19 @@ pub(crate) enum Cmd {
         #[arg(long, conflicts_with = "unlock_code")]
         unlock_code_file: Option<PathBuf>,
     },
-    /// After a verified drain: crypto-erase and overwrite drives, one erase certificate
-    /// (JSON) per drive.
+    /// After a verified drain: crypto-erase and overwrite drives of this node's set (any
+    /// other drive only with --confirm SERIAL; never a regular file), one erase
+    /// certificate (JSON) per drive.
     Erase {
         #[arg(required = true)]
         drives: Vec<PathBuf>,
         /// Erase even though no verify has passed since the last drain.
         #[arg(long)]
         force: bool,
+        /// Erase a drive that is not a member of this node's set: its serial (as `barge
+        /// drives` shows it), typed out; repeat for several drives.
+        #[arg(long, value_name = "SERIAL")]
+        confirm: Vec<String>,
         /// Where certificates go (default <state>/ship).
         #[arg(long)]
         certificate_dir: Option<PathBuf>,
@@ -460,9 +472,6 @@ pub(crate) struct InitArgs {
     /// AES-256-GCM implementation for sealing.
     #[arg(long, value_enum, default_value_t = SealBackend::AwsLc)]
     pub seal_backend: SealBackend,
-    /// Raw --staging drives holding another barge set are overwritten.
-    #[arg(long)]
-    pub force: bool,
 }
 
 #[derive(Args, Clone)]
@@ -588,7 +597,8 @@ impl Global {
     }
 }
 
-pub(crate) fn init_opts(g: &Global, a: &InitArgs) -> Result<InitOptions> {
+/// The init settings; `force`: raw drives' old contents may be overwritten.
+pub(crate) fn init_opts(g: &Global, a: &InitArgs, force: bool) -> Result<InitOptions> {
     let to_u32 =
         |v: u64, name: &str| u32::try_from(v).with_context(|| format!("{name} is too large"));
     Ok(InitOptions {
@@ -606,6 +616,6 @@ pub(crate) fn init_opts(g: &Global, a: &InitArgs) -> Result<InitOptions> {
             seal_backend: a.seal_backend,
         },
         drives: g.staging.clone(),
-        force_drives: a.force,
+        force_drives: force,
     })
 }

@@ -63,7 +63,7 @@ fn print_error(e: &anyhow::Error) {
 async fn run(cli: Cli) -> Result<ExitCode> {
     let g = &cli.global;
     match &cli.cmd {
-        Cmd::Init(a) => actions::init(g, a),
+        Cmd::Init { args, force } => actions::init(g, args, *force),
         Cmd::List { source, keys } => actions::list(g, source, *keys).await,
         Cmd::Ingest {
             source,
@@ -167,8 +167,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Erase {
             drives,
             force,
+            confirm,
             certificate_dir,
-        } => ship::erase(g, drives, *force, certificate_dir.as_deref()),
+        } => ship::erase(g, drives, *force, confirm, certificate_dir.as_deref()),
         Cmd::Drives { action: Some(a) } => ship::drives(g, a),
         Cmd::Drives { action: None } => actions::drives(g),
         Cmd::Reclaim => actions::reclaim(g),

@@ -21,14 +21,20 @@ pub enum DrivesCmd {
     /// Print a drive's barge superblock (set, drive id, slots, sealed or not) as JSON.
     Show { drive: PathBuf },
     /// Make drives raw staging drives of this node (initialising the state directory
-    /// with them when it is not yet). Refuses the OS disk, mounted or unhealthy drives and
-    /// drives of another set; drives already in the set are recognised by superblock.
+    /// with them when it is not yet). Refuses the OS disk, mounted, held (device-mapper,
+    /// md), exclusively opened or unhealthy drives, and unless forced drives of another
+    /// set or with partitions or a filesystem, LUKS, LVM, md, swap or ZFS signature;
+    /// drives already in the set are recognised by superblock.
     Prepare {
         /// Devices to prepare (any name; they are recorded by their /dev/disk/by-id link).
         devices: Vec<PathBuf>,
-        /// Every NVMe namespace that is free.
+        /// Every NVMe namespace that is free (the same refusals apply).
         #[arg(long)]
         all_free: bool,
+        /// Prepare this device even though it holds another barge set, partitions or a
+        /// signature (its contents are lost); never one in use. Repeat per device.
+        #[arg(long, value_name = "DEVICE")]
+        force: Vec<PathBuf>,
         /// Erase new drives first with the controller's strongest method (NVMe Sanitize
         /// or Format with secure erase).
         #[arg(long)]
@@ -86,18 +92,19 @@ pub fn drives(g: &Global, cmd: &DrivesCmd) -> Result<ExitCode> {
         DrivesCmd::Prepare {
             devices,
             all_free,
+            force,
             secure_erase,
             init,
         } => {
-            if devices.is_empty() && !all_free {
+            if devices.is_empty() && force.is_empty() && !all_free {
                 bail!("name the devices to prepare, or pass --all-free");
             }
             let opts = barge::drives::PrepareOptions {
                 devices: devices.clone(),
                 all_free: *all_free,
                 secure_erase: *secure_erase,
-                force: init.force,
-                init: init_opts(g, init)?,
+                force: force.clone(),
+                init: init_opts(g, init, !force.is_empty())?,
             };
             prepare(g, &opts)
         }
@@ -176,7 +183,19 @@ fn drive_erase(
     method: Option<EraseMethod>,
 ) -> Result<ExitCode> {
     let (dev, nsid) = nvme_target(device)?;
-    let plan = barge_firmware::nvme::erase(&dev, nsid, method, confirm, dry_run)?;
+    if !dry_run {
+        device::check_not_mounted(device)?;
+    }
+    let (usage, _claim) = device::usage(device)?;
+    if !dry_run && (usage.busy || !usage.holders.is_empty()) {
+        bail!(
+            "{}: {}; refusing to erase it",
+            device.display(),
+            usage.refusal(true).unwrap_or_default()
+        );
+    }
+    let mut progress = |pct| eprintln!("{}: sanitize {pct}% done", device.display());
+    let plan = barge_firmware::nvme::erase(&dev, nsid, method, confirm, dry_run, &mut progress)?;
     if g.json {
         println!("{}", serde_json::json!({ "erase": plan }));
     } else if plan.done {
@@ -308,6 +327,7 @@ pub fn erase(
     g: &Global,
     drives: &[PathBuf],
     force: bool,
+    confirm: &[String],
     cert_dir: Option<&Path>,
 ) -> Result<ExitCode> {
     let node = g.open()?;
@@ -323,7 +343,7 @@ pub fn erase(
     let mut all_ok = true;
     let mut certs = vec![];
     for d in drives {
-        let (cert, path) = ship::erase::erase(&node, d, &dir)
+        let (cert, path) = ship::erase::erase(&node, d, &dir, confirm)
             .with_context(|| format!("erasing {}", d.display()))?;
         all_ok &= cert.result == "success";
         if !g.json {
