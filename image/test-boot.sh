@@ -139,6 +139,9 @@ checks+=("$SICK refused with the reason|serial $SICK health critical warning: re
 checks+=("$MULTI namespace with ext4 refused|serial $MULTI health ok: refused: holds ext2/3/4 filesystem")
 checks+=("$MULTI blank namespace prepared, not erased|serial $MULTI health ok: prepared as drive #[0-9]")
 checks+=("$PARTED partitioned drive refused|serial $PARTED health ok: refused: holds GPT partition table")
+# The rack's own tty2 has its getty (started alongside the serial getty there was), and
+# the serial console offers no login (checked below: a BMC's serial-over-LAN reaches it).
+checks+=("tty2 getty started|Started getty@tty2")
 # A guest CPU reported stuck for at least LOCKUP_SECS (a whole boot takes about 40 s).
 stuck() {
   local most
@@ -179,6 +182,13 @@ for c in "${checks[@]}"; do
 done
 failed_units=$(tr -d '\r' <"$LOG" | grep -a -E "Failed to start|FAILED|Failed with result|Kernel panic" || true)
 [ -z "$failed_units" ] || rc=1
+serial_login=$(tr -d '\r' <"$LOG" | grep -a -E "serial-getty@ttyS0|login: *$" || true)
+if [ -n "$serial_login" ]; then
+  verdict+=("[boot-test] FOUND: a login on the serial console: ${serial_login%%$'\n'*}")
+  rc=1
+else
+  verdict+=("[boot-test] ok: no login on the serial console")
+fi
 # The console as an operator sees it (tty1: the dashboard), through QMP screendump.
 if [ -S "$RUN/qmp.sock" ] && kill -0 "$QPID" 2>/dev/null; then
   python3 - "$RUN/qmp.sock" "$ARTIFACTS/console.png" <<'PY' || echo "[boot-test] (no console screenshot)"
