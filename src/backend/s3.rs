@@ -730,7 +730,8 @@ impl S3Store {
         res
     }
 
-    /// Completes a multipart upload from its parts; returns the ETag it answered.
+    /// Completes a multipart upload from its parts; returns the ETag it answered (or, when
+    /// it answered none, the one a HEAD shows).
     async fn complete(
         &self,
         key: &str,
@@ -756,8 +757,45 @@ impl S3Store {
                 async move { req.send().await.map_err(|e| classify(&what, e)) }
             })
             .await?;
-        answered(out.e_tag())
-            .ok_or_else(|| Error::refused(format!("{what}: the completion answered no ETag")))
+        if let Some(etag) = answered(out.e_tag()) {
+            return Ok(etag);
+        }
+        // radosgw 16 answers the completion without an ETag: what a HEAD shows then.
+        let head = self.head(key).await?;
+        answered(head.as_ref().and_then(|h| h.e_tag())).ok_or_else(|| {
+            Error::refused(format!(
+                "{what}: neither the completion nor a HEAD after it answered an ETag"
+            ))
+        })
+    }
+
+    /// DELETE of `k`, with `If-Match: etag` when given: Some(true) deleted (or absent),
+    /// Some(false) refused because the object is no longer `etag` (412), None when the
+    /// store does not implement the condition (501).
+    async fn delete_if(&self, k: &str, etag: Option<&str>) -> Result<Option<bool>> {
+        let what = format!("DELETE s3://{}/{k}", self.bucket);
+        self.throttle
+            .call(&what, || {
+                let req = self
+                    .client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(k)
+                    .set_if_match(etag.map(str::to_string));
+                let what = what.clone();
+                async move {
+                    match req.send().await {
+                        Ok(_) => Ok(Some(true)),
+                        Err(SdkError::ServiceError(se)) => match se.raw().status().as_u16() {
+                            412 => Ok(Some(false)),
+                            501 if etag.is_some() => Ok(None),
+                            _ => Err(classify(&what, SdkError::ServiceError(se))),
+                        },
+                        Err(e) => Err(classify(&what, e)),
+                    }
+                }
+            })
+            .await
     }
 
     /// A HEAD of the object at `k`; None when it is absent (404).
@@ -1049,9 +1087,10 @@ impl Destination for S3Store {
     }
 
     /// A HEAD compares the object with what barge wrote; the DELETE then carries
-    /// `If-Match` with the ETag the HEAD saw, so a store that honours it (AWS) refuses
-    /// to delete an object written in between (412: kept). One that ignores the header
-    /// leaves that window, the time between the two requests.
+    /// `If-Match` with the ETag the HEAD saw, so a store that honours it (Swift's s3api
+    /// does) refuses to delete an object written in between (412: kept). One that
+    /// ignores it (radosgw 16 deletes whatever the header says) leaves that window, the
+    /// time between the two requests; one that answers 501 gets a plain DELETE.
     async fn delete(&self, key: &ObjectKey, expect: &Expect) -> Result<Deleted> {
         let k = self.full_key(key)?;
         let etag = match self
@@ -1063,34 +1102,17 @@ impl Destination for S3Store {
             Found::Foreign(why) => return Ok(Deleted::Kept(why)),
             Found::Ours(etag) => etag,
         };
-        let what = format!("DELETE s3://{}/{k}", self.bucket);
-        let done = self
-            .throttle
-            .call(&what, || {
-                let req = self
-                    .client
-                    .delete_object()
-                    .bucket(&self.bucket)
-                    .key(&k)
-                    .if_match(&etag);
-                let what = what.clone();
-                async move {
-                    match req.send().await {
-                        Ok(_) => Ok(true),
-                        Err(SdkError::ServiceError(se)) if se.raw().status().as_u16() == 412 => {
-                            Ok(false)
-                        }
-                        Err(e) => Err(classify(&what, e)),
-                    }
-                }
-            })
-            .await
-            .map_err(|e| Error::object(key, e))?;
+        let done = match self.delete_if(&k, Some(&etag)).await {
+            // A store that does not implement conditional deletes: a plain one.
+            Ok(None) => self.delete_if(&k, None).await,
+            other => other,
+        }
+        .map_err(|e| Error::object(key, e))?;
         Ok(match done {
-            true => Deleted::Deleted,
-            false => Deleted::Kept(format!(
+            Some(false) => Deleted::Kept(format!(
                 "it changed between the check and the delete (ETag no longer {etag})"
             )),
+            _ => Deleted::Deleted,
         })
     }
 
