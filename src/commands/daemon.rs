@@ -497,6 +497,8 @@ mod tests {
         assert!(e.contains("passes"), "{e}");
         let e = err(r#"{"command": "sync", "passes": 2, "max_delete": "lots"}"#);
         assert!(e.contains("--max-delete") && e.contains("lots"), "{e}");
+        let e = err(r#"{"command": "sync", "passes": 2, "max_delete_total": "200%"}"#);
+        assert!(e.contains("max_delete_total") && e.contains("200%"), "{e}");
         let j = Job::parse(
             r#"{"command": "cutover", "source": "/a", "dest": "/b", "full": true,
                 "max_delete": "2%", "publish": true}"#,
