@@ -398,6 +398,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_object_written_before_format_5_is_expected_by_size_and_source_md5() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(dir.path(), true).unwrap();
+        let key = ObjectKey::from("k");
+        let md5 = "0123456789ABCDEF0123456789abcdef";
+        let mut rec = ObjectRecord {
+            size: 7,
+            version: format!("\"{md5}\""),
+            content_type: None,
+            user_meta: vec![],
+            blake3: None,
+            chunks: vec![],
+            state: ObjectState::Drained,
+            checked: "md5+sha256".into(),
+            uploads: 1,
+            updated: 0,
+        };
+        let legacy = |md5: Option<&str>| Expect::Legacy {
+            size: 7,
+            md5: md5.map(str::to_string),
+        };
+        let lower = md5.to_ascii_lowercase();
+        assert_eq!(expectation(&cat, &key, &rec).unwrap(), legacy(Some(&lower)));
+        // A multipart source ETag, or one not checked as the content's MD5: size only.
+        rec.checked = "md5-multipart".into();
+        assert_eq!(expectation(&cat, &key, &rec).unwrap(), legacy(None));
+        rec.checked = "unchecked: Swift large object".into();
+        assert_eq!(expectation(&cat, &key, &rec).unwrap(), legacy(None));
+        let l = crate::catalog::Landed {
+            size: 7,
+            etag: "e".into(),
+        };
+        cat.set_placed(&key, &l).unwrap();
+        assert_eq!(expectation(&cat, &key, &rec).unwrap(), Expect::Written(l));
+    }
+
+    #[test]
     fn max_delete_is_a_count_or_a_percentage_rounded_up() {
         assert_eq!("500".parse::<MaxDelete>().unwrap(), MaxDelete::Count(500));
         assert_eq!("1%".parse::<MaxDelete>().unwrap(), MaxDelete::Percent(1.0));
