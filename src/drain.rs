@@ -23,7 +23,9 @@ use crate::budget::ByteBudget;
 
 use crate::backend::throttle::Throttle;
 use crate::backend::{Body, Destination, Placed, UploadJournal};
-use crate::catalog::{Catalog, META_OPEN_UPLOADS, ObjectRecord, ObjectState, RunRecord, unix_now};
+use crate::catalog::{
+    Catalog, Landed, META_OPEN_UPLOADS, ObjectRecord, ObjectState, RunRecord, unix_now,
+};
 use crate::error::{Error, Result};
 use crate::monitor::{Monitor, QueueGauge};
 use crate::node::Node;
@@ -223,6 +225,7 @@ enum Delivery {
 
 /// Writes one object: as a server-side copy when the run has already written the same
 /// content (waiting for a worker that is writing it now), else by sending its body.
+/// Returns how, and what the store answered for it (None: a store that tells nothing).
 async fn deliver(
     dest: &dyn Destination,
     reader: &ChunkReader,
@@ -230,7 +233,11 @@ async fn deliver(
     key: &ObjectKey,
     rec: &ObjectRecord,
     meta: &ObjectMeta,
-) -> Result<Delivery> {
+) -> Result<(Delivery, Option<Landed>)> {
+    let landed = |p: &Placed| Landed {
+        size: meta.size,
+        etag: p.etag.clone(),
+    };
     let content = rec
         .blake3
         .filter(|_| rec.size >= COPY_MIN_SIZE && dest.can_copy());
@@ -238,7 +245,8 @@ async fn deliver(
         loop {
             match written.claim(&h) {
                 Claim::Copy(from) => match dest.copy(&from, meta).await {
-                    Ok(()) => return Ok(Delivery::Copied),
+                    // The copy was checked to carry its source's ETag.
+                    Ok(()) => return Ok((Delivery::Copied, Some(landed(&from)))),
                     Err(e) => {
                         tracing::warn!("server-side copy failed, sending the body instead: {e}");
                         written.forget(&h, &from);
@@ -252,14 +260,14 @@ async fn deliver(
                 Claim::Send(tx) => {
                     let r = dest.put(meta, object_body(reader, key, rec)).await;
                     let placed = r.as_ref().ok().cloned().flatten();
-                    written.sent(&h, tx, placed);
-                    return r.map(|_| Delivery::Sent);
+                    written.sent(&h, tx, placed.clone().filter(|p| p.copyable));
+                    return r.map(|_| (Delivery::Sent, placed.as_ref().map(landed)));
                 }
             }
         }
     }
-    dest.put(meta, object_body(reader, key, rec)).await?;
-    Ok(Delivery::Sent)
+    let placed = dest.put(meta, object_body(reader, key, rec)).await?;
+    Ok((Delivery::Sent, placed.as_ref().map(landed)))
 }
 
 /// This drain's own counts (the monitor's may span both drains of one migrate), bumped
@@ -745,8 +753,14 @@ impl Shared {
         let meta = record_meta(key, &rec);
         crate::failpoint::point("drain.before_put");
         match deliver(&*self.dest, &self.reader, &self.written, key, &rec, &meta).await {
-            Ok(how) => {
+            Ok((how, landed)) => {
                 crate::failpoint::point("drain.after_put");
+                // What the destination now holds, whatever the record says by now: what
+                // a sync's delete of the key expects to find there.
+                if let Some(Err(e)) = landed.map(|l| self.catalog.set_placed(key, &l)) {
+                    self.record_failure(key, &rec, &e);
+                    return None;
+                }
                 if !self.dest.durable_on_put() {
                     let key = key.clone();
                     return Some(Unsynced { key, rec, how });
@@ -972,6 +986,7 @@ mod tests {
         Placed {
             location: format!("obj{n}"),
             etag: format!("etag{n}"),
+            copyable: true,
         }
     }
 

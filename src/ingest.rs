@@ -922,7 +922,7 @@ async fn fetch_one(
                 return false;
             }
             if e.is_gone() && (ctx.source.vanishes() || ctx.pass.is_some()) {
-                return ctx.vanish(&key);
+                return gone_at_fetch(ctx, &meta, &e).await;
             }
             if e.is_no_space() || matches!(e, Error::AllDrivesFull { .. }) {
                 ctx.stop(format!(
@@ -931,6 +931,29 @@ async fn fetch_one(
             }
             ctx.fail(&key, Some(&meta), e.to_string())
         }
+    }
+}
+
+/// An object the fetch found missing (404) counts as vanished only once a second
+/// request (a HEAD) confirms it: in a sync pass a vanished object loses its seen mark, and
+/// the pass's deletions then delete the destination's copy. Otherwise it fails, keeps the
+/// mark, and is fetched again by the next run.
+async fn gone_at_fetch(ctx: &Arc<Ctx>, meta: &ObjectMeta, e: &Error) -> bool {
+    let key = &meta.key;
+    match ctx.source.confirm_gone(meta).await {
+        Ok(true) => ctx.vanish(key),
+        Ok(false) => ctx.fail(
+            key,
+            Some(meta),
+            format!("{e}; but a HEAD finds it at the source, so it is not taken for deleted"),
+        ),
+        Err(h) => ctx.fail(
+            key,
+            Some(meta),
+            format!(
+                "{e}; the HEAD to confirm it is gone failed ({h}), so it is not taken for deleted"
+            ),
+        ),
     }
 }
 

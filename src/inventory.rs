@@ -370,6 +370,10 @@ impl Source for InventorySource {
     fn vanishes(&self) -> bool {
         true
     }
+
+    async fn confirm_gone(&self, meta: &ObjectMeta) -> Result<bool> {
+        self.inner.confirm_gone(meta).await
+    }
 }
 
 /// The format of the manifest's data files; ORC is refused.

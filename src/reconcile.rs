@@ -4,12 +4,16 @@
 //! it wrote at the destination and forgets the object.
 //!
 //! Only objects in the catalog are ever deleted (what barge wrote), never after an
-//! incomplete listing (the caller decides), and never more than the limit: a pass that
-//! would delete more deletes nothing and says so.
+//! incomplete listing (the caller decides), and never more than the limits (one pass's,
+//! and the move's total): a pass that would delete more deletes nothing and says so.
+//! Deletes go by key, and a third party may have written its own object at a key since
+//! barge did: the destination deletes only the object barge wrote (CF `placed` records
+//! what the store answered for each write), and anything else at the key is kept,
+//! counted and named, and forgotten by the catalog (it is no longer barge's).
 //!
 //! ```text
 //! catalog walk (objects not seen) ──(bounded)──> batch: mark Deleting, WAL fsync
-//!   → DELETE at the destination, DELETE_CONCURRENCY at once → destination sync
+//!   → check + DELETE at the destination, DELETE_CONCURRENCY at once → destination sync
 //!   → forget the records (and their chunk references)
 //! ```
 
@@ -20,7 +24,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::backend::Destination;
+use crate::backend::{Deleted, Destination, Expect};
 use crate::catalog::{Catalog, ObjectRecord, ObjectState, RunRecord, unix_now};
 use crate::error::{Error, Result};
 use crate::node::Node;
@@ -53,8 +57,15 @@ impl FromStr for MaxDelete {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
+        Self::parse_as(s, "--max-delete")
+    }
+}
+
+impl MaxDelete {
+    /// Parses the value of `option` (`--max-delete`, `--max-delete-total`).
+    pub fn parse_as(s: &str, option: &str) -> Result<Self> {
         let bad = || Error::Option {
-            option: "--max-delete".into(),
+            option: option.into(),
             message: format!(
                 "{s:?} is neither a count (\"500\") nor a percentage of the objects (\"1%\")"
             ),
@@ -94,6 +105,10 @@ pub struct DeleteOptions {
     /// The pass whose listing decides what is gone.
     pub pass: u64,
     pub max_delete: MaxDelete,
+    /// `--max-delete-total`: how many objects the move's passes may delete together
+    /// (a percentage: of the objects the move has held, those in the catalog and those
+    /// deleted so far). None: no limit beyond each pass's.
+    pub max_total: Option<MaxDelete>,
     /// `--keep-deleted`: report what is gone, delete nothing.
     pub keep: bool,
 }
@@ -112,6 +127,15 @@ pub struct Deletions {
     pub bytes_deleted: u64,
     /// Forgotten without a delete: barge never wrote them (listed or failed only).
     pub forgotten: u64,
+    /// Kept at the destination and forgotten: the key holds an object barge did not
+    /// write (a third party's, written after barge's).
+    pub kept_foreign: u64,
+    /// The first of them: (key, why it is not barge's).
+    pub kept_foreign_keys: Vec<(String, String)>,
+    /// Objects the move's earlier deletions took (every pass's deleted and kept), and
+    /// the move's limit (`--max-delete-total`; None: none).
+    pub deleted_before: u64,
+    pub total_limit: Option<u64>,
     /// Deletes that failed: (key, reason). They stay `Deleting` for the next pass.
     pub failed: Vec<(String, String)>,
     /// The first keys gone from the source.
@@ -123,7 +147,7 @@ pub struct Deletions {
 impl Deletions {
     /// Objects gone from the source still at the destination after this stage.
     pub fn pending(&self) -> u64 {
-        self.gone - self.deleted - self.forgotten
+        self.gone - self.deleted - self.forgotten - self.kept_foreign
     }
 
     /// The stage deleted everything it found (or there was nothing).
@@ -133,8 +157,25 @@ impl Deletions {
 }
 
 /// Whether barge wrote a copy of this object at the destination at some point.
-fn written(rec: &ObjectRecord) -> bool {
-    rec.uploads > 0 || rec.state.is_at_destination() || rec.state == ObjectState::Deleting
+fn written(rec: &ObjectRecord, placed: bool) -> bool {
+    placed || rec.uploads > 0 || rec.state.is_at_destination() || rec.state == ObjectState::Deleting
+}
+
+/// What the delete of `key` expects at the destination: what the store answered when
+/// barge wrote it, or for an object written before that was recorded, its record's size
+/// and, when the source's ETag was checked as the MD5 of this content, that MD5.
+fn expectation(catalog: &Catalog, key: &ObjectKey, rec: &ObjectRecord) -> Result<Expect> {
+    if let Some(l) = catalog.placed(key)? {
+        return Ok(Expect::Written(l));
+    }
+    let tag = rec.version.trim_matches('"');
+    let md5 = rec.checked.split('+').next() == Some("md5")
+        && tag.len() == 32
+        && tag.bytes().all(|b| b.is_ascii_hexdigit());
+    Ok(Expect::Legacy {
+        size: rec.size,
+        md5: md5.then(|| tag.to_ascii_lowercase()),
+    })
 }
 
 /// Walks the catalog for the objects pass `pass` did not see, in key order; `each`
@@ -199,6 +240,10 @@ pub async fn run(
         );
         return Ok(d);
     }
+    if let Some(refused) = over_total(node, opts, &mut d)? {
+        d.outcome = refused;
+        return Ok(d);
+    }
     let run = node.catalog.start_run(&RunRecord {
         command: "delete".into(),
         destination: Some(dest.url()),
@@ -215,6 +260,7 @@ pub async fn run(
         vec![
             ("deleted".into(), d.deleted),
             ("forgotten".into(), d.forgotten),
+            ("kept_foreign".into(), d.kept_foreign),
             ("failed".into(), d.failed.len() as u64),
         ],
         if d.failed.is_empty() {
@@ -224,6 +270,32 @@ pub async fn run(
         },
     )?;
     Ok(d)
+}
+
+/// `--max-delete-total`: what earlier deletions of the move took (the pass records,
+/// this pass's own earlier runs included) and the move's limit, into `d`; the refusal
+/// when this pass's deletions would pass it.
+fn over_total(node: &Node, opts: &DeleteOptions, d: &mut Deletions) -> Result<Option<String>> {
+    d.deleted_before = node
+        .catalog
+        .passes()?
+        .iter()
+        .map(|(_, p)| p.deleted + p.kept_foreign)
+        .sum();
+    let Some(total) = opts.max_total else {
+        return Ok(None);
+    };
+    let limit = total.limit(d.objects + d.deleted_before);
+    d.total_limit = Some(limit);
+    if d.deleted_before + d.gone <= limit {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "refused: {} objects are gone from the source and the move's passes have deleted {} already, more than --max-delete-total {total} allows ({limit} of the {} objects the move has held); nothing was deleted. Check the source, then raise --max-delete-total to let the move delete them",
+        d.gone,
+        d.deleted_before,
+        d.objects + d.deleted_before
+    )))
 }
 
 /// Apply: walks the gone objects again (nothing was held in memory) and deletes them in
@@ -266,7 +338,8 @@ async fn delete_batch(
 ) -> Result<()> {
     let mut to_delete = vec![];
     for (key, rec) in batch {
-        if !written(&rec) {
+        let placed = node.catalog.placed(&key)?.is_some();
+        if !written(&rec, placed) {
             // Listed or failed only: nothing of it at the destination.
             if node.catalog.mark_deleting(&key, &rec)? {
                 node.catalog.forget_deleted(&key)?;
@@ -275,13 +348,14 @@ async fn delete_batch(
             continue;
         }
         if node.catalog.mark_deleting(&key, &rec)? {
-            to_delete.push((key, rec.size));
+            let expect = expectation(&node.catalog, &key, &rec)?;
+            to_delete.push((key, rec.size, expect));
         }
     }
     node.catalog.sync()?;
     let results: Vec<_> = futures::stream::iter(to_delete)
-        .map(|(key, size)| async move {
-            let res = dest.delete(&key).await;
+        .map(|(key, size, expect)| async move {
+            let res = dest.delete(&key, &expect).await;
             if res.is_ok() {
                 crate::failpoint::point("sync.deleted");
             }
@@ -295,10 +369,20 @@ async fn delete_batch(
     }
     for (key, size, res) in results {
         match res {
-            Ok(()) => {
+            Ok(Deleted::Deleted) => {
                 node.catalog.forget_deleted(&key)?;
                 d.deleted += 1;
                 d.bytes_deleted += size;
+            }
+            Ok(Deleted::Kept(why)) => {
+                tracing::warn!(
+                    "object {key}: kept at the destination, not the object barge wrote ({why}); forgotten"
+                );
+                node.catalog.forget_deleted(&key)?;
+                d.kept_foreign += 1;
+                if d.kept_foreign_keys.len() < KEYS_SHOWN {
+                    d.kept_foreign_keys.push((key.to_string(), why));
+                }
             }
             Err(e) => {
                 tracing::warn!("object {key}: delete at the destination failed: {e}");
@@ -312,6 +396,43 @@ async fn delete_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_object_written_before_format_5_is_expected_by_size_and_source_md5() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(dir.path(), true).unwrap();
+        let key = ObjectKey::from("k");
+        let md5 = "0123456789ABCDEF0123456789abcdef";
+        let mut rec = ObjectRecord {
+            size: 7,
+            version: format!("\"{md5}\""),
+            content_type: None,
+            user_meta: vec![],
+            blake3: None,
+            chunks: vec![],
+            state: ObjectState::Drained,
+            checked: "md5+sha256".into(),
+            uploads: 1,
+            updated: 0,
+        };
+        let legacy = |md5: Option<&str>| Expect::Legacy {
+            size: 7,
+            md5: md5.map(str::to_string),
+        };
+        let lower = md5.to_ascii_lowercase();
+        assert_eq!(expectation(&cat, &key, &rec).unwrap(), legacy(Some(&lower)));
+        // A multipart source ETag, or one not checked as the content's MD5: size only.
+        rec.checked = "md5-multipart".into();
+        assert_eq!(expectation(&cat, &key, &rec).unwrap(), legacy(None));
+        rec.checked = "unchecked: Swift large object".into();
+        assert_eq!(expectation(&cat, &key, &rec).unwrap(), legacy(None));
+        let l = crate::catalog::Landed {
+            size: 7,
+            etag: "e".into(),
+        };
+        cat.set_placed(&key, &l).unwrap();
+        assert_eq!(expectation(&cat, &key, &rec).unwrap(), Expect::Written(l));
+    }
 
     #[test]
     fn max_delete_is_a_count_or_a_percentage_rounded_up() {

@@ -1098,3 +1098,92 @@ fn sync_into_radosgw_deletes_what_the_source_deleted() {
     assert_eq!(c["done"], true, "{out}");
     assert_eq!(c["digest"]["value"].as_str().unwrap(), tree_digest(&src));
 }
+
+/// Issue 27 item 7 on an S3 destination (radosgw): after pass 1 a third party writes its
+/// own object (awscli, same size, other bytes) at one of barge's keys; the source then
+/// deletes that key, a multipart object and a small one. Pass 2 deletes barge's two
+/// (the multipart one checked against the ETag its completion answered) and keeps the
+/// third party's object, counted and named.
+#[test]
+fn sync_into_radosgw_keeps_what_a_third_party_wrote_at_a_key() {
+    let e = ceph();
+    let t = tmp();
+    let dst_b = uniq("keepforeign-");
+    let s3 = ceph_s3(e);
+    let a = || aws(s3.0, s3.1, s3.2);
+    let src = t.path().join("src");
+    write(&src, b"theirs-now", &rand_bytes(7_000, 5_000));
+    write(&src, b"multi", &rand_bytes(7_001, 7 << 20));
+    write(&src, b"small", &rand_bytes(7_002, 3_000));
+    write(&src, b"stays", &rand_bytes(7_003, 1_000));
+    run_ok(a().args(["s3", "mb", &format!("s3://{dst_b}")]));
+    let state = t.path().join("state");
+    init_small(&state, &[]);
+    let dest = format!("s3://{dst_b}/synced");
+    let run = |args: &[&str]| {
+        let mut all = vec![
+            "--json",
+            "--dest-endpoint",
+            s3.0,
+            "--large-threshold",
+            "6MiB",
+            "--part-size",
+            "5MiB",
+        ];
+        all.extend_from_slice(args);
+        barge_env(&state, Some(s3), None, None, &all)
+    };
+    let sync = [
+        "sync",
+        "--passes",
+        "1",
+        "--max-delete",
+        "100%",
+        "--source",
+        src.to_str().unwrap(),
+        "--dest",
+        &dest,
+    ];
+    ok(&run(&sync));
+    let head = run_ok(a().args([
+        "s3api",
+        "head-object",
+        "--bucket",
+        &dst_b,
+        "--key",
+        "synced/multi",
+    ]));
+    assert!(head.contains("-2\\\""), "a 2-part object expected: {head}");
+    let theirs = write(&t.path().join("theirs"), b"x", &rand_bytes(7_100, 5_000));
+    run_ok(
+        a().args(["s3", "cp"])
+            .arg(&theirs)
+            .arg(format!("s3://{dst_b}/synced/theirs-now")),
+    );
+    for k in ["theirs-now", "multi", "small"] {
+        std::fs::remove_file(src.join(k)).unwrap();
+    }
+    let out = ok(&run(&sync));
+    let d = &json_doc(&out, "pass")["deletions"];
+    assert_eq!(
+        (d["deleted"].as_u64(), d["kept_foreign"].as_u64()),
+        (Some(2), Some(1)),
+        "{out}"
+    );
+    assert_eq!(d["kept_foreign_keys"][0][0], "theirs-now", "{out}");
+    let got = t.path().join("got");
+    run_ok(
+        a().args(["s3", "cp", &format!("s3://{dst_b}/synced/theirs-now")])
+            .arg(&got),
+    );
+    assert_eq!(
+        std::fs::read(&got).unwrap(),
+        std::fs::read(&theirs).unwrap()
+    );
+    let listed = run_ok(a().args(["s3", "ls", &format!("s3://{dst_b}/synced/")]));
+    let names: Vec<&str> = listed
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    assert_eq!(names, ["stays", "theirs-now"], "{listed}");
+}

@@ -1344,3 +1344,86 @@ fn shards_of_a_directory_move_their_halves_and_bad_plans_are_named() {
         assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
     }
 }
+
+/// Issue 27 item 7: `--max-delete-total` counts the deletions of every pass of the move.
+/// Two passes each within `--max-delete` delete 2 objects, then 2 more: the second
+/// would take the move to 4, past a total of 3, so it deletes nothing and says so; with
+/// the total raised it deletes them.
+#[test]
+fn max_delete_total_refuses_a_pass_that_would_pass_the_move_s_total() {
+    let t = tmp();
+    let (state, src, out) = (
+        t.path().join("state"),
+        t.path().join("src"),
+        t.path().join("out"),
+    );
+    for i in 0..20u64 {
+        write(&src, format!("f{i:02}").as_bytes(), &rand_bytes(i, 1_000));
+    }
+    init_small(&state, &[]);
+    let limits = ["--max-delete", "100%", "--max-delete-total", "3"];
+    let (code, p) = sync_pass(&state, &src, &out, &limits);
+    assert_eq!(code, Some(0), "{p}");
+    for k in ["f00", "f01"] {
+        std::fs::remove_file(src.join(k)).unwrap();
+    }
+    let (code, p) = sync_pass(&state, &src, &out, &limits);
+    assert_eq!(code, Some(0), "{p}");
+    assert_eq!(p["record"]["deleted"], 2, "{p}");
+    for k in ["f02", "f03"] {
+        std::fs::remove_file(src.join(k)).unwrap();
+    }
+    let (code, p) = sync_pass(&state, &src, &out, &limits);
+    assert_eq!(code, Some(3), "{p}");
+    let outcome = p["deletions"]["outcome"].as_str().unwrap();
+    assert!(
+        outcome.starts_with("refused:") && outcome.contains("--max-delete-total 3"),
+        "{p}"
+    );
+    assert_eq!(p["deletions"]["deleted_before"], 2, "{p}");
+    assert_eq!(p["record"]["deleted"], 0, "{p}");
+    assert!(out.join("f02").exists() && out.join("f03").exists());
+    let (code, p) = sync_pass(
+        &state,
+        &src,
+        &out,
+        &["--max-delete", "100%", "--max-delete-total", "20%"],
+    );
+    assert_eq!(code, Some(0), "{p}");
+    assert_eq!(p["record"]["deleted"], 2, "{p}");
+    assert_same_tree(&src, &out);
+}
+
+/// Issue 27 item 7 on a directory destination: a file someone else wrote over barge's
+/// (another size) is kept when the source deletes the key; barge's own are deleted.
+#[test]
+fn a_sync_keeps_a_file_someone_else_wrote_over_barge_s() {
+    let t = tmp();
+    let (state, src, out) = (
+        t.path().join("state"),
+        t.path().join("src"),
+        t.path().join("out"),
+    );
+    for i in 0..6u64 {
+        write(&src, format!("f{i}").as_bytes(), &rand_bytes(i, 2_000));
+    }
+    init_small(&state, &[]);
+    let limits = ["--max-delete", "100%"];
+    let (code, p) = sync_pass(&state, &src, &out, &limits);
+    assert_eq!(code, Some(0), "{p}");
+    std::fs::write(out.join("f0"), b"someone else's").unwrap();
+    for k in ["f0", "f1"] {
+        std::fs::remove_file(src.join(k)).unwrap();
+    }
+    let (code, p) = sync_pass(&state, &src, &out, &limits);
+    assert_eq!(code, Some(0), "{p}");
+    let d = &p["deletions"];
+    assert_eq!(
+        (d["deleted"].as_u64(), d["kept_foreign"].as_u64()),
+        (Some(1), Some(1)),
+        "{p}"
+    );
+    assert_eq!(d["kept_foreign_keys"][0][0], "f0", "{p}");
+    assert_eq!(std::fs::read(out.join("f0")).unwrap(), b"someone else's");
+    assert!(!out.join("f1").exists());
+}

@@ -1511,6 +1511,187 @@ fn a_sync_pass_whose_listing_fails_deletes_nothing() {
     assert_same_tree(&src, &out_dir);
 }
 
+/// Issue 27 item 7: a sync deletes at a Swift destination only what barge wrote. After
+/// pass 1, a third party overwrites one barge object with its own (the swift CLI, same
+/// size) and replaces barge's SLO with its own SLO (the swift CLI's segments, in the
+/// same `_segments` container); the source then deletes both keys and a third. Pass 2
+/// deletes the third, keeps the two (counted and named) with the SLO's segments, and
+/// a pass 3 leaves them alone (forgotten).
+#[test]
+fn a_sync_keeps_what_a_third_party_wrote_at_barge_s_keys_in_swift() {
+    let env = saio();
+    let t = tmp();
+    let src = t.path().join("src");
+    write(&src, b"plain", &rand_bytes(5_100, 4_000));
+    write(&src, b"big/slo", &rand_bytes(5_101, 3_000_000));
+    write(&src, b"mine", &rand_bytes(5_102, 2_000));
+    write(&src, b"stays", &rand_bytes(5_103, 1_000));
+    let container = format!("keepforeign{}", std::process::id());
+    let dest = format!("swift://{container}");
+    let state = t.path().join("state");
+    init_small(&state, &[]);
+    let sync = [
+        "sync",
+        "--passes",
+        "1",
+        "--max-delete",
+        "100%",
+        "--source",
+        src.to_str().unwrap(),
+        "--dest",
+        &dest,
+    ];
+    let (code, out) = saio_sync(env, &state, None, &sync);
+    assert_eq!(code, Some(0), "{out}");
+    let segs = |prefix: &str| {
+        must(swift_cli(env).args(["list", &format!("{container}_segments"), "--prefix", prefix]))
+    };
+    assert!(!segs("big/slo/").trim().is_empty(), "pass 1 wrote no SLO");
+
+    // The third party: the same size with other bytes, and an SLO of its own.
+    let theirs = t.path().join("theirs");
+    let plain = write(&theirs, b"plain", &rand_bytes(5_200, 4_000));
+    let slo = write(&theirs, b"slo", &rand_bytes(5_201, 2_500_000));
+    must(
+        swift_cli(env)
+            .current_dir(&theirs)
+            .args(["upload", &container, "plain"]),
+    );
+    must(swift_cli(env).current_dir(&theirs).args([
+        "upload",
+        "--use-slo",
+        "--segment-size",
+        "1048576",
+        "--object-name",
+        "big/slo",
+        &container,
+        "slo",
+    ]));
+    let their_segs = segs("big/slo/");
+    assert!(
+        !their_segs.trim().is_empty(),
+        "the swift CLI wrote no segments"
+    );
+    for k in ["plain", "big/slo", "mine"] {
+        std::fs::remove_file(src.join(k)).unwrap();
+    }
+
+    let (code, out) = saio_sync(env, &state, None, &sync);
+    assert_eq!(code, Some(0), "{out}");
+    let d = &json_doc(&out, "pass")["deletions"];
+    assert_eq!(
+        (d["deleted"].as_u64(), d["kept_foreign"].as_u64()),
+        (Some(1), Some(2)),
+        "{out}"
+    );
+    let mut kept: Vec<&str> = d["kept_foreign_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k[0].as_str().unwrap())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["big/slo", "plain"], "{out}");
+    let download = |name: &str| {
+        let to = t.path().join(name.replace('/', "_"));
+        must(
+            swift_cli(env)
+                .args(["download", &container, name, "-o"])
+                .arg(&to),
+        );
+        std::fs::read(&to).unwrap()
+    };
+    assert_eq!(download("plain"), std::fs::read(&plain).unwrap());
+    assert_eq!(download("big/slo"), std::fs::read(&slo).unwrap());
+    assert_eq!(
+        segs("big/slo/"),
+        their_segs,
+        "the third party's segments changed"
+    );
+    let listed = must(swift_cli(env).args(["list", &container]));
+    assert!(!listed.lines().any(|l| l == "mine"), "{listed}");
+
+    // Forgotten: the next pass leaves them alone.
+    let (code, out) = saio_sync(env, &state, None, &sync);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(json_doc(&out, "pass")["record"]["deleted"], 0, "{out}");
+    assert_eq!(download("plain"), std::fs::read(&plain).unwrap());
+}
+
+/// Issue 27 item 7: one GET answered 404 (by the fault proxy in front of the source's
+/// s3api) in a pass that fetches changed objects is not taken for a deletion: a HEAD
+/// finds the object, it fails for this pass, nothing is deleted at the destination,
+/// and the next pass moves it.
+#[test]
+fn one_404_at_fetch_in_a_sync_pass_deletes_nothing() {
+    use common::proxy::{self, Fault};
+    let env = saio();
+    let t = tmp();
+    let src = t.path().join("src");
+    for i in 0..12u64 {
+        write(
+            &src,
+            format!("k{i:03}").as_bytes(),
+            &rand_bytes(6_000 + i, 1_500),
+        );
+    }
+    let bucket = format!("sync404{}", std::process::id());
+    let url = format!("s3://{bucket}");
+    s3_bucket_from(env, &url, &src, 10);
+    let out_dir = t.path().join("out");
+    let state = t.path().join("state");
+    init_small(&state, &[]);
+    let sync = [
+        "sync",
+        "--passes",
+        "1",
+        "--max-delete",
+        "100%",
+        "--source",
+        &url,
+        "--dest",
+        out_dir.to_str().unwrap(),
+    ];
+    let (code, out) = saio_sync(env, &state, None, &sync);
+    assert_eq!(code, Some(0), "{out}");
+    // Every object changes, so pass 2 fetches each of them.
+    for i in 0..12u64 {
+        let key = format!("k{i:03}");
+        let p = write(&src, key.as_bytes(), &rand_bytes(6_100 + i, 1_600));
+        must(
+            aws_s3(env)
+                .args(["s3", "cp", "--quiet"])
+                .arg(&p)
+                .arg(format!("{url}/{key}")),
+        );
+    }
+    let p = proxy::start(saio_addr(env), vec![Fault::NotFoundOnce]);
+    let (code, out) = saio_sync(env, &state, Some(&format!("http://{}", p.addr)), &sync);
+    let fired = p.not_found();
+    drop(p);
+    assert!(fired.is_some(), "the proxy answered no GET with 404: {out}");
+    assert_eq!(code, Some(3), "{out}");
+    let r = &json_doc(&out, "pass")["record"];
+    assert_eq!(
+        (
+            r["deleted"].as_u64(),
+            r["vanished"].as_u64(),
+            r["failed"].as_u64()
+        ),
+        (Some(0), Some(0), Some(1)),
+        "{fired:?}: {out}"
+    );
+    assert_eq!(
+        files_under(&out_dir).len(),
+        12,
+        "a 404 at fetch deleted an object"
+    );
+
+    let (code, out) = saio_sync(env, &state, None, &sync);
+    assert_eq!(code, Some(0), "{out}");
+    assert_same_tree(&src, &out_dir);
+}
+
 /// A child process killed when the test ends, passed or not.
 struct Killed(std::process::Child);
 

@@ -4,7 +4,9 @@
 #![no_main]
 
 use barge::catalog::records::{decode, merge_chunk};
-use barge::catalog::{ChunkRecord, ObjectRecord, RunRecord, SampleRecord, SegmentRecord};
+use barge::catalog::{
+    ChunkRecord, Landed, ObjectRecord, PassRecord, RunRecord, SampleRecord, SegmentRecord,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,6 +15,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = decode::<SegmentRecord>(&what, data);
     let _ = decode::<RunRecord>(&what, data);
     let _ = decode::<SampleRecord>(&what, data);
+    let _ = decode::<PassRecord>(&what, data);
+    let _ = decode::<Landed>(&what, data);
     if let Ok(c) = ChunkRecord::decode(data) {
         assert_eq!(ChunkRecord::decode(&c.encode()).ok(), Some(c));
     }

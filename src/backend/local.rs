@@ -18,7 +18,9 @@ use std::io::Write;
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use super::{Body, ContentCheck, Destination, Listed, Opened, Placed, Reader, Source};
+use super::{
+    Body, ContentCheck, Deleted, Destination, Expect, Listed, Opened, Placed, Reader, Source,
+};
 use crate::error::{Error, Result};
 use crate::object::{ObjectKey, ObjectMeta};
 
@@ -495,6 +497,7 @@ impl Destination for LocalDest {
         Ok(Some(Placed {
             location,
             etag: meta.size.to_string(),
+            copyable: true,
         }))
     }
 
@@ -548,9 +551,18 @@ impl Destination for LocalDest {
             .map_err(|e| Error::task(format!("listing {}", self.root.display()), e))?
     }
 
-    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+    /// Only the size is compared with what barge wrote (a file's ETag is its size): a
+    /// file of another size at the path is someone else's and stays.
+    async fn delete(&self, key: &ObjectKey, expect: &Expect) -> Result<Deleted> {
         let path = key_path(&self.root, key)?;
         let (root, key) = (self.root.clone(), key.clone());
+        let size = std::fs::symlink_metadata(&path).map(|m| m.len());
+        if let Some(why) = size
+            .ok()
+            .and_then(|n| expect.mismatch(n, Some(&n.to_string()), true))
+        {
+            return Ok(Deleted::Kept(why));
+        }
         blocking(move || {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
@@ -573,7 +585,8 @@ impl Destination for LocalDest {
             }
             Ok(())
         })
-        .await
+        .await?;
+        Ok(Deleted::Deleted)
     }
 
     async fn cleanup(&self) -> Result<u64> {

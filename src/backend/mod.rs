@@ -268,6 +268,14 @@ pub trait Source: Send + Sync {
     fn vanishes(&self) -> bool {
         false
     }
+    /// Whether an object a fetch found missing is gone indeed: asked again (a HEAD)
+    /// before the object counts as deleted at the source, which in a sync pass deletes
+    /// the destination's copy (a store, or something in front of it, may answer one
+    /// request 404 for an object it holds). A source whose reads cannot fail that way
+    /// (a local tree) trusts the fetch.
+    async fn confirm_gone(&self, _meta: &ObjectMeta) -> Result<bool> {
+        Ok(true)
+    }
 }
 
 /// Where [`Destination::put`] left an object: what a later server-side copy of the same
@@ -278,8 +286,12 @@ pub struct Placed {
     /// for a URL, a file path).
     pub location: String,
     /// What the store reports for the object and for a faithful copy of it: the hex MD5
-    /// of the body for S3 and Swift single-part objects, the size for files.
+    /// of the body for S3 and Swift single-part objects, the size for files; for an S3
+    /// multipart object the completion's ETag, for a Swift SLO its manifest's.
     pub etag: String,
+    /// A server-side copy may be made from it ([`Destination::copy`]): not an SLO or a
+    /// multipart object.
+    pub copyable: bool,
 }
 
 impl Placed {
@@ -299,6 +311,54 @@ impl Placed {
             ),
         ))
     }
+}
+
+/// What a delete expects to find at the destination: the object barge wrote there, and
+/// nothing else (a third party may have written another object at the same key since).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// What the store answered when barge wrote the object.
+    Written(crate::catalog::Landed),
+    /// Written before barge recorded that (catalog format 4 or older): the size of the
+    /// version the catalog holds and, when the source's ETag was that content's MD5, the
+    /// MD5 (compared only with a single-part object: an SLO's or a multipart object's
+    /// ETag is not one).
+    Legacy { size: u64, md5: Option<String> },
+}
+
+impl Expect {
+    /// Why the object the store shows (`size` bytes, entity tag `etag`; `not_md5`: that
+    /// tag is not an MD5 of the body, as an SLO's, a multipart object's or a file's) is
+    /// not the one barge wrote; None when it is.
+    pub fn mismatch(&self, size: u64, etag: Option<&str>, not_md5: bool) -> Option<String> {
+        let etag = etag.map(|e| e.trim_matches('"'));
+        let (want_size, want_tag) = match self {
+            Expect::Written(l) => (l.size, Some(l.etag.as_str())),
+            Expect::Legacy { size, md5 } => (*size, md5.as_deref().filter(|_| !not_md5)),
+        };
+        let shown = || format!("{size} bytes, ETag {}", etag.unwrap_or("missing"),);
+        if size != want_size {
+            return Some(format!(
+                "it holds {} where barge wrote {want_size} bytes",
+                shown()
+            ));
+        }
+        match want_tag {
+            Some(t) if etag != Some(t) => {
+                Some(format!("it holds {} where barge wrote ETag {t}", shown()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What [`Destination::delete`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deleted {
+    /// Deleted, or already absent.
+    Deleted,
+    /// The key holds an object barge did not write (why): left as it is.
+    Kept(String),
 }
 
 /// Where objects go.
@@ -336,11 +396,13 @@ pub trait Destination: Send + Sync {
         ))
     }
     /// Deletes an object barge wrote earlier (a sync pass found it gone from the source),
-    /// with its segments if it is a Swift SLO. An object already absent is not an error,
-    /// so a delete interrupted by a crash can be sent again. Durable when it returns Ok,
-    /// except where [`Destination::durable_on_put`] says otherwise (then after
-    /// [`Destination::sync`]).
-    async fn delete(&self, key: &ObjectKey) -> Result<()>;
+    /// with its segments if it is a Swift SLO whose segments barge wrote, but only while
+    /// the store still shows the object `expect` describes: anything else at the key is
+    /// someone else's and is kept ([`Deleted::Kept`]). An object already absent is not an
+    /// error, so a delete interrupted by a crash can be sent again. Durable when it
+    /// returns Ok, except where [`Destination::durable_on_put`] says otherwise (then
+    /// after [`Destination::sync`]).
+    async fn delete(&self, key: &ObjectKey, expect: &Expect) -> Result<Deleted>;
     /// Lists what is at the destination (for verify).
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()>;
     /// Reads an object back (for verify --full).
@@ -657,6 +719,33 @@ mod tests {
         assert!(piece_size(tb5, 64 * MIB, 1_000, 5 << 30).is_some());
         // Beyond pieces * largest piece: refused.
         assert_eq!(piece_size(tb5, MIB, 10, 5 << 30), None);
+    }
+
+    #[test]
+    fn a_delete_expects_what_barge_wrote_and_older_records_their_size_and_md5() {
+        let md5 = "0123456789abcdef0123456789abcdef";
+        let written = Expect::Written(crate::catalog::Landed {
+            size: 10,
+            etag: "e-2".into(),
+        });
+        assert_eq!(written.mismatch(10, Some("\"e-2\""), true), None);
+        assert!(written.mismatch(10, Some("e-3"), true).is_some());
+        assert!(written.mismatch(11, Some("e-2"), true).is_some());
+        assert!(written.mismatch(10, None, false).is_some());
+        let legacy = Expect::Legacy {
+            size: 10,
+            md5: Some(md5.into()),
+        };
+        assert_eq!(legacy.mismatch(10, Some(md5), false), None);
+        assert!(legacy.mismatch(10, Some("ffff"), false).is_some());
+        // An SLO's or multipart object's tag is no MD5 of the body: only the size counts.
+        assert_eq!(legacy.mismatch(10, Some("x-2"), true), None);
+        assert!(legacy.mismatch(9, Some("x-2"), true).is_some());
+        let sized = Expect::Legacy {
+            size: 10,
+            md5: None,
+        };
+        assert_eq!(sized.mismatch(10, Some("anything"), false), None);
     }
 
     #[test]

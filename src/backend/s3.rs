@@ -33,8 +33,8 @@ use super::check::{SumCheck, SumKind};
 use super::ranges::{Entry, KeyPages, Page, RangeListing};
 use super::throttle::{Failure, Throttle, ThrottleConfig, parse_retry_after};
 use super::{
-    Body, ContentCheck, Destination, ListFrom, Listed, Opened, Placed, Reader, Rope, Source,
-    UploadJournal, escape_object,
+    Body, ContentCheck, Deleted, Destination, Expect, ListFrom, Listed, Opened, Placed, Reader,
+    Rope, Source, UploadJournal, escape_object,
 };
 use crate::error::{Error, Result};
 use crate::object::{ObjectKey, ObjectMeta};
@@ -567,14 +567,16 @@ impl S3Store {
         Ok(())
     }
 
-    /// One PUT with Content-MD5; returns the body's hex MD5 (its ETag).
+    /// One PUT with Content-MD5; returns the ETag the store answered (without quotes),
+    /// or the body's hex MD5 when it answered none.
     async fn put_single(&self, key: &str, meta: &ObjectMeta, body: Rope) -> Result<String> {
         let digest = body.md5();
         let md5 = base64::engine::general_purpose::STANDARD.encode(digest);
         let what = format!("PUT s3://{}/{key}", self.bucket);
         let metadata = s3_user_meta(meta)?;
         let hs = S3Headers::of(meta);
-        self.throttle
+        let out = self
+            .throttle
             .call_sized(&what, body.len() as u64, || {
                 let req = self
                     .client
@@ -592,13 +594,14 @@ impl S3Store {
                     .set_metadata(metadata.clone())
                     .body(rope_stream(&body));
                 let what = what.clone();
-                async move { req.send().await.map(|_| ()).map_err(|e| classify(&what, e)) }
+                async move { req.send().await.map_err(|e| classify(&what, e)) }
             })
             .await?;
-        Ok(hex::encode(digest))
+        Ok(answered(out.e_tag()).unwrap_or_else(|| hex::encode(digest)))
     }
 
-    async fn put_multipart(&self, key: &str, meta: &ObjectMeta, body: Body) -> Result<()> {
+    /// A multipart upload; returns the ETag the completion answered.
+    async fn put_multipart(&self, key: &str, meta: &ObjectMeta, body: Body) -> Result<String> {
         let what = format!("MULTIPART s3://{}/{key}", self.bucket);
         let metadata = s3_user_meta(meta)?;
         let hs = S3Headers::of(meta);
@@ -730,15 +733,17 @@ impl S3Store {
         res
     }
 
-    /// Completes a multipart upload from its parts.
+    /// Completes a multipart upload from its parts; returns the ETag it answered (or, when
+    /// it answered none, the one a HEAD shows).
     async fn complete(
         &self,
         key: &str,
         upload_id: &str,
         parts: Vec<CompletedPart>,
         what: &str,
-    ) -> Result<()> {
-        self.throttle
+    ) -> Result<String> {
+        let out = self
+            .throttle
             .call(what, || {
                 let req = self
                     .client
@@ -752,10 +757,104 @@ impl S3Store {
                             .build(),
                     );
                 let what = what.to_string();
-                async move { req.send().await.map(|_| ()).map_err(|e| classify(&what, e)) }
+                async move { req.send().await.map_err(|e| classify(&what, e)) }
+            })
+            .await?;
+        if let Some(etag) = answered(out.e_tag()) {
+            return Ok(etag);
+        }
+        // radosgw 16 answers the completion without an ETag: what a HEAD shows then.
+        let head = self.head(key).await?;
+        answered(head.as_ref().and_then(|h| h.e_tag())).ok_or_else(|| {
+            Error::refused(format!(
+                "{what}: neither the completion nor a HEAD after it answered an ETag"
+            ))
+        })
+    }
+
+    /// DELETE of `k`, with `If-Match: etag` when given: Some(true) deleted (or absent),
+    /// Some(false) refused because the object is no longer `etag` (412), None when the
+    /// store does not implement the condition (501).
+    async fn delete_if(&self, k: &str, etag: Option<&str>) -> Result<Option<bool>> {
+        let what = format!("DELETE s3://{}/{k}", self.bucket);
+        self.throttle
+            .call(&what, || {
+                let req = self
+                    .client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(k)
+                    .set_if_match(etag.map(str::to_string));
+                let what = what.clone();
+                async move {
+                    match req.send().await {
+                        Ok(_) => Ok(Some(true)),
+                        Err(SdkError::ServiceError(se)) => match se.raw().status().as_u16() {
+                            412 => Ok(Some(false)),
+                            501 if etag.is_some() => Ok(None),
+                            _ => Err(classify(&what, SdkError::ServiceError(se))),
+                        },
+                        Err(e) => Err(classify(&what, e)),
+                    }
+                }
             })
             .await
     }
+
+    /// A HEAD of the object at `k`; None when it is absent (404).
+    async fn head(
+        &self,
+        k: &str,
+    ) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>> {
+        let what = format!("HEAD s3://{}/{k}", self.bucket);
+        self.throttle
+            .call(&what, || {
+                let req = self.client.head_object().bucket(&self.bucket).key(k);
+                let what = what.clone();
+                async move {
+                    match req.send().await {
+                        Ok(h) => Ok(Some(h)),
+                        Err(SdkError::ServiceError(se)) if se.raw().status().as_u16() == 404 => {
+                            Ok(None)
+                        }
+                        Err(e) => Err(classify(&what, e)),
+                    }
+                }
+            })
+            .await
+    }
+
+    /// What is at `k` before a delete: a HEAD, its size and ETag compared with what
+    /// barge wrote there (`expect`).
+    async fn found(&self, k: &str, expect: &Expect) -> Result<Found> {
+        let Some(head) = self.head(k).await? else {
+            return Ok(Found::Absent);
+        };
+        let etag = head.e_tag().unwrap_or_default().to_string();
+        let size = head.content_length().unwrap_or(0).max(0) as u64;
+        // A multipart object's ETag is `<md5>-<parts>`, not an MD5 of the body.
+        Ok(
+            match expect.mismatch(size, Some(&etag), etag.contains('-')) {
+                Some(why) => Found::Foreign(why),
+                None => Found::Ours(etag),
+            },
+        )
+    }
+}
+
+/// What a HEAD found at a key about to be deleted.
+enum Found {
+    Absent,
+    /// The object barge wrote, with its ETag as the store shows it (quoted).
+    Ours(String),
+    /// Another object: why it is not barge's.
+    Foreign(String),
+}
+
+/// An ETag a store answered, without its quotes.
+fn answered(etag: Option<&str>) -> Option<String> {
+    etag.map(|e| e.trim_matches('"').to_string())
+        .filter(|e| !e.is_empty())
 }
 
 /// One ListObjectsV2 request per page, after a key (`StartAfter`): every page of every
@@ -891,6 +990,12 @@ impl Source for S3Store {
         })
     }
 
+    /// A HEAD: a GET's 404 counts only if the HEAD does not find the object either.
+    async fn confirm_gone(&self, meta: &ObjectMeta) -> Result<bool> {
+        let k = self.full_key(&meta.key)?;
+        Ok(self.head(&k).await?.is_none())
+    }
+
     async fn check_unchanged(&self, _meta: &ObjectMeta) -> Result<()> {
         // Every ranged GET is checked against the listed size, and the body against the
         // listed ETag: a changed object fails its checksum instead.
@@ -922,14 +1027,20 @@ impl Destination for S3Store {
             Ok(Some(Placed {
                 location: key,
                 etag,
+                copyable: true,
             }))
         } else {
             // Multipart objects are not copied: CopyObject stops at 5 GiB and their
             // ETag is not the body's MD5.
-            self.put_multipart(&key, meta, body)
+            let etag = self
+                .put_multipart(&key, meta, body)
                 .await
                 .map_err(|e| Error::object(&meta.key, e))?;
-            Ok(None)
+            Ok(Some(Placed {
+                location: key,
+                etag,
+                copyable: false,
+            }))
         }
     }
 
@@ -978,18 +1089,34 @@ impl Destination for S3Store {
         self.range_listing().run(&ListFrom::new(), &tx).await
     }
 
-    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+    /// A HEAD compares the object with what barge wrote; the DELETE then carries
+    /// `If-Match` with the ETag the HEAD saw, so a store that honours it (Swift's s3api
+    /// does) refuses to delete an object written in between (412: kept). One that
+    /// ignores it (radosgw 16 deletes whatever the header says) leaves that window, the
+    /// time between the two requests; one that answers 501 gets a plain DELETE.
+    async fn delete(&self, key: &ObjectKey, expect: &Expect) -> Result<Deleted> {
         let k = self.full_key(key)?;
-        let what = format!("DELETE s3://{}/{k}", self.bucket);
-        self.throttle
-            .call(&what, || {
-                let req = self.client.delete_object().bucket(&self.bucket).key(&k);
-                let what = what.clone();
-                async move { req.send().await.map_err(|e| classify(&what, e)) }
-            })
+        let etag = match self
+            .found(&k, expect)
             .await
-            .map_err(|e| Error::object(key, e))?;
-        Ok(())
+            .map_err(|e| Error::object(key, e))?
+        {
+            Found::Absent => return Ok(Deleted::Deleted),
+            Found::Foreign(why) => return Ok(Deleted::Kept(why)),
+            Found::Ours(etag) => etag,
+        };
+        let done = match self.delete_if(&k, Some(&etag)).await {
+            // A store that does not implement conditional deletes: a plain one.
+            Ok(None) => self.delete_if(&k, None).await,
+            other => other,
+        }
+        .map_err(|e| Error::object(key, e))?;
+        Ok(match done {
+            Some(false) => Deleted::Kept(format!(
+                "it changed between the check and the delete (ETag no longer {etag})"
+            )),
+            _ => Deleted::Deleted,
+        })
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Reader> {

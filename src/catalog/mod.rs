@@ -10,8 +10,8 @@ use std::sync::{Mutex, MutexGuard};
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
 
 pub use records::{
-    ChunkOp, ChunkRecord, ChunkRef, ObjectRecord, ObjectState, PassRecord, RunRecord, SampleRecord,
-    SegmentRecord, SegmentState,
+    ChunkOp, ChunkRecord, ChunkRef, Landed, ObjectRecord, ObjectState, PassRecord, RunRecord,
+    SampleRecord, SegmentRecord, SegmentState,
 };
 
 use crate::crypto::ChunkId;
@@ -23,8 +23,10 @@ use crate::object::ObjectKey;
 /// column family is created empty, nothing else changes).
 /// 3 added `base` to segment records; 4 added [`CF_SEEN`], [`CF_PASSES`] and
 /// [`ObjectState::Deleting`] (a version-3 catalog is upgraded in place: the two column
-/// families are created empty).
-pub const CATALOG_FORMAT_VERSION: u32 = 4;
+/// families are created empty). 5 added [`CF_PLACED`] and `kept_foreign` to pass records
+/// (a version-4 catalog is upgraded in place: the column family is created empty, the
+/// pass records are rewritten).
+pub const CATALOG_FORMAT_VERSION: u32 = 5;
 
 /// Column family: small named settings and counters.
 pub const CF_META: &str = "meta";
@@ -46,7 +48,10 @@ pub const CF_SAMPLES: &str = "samples";
 pub const CF_SEEN: &str = "seen";
 /// Column family: pass number (u64 big-endian) -> [`PassRecord`].
 pub const CF_PASSES: &str = "passes";
-const ALL_CFS: [&str; 8] = [
+/// Column family: source key -> [`Landed`], what barge's last write of the object left at
+/// the destination (what a sync's delete expects to find there).
+pub const CF_PLACED: &str = "placed";
+const ALL_CFS: [&str; 9] = [
     CF_META,
     CF_OBJECTS,
     CF_CHUNKS,
@@ -55,6 +60,7 @@ const ALL_CFS: [&str; 8] = [
     CF_SAMPLES,
     CF_SEEN,
     CF_PASSES,
+    CF_PLACED,
 ];
 
 /// meta key: catalog format version (u32 LE).
@@ -251,8 +257,13 @@ impl Catalog {
                     // v1 -> v2: CF_SAMPLES was created above by create_missing_column_families.
                     // v2 -> v3: segment records gain `base`.
                     // v3 -> v4: CF_SEEN and CF_PASSES, created above, empty.
+                    // v4 -> v5: CF_PLACED, created above, empty; pass records gain
+                    // `kept_foreign`.
                     if found < 3 {
                         cat.upgrade_segments_v3()?;
+                    }
+                    if found == 4 {
+                        cat.upgrade_passes_v5()?;
                     }
                     cat.meta_put_sync(META_FORMAT, &CATALOG_FORMAT_VERSION.to_le_bytes())?;
                     tracing::info!(
@@ -280,6 +291,19 @@ impl Catalog {
             let (k, v) = item.map_err(|e| self.db_err(e))?;
             let old: records::SegmentRecordV2 = records::decode(&"segment (format 2)", &v)?;
             batch.put_cf(cf, k, records::encode(&SegmentRecord::from(old)));
+        }
+        self.write_sync(batch)
+    }
+
+    /// Rewrites every pass record in the format-5 encoding (one synced batch; a move
+    /// has one record per pass).
+    fn upgrade_passes_v5(&self) -> Result<()> {
+        let cf = self.cf(CF_PASSES)?;
+        let mut batch = WriteBatch::default();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| self.db_err(e))?;
+            let old: records::PassRecordV4 = records::decode(&"pass (format 4)", &v)?;
+            batch.put_cf(cf, k, records::encode(&PassRecord::from(old)));
         }
         self.write_sync(batch)
     }
@@ -822,6 +846,28 @@ impl Catalog {
         }
     }
 
+    /// Records what a drain's write of `key` left at the destination (not synced: the
+    /// drained mark's WAL sync covers it; a loss only makes a later delete keep the
+    /// object as not barge's).
+    pub fn set_placed(&self, key: &ObjectKey, landed: &Landed) -> Result<()> {
+        let mut b = WriteBatch::default();
+        b.put_cf(self.cf(CF_PLACED)?, key.as_bytes(), records::encode(landed));
+        self.write(b)
+    }
+
+    /// What barge's last write of `key` left at the destination; None if it never wrote
+    /// it, or wrote it before catalog format 5 recorded this.
+    pub fn placed(&self, key: &ObjectKey) -> Result<Option<Landed>> {
+        match self
+            .db
+            .get_cf(self.cf(CF_PLACED)?, key.as_bytes())
+            .map_err(|e| self.db_err(e))?
+        {
+            Some(v) => Ok(Some(records::decode(key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
     /// Marks an object `Deleting` (synced), unless it changed since `seen` was read.
     /// Returns whether it did.
     pub fn mark_deleting(&self, key: &ObjectKey, seen: &ObjectRecord) -> Result<bool> {
@@ -836,8 +882,10 @@ impl Catalog {
         }
     }
 
-    /// Removes a deleted object: its record (if still `Deleting`), its seen mark and its
-    /// chunk references, in one batch.
+    /// Removes a deleted object: its record (if still `Deleting`), its seen mark, what it
+    /// left at the destination and its chunk references, in one batch. Also for an object
+    /// whose key at the destination turned out to hold someone else's object: barge
+    /// forgets it, so nothing of barge's ever touches that key again.
     pub fn forget_deleted(&self, key: &ObjectKey) -> Result<()> {
         let _g = self.object_lock(key)?;
         let Some(rec) = self.get_object(key)? else {
@@ -853,6 +901,7 @@ impl Catalog {
         }
         b.delete_cf(self.cf(CF_OBJECTS)?, key.as_bytes());
         b.delete_cf(self.cf(CF_SEEN)?, key.as_bytes());
+        b.delete_cf(self.cf(CF_PLACED)?, key.as_bytes());
         self.write(b)
     }
 
@@ -985,6 +1034,65 @@ mod tests {
     }
 
     #[test]
+    fn format_4_catalog_gains_placed_records_and_keeps_its_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ObjectKey::from("k");
+        {
+            // A version-4 catalog as the previous release left it: eight column families.
+            let mut o = Options::default();
+            o.create_if_missing(true);
+            o.create_missing_column_families(true);
+            let old = ALL_CFS.iter().filter(|c| **c != CF_PLACED);
+            let db = DB::open_cf(&o, dir.path(), old).unwrap();
+            let pass = records::PassRecordV4 {
+                kind: "sync".into(),
+                source: "s".into(),
+                destination: "d".into(),
+                started: 1,
+                listed: Some(2),
+                finished: Some(3),
+                runs: 1,
+                listing_secs: 0.5,
+                listing_complete: true,
+                listing_errors: 0,
+                new: 4,
+                bytes_new: 5,
+                changed: 0,
+                bytes_changed: 0,
+                unchanged: 0,
+                bytes_unchanged: 0,
+                deleted: 6,
+                bytes_deleted: 7,
+                deletes_pending: 0,
+                failed: 0,
+                vanished: 0,
+                deletions: "applied".into(),
+                outcome: Some("ok".into()),
+                lag_objects: 0,
+                lag_bytes: 0,
+            };
+            let passes = db.cf_handle(CF_PASSES).unwrap();
+            db.put_cf(passes, 1u64.to_be_bytes(), records::encode(&pass))
+                .unwrap();
+            let meta = db.cf_handle("meta").unwrap();
+            db.put_cf(meta, META_FORMAT, 4u32.to_le_bytes()).unwrap();
+        }
+        let cat = Catalog::open(dir.path(), false).unwrap();
+        let passes = cat.passes().unwrap();
+        assert_eq!(passes.len(), 1);
+        let p = &passes[0].1;
+        assert_eq!((p.deleted, p.kept_foreign, p.new), (6, 0, 4));
+        assert_eq!(p.outcome.as_deref(), Some("ok"));
+        assert_eq!(cat.placed(&key).unwrap(), None);
+        let l = Landed {
+            size: 3,
+            etag: "abc-2".into(),
+        };
+        cat.set_placed(&key, &l).unwrap();
+        assert_eq!(cat.placed(&key).unwrap(), Some(l));
+    }
+
+    #[test]
     fn format_3_catalog_gains_the_sync_column_families_and_newer_ones_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let key = ObjectKey::from("a/b");
@@ -1033,7 +1141,7 @@ mod tests {
         drop(cat);
         let e = Catalog::open(dir.path(), false).err().unwrap().to_string();
         assert!(
-            e.contains("catalog format version 5, this barge reads version 4"),
+            e.contains("catalog format version 6, this barge reads version 5"),
             "{e}"
         );
     }

@@ -87,6 +87,19 @@ pub struct ObjectRecord {
     pub updated: u64,
 }
 
+/// What barge left at the destination for one object (CF `placed`, catalog format 5):
+/// written when a drain's put or copy returns, whatever became of the object's record
+/// since, because it describes the destination, not the source's version. A sync pass
+/// deletes the object at the destination only while the store still shows this.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Landed {
+    pub size: u64,
+    /// The entity tag the store answered for the write, without quotes: the MD5 of a
+    /// single-part body, S3's multipart `<md5>-<parts>` from the completion, a Swift
+    /// SLO manifest's MD5 of its segments' ETags; for a file, its size.
+    pub etag: String,
+}
+
 /// State of a segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SegmentState {
@@ -213,6 +226,73 @@ pub struct PassRecord {
     /// bytes. Shown until the next pass ends, without another catalog walk.
     pub lag_objects: u64,
     pub lag_bytes: u64,
+    /// Objects gone from the source whose key at the destination holds an object barge
+    /// did not write (a third party's): kept there, and forgotten (catalog format 5).
+    pub kept_foreign: u64,
+}
+
+/// A pass record as catalog format 4 stored it (no `kept_foreign`); read only by the
+/// upgrade to format 5.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PassRecordV4 {
+    pub kind: String,
+    pub source: String,
+    pub destination: String,
+    pub started: u64,
+    pub listed: Option<u64>,
+    pub finished: Option<u64>,
+    pub runs: u32,
+    pub listing_secs: f64,
+    pub listing_complete: bool,
+    pub listing_errors: u64,
+    pub new: u64,
+    pub bytes_new: u64,
+    pub changed: u64,
+    pub bytes_changed: u64,
+    pub unchanged: u64,
+    pub bytes_unchanged: u64,
+    pub deleted: u64,
+    pub bytes_deleted: u64,
+    pub deletes_pending: u64,
+    pub failed: u64,
+    pub vanished: u64,
+    pub deletions: String,
+    pub outcome: Option<String>,
+    pub lag_objects: u64,
+    pub lag_bytes: u64,
+}
+
+impl From<PassRecordV4> for PassRecord {
+    fn from(o: PassRecordV4) -> Self {
+        PassRecord {
+            kind: o.kind,
+            source: o.source,
+            destination: o.destination,
+            started: o.started,
+            listed: o.listed,
+            finished: o.finished,
+            runs: o.runs,
+            listing_secs: o.listing_secs,
+            listing_complete: o.listing_complete,
+            listing_errors: o.listing_errors,
+            new: o.new,
+            bytes_new: o.bytes_new,
+            changed: o.changed,
+            bytes_changed: o.bytes_changed,
+            unchanged: o.unchanged,
+            bytes_unchanged: o.bytes_unchanged,
+            deleted: o.deleted,
+            bytes_deleted: o.bytes_deleted,
+            deletes_pending: o.deletes_pending,
+            failed: o.failed,
+            vanished: o.vanished,
+            deletions: o.deletions,
+            outcome: o.outcome,
+            lag_objects: o.lag_objects,
+            lag_bytes: o.lag_bytes,
+            kept_foreign: 0,
+        }
+    }
 }
 
 impl PassRecord {

@@ -68,6 +68,8 @@ struct Job {
     interval: Option<u64>,
     /// sync and cutover: `--max-delete` ("500" or "1%").
     max_delete: Option<String>,
+    /// sync and cutover: `--max-delete-total` ("5000" or "10%").
+    max_delete_total: Option<String>,
     /// sync: `--keep-deleted`.
     #[serde(default)]
     keep_deleted: bool,
@@ -105,6 +107,10 @@ impl Job {
         }
         if let Some(m) = &job.max_delete {
             m.parse::<crate::reconcile::MaxDelete>()
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        if let Some(m) = &job.max_delete_total {
+            crate::reconcile::MaxDelete::parse_as(m, "max_delete_total")
                 .map_err(|e| bad(e.to_string()))?;
         }
         if job.full && !matches!(job.command.as_str(), "verify" | "cutover") {
@@ -369,11 +375,19 @@ async fn run_sync(
         Some(m) => m.parse()?,
         None => Default::default(),
     };
+    let max_delete_total = match &job.max_delete_total {
+        Some(m) => Some(crate::reconcile::MaxDelete::parse_as(
+            m,
+            "max_delete_total",
+        )?),
+        None => None,
+    };
     let m = monitor_for(node, &job.command, Mode::Migrate);
     slot.set(m.clone());
     let ok = if job.command == "cutover" {
         let o = sync::CutoverOptions {
             max_delete,
+            max_delete_total,
             full: job.full,
             publish: job.publish,
         };
@@ -384,6 +398,7 @@ async fn run_sync(
     } else {
         let o = sync::SyncOptions {
             max_delete,
+            max_delete_total,
             keep_deleted: job.keep_deleted,
             passes: job.passes,
             interval: job.interval.map(std::time::Duration::from_secs),
@@ -482,6 +497,8 @@ mod tests {
         assert!(e.contains("passes"), "{e}");
         let e = err(r#"{"command": "sync", "passes": 2, "max_delete": "lots"}"#);
         assert!(e.contains("--max-delete") && e.contains("lots"), "{e}");
+        let e = err(r#"{"command": "sync", "passes": 2, "max_delete_total": "200%"}"#);
+        assert!(e.contains("max_delete_total") && e.contains("200%"), "{e}");
         let j = Job::parse(
             r#"{"command": "cutover", "source": "/a", "dest": "/b", "full": true,
                 "max_delete": "2%", "publish": true}"#,

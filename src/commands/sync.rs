@@ -37,6 +37,8 @@ pub const CERTIFICATE_KEY: &str = ".barge/cutover-certificate.json";
 pub struct SyncOptions {
     /// How many objects one pass may delete.
     pub max_delete: MaxDelete,
+    /// How many the move's passes may delete together (None: no such limit).
+    pub max_delete_total: Option<MaxDelete>,
     /// Report objects gone from the source, delete none.
     pub keep_deleted: bool,
     /// Passes to run (None: until stopped).
@@ -50,6 +52,7 @@ pub struct SyncOptions {
 #[derive(Debug, Clone, Default)]
 pub struct CutoverOptions {
     pub max_delete: MaxDelete,
+    pub max_delete_total: Option<MaxDelete>,
     /// Verify by downloading every object and comparing content hashes.
     pub full: bool,
     /// Also write the certificate at the destination ([`CERTIFICATE_KEY`]).
@@ -103,6 +106,7 @@ pub async fn sync(
     let del = |pass| DeleteOptions {
         pass,
         max_delete: o.max_delete,
+        max_total: o.max_delete_total,
         keep: o.keep_deleted,
     };
     let mut ran = 0;
@@ -292,11 +296,13 @@ async fn delete_phase(
         let mut r = base.clone();
         r.deleted += d.deleted + d.forgotten;
         r.bytes_deleted += d.bytes_deleted;
+        r.kept_foreign += d.kept_foreign;
         node.catalog.put_pass(number, &r)
     };
     let out = reconcile::run(node, d, opts, &counted).await?;
     rec.deleted += out.deleted + out.forgotten;
     rec.bytes_deleted += out.bytes_deleted;
+    rec.kept_foreign += out.kept_foreign;
     rec.failed += out.failed.len() as u64;
     rec.deletes_pending = out.pending() - out.failed.len() as u64;
     rec.deletions = out.outcome.clone();
@@ -394,6 +400,7 @@ pub async fn cutover(
     let del = |pass| DeleteOptions {
         pass,
         max_delete: o.max_delete,
+        max_total: o.max_delete_total,
         keep: false,
     };
     let pass = run_pass(s, node, source, dest, Kind::Cutover, &del, &monitor).await?;

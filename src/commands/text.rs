@@ -234,6 +234,16 @@ pub fn pass(p: &super::sync::PassOutcome) -> String {
         for (k, why) in d.failed.iter().take(LISTED_PER_KIND) {
             let _ = writeln!(out, "delete failed: {k}: {why}");
         }
+        if d.kept_foreign > 0 {
+            let _ = writeln!(
+                out,
+                "kept at the destination: {} objects gone from the source whose key holds an object barge did not write (forgotten; verify counts them as extra)",
+                d.kept_foreign
+            );
+        }
+        for (k, why) in d.kept_foreign_keys.iter().take(LISTED_PER_KIND) {
+            let _ = writeln!(out, "kept (not barge's): {k}: {why}");
+        }
     }
     let _ = writeln!(
         out,

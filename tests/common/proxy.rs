@@ -1,6 +1,7 @@
 //! A fault-injecting TCP proxy for the tests: sits between barge and a real server on
 //! loopback and spoils connections on a fixed schedule: connection resets, stalls,
-//! truncated response bodies, `503 SlowDown` and `500` answers. Healthy connections
+//! truncated response bodies, `503 SlowDown` and `500` answers, one `404 NoSuchKey` to
+//! an object's GET. Healthy connections
 //! are forwarded as they are, but cut after a budget of response bytes, so pooled
 //! connections keep being replaced and the schedule keeps firing.
 
@@ -28,6 +29,11 @@ pub enum Fault {
     SlowDown,
     /// `500 Internal Server Error` without asking the server.
     ServerError,
+    /// The first GET of an object (not a listing) on any such connection of the proxy
+    /// is answered `404 NoSuchKey` without asking the server, once per proxy; every
+    /// other request is forwarded alone on its connection (`Connection: close` added,
+    /// so the next request comes on a new connection and is looked at too).
+    NotFoundOnce,
 }
 
 /// Response bytes a healthy connection may carry before it is cut.
@@ -38,6 +44,8 @@ pub const STALL: Duration = Duration::from_secs(4);
 pub struct Proxy {
     pub addr: SocketAddr,
     counts: Arc<Mutex<BTreeMap<Fault, u64>>>,
+    /// The GET [`Fault::NotFoundOnce`] answered 404, once it did (request line).
+    not_found: Arc<Mutex<Option<String>>>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -45,6 +53,11 @@ impl Proxy {
     /// Connections handled so far, per fault.
     pub fn counts(&self) -> BTreeMap<Fault, u64> {
         self.counts.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// The request [`Fault::NotFoundOnce`] answered with a 404, if it did.
+    pub fn not_found(&self) -> Option<String> {
+        self.not_found.lock().ok().and_then(|n| n.clone())
     }
 }
 
@@ -61,6 +74,8 @@ pub fn start(upstream: SocketAddr, schedule: Vec<Fault>) -> Proxy {
     let addr = listener.local_addr().expect("proxy addr");
     let counts = Arc::new(Mutex::new(BTreeMap::new()));
     let c2 = counts.clone();
+    let not_found = Arc::new(Mutex::new(None));
+    let nf = not_found.clone();
     rt.spawn(async move {
         let mut n = 0usize;
         loop {
@@ -72,12 +87,13 @@ pub fn start(upstream: SocketAddr, schedule: Vec<Fault>) -> Proxy {
             if let Ok(mut c) = c2.lock() {
                 *c.entry(fault).or_default() += 1;
             }
-            tokio::spawn(handle(client, upstream, fault));
+            tokio::spawn(handle(client, upstream, fault, nf.clone()));
         }
     });
     Proxy {
         addr,
         counts,
+        not_found,
         _rt: rt,
     }
 }
@@ -111,6 +127,11 @@ async fn answer(mut client: TcpStream, status: &str, code: &str) {
     if read_head(&mut client).await.is_none() {
         return;
     }
+    respond(client, status, code).await;
+}
+
+/// Writes an S3 error answer and closes the connection.
+async fn respond(mut client: TcpStream, status: &str, code: &str) {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>injected by the test proxy</Message></Error>"
     );
@@ -132,8 +153,67 @@ fn content_length(head: &[u8]) -> Option<usize> {
     })
 }
 
-async fn handle(mut client: TcpStream, upstream: SocketAddr, fault: Fault) {
+/// [`Fault::NotFoundOnce`]: the request is read; an object's GET is answered 404 if no
+/// connection got that answer yet, anything else goes to the server alone.
+async fn not_found_once(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    fired: Arc<Mutex<Option<String>>>,
+) {
+    let Some(head) = read_head(&mut client).await else {
+        return;
+    };
+    let line = String::from_utf8_lossy(&head)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let path = line.split(' ').nth(1).unwrap_or_default();
+    let object = path.split('?').next().unwrap_or_default();
+    let object_get = line.starts_with("GET ")
+        && object
+            .trim_start_matches('/')
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .count()
+            >= 2;
+    let first = object_get
+        && fired
+            .lock()
+            .map(|mut f| f.is_none() && f.replace(line).is_none())
+            .unwrap_or(false);
+    if first {
+        respond(client, "404 Not Found", "NoSuchKey").await;
+        return;
+    }
+    let Ok(mut server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0);
+    let mut sent = head[..end].to_vec();
+    sent.extend_from_slice(b"\r\nConnection: close");
+    sent.extend_from_slice(&head[end..]);
+    if server.write_all(&sent).await.is_err() {
+        return;
+    }
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let up = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+    });
+    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+    let _ = cw.shutdown().await;
+    up.abort();
+}
+
+async fn handle(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    fault: Fault,
+    fired: Arc<Mutex<Option<String>>>,
+) {
     match fault {
+        Fault::NotFoundOnce => not_found_once(client, upstream, fired).await,
         Fault::Reset => {
             if read_head(&mut client).await.is_some() {
                 reset(client);

@@ -28,8 +28,8 @@ use self::client::{Auth, SwiftClient};
 use super::ranges::{Entry, KeyPages, Page, RangeListing};
 use super::throttle::{Throttle, ThrottleConfig};
 use super::{
-    Body, ContentCheck, Destination, ListFrom, Listed, Opened, Placed, Reader, Rope, Source,
-    escape_container, escape_object,
+    Body, ContentCheck, Deleted, Destination, Expect, ListFrom, Listed, Opened, Placed, Reader,
+    Rope, Source, escape_container, escape_object,
 };
 use crate::error::{Error, Result};
 use crate::object::{ObjectKey, ObjectMeta};
@@ -206,6 +206,24 @@ impl Manifest {
     /// The ETag Swift gives the SLO: the MD5 of its segments' ETags.
     fn etag(&self) -> String {
         hex::encode(Md5::digest(self.etags.as_bytes()))
+    }
+}
+
+/// Whether `path` (`/<container>/<name>`, as an SLO manifest lists its segments) is a
+/// segment or sub-manifest barge writes for object `name` of container `c`:
+/// `/<c>_segments/<name>/slo/<size>/<segment size>/<index:08>` (or `m<index:08>`). The
+/// swift CLI's segments (`<name>/slo/<timestamp>/<size>/<segment size>/<index>`) are not.
+fn barge_segment(c: &str, name: &str, path: &str) -> bool {
+    let Some(rest) = path.strip_prefix(&format!("/{c}_segments/{name}/slo/")) else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match rest.split('/').collect::<Vec<_>>()[..] {
+        [size, seg, idx] => {
+            let idx = idx.strip_prefix('m').unwrap_or(idx);
+            digits(size) && digits(seg) && idx.len() == 8 && digits(idx)
+        }
+        _ => false,
     }
 }
 
@@ -540,6 +558,36 @@ impl SwiftStore {
         }))
     }
 
+    /// Whether every segment of the SLO `name` in container `c` (its manifest read with
+    /// `multipart-manifest=get`) is one barge names: under `<name>/slo/` in
+    /// `<c>_segments`. Sub-manifests of a nested SLO are named so too.
+    async fn segments_are_ours(&self, c: &str, name: &str) -> Result<bool> {
+        let path = format!(
+            "/{}/{}?multipart-manifest=get",
+            escape_container(c),
+            escape_object(name)
+        );
+        let what = format!("GET manifest of swift://{c}/{name}");
+        let r = self
+            .client
+            .call(&what, Method::GET, &path, &[], None, &[200, 404])
+            .await?;
+        if r.status.as_u16() == 404 {
+            return Ok(false);
+        }
+        let segs: Vec<serde_json::Value> =
+            serde_json::from_slice(&r.body).map_err(|e| Error::Decode {
+                what: format!("{}: the SLO manifest of {name}", self.url),
+                message: e.to_string(),
+            })?;
+        Ok(!segs.is_empty()
+            && segs.iter().all(|s| {
+                s.get("name")
+                    .and_then(|n| n.as_str())
+                    .is_some_and(|n| barge_segment(c, name, n))
+            }))
+    }
+
     /// Deletes every segment of `slo`; true once none is left.
     async fn delete_segments(&self, slo: &SloUpload) -> bool {
         let pages = ContainerPages {
@@ -849,6 +897,18 @@ impl Source for SwiftStore {
     async fn check_unchanged(&self, _meta: &ObjectMeta) -> Result<()> {
         Ok(())
     }
+
+    /// A HEAD: a GET's 404 counts only if the HEAD does not find the object either.
+    async fn confirm_gone(&self, meta: &ObjectMeta) -> Result<bool> {
+        let (c, name) = self.name_of(&meta.key)?;
+        let path = format!("/{}/{}", escape_container(&c), escape_object(&name));
+        let what = format!("HEAD swift://{c}/{name}");
+        let head = self
+            .client
+            .call(&what, Method::HEAD, &path, &[], None, &[200, 204, 404])
+            .await?;
+        Ok(head.status.as_u16() == 404)
+    }
 }
 
 #[async_trait]
@@ -877,6 +937,7 @@ impl Destination for SwiftStore {
             return Ok(Some(Placed {
                 location: obj_path,
                 etag: md5,
+                copyable: true,
             }));
         }
         // Static Large Object: deterministic segment names, so a retry overwrites. The
@@ -915,7 +976,7 @@ impl Destination for SwiftStore {
         if let Some(j) = self.journal.get() {
             j.started(&self.url, &jkey, "slo")?;
         }
-        let res: Result<()> = async {
+        let res: Result<String> = async {
             let mut level = Manifest::default();
             let mut top = Manifest::default();
             let mut buf = Rope::default();
@@ -959,13 +1020,14 @@ impl Destination for SwiftStore {
                 }
                 level = std::mem::take(&mut top);
             }
-            let mut h: Vec<(&str, String)> = vec![("ETag", level.etag())];
+            let etag = level.etag();
+            let mut h: Vec<(&str, String)> = vec![("ETag", etag.clone())];
             h.extend(headers);
             h.extend(user.iter().map(|(k, v)| (k.as_str(), v.clone())));
             self.put_manifest(&format!("{what} (SLO manifest)"), &obj_path, &level, &h)
                 .await
                 .map_err(oerr)?;
-            Ok(())
+            Ok(etag)
         }
         .await;
         let ended = res.is_ok() || self.delete_segments(&slo).await;
@@ -974,10 +1036,13 @@ impl Destination for SwiftStore {
         {
             j.ended(&self.url, &jkey, "slo")?;
         }
-        res?;
         // An SLO is not copied: a server-side COPY of one would concatenate its segments
         // into a plain object (and fail over 5 GiB).
-        Ok(None)
+        Ok(Some(Placed {
+            location: obj_path,
+            etag: res?,
+            copyable: false,
+        }))
     }
 
     fn can_copy(&self) -> bool {
@@ -1029,35 +1094,50 @@ impl Destination for SwiftStore {
         Ok(())
     }
 
-    /// A HEAD says whether the object is an SLO (Swift refuses `multipart-manifest=delete`
-    /// of a plain object, and a plain DELETE of a manifest would leave its segments): an
-    /// SLO is deleted with `multipart-manifest=delete` (its segments and its
-    /// sub-manifests' segments too), anything else with a plain DELETE.
-    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+    /// A HEAD shows what is at the key: anything but the object barge wrote (its size
+    /// and ETag, an SLO's being its manifest's) is kept. Swift has no conditional
+    /// DELETE (it ignores `If-Match` there), so an object written between the HEAD and
+    /// the DELETE is lost. The HEAD also says whether the object is an SLO (Swift refuses
+    /// `multipart-manifest=delete` of a plain object, and a plain DELETE of a manifest
+    /// leaves its segments): an SLO whose segments are all barge's (named as barge names
+    /// them, in `<container>_segments`) is deleted with `multipart-manifest=delete` (its
+    /// segments and its sub-manifests' segments too); any other object, an SLO pointing
+    /// at anyone else's segments included, with a plain DELETE.
+    async fn delete(&self, key: &ObjectKey, expect: &Expect) -> Result<Deleted> {
         let (c, name) = self.name_of(key)?;
         let path = format!("/{}/{}", escape_container(&c), escape_object(&name));
         let what = format!("HEAD swift://{c}/{name}");
+        let oerr = |e: Error| Error::object(key, e);
         let head = self
             .client
             .call(&what, Method::HEAD, &path, &[], None, &[200, 204, 404])
             .await
-            .map_err(|e| Error::object(key, e))?;
+            .map_err(oerr)?;
         if head.status.as_u16() == 404 {
-            return Ok(());
+            return Ok(Deleted::Deleted);
         }
         let slo = head
             .header("x-static-large-object")
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let large = slo || head.header("x-object-manifest").is_some();
+        let size = head
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if let Some(why) = expect.mismatch(size, head.header("etag"), large) {
+            return Ok(Deleted::Kept(why));
+        }
         let what = format!("DELETE swift://{c}/{name}");
-        if !slo {
+        if slo && self.segments_are_ours(&c, &name).await.map_err(oerr)? {
+            self.delete_slo(key, &what, &format!("{path}?multipart-manifest=delete"))
+                .await?;
+        } else {
             self.client
                 .call(&what, Method::DELETE, &path, &[], None, &[204, 404])
                 .await
-                .map_err(|e| Error::object(key, e))?;
-            return Ok(());
+                .map_err(oerr)?;
         }
-        self.delete_slo(key, &what, &format!("{path}?multipart-manifest=delete"))
-            .await
+        Ok(Deleted::Deleted)
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Reader> {
@@ -1105,6 +1185,21 @@ impl Destination for SwiftStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_segments_named_as_barge_names_them_are_barge_s() {
+        let ours = |p: &str| barge_segment("c", "a/b", p);
+        assert!(ours("/c_segments/a/b/slo/3000000/1048576/00000002"));
+        assert!(ours("/c_segments/a/b/slo/3000000/1048576/m00000000"));
+        // The swift CLI's naming, another container, another object, other shapes.
+        assert!(!ours(
+            "/c_segments/a/b/slo/1765100000.123456/3000000/1048576/00000002"
+        ));
+        assert!(!ours("/d_segments/a/b/slo/3000000/1048576/00000002"));
+        assert!(!ours("/c_segments/a/bb/slo/3000000/1048576/00000002"));
+        assert!(!ours("/c_segments/a/b/slo/3000000/1048576/2"));
+        assert!(!ours("/c_segments/a/b/slo/x/1048576/00000002"));
+    }
 
     #[test]
     fn container_maps_are_deterministic_and_documented() {

@@ -481,6 +481,11 @@ pub(crate) struct Deletes {
     /// deletes nothing and says so.
     #[arg(long, default_value = "1%", value_parser = |s: &str| s.parse::<barge::reconcile::MaxDelete>().map_err(|e| e.to_string()))]
     pub max_delete: barge::reconcile::MaxDelete,
+    /// Most objects the move's passes may delete together: a count, or a percentage of
+    /// the objects the move has held (in the catalog, and deleted by its passes). A pass
+    /// that would pass it deletes nothing and says so. Default: no such limit.
+    #[arg(long, value_parser = |s: &str| barge::reconcile::MaxDelete::parse_as(s, "--max-delete-total").map_err(|e| e.to_string()))]
+    pub max_delete_total: Option<barge::reconcile::MaxDelete>,
 }
 
 #[derive(Args, Clone)]

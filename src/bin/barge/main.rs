@@ -96,6 +96,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let o = barge::commands::sync::SyncOptions {
                 max_delete: deletes.max_delete,
+                max_delete_total: deletes.max_delete_total,
                 keep_deleted: *keep_deleted,
                 passes: *passes,
                 interval: interval.map(std::time::Duration::from_secs),
@@ -112,6 +113,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let o = barge::commands::sync::CutoverOptions {
                 max_delete: deletes.max_delete,
+                max_delete_total: deletes.max_delete_total,
                 full: *full,
                 publish: *publish,
             };
