@@ -320,6 +320,15 @@ impl Source for LocalSource {
             .filter(|(k, _)| k == MODE_META)
             .cloned()
             .collect();
+        if user_meta.is_empty() {
+            // Not from this source's listing (`--resume-listing-only` lists the catalog):
+            // the mode is read here. The file itself is opened beneath the root later.
+            let path = self.root.path().join(&rel);
+            if let Ok(md) = std::fs::metadata(&path) {
+                let mode = format!("{:o}", md.mode() & MODE_BITS);
+                user_meta.push((MODE_META.to_string(), mode));
+            }
+        }
         crate::object::carry_mtime(&mut user_meta, meta.modified);
         Ok(Opened {
             reader: super::Payload::File(LocalFile {
