@@ -89,10 +89,34 @@ impl Root {
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
             .open(path)?;
-        Ok(Root {
+        let root = Root {
             path: path.to_path_buf(),
             fd: OwnedFd::from(f),
-        })
+        };
+        root.probe();
+        Ok(root)
+    }
+
+    /// Whether `openat2` answers at all: a seccomp filter from before it existed (older
+    /// container runtimes) refuses it with EPERM rather than ENOSYS, which an open of
+    /// the root itself tells apart from a refusal of one path.
+    fn probe(&self) {
+        if NO_OPENAT2.load(Ordering::Relaxed) {
+            return;
+        }
+        let how = OpenHow::new()
+            .flags(DIR_FLAGS | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+        match nix::fcntl::openat2(self.fd(), ".", how) {
+            Ok(fd) => drop(owned(fd)),
+            Err(e @ (Errno::ENOSYS | Errno::EPERM)) => {
+                tracing::info!(
+                    "openat2 is not available ({e}): resolving paths one component at a time"
+                );
+                NO_OPENAT2.store(true, Ordering::Relaxed);
+            }
+            Err(_) => {}
+        }
     }
 
     pub(crate) fn path(&self) -> &Path {
