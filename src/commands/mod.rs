@@ -74,7 +74,7 @@ impl Settings {
     /// Refuses a directory endpoint (`role`: "source" or "destination") that holds or
     /// lies inside the state directory, a staging drive or the key file, naming both
     /// paths (see [`crate::backend::local::refuse_nested`]). Stores are not checked.
-    pub fn refuse_overlaps(&self, node: &Node, role: &str, url: &str) -> Result<()> {
+    pub(crate) fn refuse_overlaps(&self, node: &Node, role: &str, url: &str) -> Result<()> {
         use crate::backend::local::refuse_nested;
         refuse_nested(role, url, "the state directory", &node.state_dir)?;
         let configured = node.staging.drives.iter().map(std::path::PathBuf::from);
