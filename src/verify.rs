@@ -304,9 +304,18 @@ fn compare_catalog(
 /// there that the catalog does not know are not counted as extra.
 pub const RESERVED_PREFIX: &str = ".barge/";
 
-/// A destination object the catalog does not know: extra, unless barge's own.
+/// A destination object the catalog does not know: extra, unless barge's own (under
+/// [`RESERVED_PREFIX`], or named like a directory destination's temporary file: a
+/// catalog object of such a name is matched before it gets here).
 fn extra(r: &mut VerifyReport, key: &ObjectKey) {
-    if !key.as_bytes().starts_with(RESERVED_PREFIX.as_bytes()) {
+    let name = key
+        .as_bytes()
+        .rsplit(|&b| b == b'/')
+        .next()
+        .unwrap_or_default();
+    if !key.as_bytes().starts_with(RESERVED_PREFIX.as_bytes())
+        && !crate::backend::local::is_tmp_name(name)
+    {
         r.extra.push(key.to_string());
     }
 }

@@ -41,6 +41,15 @@ impl MoveOutcome {
     }
 }
 
+/// Refuses a directory destination inside a directory source or holding it, naming
+/// both (the move would list and copy its own output).
+pub(crate) fn refuse_crossed(source: &str, dest: &str) -> Result<()> {
+    match crate::backend::local::dir_of(source) {
+        Some(src) => crate::backend::local::refuse_nested("destination", dest, "the source", &src),
+        None => Ok(()),
+    }
+}
+
 /// Ingest from `source` and drain into `dest` together; a second pass when staging rot
 /// was found (the chunk locations are forgotten and the objects fetched again).
 pub async fn move_through(
@@ -50,6 +59,7 @@ pub async fn move_through(
     dest: &str,
     monitor: Arc<Monitor>,
 ) -> Result<MoveOutcome> {
+    refuse_crossed(source, dest)?;
     let mut passes = Vec::new();
     loop {
         let (feed, follow) = crate::drain::follow();

@@ -71,6 +71,22 @@ impl Settings {
         crate::plan::Shard::bind(&node.catalog, self.shard.as_ref())
     }
 
+    /// Refuses a directory endpoint (`role`: "source" or "destination") that holds or
+    /// lies inside the state directory, a staging drive or the key file, naming both
+    /// paths (see [`crate::backend::local::refuse_nested`]). Stores are not checked.
+    pub(crate) fn refuse_overlaps(&self, node: &Node, role: &str, url: &str) -> Result<()> {
+        use crate::backend::local::refuse_nested;
+        refuse_nested(role, url, "the state directory", &node.state_dir)?;
+        let configured = node.staging.drives.iter().map(std::path::PathBuf::from);
+        for drive in configured.chain(self.staging.iter().cloned()) {
+            refuse_nested(role, url, "the staging drive", &drive)?;
+        }
+        if let Some(key) = &self.key.key_file {
+            refuse_nested(role, url, "the key file", key)?;
+        }
+        Ok(())
+    }
+
     /// Destination options; without `--containers`, the layout recorded by the last
     /// drain to the same URL, so that verify finds every object.
     pub fn dest_options(&self, node: &Node, url: &str) -> Result<EndpointOptions> {

@@ -88,6 +88,7 @@ pub async fn ingest(
     monitor: Arc<Monitor>,
 ) -> Result<Timed<IngestSummary>> {
     s.bind_shard(node)?;
+    s.refuse_overlaps(node, "source", source)?;
     let mut src = open_source(source, &s.source).await?;
     if let Some(manifest) = &s.inventory {
         let scratch = node.state_dir.join("scratch").join("inventory");
@@ -130,6 +131,7 @@ pub async fn drain(
     monitor: Arc<Monitor>,
 ) -> Result<Timed<DrainSummary>> {
     s.bind_shard(node)?;
+    s.refuse_overlaps(node, "destination", dest)?;
     let d = open_destination(dest, &s.dest_options(node, dest)?).await?;
     let mut opts = DrainOptions {
         monitor,

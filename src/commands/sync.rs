@@ -176,6 +176,7 @@ async fn run_pass(
     del: &dyn Fn(u64) -> DeleteOptions,
     monitor: &Arc<Monitor>,
 ) -> Result<PassOutcome> {
+    super::migrate::refuse_crossed(source, dest)?;
     let (number, mut rec) = begin(node, kind, source, dest)?;
     show(node, monitor, "moving")?;
     let moved = move_phase(s, node, source, dest, number, &mut rec, monitor).await?;
