@@ -382,8 +382,11 @@ mod tests {
         assert!(shard(Some("z"), None).contains(&"zz".into()));
     }
 
-    /// A plan file of these (after, until) bounds.
-    fn plan_file(dir: &Path, bounds: &[(Option<&str>, Option<&str>)]) -> std::path::PathBuf {
+    /// The (after, until) bounds of a plan's shards.
+    type Bounds<'a> = [(Option<&'a str>, Option<&'a str>)];
+
+    /// A plan file of these bounds.
+    fn plan_file(dir: &Path, bounds: &Bounds) -> std::path::PathBuf {
         let plan = Plan {
             plan_version: PLAN_VERSION,
             id: "0123456789abcdef".into(),
@@ -411,12 +414,10 @@ mod tests {
     #[test]
     fn plans_with_gaps_or_overlaps_are_refused_by_shard_and_key() {
         let dir = tempfile::tempdir().unwrap();
-        let load = |b: &[(Option<&str>, Option<&str>)]| {
-            Plan::load(&plan_file(dir.path(), b)).map_err(|e| e.to_string())
-        };
+        let load = |b: &Bounds| Plan::load(&plan_file(dir.path(), b)).map_err(|e| e.to_string());
         // Whole, with an empty range (a cut of fewer keys than shards), loads.
         load(&[(None, Some("b")), (Some("b"), Some("b")), (Some("b"), None)]).unwrap();
-        let cases: [(&[(Option<&str>, Option<&str>)], &str); 6] = [
+        let cases: [(&Bounds, &str); 6] = [
             (
                 &[(None, Some("b")), (Some("d"), None)],
                 "shard 0 ends at \"b\" but shard 1 starts after \"d\": a gap",

@@ -63,12 +63,8 @@ pub const RESERVED_KIND: &str =
 /// it, also behind leading `/` or `./` (the same file in a directory destination).
 pub fn is_reserved(key: &ObjectKey) -> bool {
     let mut k = key.as_bytes();
-    loop {
-        if let Some(rest) = k.strip_prefix(b"/").or_else(|| k.strip_prefix(b"./")) {
-            k = rest;
-        } else {
-            break;
-        }
+    while let Some(rest) = k.strip_prefix(b"/").or_else(|| k.strip_prefix(b"./")) {
+        k = rest;
     }
     k == b".barge" || k.starts_with(RESERVED_PREFIX.as_bytes())
 }
