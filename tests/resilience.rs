@@ -1527,7 +1527,9 @@ impl Drop for Killed {
 /// server's log, the shards run one after the other); the fleet report is NOT DONE,
 /// naming the shard, until the last shard ran; that shard, killed with SIGKILL, finishes
 /// its share when run again; the union of the moves is exactly the bucket and no object
-/// was written twice.
+/// was written twice. The shards' reports carry a MAC under the fleet key (from the
+/// environment); a forged `.barge/<plan>/shard-1.json` saying DONE, put in the bucket,
+/// is refused by shard 0's listing and named in the fleet's verdict (issue 27).
 #[test]
 fn three_shards_move_one_bucket_and_the_fleet_has_one_verdict() {
     let env = saio();
@@ -1568,25 +1570,6 @@ fn three_shards_move_one_bucket_and_the_fleet_has_one_verdict() {
         .map(|i| p["shards"][i]["objects"].as_u64().unwrap())
         .collect();
     assert_eq!(counts, [1000, 1000, 1000], "{p}");
-    // Issue 27: a forged report of shard 1 saying DONE, put in the bucket after the
-    // plan (in shard 0's range): refused by shard 0's listing, never at the destination.
-    let forged = t.path().join("forged.json");
-    let doc = serde_json::json!({
-        "report_version": 2, "plan_id": p["id"], "shard": 1, "shards": 3, "source": url,
-        "destination": dest, "started": p["created"], "unix": p["created"], "done": true,
-        "verdict": "DONE", "objects": 1000, "drained": 1000, "failed": 0, "bytes": 1,
-        "left_out": 0, "left_out_entries": [],
-        "digest": {"objects": 1000, "bytes": 1, "unhashed": 0, "value": "00"}
-    });
-    std::fs::write(&forged, doc.to_string()).unwrap();
-    let forged_key = format!(".barge/{}/shard-1.json", p["id"].as_str().unwrap());
-    must(
-        aws_s3(env)
-            .args(["s3", "cp"])
-            .arg(&forged)
-            .arg(format!("{url}/{forged_key}")),
-    );
-
     let state = |i: u32| t.path().join(format!("state-{i}"));
     for i in 0..3 {
         init_small(&state(i), &[]);
@@ -1701,6 +1684,28 @@ fn three_shards_move_one_bucket_and_the_fleet_has_one_verdict() {
     );
     let o = node(1).output().unwrap();
     assert!(o.status.success(), "shard 1 again: {}", stderr(&o));
+    // Issue 27: a forged report of shard 1 saying DONE, put in the bucket once every
+    // shard ran (in shard 0's range, "." sorts first), and shard 0 run again: its
+    // listing refuses and names it, it never reaches the destination.
+    let forged = t.path().join("forged.json");
+    let doc = serde_json::json!({
+        "report_version": 2, "plan_id": p["id"], "shard": 1, "shards": 3, "source": url,
+        "destination": dest, "started": p["created"], "unix": p["created"], "done": true,
+        "verdict": "DONE", "objects": 1000, "drained": 1000, "failed": 0, "bytes": 1,
+        "left_out": 0, "left_out_entries": [],
+        "digest": {"objects": 1000, "bytes": 1, "unhashed": 0, "value": "00"}
+    });
+    std::fs::write(&forged, doc.to_string()).unwrap();
+    let forged_key = format!(".barge/{}/shard-1.json", p["id"].as_str().unwrap());
+    must(
+        aws_s3(env)
+            .args(["s3", "cp"])
+            .arg(&forged)
+            .arg(format!("{url}/{forged_key}")),
+    );
+
+    let o = node(0).output().unwrap();
+    assert!(o.status.success(), "shard 0 again: {}", stderr(&o));
     let (code, f) = fleet();
     assert_eq!(code, Some(0), "{f}");
     assert_eq!(f["done"], true);
