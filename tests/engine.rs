@@ -1426,6 +1426,8 @@ fn forged_shard_reports_are_refused_by_name() {
         o.contains(&format!("skipped: {forged} (refused: a key under .barge/")),
         "{o}"
     );
+    // Nor does verify count it as only at the source.
+    shard(0, &["verify"]);
     let r = ok(&barge(&state(0), &["report"]));
     assert!(
         r.contains("verdict     DONE, with 1 entries left out (listed below)"),
