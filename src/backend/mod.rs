@@ -76,10 +76,13 @@ impl Listed {
     /// (ingest's dispatcher, verify's and plan's tables) passes its lines through here.
     pub fn refuse_reserved(self) -> Listed {
         match self {
-            Listed::Object(m) if is_reserved(&m.key) => Listed::Skipped {
-                key: m.key,
-                kind: RESERVED_KIND,
-            },
+            Listed::Object(m) if is_reserved(&m.key) => {
+                tracing::warn!("object {}: left out, {RESERVED_KIND}", m.key);
+                Listed::Skipped {
+                    key: m.key,
+                    kind: RESERVED_KIND,
+                }
+            }
             other => other,
         }
     }
