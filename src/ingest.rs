@@ -74,6 +74,9 @@ pub struct IngestOptions {
     pub fresh_listing: bool,
     /// This node's share of a plan: only keys in its range are listed and moved.
     pub shard: Option<crate::plan::Shard>,
+    /// The listing is the catalog's objects still to fetch, not the source
+    /// (`--resume-listing-only`): what the last listing left out is still left out.
+    pub keeps_left_out: bool,
 }
 
 impl Default for IngestOptions {
@@ -87,6 +90,7 @@ impl Default for IngestOptions {
             pass: None,
             fresh_listing: false,
             shard: None,
+            keeps_left_out: false,
         }
     }
 }
@@ -190,11 +194,15 @@ impl Ctx {
     /// Records an object's ingest failure; false if even that could not be written.
     /// An entry of the source that is not an object: counted, and named if among the
     /// first.
+    /// One named before (by the listing this run resumes) is not counted again.
     fn skip(&self, key: ObjectKey, kind: &str) {
-        if let Ok(mut s) = self.skipped.lock() {
+        let key = key.to_string();
+        if let Ok(mut s) = self.skipped.lock()
+            && !s.1.iter().any(|(k, _)| *k == key)
+        {
             s.0 += 1;
             if s.1.len() < MAX_FAILURES_SHOWN {
-                s.1.push((key.to_string(), kind.to_string()));
+                s.1.push((key, kind.to_string()));
             }
         }
     }
@@ -317,6 +325,15 @@ pub async fn run(
         .map_err(|e| Error::task("staging shutdown", e))??;
     let mut mark = dispatched.mark(run_id, source.url(), summary.stopped_early.as_ref());
     mark.pass = opts.pass;
+    mark.left_out = summary.skipped;
+    mark.left_out_shown = summary
+        .skipped_shown
+        .iter()
+        .map(|(key, why)| crate::catalog::LeftOut {
+            key: key.clone(),
+            why: why.clone(),
+        })
+        .collect();
     record_run(node, run_id, &dispatched, &summary, &mark)?;
     summary.listing_secs = dispatched.listing_secs;
     summary.listing_complete = mark.complete;
@@ -359,6 +376,7 @@ fn prepare(
         .listing_done
         .store(false, Ordering::Relaxed);
     opts.monitor.set_source(&source.url(), source.throttle());
+    let left_out = carried_left_out(node, source, opts)?;
     let list_from = resume_point(node, source, opts)?;
     // The filter is compiled (a bad pattern refused) and recorded before anything runs.
     let filter = crate::filter::Filter::new(&opts.filter)?;
@@ -379,6 +397,15 @@ fn prepare(
         last_key: None,
         reason: Some("the run ended before its listing did (killed, or still running)".into()),
         pass: opts.pass,
+        left_out: left_out.0,
+        left_out_shown: left_out
+            .1
+            .iter()
+            .map(|(key, why)| crate::catalog::LeftOut {
+                key: key.clone(),
+                why: why.clone(),
+            })
+            .collect(),
     })?;
     let ctx = Arc::new(Ctx {
         source: source.clone(),
@@ -390,7 +417,7 @@ fn prepare(
         monitor: opts.monitor.clone(),
         failures: Default::default(),
         vanished: Default::default(),
-        skipped: Default::default(),
+        skipped: std::sync::Mutex::new(left_out),
         deferred: Default::default(),
         filter,
         excluded: Default::default(),
@@ -406,6 +433,25 @@ fn prepare(
         outside_shard: Default::default(),
     });
     Ok((ctx, run_id, start_totals))
+}
+
+/// What the last listing left out, carried into this run's count when this run does
+/// not list the whole source again: it resumes that listing (whose first part it does
+/// not see again), or takes the catalog's objects instead of a listing.
+fn carried_left_out(
+    node: &Node,
+    source: &Arc<dyn Source>,
+    opts: &IngestOptions,
+) -> Result<(u64, Vec<(String, String)>)> {
+    let Some(last) = node.catalog.listing_mark()? else {
+        return Ok(Default::default());
+    };
+    let resumes = !last.complete && !opts.fresh_listing && last.pass == opts.pass;
+    if last.source != source.url() || !(resumes || opts.keeps_left_out) {
+        return Ok(Default::default());
+    }
+    let shown = last.left_out_shown.into_iter().map(|l| (l.key, l.why));
+    Ok((last.left_out, shown.collect()))
 }
 
 /// Where this run's listing starts: after the saved checkpoints when the last listing
@@ -503,6 +549,8 @@ impl Dispatched {
                 .flatten(),
             reason,
             pass: None,
+            left_out: 0,
+            left_out_shown: vec![],
         }
     }
 }
@@ -619,7 +667,7 @@ async fn route(
         if ctx.stop.load(Ordering::Relaxed) {
             return r;
         }
-        match item {
+        match item.refuse_reserved() {
             Listed::Error { key, .. } | Listed::Skipped { key, .. } if !ctx.in_shard(&key) => {}
             Listed::Error { key, reason } => {
                 ctx.monitor.ingest.listed.fetch_add(1, Ordering::Relaxed);

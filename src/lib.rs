@@ -23,6 +23,7 @@ pub mod error;
 pub(crate) mod failpoint;
 pub mod filter;
 pub mod fleet;
+pub mod fleet_key;
 pub mod ingest;
 pub mod inventory;
 pub mod listing;

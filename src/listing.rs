@@ -116,7 +116,7 @@ impl SortedListing {
     ) -> Result<()> {
         let mut batch = Vec::with_capacity(SPILL_BATCH);
         while let Some(item) = rx.recv().await {
-            match item {
+            match item.refuse_reserved() {
                 Listed::Object(m) if !keep(&m) => {}
                 Listed::Object(m) => {
                     let e = Entry {

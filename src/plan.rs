@@ -153,7 +153,61 @@ impl Plan {
                 message: "its shards are not numbered 0..N in order".into(),
             });
         }
+        plan.check_ranges().map_err(|message| Error::Decode {
+            what: format!("the plan {}", path.display()),
+            message,
+        })?;
         Ok(plan)
+    }
+
+    /// The ranges must cover the key space once: the first from the first key, each
+    /// starting where the one before ends, none ending before it starts, the last to the
+    /// last key. A gap would leave objects no shard moves while every shard says DONE;
+    /// an overlap would move objects twice. The error names the shards and keys.
+    fn check_ranges(&self) -> std::result::Result<(), String> {
+        let show = |k: &Option<String>| match k {
+            Some(k) => format!("{k:?}"),
+            None => "the end of the key space".into(),
+        };
+        let (first, last) = (&self.shards[0], &self.shards[self.shards.len() - 1]);
+        if let Some(a) = &first.after {
+            return Err(format!(
+                "shard 0 starts after {a:?}, not at the first key: the keys up to it are in no shard"
+            ));
+        }
+        if let Some(u) = &last.until {
+            return Err(format!(
+                "shard {} ends at {u:?}, not at the last key: the keys after it are in no shard",
+                last.index
+            ));
+        }
+        for s in &self.shards {
+            if let (Some(a), Some(u)) = (&s.after, &s.until)
+                && u < a
+            {
+                return Err(format!(
+                    "shard {} ends at {u:?}, before it starts (after {a:?}): the ranges overlap",
+                    s.index
+                ));
+            }
+        }
+        for w in self.shards.windows(2) {
+            let (a, b) = (&w[0], &w[1]);
+            if a.until.is_none() || a.until != b.after {
+                let how = match (&a.until, &b.after) {
+                    (Some(u), Some(n)) if n > u => "a gap: the keys between are in no shard",
+                    _ => "an overlap: both hold the keys between",
+                };
+                return Err(format!(
+                    "shard {} ends at {} but shard {} starts after {}: {how}",
+                    a.index,
+                    show(&a.until),
+                    b.index,
+                    show(&b.after)
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Shard `index` of the plan (given, or from [`INDEX_ENV`]), for `source`.
@@ -326,6 +380,73 @@ mod tests {
         assert!(!s.contains(&"d0".into()));
         assert!(shard(None, Some("a")).contains(&"a".into()));
         assert!(shard(Some("z"), None).contains(&"zz".into()));
+    }
+
+    /// The (after, until) bounds of a plan's shards.
+    type Bounds<'a> = [(Option<&'a str>, Option<&'a str>)];
+
+    /// A plan file of these bounds.
+    fn plan_file(dir: &Path, bounds: &Bounds) -> std::path::PathBuf {
+        let plan = Plan {
+            plan_version: PLAN_VERSION,
+            id: "0123456789abcdef".into(),
+            created: 1,
+            source: "s3://b".into(),
+            objects: 0,
+            bytes: 0,
+            shards: bounds
+                .iter()
+                .enumerate()
+                .map(|(i, (a, u))| ShardRange {
+                    index: i as u32,
+                    after: a.map(Into::into),
+                    until: u.map(Into::into),
+                    objects: 0,
+                    bytes: 0,
+                })
+                .collect(),
+        };
+        let p = dir.join("plan.json");
+        std::fs::write(&p, serde_json::to_vec(&plan).unwrap()).unwrap();
+        p
+    }
+
+    #[test]
+    fn plans_with_gaps_or_overlaps_are_refused_by_shard_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |b: &Bounds| Plan::load(&plan_file(dir.path(), b)).map_err(|e| e.to_string());
+        // Whole, with an empty range (a cut of fewer keys than shards), loads.
+        load(&[(None, Some("b")), (Some("b"), Some("b")), (Some("b"), None)]).unwrap();
+        let cases: [(&Bounds, &str); 6] = [
+            (
+                &[(None, Some("b")), (Some("d"), None)],
+                "shard 0 ends at \"b\" but shard 1 starts after \"d\": a gap",
+            ),
+            (
+                &[(None, Some("d")), (Some("b"), None)],
+                "shard 0 ends at \"d\" but shard 1 starts after \"b\": an overlap",
+            ),
+            (
+                &[(None, None), (Some("b"), None)],
+                "shard 0 ends at the end of the key space but shard 1 starts after \"b\": an overlap",
+            ),
+            (
+                &[(Some("a"), Some("b")), (Some("b"), None)],
+                "shard 0 starts after \"a\", not at the first key",
+            ),
+            (
+                &[(None, Some("b")), (Some("b"), Some("x"))],
+                "shard 1 ends at \"x\", not at the last key",
+            ),
+            (
+                &[(None, Some("c")), (Some("c"), Some("a")), (Some("a"), None)],
+                "shard 1 ends at \"a\", before it starts (after \"c\")",
+            ),
+        ];
+        for (bounds, want) in cases {
+            let e = load(bounds).unwrap_err();
+            assert!(e.contains(want), "{bounds:?}: {e}");
+        }
     }
 
     #[tokio::test]

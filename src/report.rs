@@ -53,6 +53,11 @@ pub struct Report {
     pub filter: Option<crate::filter::FilterSpec>,
     /// The key ranges an incomplete listing left, where the next ingest resumes them.
     pub listing_left: Vec<barge_tui::model::ListingRange>,
+    /// Entries the last listing left out of the move (symbolic links, sockets, devices
+    /// and FIFOs of a directory source, keys under `.barge/`): a DONE says how many.
+    pub left_out: u64,
+    /// The first of them, by name, with why.
+    pub left_out_entries: Vec<crate::catalog::LeftOut>,
     pub done: bool,
     pub verdict: String,
     /// Seconds from the first run's start to the last run's end (wall time of the move).
@@ -157,6 +162,10 @@ pub fn build(node: &Node) -> Result<Report> {
     r.drives = node.staging.drives.clone();
     r.add_runs(node.catalog.runs()?);
     r.listing = node.catalog.listing_mark()?;
+    if let Some(m) = &r.listing {
+        r.left_out = m.left_out;
+        r.left_out_entries = m.left_out_shown.clone();
+    }
     r.listing_left = crate::checkpoint::as_status(&crate::checkpoint::saved(&node.catalog)?);
     r.filter = crate::filter::recorded(&node.catalog)?;
     let passes = node.catalog.passes()?;
@@ -285,6 +294,11 @@ impl Report {
             format!(
                 "NOT DONE: all {} objects are drained, but {why}",
                 self.objects
+            )
+        } else if self.left_out > 0 {
+            format!(
+                "DONE, with {} entries left out (listed below): all {} objects are at the destination, verified",
+                self.left_out, self.objects
             )
         } else {
             format!(
@@ -467,6 +481,25 @@ impl Report {
             s.push_str(&crate::passes::describe(st));
         }
         s.push_str(&format!("verdict     {}\n", self.verdict));
+        s.push_str(&self.left_out_text());
+        s
+    }
+
+    /// What the last listing left out, one line each (after the verdict, which counts
+    /// them).
+    pub fn left_out_text(&self) -> String {
+        let mut s = String::new();
+        for e in &self.left_out_entries {
+            s.push_str(&format!("left out    {}: {}\n", e.key, e.why));
+        }
+        let more = self
+            .left_out
+            .saturating_sub(self.left_out_entries.len() as u64);
+        if more > 0 {
+            s.push_str(&format!(
+                "left out    ... and {more} more (named in the log of the ingest that listed them)\n"
+            ));
+        }
         s
     }
 }

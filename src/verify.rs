@@ -300,9 +300,9 @@ fn compare_catalog(
     Ok(r)
 }
 
-/// Where barge keeps its own files at a destination (cutover certificates): objects
-/// there that the catalog does not know are not counted as extra.
-pub const RESERVED_PREFIX: &str = ".barge/";
+/// Where barge keeps its own files at a destination: objects there are never part of a
+/// move (every listing refuses them), so neither extra nor missing.
+pub use crate::backend::RESERVED_PREFIX;
 
 /// A destination object the catalog does not know: extra, unless barge's own (under
 /// [`RESERVED_PREFIX`], or named like a directory destination's temporary file: a

@@ -108,8 +108,12 @@ fn the_kubernetes_job_runs_one_pod_per_shard_of_the_plan() {
         script.contains("migrate --source \"$BARGE_SOURCE\" --dest \"$BARGE_DEST\""),
         "{script}"
     );
-    // Credentials from a Secret; the status API on the port Prometheus is told about.
+    // Credentials from a Secret, and the fleet key from a Secret of its own (never the
+    // plan's ConfigMap); the status API on the port Prometheus is told about.
     assert!(c["envFrom"][0]["secretRef"]["name"].is_string());
+    let fleet_key = &env("BARGE_FLEET_KEY")["valueFrom"]["secretKeyRef"];
+    assert!(fleet_key["name"].is_string(), "{fleet_key}");
+    assert_ne!(fleet_key["name"], cm["metadata"]["name"]);
     let port = c["ports"][0]["containerPort"].as_u64().unwrap();
     assert!(
         script.contains(&format!("--http 0.0.0.0:{port}")),

@@ -7,6 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use common::*;
+use serde_json::Value;
 
 /// A tree with the edge cases the issue names.
 fn edge_tree(root: &Path) {
@@ -980,6 +981,45 @@ fn a_directory_source_names_what_it_skips_and_can_follow_links() {
         assert!(out.contains(&format!("skipped: {name} ({kind})")), "{out}");
     }
     assert!(a.join("real").exists() && !a.join("link").exists());
+    // Issue 27: `report` itself names what the last listing left out, and its DONE
+    // says how many, in text and JSON.
+    let r = ok(&barge(&state, &["report"]));
+    assert!(
+        r.contains("verdict     DONE, with 3 entries left out (listed below)"),
+        "{r}"
+    );
+    let j = ok(&barge(&state, &["--json", "report"]));
+    let j = &json_doc(&j, "report")["report"];
+    assert_eq!(j["left_out"], 3, "{j}");
+    assert!(
+        j["verdict"]
+            .as_str()
+            .unwrap()
+            .starts_with("DONE, with 3 entries left out"),
+        "{j}"
+    );
+    for (name, kind) in [
+        ("link", "symbolic link"),
+        ("sock", "socket"),
+        ("fifo", "FIFO"),
+    ] {
+        assert!(r.contains(&format!("left out    {name}: {kind}\n")), "{r}");
+        let named = j["left_out_entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["key"] == name && e["why"] == kind);
+        assert!(named, "{j}");
+    }
+    // An ingest that takes the catalog's objects instead of a listing keeps the count.
+    ok(&barge(
+        &state,
+        &["ingest", "--source", s, "--resume-listing-only"],
+    ));
+    // (NOT DONE until a verify follows that ingest, and still naming them.)
+    let j = barge(&state, &["--json", "report"]);
+    let j = String::from_utf8_lossy(&j.stdout);
+    assert_eq!(json_doc(&j, "report")["report"]["left_out"], 3, "{j}");
 
     let state2 = t.path().join("state2");
     init_small(&state2, &[]);
@@ -1272,9 +1312,12 @@ fn shards_of_a_directory_move_their_halves_and_bad_plans_are_named() {
     }
     let plan = t.path().join("plan.json");
     let srcs = src.to_str().unwrap();
+    let key = t.path().join("fleet.key");
     let o = bin()
         .args(["plan", "--shards", "2", "--source", srcs, "--out"])
         .arg(&plan)
+        .arg("--new-fleet-key")
+        .arg(&key)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
@@ -1283,6 +1326,7 @@ fn shards_of_a_directory_move_their_halves_and_bad_plans_are_named() {
     assert_eq!(p["shards"][1]["objects"], 20);
     let plan_s = plan.to_str().unwrap();
     let outs = out.to_str().unwrap();
+    let keys = key.to_str().unwrap();
     for i in 0..2 {
         let state = t.path().join(format!("state-{i}"));
         init_small(&state, &[]);
@@ -1290,8 +1334,18 @@ fn shards_of_a_directory_move_their_halves_and_bad_plans_are_named() {
         let o = ok(&barge(
             &state,
             &[
-                "--plan", plan_s, "--shard", &shard, "--json", "migrate", "--source", srcs,
-                "--dest", outs,
+                "--plan",
+                plan_s,
+                "--shard",
+                &shard,
+                "--fleet-key-file",
+                keys,
+                "--json",
+                "migrate",
+                "--source",
+                srcs,
+                "--dest",
+                outs,
             ],
         ));
         let ing = &json_doc(&o, "ingest")["ingest"];
@@ -1304,7 +1358,15 @@ fn shards_of_a_directory_move_their_halves_and_bad_plans_are_named() {
     assert!(reports.join("shard-0.json").exists() && reports.join("shard-1.json").exists());
     let f = barge(
         &t.path().join("state-0"),
-        &["--plan", plan_s, "report", "--fleet", outs],
+        &[
+            "--plan",
+            plan_s,
+            "--fleet-key-file",
+            keys,
+            "report",
+            "--fleet",
+            outs,
+        ],
     );
     assert!(f.status.success(), "{}", String::from_utf8_lossy(&f.stdout));
     std::fs::remove_dir_all(out.join(".barge")).unwrap();
@@ -1426,4 +1488,221 @@ fn a_sync_keeps_a_file_someone_else_wrote_over_barge_s() {
     assert_eq!(d["kept_foreign_keys"][0][0], "f0", "{p}");
     assert_eq!(std::fs::read(out.join("f0")).unwrap(), b"someone else's");
     assert!(!out.join("f1").exists());
+}
+
+/// `barge --plan PLAN --fleet-key-file KEY --json report --fleet OUT` (with `extra`
+/// arguments first): its exit code and the fleet document.
+fn fleet_report(state: &Path, plan: &Path, out: &Path, extra: &[&str]) -> (Option<i32>, Value) {
+    let mut args = vec!["--plan", plan.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--json", "report", "--fleet", out.to_str().unwrap()]);
+    let o = barge(state, &args);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("\"fleet\""), "{args:?}: {text}{}", stderr(&o));
+    (o.status.code(), json_doc(&text, "fleet")["fleet"].clone())
+}
+
+/// Issue 27, item 5: a source object `.barge/<plan>/shard-1.json` saying DONE is refused
+/// by the listing and named (the run's output, `report`), so it never lands on shard 1's
+/// report; `report --fleet` is DONE only once shard 1 published its own report, checked
+/// under the fleet key. Refused by name: a report edited at the destination, one without
+/// a MAC, every report under another key, reports of another plan or source or older
+/// than the plan; without a key the fleet is UNVERIFIED. The cutover certificate carries
+/// a MAC under the same key.
+#[test]
+fn forged_shard_reports_are_refused_by_name() {
+    let t = tmp();
+    let (src, out) = (t.path().join("src"), t.path().join("out"));
+    for i in 0..20u64 {
+        write(
+            &src,
+            format!("f{i:02}").as_bytes(),
+            &rand_bytes(60 + i, 500),
+        );
+    }
+    let (plan, key) = (t.path().join("plan.json"), t.path().join("fleet.key"));
+    let srcs = src.to_str().unwrap();
+    let o = bin()
+        .args(["plan", "--shards", "2", "--source", srcs, "--out"])
+        .arg(&plan)
+        .arg("--new-fleet-key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p: Value = serde_json::from_slice(&std::fs::read(&plan).unwrap()).unwrap();
+    let id = p["id"].as_str().unwrap().to_string();
+    // The forgery: shard 1's report, DONE, as an object of the source (in shard 0's
+    // range: "." sorts first).
+    let forged = format!(".barge/{id}/shard-1.json");
+    let doc = serde_json::json!({
+        "report_version": 2, "plan_id": id, "shard": 1, "shards": 2, "source": srcs,
+        "destination": out.to_str().unwrap(), "started": p["created"], "unix": p["created"],
+        "done": true, "verdict": "DONE: all 10 objects are at the destination, verified",
+        "objects": 10, "drained": 10, "failed": 0, "bytes": 5000, "left_out": 0,
+        "left_out_entries": [],
+        "digest": {"objects": 10, "bytes": 5000, "unhashed": 0, "value": "00"}
+    });
+    write(&src, forged.as_bytes(), doc.to_string().as_bytes());
+    let keys = key.to_str().unwrap();
+    let state = |i: u32| t.path().join(format!("state-{i}"));
+    let shard = |i: u32, cmd: &[&str]| {
+        let si = i.to_string();
+        let mut args = vec![
+            "--plan",
+            plan.to_str().unwrap(),
+            "--shard",
+            &si,
+            "--fleet-key-file",
+            keys,
+        ];
+        args.extend_from_slice(cmd);
+        args.extend_from_slice(&["--source", srcs, "--dest", out.to_str().unwrap()]);
+        ok(&barge(&state(i), &args))
+    };
+    init_small(&state(0), &[]);
+    let o = shard(0, &["migrate"]);
+    assert!(
+        !out.join(&forged).exists(),
+        "the source's .barge/ key was moved"
+    );
+    assert!(
+        o.contains(&format!("skipped: {forged} (refused: a key under .barge/")),
+        "{o}"
+    );
+    // Nor does verify count it as only at the source.
+    shard(0, &["verify"]);
+    let r = ok(&barge(&state(0), &["report"]));
+    assert!(
+        r.contains("verdict     DONE, with 1 entries left out (listed below)"),
+        "{r}"
+    );
+    assert!(
+        r.contains(&format!(
+            "left out    {forged}: refused: a key under .barge/"
+        )),
+        "{r}"
+    );
+    let (code, f) = fleet_report(&state(0), &plan, &out, &["--fleet-key-file", keys]);
+    assert_eq!(code, Some(3), "{f}");
+    let verdict = f["verdict"].as_str().unwrap();
+    assert!(verdict.contains("shard 1 has not reported"), "{verdict}");
+
+    // Shard 1's own report: DONE, saying what was left out.
+    init_small(&state(1), &[]);
+    shard(1, &["migrate"]);
+    let (code, f) = fleet_report(&state(0), &plan, &out, &["--fleet-key-file", keys]);
+    assert_eq!(code, Some(0), "{f}");
+    assert_eq!(f["done"], true);
+    assert_eq!(f["left_out"], 1);
+    let verdict = f["verdict"].as_str().unwrap();
+    assert!(
+        verdict.starts_with("DONE, with 1 entries left out (listed below)"),
+        "{verdict}"
+    );
+
+    // Without the key: UNVERIFIED, never DONE. Under another key: both refused.
+    let (code, f) = fleet_report(&state(0), &plan, &out, &[]);
+    assert_eq!(code, Some(3), "{f}");
+    assert!(
+        f["verdict"].as_str().unwrap().starts_with("UNVERIFIED"),
+        "{f}"
+    );
+    let other = t.path().join("other.key");
+    barge::fleet_key::FleetKey::write_new(&other).unwrap();
+    let (code, f) = fleet_report(
+        &state(0),
+        &plan,
+        &out,
+        &["--fleet-key-file", other.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(3), "{f}");
+    let verdict = f["verdict"].as_str().unwrap();
+    for i in 0..2 {
+        assert!(
+            verdict.contains(&format!(
+                "shard {i} report refused: its MAC does not verify: forged or from another fleet key"
+            )),
+            "{verdict}"
+        );
+    }
+
+    // Forged at the destination: edited, or written without a MAC.
+    let at = out.join(&forged);
+    let real = std::fs::read(&at).unwrap();
+    let mut edited: Value = serde_json::from_slice(&real).unwrap();
+    edited["objects"] = 999.into();
+    std::fs::write(&at, edited.to_string()).unwrap();
+    let (code, f) = fleet_report(&state(0), &plan, &out, &["--fleet-key-file", keys]);
+    assert_eq!(code, Some(3), "{f}");
+    let verdict = f["verdict"].as_str().unwrap();
+    assert!(
+        verdict.contains(
+            "shard 1 report refused: its MAC does not verify: forged or from another fleet key"
+        ),
+        "{verdict}"
+    );
+    assert!(!verdict.contains("shard 0"), "{verdict}");
+    edited.as_object_mut().unwrap().remove("mac");
+    std::fs::write(&at, edited.to_string()).unwrap();
+    let (_, f) = fleet_report(&state(0), &plan, &out, &["--fleet-key-file", keys]);
+    assert!(
+        f["verdict"]
+            .as_str()
+            .unwrap()
+            .contains("shard 1 report refused: it carries no MAC"),
+        "{f}"
+    );
+    std::fs::write(&at, &real).unwrap();
+
+    // Reports of another source, another plan, or older than the plan.
+    let edited_plan = |name: &str, field: &str, value: Value| {
+        let mut q = p.clone();
+        q[field] = value;
+        let path = t.path().join(name);
+        std::fs::write(&path, q.to_string()).unwrap();
+        path
+    };
+    let cases = [
+        (
+            edited_plan("other-source.json", "source", "/elsewhere".into()),
+            format!("shard 0 report refused: it is of source {srcs}, the plan's is /elsewhere"),
+        ),
+        (
+            edited_plan(
+                "future.json",
+                "created",
+                (p["created"].as_u64().unwrap() + 86_400).into(),
+            ),
+            "shard 1 report refused: its work started at".to_string(),
+        ),
+        (
+            edited_plan("other-plan.json", "id", "0123456789abcdef".into()),
+            format!("shard 1 report refused: it is for shard 1 of plan {id}"),
+        ),
+    ];
+    let copy = out.join(".barge/0123456789abcdef");
+    std::fs::create_dir_all(&copy).unwrap();
+    for i in 0..2 {
+        let name = format!("shard-{i}.json");
+        std::fs::copy(out.join(".barge").join(&id).join(&name), copy.join(&name)).unwrap();
+    }
+    for (plan, want) in cases {
+        let (code, f) = fleet_report(&state(0), &plan, &out, &["--fleet-key-file", keys]);
+        assert_eq!(code, Some(3), "{f}");
+        assert!(
+            f["verdict"].as_str().unwrap().contains(&want),
+            "{want}: {f}"
+        );
+    }
+
+    // A cutover certificate under the same key.
+    shard(1, &["cutover"]);
+    let cert = std::fs::read(state(1).join("cutover-certificate.json")).unwrap();
+    let k = barge::fleet_key::FleetKey::load(&key).unwrap();
+    let ctx = barge::fleet_key::CTX_CERTIFICATE;
+    k.check(ctx, &cert).unwrap();
+    let mut c: Value = serde_json::from_slice(&cert).unwrap();
+    c["done"] = false.into();
+    assert!(k.check(ctx, c.to_string().as_bytes()).is_err());
 }

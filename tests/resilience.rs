@@ -1708,7 +1708,9 @@ impl Drop for Killed {
 /// server's log, the shards run one after the other); the fleet report is NOT DONE,
 /// naming the shard, until the last shard ran; that shard, killed with SIGKILL, finishes
 /// its share when run again; the union of the moves is exactly the bucket and no object
-/// was written twice.
+/// was written twice. The shards' reports carry a MAC under the fleet key (from the
+/// environment); a forged `.barge/<plan>/shard-1.json` saying DONE, put in the bucket,
+/// is refused by shard 0's listing and named in the fleet's verdict (issue 27).
 #[test]
 fn three_shards_move_one_bucket_and_the_fleet_has_one_verdict() {
     let env = saio();
@@ -1733,18 +1735,22 @@ fn three_shards_move_one_bucket_and_the_fleet_has_one_verdict() {
     let dest = format!("swift://{container}");
 
     let plan = t.path().join("plan.json");
+    let key_file = t.path().join("fleet.key");
     let o = barge_saio(env, &t.path().join("unused"))
         .args(["plan", "--shards", "3", "--source", &url, "--out"])
         .arg(&plan)
+        .arg("--new-fleet-key")
+        .arg(&key_file)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
+    // The nodes and the watcher take the key from the environment, as from a Secret.
+    let key = std::fs::read_to_string(&key_file).unwrap();
     let p: serde_json::Value = serde_json::from_slice(&std::fs::read(&plan).unwrap()).unwrap();
     let counts: Vec<u64> = (0..3)
         .map(|i| p["shards"][i]["objects"].as_u64().unwrap())
         .collect();
     assert_eq!(counts, [1000, 1000, 1000], "{p}");
-
     let state = |i: u32| t.path().join(format!("state-{i}"));
     for i in 0..3 {
         init_small(&state(i), &[]);
@@ -1754,11 +1760,13 @@ fn three_shards_move_one_bucket_and_the_fleet_has_one_verdict() {
         c.arg("--plan")
             .arg(&plan)
             .args(["--json", "migrate", "--source", &url, "--dest", &dest]);
-        c.env("JOB_COMPLETION_INDEX", i.to_string());
+        c.env("JOB_COMPLETION_INDEX", i.to_string())
+            .env("BARGE_FLEET_KEY", &key);
         c
     };
     let fleet = || {
         let o = barge_saio(env, &state(0))
+            .env("BARGE_FLEET_KEY", &key)
             .arg("--plan")
             .arg(&plan)
             .args(["--json", "report", "--fleet", &dest])
@@ -1789,6 +1797,7 @@ fn three_shards_move_one_bucket_and_the_fleet_has_one_verdict() {
     let watch_state = t.path().join("watch");
     let mut watcher = Killed(
         barge_saio(env, &watch_state)
+            .env("BARGE_FLEET_KEY", &key)
             .arg("--plan")
             .arg(&plan)
             .args(["report", "--fleet", &dest, "--watch", "1"])
@@ -1856,10 +1865,35 @@ fn three_shards_move_one_bucket_and_the_fleet_has_one_verdict() {
     );
     let o = node(1).output().unwrap();
     assert!(o.status.success(), "shard 1 again: {}", stderr(&o));
+    // Issue 27: a forged report of shard 1 saying DONE, put in the bucket once every
+    // shard ran (in shard 0's range, "." sorts first), and shard 0 run again: its
+    // listing refuses and names it, it never reaches the destination.
+    let forged = t.path().join("forged.json");
+    let doc = serde_json::json!({
+        "report_version": 2, "plan_id": p["id"], "shard": 1, "shards": 3, "source": url,
+        "destination": dest, "started": p["created"], "unix": p["created"], "done": true,
+        "verdict": "DONE", "objects": 1000, "drained": 1000, "failed": 0, "bytes": 1,
+        "left_out": 0, "left_out_entries": [],
+        "digest": {"objects": 1000, "bytes": 1, "unhashed": 0, "value": "00"}
+    });
+    std::fs::write(&forged, doc.to_string()).unwrap();
+    let forged_key = format!(".barge/{}/shard-1.json", p["id"].as_str().unwrap());
+    must(
+        aws_s3(env)
+            .args(["s3", "cp"])
+            .arg(&forged)
+            .arg(format!("{url}/{forged_key}")),
+    );
+
+    let o = node(0).output().unwrap();
+    assert!(o.status.success(), "shard 0 again: {}", stderr(&o));
     let (code, f) = fleet();
     assert_eq!(code, Some(0), "{f}");
     assert_eq!(f["done"], true);
     assert_eq!(f["objects"], 3000);
+    assert_eq!(f["left_out"], 1, "the forged report, named by shard 0: {f}");
+    let left = &f["shards"][0]["report"]["left_out_entries"][0];
+    assert_eq!(left["key"], forged_key.as_str(), "{f}");
     let m = scrape(&format!("barge_fleet_done{{plan=\"{plan_id}\"}} 1"));
     assert!(m.ends_with("# EOF\n"), "{m}");
     let _ = watcher.0.kill();

@@ -52,6 +52,42 @@ pub enum Listed {
     },
 }
 
+/// Where barge keeps its own documents at a destination (plans, shard reports, cutover
+/// certificates).
+pub const RESERVED_PREFIX: &str = ".barge/";
+/// What a source key under [`RESERVED_PREFIX`] is, as a left-out entry.
+pub const RESERVED_KIND: &str =
+    "refused: a key under .barge/, where barge keeps its plans, reports and certificates";
+
+/// Whether `key` names barge's own place at a destination: `.barge` or anything under
+/// it, also behind leading `/` or `./` (the same file in a directory destination).
+pub fn is_reserved(key: &ObjectKey) -> bool {
+    let mut k = key.as_bytes();
+    while let Some(rest) = k.strip_prefix(b"/").or_else(|| k.strip_prefix(b"./")) {
+        k = rest;
+    }
+    k == b".barge" || k.starts_with(RESERVED_PREFIX.as_bytes())
+}
+
+impl Listed {
+    /// A listed object under [`RESERVED_PREFIX`] as a skipped entry: no source key ever
+    /// lands where barge keeps its reports (a source object `.barge/<plan>/shard-1.json`
+    /// would overwrite a shard's report). Every listing that decides what a move holds
+    /// (ingest's dispatcher, verify's and plan's tables) passes its lines through here.
+    pub fn refuse_reserved(self) -> Listed {
+        match self {
+            Listed::Object(m) if is_reserved(&m.key) => {
+                tracing::warn!("object {}: left out, {RESERVED_KIND}", m.key);
+                Listed::Skipped {
+                    key: m.key,
+                    kind: RESERVED_KIND,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
 /// How far the listing of one key range got: the last key listed (the store's own key,
 /// prefix included), the range's last key (none: to the end of the key space) and
 /// whether the range is finished.

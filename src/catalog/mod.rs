@@ -141,6 +141,21 @@ pub struct ListingMark {
     /// listing saw.
     #[serde(default)]
     pub pass: Option<u64>,
+    /// Entries the listing left out of the move: not objects (a directory's symbolic
+    /// links, sockets, devices, FIFOs) or refused (keys under `.barge/`). Absent in older
+    /// documents: none known.
+    #[serde(default)]
+    pub left_out: u64,
+    /// The first of them (at most `ingest::MAX_FAILURES_SHOWN`), by name.
+    #[serde(default)]
+    pub left_out_shown: Vec<LeftOut>,
+}
+
+/// One entry a listing left out of the move, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LeftOut {
+    pub key: String,
+    pub why: String,
 }
 
 impl ListingMark {

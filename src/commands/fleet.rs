@@ -42,7 +42,7 @@ pub async fn plan(s: &Settings, source: &str, shards: u32, publish: Option<&str>
 /// The fleet's verdict: every shard's report of `plan` at `place`.
 pub async fn gather(s: &Settings, place: &str, plan: &Plan) -> Result<Fleet> {
     let d = open_destination(place, &s.dest).await?;
-    crate::fleet::gather(d, plan).await
+    crate::fleet::gather(d, plan, s.fleet_key.as_ref()).await
 }
 
 /// Gathers the fleet's verdict every `every` until SIGINT or SIGTERM and serves it at
@@ -65,7 +65,7 @@ pub async fn watch(
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::task("watching the fleet", e))?;
     loop {
-        let f = crate::fleet::gather(d.clone(), plan).await?;
+        let f = crate::fleet::gather(d.clone(), plan, s.fleet_key.as_ref()).await?;
         monitor.set_extra_metrics(crate::fleet::metrics(&f));
         each(&f);
         tokio::select! {

@@ -57,6 +57,9 @@ pub struct Settings {
     pub fresh_listing: bool,
     /// This node's share of a plan over several nodes (`--plan`, `--shard`).
     pub shard: Option<crate::plan::Shard>,
+    /// The key the nodes of one move sign their reports and certificates with, and
+    /// `report --fleet` checks them with (`--fleet-key-file`, `BARGE_FLEET_KEY`).
+    pub fleet_key: Option<crate::fleet_key::FleetKey>,
 }
 
 impl Settings {

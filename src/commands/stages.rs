@@ -49,7 +49,7 @@ pub async fn list(
             let mut sum = ListSummary::default();
             let mut ranges = std::collections::BTreeSet::new();
             while let Some(item) = rx.recv().await {
-                match item {
+                match item.refuse_reserved() {
                     crate::backend::Listed::Object(m) => {
                         sum.objects += 1;
                         sum.bytes += m.size;
@@ -95,6 +95,7 @@ pub async fn ingest(
         let inv = InventorySource::new(src, source, manifest, &s.source, scratch).await?;
         src = Arc::new(inv);
     }
+    let mut keeps_left_out = false;
     if s.resume_listing_only {
         let last = node.catalog.listing_mark()?;
         if last.is_some_and(|m| m.complete && m.source == src.url()) {
@@ -103,6 +104,7 @@ pub async fn ingest(
                 src.url()
             );
             src = Arc::new(PendingSource::new(src, node.catalog.clone()));
+            keeps_left_out = true;
         }
     }
     let mut opts = IngestOptions {
@@ -113,6 +115,7 @@ pub async fn ingest(
         pass: s.sync_pass,
         fresh_listing: s.fresh_listing,
         shard: s.shard.clone(),
+        keeps_left_out,
         ..Default::default()
     };
     if let Some(c) = s.concurrency {
@@ -165,7 +168,7 @@ pub async fn verify(
     };
     let r = verify::run(node, d.clone(), src, &o).await?;
     if let Some(shard) = &s.shard {
-        crate::fleet::publish(node, shard, &d).await?;
+        crate::fleet::publish(node, shard, &d, s.fleet_key.as_ref()).await?;
     }
     Ok(r)
 }

@@ -352,7 +352,8 @@ impl CutoverOutcome {
     }
 }
 
-/// The cutover certificate (JSON, [`CERTIFICATE_VERSION`]).
+/// The cutover certificate (JSON, [`CERTIFICATE_VERSION`]). With a fleet key it also
+/// carries `mac` ([`crate::fleet_key`], [`crate::fleet_key::CTX_CERTIFICATE`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct Certificate {
     pub certificate_version: u32,
@@ -423,9 +424,11 @@ pub async fn cutover(
         ),
         None => CERTIFICATE_KEY.to_string(),
     };
-    let written = write_certificate(node, &certificate, o.publish.then_some((&d, key))).await?;
+    let fleet_key = s.fleet_key.as_ref();
+    let to = o.publish.then_some((&d, key));
+    let written = write_certificate(node, &certificate, fleet_key, to).await?;
     if let Some(shard) = &s.shard {
-        crate::fleet::publish(node, shard, &d).await?;
+        crate::fleet::publish(node, shard, &d, fleet_key).await?;
     }
     show(node, &monitor, "finished")?;
     Ok(CutoverOutcome {
@@ -504,17 +507,16 @@ fn certify(
     })
 }
 
-/// Writes the certificate into the state directory (file and directory fsynced) and,
-/// when asked, at the destination.
+/// Writes the certificate, with a MAC under the fleet key when there is one, into the
+/// state directory (file and directory fsynced) and, when asked, at the destination.
 async fn write_certificate(
     node: &Node,
     c: &Certificate,
+    fleet_key: Option<&crate::fleet_key::FleetKey>,
     dest: Option<(&Arc<dyn crate::backend::Destination>, String)>,
 ) -> Result<Vec<String>> {
-    let json = serde_json::to_vec_pretty(c).map_err(|e| Error::Encode {
-        what: "the cutover certificate".into(),
-        message: e.to_string(),
-    })?;
+    let ctx = crate::fleet_key::CTX_CERTIFICATE;
+    let json = crate::fleet_key::FleetKey::sign(fleet_key, ctx, "the cutover certificate", c)?;
     let path: PathBuf = node.state_dir.join(CERTIFICATE_FILE);
     crate::ship::seal::write_synced(&path, &json, 0o644)?;
     let mut written = vec![path.display().to_string()];

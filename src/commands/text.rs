@@ -67,7 +67,7 @@ pub fn ingest(t: &Timed<IngestSummary>) -> String {
     if s.skipped > 0 {
         let _ = writeln!(
             out,
-            "skipped: {} entries of the source are not regular files and were not moved{}",
+            "skipped: {} entries of the source were left out of the move (not regular files, or refused){}",
             s.skipped,
             if s.skipped_shown.iter().any(|(_, k)| k == "symbolic link") {
                 " (--follow-symlinks follows links)"
@@ -284,8 +284,18 @@ pub fn fleet(f: &crate::fleet::Fleet) -> String {
         gib(f.bytes)
     );
     for s in &f.shards {
-        let _ = writeln!(out, "shard {:>4}  {:<9} {}", s.shard, s.state, s.verdict);
+        let _ = writeln!(out, "shard {:>4}  {:<10} {}", s.shard, s.state, s.verdict);
     }
     let _ = writeln!(out, "verdict     {}", f.verdict);
+    for s in f.shards.iter().filter(|s| s.state != "invalid") {
+        let Some(r) = &s.report else { continue };
+        for e in &r.left_out_entries {
+            let _ = writeln!(out, "left out    shard {}: {}: {}", s.shard, e.key, e.why);
+        }
+        let more = r.left_out.saturating_sub(r.left_out_entries.len() as u64);
+        if more > 0 {
+            let _ = writeln!(out, "left out    shard {}: ... and {more} more", s.shard);
+        }
+    }
     out
 }

@@ -23,7 +23,9 @@ pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_barge"));
     c.env_remove("BARGE_CRASH_AT")
         .env_remove("BARGE_IO_ENGINE")
-        .env_remove("BARGE_STATE");
+        .env_remove("BARGE_STATE")
+        .env_remove("BARGE_FLEET_KEY")
+        .env_remove("BARGE_FLEET_KEY_FILE");
     c
 }
 

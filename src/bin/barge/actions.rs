@@ -245,9 +245,18 @@ pub async fn plan(
     out: Option<&Path>,
     publish: Option<&str>,
     inventory: Option<&str>,
+    new_fleet_key: Option<&Path>,
 ) -> Result<ExitCode> {
     let mut s = g.settings(None);
     s.inventory = inventory.map(str::to_string);
+    if let Some(p) = new_fleet_key {
+        let k = barge::fleet_key::FleetKey::write_new(p)?;
+        eprintln!(
+            "fleet key {} written to {}: give it to every node of the move (--fleet-key-file, or its content as BARGE_FLEET_KEY) and to report --fleet",
+            k.id(),
+            p.display()
+        );
+    }
     let t = std::time::Instant::now();
     let plan = barge::commands::fleet::plan(&s, source, shards, publish).await?;
     let secs = t.elapsed().as_secs_f64();
@@ -280,6 +289,8 @@ pub async fn fleet(
         anyhow::bail!("report --fleet needs --plan (the plan the shards ran)");
     };
     let plan = barge::plan::Plan::load(path)?;
+    let mut s = g.settings(None);
+    s.fleet_key = g.fleet_key()?;
     if let Some(secs) = watch {
         let every = std::time::Duration::from_secs(secs.max(1));
         let mut last = String::new();
@@ -294,11 +305,10 @@ pub async fn fleet(
                 );
             }
         };
-        let s = g.settings(None);
         barge::commands::fleet::watch(&s, place, &plan, every, g.http, &mut each).await?;
         return Ok(ExitCode::SUCCESS);
     }
-    let f = barge::commands::fleet::gather(&g.settings(None), place, &plan).await?;
+    let f = barge::commands::fleet::gather(&s, place, &plan).await?;
     if let Some(p) = metrics {
         std::fs::write(p, barge::fleet::metrics(&f))
             .with_context(|| format!("writing the fleet metrics to {}", p.display()))?;

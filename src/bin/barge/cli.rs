@@ -79,6 +79,12 @@ pub(crate) struct Global {
     /// Indexed Job sets it).
     #[arg(long, global = true, env = "BARGE_SHARD")]
     pub shard: Option<u32>,
+    /// The fleet key of a move over several nodes (64 hex digits, mode 0600; `barge plan
+    /// --new-fleet-key` makes one): shard reports and cutover certificates carry a MAC
+    /// under it, and `report --fleet` checks them with it. Default: $BARGE_FLEET_KEY
+    /// (the hex itself).
+    #[arg(long, global = true, env = "BARGE_FLEET_KEY_FILE")]
+    pub fleet_key_file: Option<PathBuf>,
 }
 
 /// Which objects of the source are part of the move (rclone's filter meaning; see
@@ -336,6 +342,10 @@ pub(crate) enum Cmd {
         /// Take the keys from this S3 Inventory (manifest.json) instead of listing.
         #[arg(long)]
         inventory: Option<String>,
+        /// Also make a new fleet key (32 random bytes, hex) in this file (mode 0600,
+        /// never overwritten), for the nodes' --fleet-key-file or BARGE_FLEET_KEY.
+        #[arg(long)]
+        new_fleet_key: Option<PathBuf>,
     },
     /// The definition of done: totals, dedup, failures, verdict.
     Report {
@@ -573,7 +583,15 @@ impl Global {
             sync_pass: None,
             fresh_listing: false,
             shard: None,
+            fleet_key: None,
         }
+    }
+
+    /// The fleet key from --fleet-key-file or $BARGE_FLEET_KEY, if either is given.
+    pub fn fleet_key(&self) -> Result<Option<barge::fleet_key::FleetKey>> {
+        Ok(barge::fleet_key::FleetKey::from_file_or_env(
+            self.fleet_key_file.as_deref(),
+        )?)
     }
 
     /// The settings of a command that may run as one shard of a plan: `source` is
@@ -581,6 +599,7 @@ impl Global {
     pub fn sharded(&self, tune: Option<&Tune>, source: Option<&str>) -> Result<Settings> {
         let mut s = self.settings(tune);
         s.filter = self.filters.spec()?;
+        s.fleet_key = self.fleet_key()?;
         if let Some(path) = &self.plan {
             let plan = barge::plan::Plan::load(path)?;
             s.shard = Some(plan.shard(self.shard, source)?);

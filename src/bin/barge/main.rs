@@ -135,6 +135,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             out,
             publish,
             inventory,
+            new_fleet_key,
         } => {
             actions::plan(
                 g,
@@ -143,6 +144,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 out.as_deref(),
                 publish.as_deref(),
                 inventory.as_deref(),
+                new_fleet_key.as_deref(),
             )
             .await
         }
