@@ -680,15 +680,20 @@ fn idle_connections_to_the_status_port_starve_neither_the_socket_nor_the_run() {
     );
     let to = addr.parse().unwrap();
     let mut idle = vec![];
-    let mut refused = 0;
+    let mut failed = None;
     for _ in 0..IDLE {
-        match std::net::TcpStream::connect_timeout(&to, Duration::from_secs(10)) {
+        // A node that stopped accepting fills its backlog, and connecting then hangs:
+        // the first connection not made in 5 s ends the opening.
+        match std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)) {
             Ok(s) => idle.push(s),
-            Err(_) => refused += 1,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
         }
     }
-    // Every connection is still open on this side; the node answers on its socket,
-    // and the run goes on to its end.
+    // Every connection made is still open on this side; the node answers on its
+    // socket, and the run goes on to its end.
     let s = wait_for("status over the socket", Duration::from_secs(20), || {
         live(&sock)
     });
@@ -697,6 +702,10 @@ fn idle_connections_to_the_status_port_starve_neither_the_socket_nor_the_run() {
     let stdout = finish(child);
     assert!(stdout.contains("DONE"), "{stdout}");
     assert_same_tree(&src, &out);
-    assert_eq!(refused, 0, "every connection was accepted by the kernel");
+    assert!(
+        failed.is_none(),
+        "connection {}: {failed:?}",
+        idle.len() + 1
+    );
     assert_eq!(idle.len(), IDLE);
 }
