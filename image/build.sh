@@ -139,6 +139,11 @@ say "installing barge ($(du -h "$BARGE_BIN" | cut -f1) before strip)"
 strip -o "$TREE/usr/bin/barge" "$BARGE_BIN"
 chmod 0755 "$TREE/usr/bin/barge"
 cp -a "$HERE/rootfs/." "$TREE/"
+# The node's configuration may hold credentials (job ends, passphrases): root's only.
+# mkfs.ext4 -d copies owner and mode from this tree.
+chown -R 0:0 "$TREE/etc/barge"
+chmod 0700 "$TREE/etc/barge"
+chmod 0600 "$TREE/etc/barge/barge.env"
 install -D -m 0644 "$ROOT/README.md" "$TREE/usr/share/doc/barge/README.md"
 echo barge-node >"$TREE/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 barge-node\n' >"$TREE/etc/hosts"

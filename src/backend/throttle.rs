@@ -144,6 +144,9 @@ pub struct Throttle {
     cap: AtomicUsize,
     /// `--max-requests-per-second` as f64 bits; 0 means no cap.
     rps_bits: AtomicU64,
+    /// The configured caps (`--max-concurrency`, `--max-requests-per-second`): the
+    /// operator's live changes ([`Throttle::set_caps`]) never go above them.
+    ceiling: (usize, Option<f64>),
     state: Mutex<State>,
     in_flight: AtomicUsize,
     freed: Notify,
@@ -187,6 +190,7 @@ impl Throttle {
             }),
             cap: AtomicUsize::new(cfg.max_concurrency.max(1)),
             rps_bits: AtomicU64::new(cfg.max_rps.filter(|r| *r > 0.0).unwrap_or(0.0).to_bits()),
+            ceiling: (cfg.max_concurrency.max(1), cfg.max_rps.filter(|r| *r > 0.0)),
             in_flight: AtomicUsize::new(0),
             freed: Notify::new(),
             requests: AtomicU64::new(0),
@@ -217,12 +221,23 @@ impl Throttle {
         (self.cap.load(Ordering::Relaxed), (rps > 0.0).then_some(rps))
     }
 
-    /// Changes the caps of a running endpoint (the operator's keys in `barge tui`). The
-    /// adaptive window shrinks at once to a lower cap; a higher cap is grown into.
+    /// The configured caps, which [`Throttle::set_caps`] never exceeds.
+    pub fn ceiling(&self) -> (usize, Option<f64>) {
+        self.ceiling
+    }
+
+    /// Changes the caps of a running endpoint (the operator's keys in `barge tui`),
+    /// within the configured ones ([`Throttle::ceiling`]): a request above them gets
+    /// them. The adaptive window shrinks at once to a lower cap; a higher cap is grown
+    /// into.
     pub fn set_caps(&self, max_concurrency: usize, max_rps: Option<f64>) {
-        let cap = max_concurrency.max(1);
+        let cap = max_concurrency.clamp(1, self.ceiling.0);
         self.cap.store(cap, Ordering::Relaxed);
-        let rps = max_rps.filter(|r| *r > 0.0).unwrap_or(0.0);
+        let rps = match (max_rps.filter(|r| *r > 0.0), self.ceiling.1) {
+            (Some(r), Some(top)) => r.min(top),
+            (None, Some(top)) => top,
+            (r, None) => r.unwrap_or(0.0),
+        };
         self.rps_bits.store(rps.to_bits(), Ordering::Relaxed);
         let mut s = self.lock();
         s.limit = s.limit.min(cap as f64);

@@ -9,7 +9,6 @@
 //! Jobs run in name order; each ends renamed to `<name>.done` or `<name>.failed`, with
 //! its outcome in `<name>.result.json`.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::live::monitor_for;
 use super::{Settings, migrate, stages, text};
 use crate::error::{Error, Result};
-use crate::monitor::server::{self, MonitorSlot};
+use crate::monitor::server::{self, HttpOptions, MonitorSlot};
 use crate::monitor::{Mode, Monitor};
 use crate::node::{InitOptions, Node};
 
@@ -31,10 +30,10 @@ const SELF_TEST_BYTES: u64 = 24 << 20;
 const SELF_TEST_SEGMENT: u64 = 32 << 20;
 
 /// What the daemon takes besides the [`Settings`] its jobs run with.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct DaemonOptions {
-    /// Also serve the status API on this TCP address.
-    pub http: Option<SocketAddr>,
+    /// Also serve the status API (and read-only metrics) on these TCP addresses.
+    pub http: HttpOptions,
     /// At start, migrate a generated sample tree and verify it.
     pub self_test: bool,
 }
@@ -152,7 +151,7 @@ struct JobResult {
 pub async fn run(s: &Settings, o: &DaemonOptions) -> Result<()> {
     init_state(s)?;
     let slot = MonitorSlot::new(idle(s));
-    let server = server::start_slot(slot.clone(), &s.state, o.http).await?;
+    let server = server::start_slot(slot.clone(), &s.state, &o.http).await?;
     let spool = s.state.join("jobs");
     std::fs::create_dir_all(&spool).map_err(|e| Error::io("creating the job spool", &spool, e))?;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);

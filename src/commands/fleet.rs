@@ -54,7 +54,7 @@ pub async fn watch(
     place: &str,
     plan: &Plan,
     every: std::time::Duration,
-    http: Option<std::net::SocketAddr>,
+    http: &crate::monitor::server::HttpOptions,
     each: &mut (dyn FnMut(&Fleet) + Send),
 ) -> Result<()> {
     std::fs::create_dir_all(&s.state)

@@ -2,20 +2,19 @@
 //! samples its rates, the status API on `<state>/barge.sock` (and `--http`), and the
 //! progress display on stderr.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::error::Result;
 use crate::monitor::progress::{self, Progress, Style};
-use crate::monitor::server::{self, StatusServer};
+use crate::monitor::server::{self, HttpOptions, StatusServer};
 use crate::monitor::{Mode, Monitor};
 use crate::node::Node;
 
 /// How a command shows itself while it runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LiveOptions {
-    /// Also serve the status API on this TCP address.
-    pub http: Option<SocketAddr>,
+    /// Also serve the status API (and read-only metrics) on these TCP addresses.
+    pub http: HttpOptions,
     /// Start paused: nothing moves until resumed through the status API.
     pub start_paused: bool,
     /// The progress display on stderr.
@@ -56,9 +55,12 @@ impl Live {
                 "started paused: resume with `barge tui` (p) or POST /control?action=resume"
             );
         }
-        let server = server::start(m.clone(), &node.state_dir, o.http).await?;
+        let server = server::start(m.clone(), &node.state_dir, &o.http).await?;
         if let Some(a) = server.http {
             tracing::info!("status API on http://{a}/status and /metrics");
+        }
+        if let Some(a) = server.metrics {
+            tracing::info!("metrics on http://{a}/metrics");
         }
         let progress = progress::start(m.clone(), o.progress);
         Ok(Live {

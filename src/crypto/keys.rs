@@ -19,6 +19,14 @@ pub const ARGON2_M_COST_KIB: u32 = 64 * 1024;
 pub const ARGON2_T_COST: u32 = 3;
 /// argon2id lanes.
 pub const ARGON2_P_COST: u32 = 1;
+/// Fewest characters of a passphrase a new key is derived from.
+pub const MIN_PASSPHRASE_CHARS: usize = 12;
+/// Words of the placeholders that example files ship (`change-me` in an env file):
+/// a passphrase that is one of them, or contains one, letters and digits only and
+/// lower-cased, is refused whatever its length.
+const PLACEHOLDER_WORDS: [&str; 3] = ["changeme", "replaceme", "placeholder"];
+/// Whole passphrases refused as placeholders (same normalisation).
+const PLACEHOLDER_PASSPHRASES: [&str; 5] = ["password", "passphrase", "secret", "example", "barge"];
 
 /// The appliance master key. Zeroed on drop; `Debug` shows a fingerprint, never the key.
 pub struct MasterKey([u8; 32]);
@@ -156,6 +164,32 @@ fn read_passphrase(var: &str) -> Result<Vec<u8>> {
     }
 }
 
+/// Why `pass` is no passphrase to derive a new key from (None: it will do): empty,
+/// shorter than [`MIN_PASSPHRASE_CHARS`], or a known placeholder. Never says the
+/// passphrase itself.
+pub fn weak_passphrase(pass: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(pass);
+    let chars = text.trim().chars().count();
+    let plain: String = text
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect();
+    if chars == 0 {
+        Some("is empty".into())
+    } else if PLACEHOLDER_WORDS.iter().any(|w| plain.contains(w))
+        || PLACEHOLDER_PASSPHRASES.contains(&plain.as_str())
+    {
+        Some("is a placeholder (such as change-me), not a passphrase".into())
+    } else if chars < MIN_PASSPHRASE_CHARS {
+        Some(format!(
+            "is shorter than {MIN_PASSPHRASE_CHARS} characters ({chars})"
+        ))
+    } else {
+        None
+    }
+}
+
 fn read_key_file(path: &Path) -> Result<MasterKey> {
     let bytes = fs::read(path).map_err(|e| Error::io("reading key file", path, e))?;
     let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
@@ -211,6 +245,15 @@ fn init_key_inner(state: &Path, req: &KeyRequest, given: Option<MasterKey>) -> R
         .map_err(|e| Error::io("syncing the state directory", state, e))?;
     let (key, origin) = if let Some(var) = &req.passphrase_env {
         let pass = read_passphrase(var)?;
+        if let Some(why) = weak_passphrase(&pass) {
+            return Err(Error::option(
+                "--passphrase-env",
+                format!(
+                    "the passphrase in ${var} {why}: choose one of at least \
+                     {MIN_PASSPHRASE_CHARS} characters that no example file ships"
+                ),
+            ));
+        }
         let salt: [u8; 16] = random_bytes();
         let params = KdfParams::default();
         let key = MasterKey::from_passphrase(&pass, &salt, &params)?;
@@ -288,6 +331,14 @@ pub fn load_key(state: &Path, req: &KeyRequest) -> Result<MasterKey> {
         (KeyOrigin::Passphrase { salt, params }, _) => {
             let var = req.passphrase_env.as_deref().unwrap_or("BARGE_PASSPHRASE");
             let pass = read_passphrase(var)?;
+            if let Some(why) = weak_passphrase(&pass) {
+                // A key made before placeholders were refused still opens its state
+                // directory; the operator is told to move to a real one.
+                tracing::warn!(
+                    "the passphrase in ${var} {why}; the key of {} is only as strong",
+                    state.display()
+                );
+            }
             let salt = hex::decode(salt).map_err(|e| Error::CorruptRecord {
                 what: info_path.display().to_string(),
                 message: format!("salt: {e}"),
@@ -319,4 +370,41 @@ pub fn load_key(state: &Path, req: &KeyRequest) -> Result<MasterKey> {
         )));
     }
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholder_short_and_empty_passphrases_are_refused() {
+        for p in [
+            "change-me",
+            "changeme",
+            "CHANGE_ME",
+            " change-me-please-now ",
+            "replace-me-with-a-real-one",
+            "password",
+            "",
+            "   ",
+            "short-pass1",
+        ] {
+            assert!(
+                weak_passphrase(p.as_bytes()).is_some(),
+                "{p:?} was accepted"
+            );
+        }
+        assert_eq!(
+            weak_passphrase(b"change-me").as_deref(),
+            Some("is a placeholder (such as change-me), not a passphrase")
+        );
+        assert!(weak_passphrase(b"short-pass1").unwrap().contains("12"));
+        for p in [
+            "correct horse battery staple",
+            "x7#Lq2!vR9$mT4",
+            "twelve chars",
+        ] {
+            assert_eq!(weak_passphrase(p.as_bytes()), None, "{p:?} was refused");
+        }
+    }
 }

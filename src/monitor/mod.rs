@@ -10,6 +10,7 @@
 pub(crate) mod metrics;
 pub mod progress;
 pub mod server;
+pub mod token;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -431,11 +432,20 @@ impl Monitor {
                             (cap, Some((now * 0.75).max(0.1)))
                         }
                     };
+                    // Within the configured caps: a request above them gets them.
                     t.set_caps(cap, rps);
-                    out.push(format!(
+                    let ((cap, rps), (top, top_rps)) = (t.caps(), t.ceiling());
+                    let mut line = format!(
                         "{role}: max concurrency {cap}, max requests/s {}",
                         rps.map_or("none".into(), |r| format!("{r:.1}"))
-                    ));
+                    );
+                    if cap == top {
+                        line += " (--max-concurrency is the configured maximum)";
+                    }
+                    if rps.is_some() && rps == top_rps {
+                        line += " (--max-requests-per-second is the configured maximum)";
+                    }
+                    out.push(line);
                 }
                 out.join("; ")
             }
@@ -853,5 +863,33 @@ mod tests {
         assert!(t.caps().1.is_some());
         let s = m.status();
         assert_eq!(s.endpoints[0].max_concurrency, 7);
+        // Issue 27: never above the configured --max-concurrency, however often asked.
+        for _ in 0..5 {
+            m.control(Action::Faster);
+        }
+        assert_eq!(t.caps().0, 8);
+    }
+
+    #[test]
+    fn rate_up_stops_at_the_configured_request_rate() {
+        let m = Monitor::new("drain");
+        let t = Arc::new(Throttle::new(
+            "swift://x",
+            crate::backend::throttle::ThrottleConfig {
+                max_concurrency: 4,
+                max_rps: Some(10.0),
+                ..Default::default()
+            },
+        ));
+        m.set_destination("swift://x", Some(t.clone()));
+        m.control(Action::RateDown);
+        assert_eq!(t.caps().1, Some(7.5));
+        for _ in 0..5 {
+            m.control(Action::RateUp);
+        }
+        assert_eq!(t.caps().1, Some(10.0));
+        let said = m.control(Action::Faster);
+        assert_eq!(t.caps().0, 4);
+        assert!(said.contains("configured maximum"), "{said}");
     }
 }

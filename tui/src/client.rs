@@ -1,7 +1,9 @@
 //! A small blocking HTTP/1.1 client for the node's status API, over the node's Unix
 //! socket or a TCP address. Hand-written because the dashboard needs three requests
 //! (`GET /status`, `POST /control`) and no HTTP crate here speaks Unix sockets without a
-//! runtime; it sends `Connection: close` and reads the body to the end.
+//! runtime; it sends `Connection: close` and reads the body to the end. Over TCP it
+//! names the address it was given as `Host` and sends the control token, if it has one,
+//! as `Authorization: Bearer` (the node refuses `POST /control` without it).
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -19,23 +21,50 @@ pub const TIMEOUT: Duration = Duration::from_secs(2);
 pub enum Target {
     /// `<state>/barge.sock`.
     Unix(PathBuf),
-    /// `host:port` of `--http`.
-    Tcp(String),
+    /// `host:port` of `--http`, and the node's control token (`<state>/control.token`)
+    /// if known: status and metrics need none, control does.
+    Tcp { addr: String, token: Option<String> },
+}
+
+impl Target {
+    /// A TCP target without a token (enough for `GET /status` and `GET /metrics`).
+    pub fn tcp(addr: impl Into<String>) -> Self {
+        Target::Tcp {
+            addr: addr.into(),
+            token: None,
+        }
+    }
 }
 
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Target::Unix(p) => write!(f, "{}", p.display()),
-            Target::Tcp(a) => write!(f, "http://{a}"),
+            Target::Tcp { addr, .. } => write!(f, "http://{addr}"),
         }
     }
 }
 
-fn exchange<S: Read + Write>(mut s: S, method: &str, path: &str) -> Result<(u16, Vec<u8>)> {
+/// The request's head lines beyond the request line.
+struct Head<'a> {
+    host: &'a str,
+    token: Option<&'a str>,
+}
+
+fn exchange<S: Read + Write>(
+    mut s: S,
+    head: &Head,
+    method: &str,
+    path: &str,
+) -> Result<(u16, Vec<u8>)> {
+    let auth = head
+        .token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: barge\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}Connection: close\r\nContent-Length: 0\r\n\r\n",
+        head.host
     )?;
     let mut buf = vec![];
     s.read_to_end(&mut buf)?;
@@ -66,9 +95,13 @@ pub fn request(t: &Target, method: &str, path: &str) -> Result<(u16, Vec<u8>)> {
                 .with_context(|| format!("connecting to {}", p.display()))?;
             s.set_read_timeout(Some(TIMEOUT))?;
             s.set_write_timeout(Some(TIMEOUT))?;
-            exchange(s, method, path)
+            let head = Head {
+                host: "localhost",
+                token: None,
+            };
+            exchange(s, &head, method, path)
         }
-        Target::Tcp(a) => {
+        Target::Tcp { addr: a, token } => {
             let addr = std::net::ToSocketAddrs::to_socket_addrs(a)
                 .with_context(|| format!("resolving {a}"))?
                 .next()
@@ -77,7 +110,11 @@ pub fn request(t: &Target, method: &str, path: &str) -> Result<(u16, Vec<u8>)> {
                 .with_context(|| format!("connecting to {a}"))?;
             s.set_read_timeout(Some(TIMEOUT))?;
             s.set_write_timeout(Some(TIMEOUT))?;
-            exchange(s, method, path)
+            let head = Head {
+                host: a,
+                token: token.as_deref(),
+            };
+            exchange(s, &head, method, path)
         }
     }
 }

@@ -32,7 +32,7 @@ pub fn code(ok: bool) -> ExitCode {
 /// The monitor, status API and progress display of a long command.
 async fn live(g: &Global, node: &Node, command: &str, mode: Mode) -> Result<Live> {
     let o = LiveOptions {
-        http: g.http,
+        http: g.http_options(),
         start_paused: g.start_paused,
         progress: Style::choose(g.quiet, g.json),
     };
@@ -305,7 +305,8 @@ pub async fn fleet(
                 );
             }
         };
-        barge::commands::fleet::watch(&s, place, &plan, every, g.http, &mut each).await?;
+        barge::commands::fleet::watch(&s, place, &plan, every, &g.http_options(), &mut each)
+            .await?;
         return Ok(ExitCode::SUCCESS);
     }
     let f = barge::commands::fleet::gather(&s, place, &plan).await?;
@@ -412,9 +413,33 @@ pub fn drives(g: &Global) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn tui(g: &Global, connect: Option<&str>) -> Result<ExitCode> {
+/// Environment variable holding a node's control token for `barge tui --connect`.
+const CONTROL_TOKEN_ENV: &str = "BARGE_CONTROL_TOKEN";
+
+/// The control token `barge tui --connect` sends: `--token-file`, else
+/// [`CONTROL_TOKEN_ENV`], else this state directory's token if it has one.
+fn control_token(g: &Global, file: Option<&Path>) -> Result<Option<String>> {
+    if let Some(f) = file {
+        return Ok(Some(monitor::token::read(f)?));
+    }
+    if let Ok(t) = std::env::var(CONTROL_TOKEN_ENV)
+        && !t.trim().is_empty()
+    {
+        return Ok(Some(t.trim().to_string()));
+    }
+    let own = monitor::token::path(&g.state);
+    Ok(match own.exists() {
+        true => Some(monitor::token::read(&own)?),
+        false => None,
+    })
+}
+
+pub async fn tui(g: &Global, connect: Option<&str>, token_file: Option<&Path>) -> Result<ExitCode> {
     let target = match connect {
-        Some(a) => barge_tui::client::Target::Tcp(a.to_string()),
+        Some(a) => barge_tui::client::Target::Tcp {
+            addr: a.to_string(),
+            token: control_token(g, token_file)?,
+        },
         None => barge_tui::client::Target::Unix(g.state.join(monitor::server::SOCKET_NAME)),
     };
     // The dashboard is synchronous; it runs on a plain thread of its own.

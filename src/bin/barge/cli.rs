@@ -61,8 +61,24 @@ pub(crate) struct Global {
     pub json: bool,
     /// Also serve the status API (GET /status, GET /metrics, POST /control) on this TCP
     /// address, e.g. 127.0.0.1:9898. The Unix socket <state>/barge.sock is always served.
+    /// Requests must name this address, localhost or an --http-allow-host name as Host
+    /// and carry no Origin; POST /control needs `Authorization: Bearer` with the token
+    /// in <state>/control.token (made at first use, mode 0600).
     #[arg(long, global = true, env = "BARGE_HTTP")]
     pub http: Option<std::net::SocketAddr>,
+    /// Serve GET /metrics alone (no status, no control) on this TCP address, e.g.
+    /// 0.0.0.0:9899 for a Prometheus elsewhere while --http stays on loopback.
+    #[arg(long, global = true, env = "BARGE_METRICS_HTTP")]
+    pub metrics_http: Option<std::net::SocketAddr>,
+    /// A host name (or address) the TCP status API answers to besides its own address
+    /// and localhost, as clients name it in Host (repeatable, or comma-separated).
+    #[arg(
+        long,
+        global = true,
+        env = "BARGE_HTTP_ALLOW_HOST",
+        value_delimiter = ','
+    )]
+    pub http_allow_host: Vec<String>,
     /// Start paused: list and show the plan, move nothing until resumed (`p` in
     /// `barge tui`, or POST /control?action=resume).
     #[arg(long, global = true)]
@@ -374,9 +390,16 @@ pub(crate) enum Cmd {
     Status,
     /// Terminal dashboard of a running node (this state directory, or --connect).
     Tui {
-        /// host:port of a node's --http status API instead of <state>/barge.sock.
+        /// host:port of a node's --http status API instead of <state>/barge.sock. The
+        /// node must answer to the host as named here (its address, localhost, or one
+        /// of its --http-allow-host names).
         #[arg(long)]
         connect: Option<String>,
+        /// With --connect: the node's control token (its <state>/control.token), for
+        /// the keys that steer the run. Default: $BARGE_CONTROL_TOKEN, else this state
+        /// directory's control.token if there is one.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
     },
     /// Seal segments left open by a crash, remove staging files the catalog does not
     /// know, and reclaim segments no pending object needs.
@@ -607,6 +630,15 @@ impl Global {
             anyhow::bail!("--shard needs --plan");
         }
         Ok(s)
+    }
+
+    /// The status API's TCP listeners.
+    pub fn http_options(&self) -> barge::monitor::server::HttpOptions {
+        barge::monitor::server::HttpOptions {
+            addr: self.http,
+            metrics: self.metrics_http,
+            allow_hosts: self.http_allow_host.clone(),
+        }
     }
 
     pub fn key(&self) -> KeyRequest {

@@ -151,7 +151,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Fsck => actions::fsck(g),
         Cmd::Daemon { self_test } => {
             let o = DaemonOptions {
-                http: g.http,
+                http: g.http_options(),
                 self_test: *self_test,
             };
             daemon::run(&g.settings(None), &o).await?;
@@ -177,7 +177,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Drives { action: Some(a) } => ship::drives(g, a),
         Cmd::Drives { action: None } => actions::drives(g),
         Cmd::Reclaim => actions::reclaim(g),
-        Cmd::Tui { connect } => actions::tui(g, connect.as_deref()).await,
+        Cmd::Tui {
+            connect,
+            token_file,
+        } => actions::tui(g, connect.as_deref(), token_file.as_deref()).await,
         Cmd::Status => actions::status(g).await,
         Cmd::Sample { out, size, seed } => actions::sample(out, *size, *seed),
         Cmd::Demo { dir, size } => actions::demo(g, dir, *size).await,
@@ -209,9 +212,27 @@ fn blocking_threads(max_concurrency: usize) -> usize {
     max_concurrency.max(FILE_READERS) + BLOCKING_THREADS_BESIDE_WINDOW
 }
 
+/// Raises the soft limit of open files to the hard one. Each staged segment, object in
+/// flight, endpoint connection and status client holds a descriptor, and the soft
+/// limit (often 1024, or lower under a service manager) is a default, not a budget;
+/// the status API bounds its own connections (`monitor::server::MAX_CONNECTIONS`).
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("cannot raise the open files limit from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot read the open files limit: {e}"),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.global);
+    raise_open_files_limit();
     if let Cmd::Bench(a) = &cli.cmd {
         // Benches drive their own threads; they must not run inside the async runtime.
         return bench::run(a).unwrap_or_else(|e| {
