@@ -141,7 +141,7 @@ checks+=("$MULTI blank namespace prepared, not erased|serial $MULTI health ok: p
 checks+=("$PARTED partitioned drive refused|serial $PARTED health ok: refused: holds GPT partition table")
 # The rack's own tty2 has its getty (started alongside the serial getty there was), and
 # the serial console offers no login (checked below: a BMC's serial-over-LAN reaches it).
-checks+=("tty2 getty started|Started getty@tty2")
+checks+=("tty2 getty started|Started .*getty@tty2")
 # A guest CPU reported stuck for at least LOCKUP_SECS (a whole boot takes about 40 s).
 stuck() {
   local most
