@@ -764,22 +764,37 @@ pub fn parse_parquet(data: Vec<u8>, send: &mut dyn FnMut(Row) -> bool) -> Result
     parquet_rows(bytes::Bytes::from(data), "data", send)
 }
 
-/// The rows of a Parquet file (`name` for messages), once [`check_parquet`] found every
-/// size it declares within the file and the caps. The parquet crate (57.3) asserts on
-/// some malformed pages (its plain BYTE_ARRAY decoder reads a length past the page's
-/// end, found by the fuzz target): such a panic refuses the file, naming it.
+/// The rows of a Parquet file (`name` for messages), once [`check_footer`] and
+/// [`check_chunks`] found every size it declares within the file and the caps. The
+/// parquet crate (57.3) panics on some malformed files (a negative child count in the
+/// schema, a plain BYTE_ARRAY page cut short: found by the fuzz target): such a panic
+/// refuses the file, naming it.
 fn parquet_rows<R: parquet::file::reader::ChunkReader + 'static>(
     file: R,
     name: &str,
     send: &mut dyn FnMut(Row) -> bool,
 ) -> Result<bool> {
-    // Our own checks run unguarded: a panic there is a bug to find, not to hide.
-    check_parquet(&file).map_err(|m| Error::Decode {
+    // Our own checks run unguarded (a panic there is a bug to find, not to hide); the
+    // crate's parse of the footer is guarded (it overflows a capacity on a negative
+    // child count, found by the fuzz target).
+    let bad = |m: String| Error::Decode {
         what: format!("inventory data file {name}"),
         message: m,
+    };
+    check_footer(&file).map_err(bad)?;
+    let md = guarded(name, || {
+        parquet::file::metadata::ParquetMetaDataReader::new()
+            .parse_and_finish(&file)
+            .map_err(|e| bad(e.to_string()))
     })?;
-    let read = std::panic::AssertUnwindSafe(|| parquet_read(file, name, send));
-    std::panic::catch_unwind(read).unwrap_or_else(|p| {
+    check_chunks(&file, &md).map_err(bad)?;
+    guarded(name, || parquet_read(file, name, send))
+}
+
+/// Runs `f`, a call into the parquet crate, turning a panic into an error naming data
+/// file `name`.
+fn guarded<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
         let why = p
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
@@ -845,13 +860,10 @@ fn parquet_read<R: parquet::file::reader::ChunkReader + 'static>(
     Ok(true)
 }
 
-/// Checks what the parquet crate would allocate from a file's own word before it reads
-/// a row: the footer fits in the file and [`MAX_PARQUET_FOOTER`], every list it
-/// declares fits in the bytes left, every column chunk lies within the file, and every
-/// page within its chunk with at most [`MAX_PARQUET_PAGE`] bytes, compressed or not (a
-/// gzip page is inflated once, bounded, to prove it). The crate trusts these sizes: a
-/// lying page header makes it reserve or inflate gigabytes.
-fn check_parquet<R: parquet::file::reader::ChunkReader>(
+/// Checks what the parquet crate would allocate from a file's own word before it parses
+/// the footer: the footer fits in the file and [`MAX_PARQUET_FOOTER`], and every list it
+/// declares fits in the bytes left ([`check_chunks`] does the rest before a row is read).
+fn check_footer<R: parquet::file::reader::ChunkReader>(
     file: &R,
 ) -> std::result::Result<(), String> {
     let len = file.len();
@@ -870,10 +882,18 @@ fn check_parquet<R: parquet::file::reader::ChunkReader>(
         ));
     }
     let meta = get(file, len - 8 - meta_len, meta_len)?;
-    Compact::new(&meta).skip(STRUCT, 0)?;
-    let md = parquet::file::metadata::ParquetMetaDataReader::new()
-        .parse_and_finish(file)
-        .map_err(|e| e.to_string())?;
+    Compact::new(&meta).skip(STRUCT, 0)
+}
+
+/// Checks, on the parsed footer, that every column chunk lies within the file and every
+/// page within its chunk with at most [`MAX_PARQUET_PAGE`] bytes, compressed or not (a
+/// gzip page is inflated once, bounded, to prove it). The crate trusts these sizes: a
+/// lying page header makes it reserve or inflate gigabytes.
+fn check_chunks<R: parquet::file::reader::ChunkReader>(
+    file: &R,
+    md: &parquet::file::metadata::ParquetMetaData,
+) -> std::result::Result<(), String> {
+    let len = file.len();
     for rg in md.row_groups() {
         for col in rg.columns() {
             let start = col
@@ -895,7 +915,7 @@ fn check_parquet<R: parquet::file::reader::ChunkReader>(
     Ok(())
 }
 
-/// Checks the pages of the column chunk in `[start, end)` (see [`check_parquet`]).
+/// Checks the pages of the column chunk in `[start, end)` (see [`check_chunks`]).
 fn check_pages<R: parquet::file::reader::ChunkReader>(
     file: &R,
     mut pos: u64,
@@ -1244,6 +1264,16 @@ mod tests {
     fn a_parquet_page_the_crate_panics_on_is_refused_naming_the_file() {
         // Found by fuzz_inventory_parquet: a plain BYTE_ARRAY page cut short.
         let crash = include_bytes!("../fuzz/seeds/fuzz_inventory_parquet/short-byte-array");
+        let e = parse_parquet(crash.to_vec(), &mut |_| true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("inventory data file data"), "{e}");
+    }
+
+    #[test]
+    fn a_parquet_footer_the_crate_panics_on_is_refused_naming_the_file() {
+        // Found by fuzz_inventory_parquet: a schema element with a negative child count.
+        let crash = include_bytes!("../fuzz/seeds/fuzz_inventory_parquet/negative-children");
         let e = parse_parquet(crash.to_vec(), &mut |_| true)
             .unwrap_err()
             .to_string();
