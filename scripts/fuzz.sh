@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-20}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_segment_format fuzz_catalog_records fuzz_names_and_etags fuzz_shipped_drive)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_segment_format fuzz_catalog_records fuzz_names_and_etags fuzz_shipped_drive fuzz_inventory_manifest fuzz_inventory_csv fuzz_inventory_parquet)
 export RUSTC_WORKSPACE_WRAPPER=$PWD/scripts/fuzz-rustc.sh
 cargo build --locked -p barge-fuzz --bins
 bin=${CARGO_TARGET_DIR:-$PWD/target}/debug

@@ -1023,7 +1023,12 @@ async fn stage_object(ctx: &Arc<Ctx>, meta: &ObjectMeta) -> Result<Staged> {
     let verifier = Verifier::new(opened.check).with_sum(opened.sum);
     let input = match opened.reader {
         Payload::File(f) => Input::File(f),
-        Payload::Stream(r) => Input::Stream(SyncIoBridge::new(r)),
+        // No source may send more than it listed, or take forever sending it.
+        Payload::Stream(r) => {
+            let r: crate::backend::Reader =
+                Box::new(crate::backend::Bounded::new(r, meta.size, ctx.source.url()));
+            Input::Stream(SyncIoBridge::new(r))
+        }
     };
     let Chunked {
         refs,

@@ -16,7 +16,7 @@
 //! listing pass (an ingest without `--inventory`); objects deleted since it are counted
 //! as vanished by the ingest, not failed.
 
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -35,6 +35,29 @@ use crate::object::{ObjectKey, ObjectMeta};
 
 /// The option that names an inventory, for messages.
 const OPTION: &str = "--inventory";
+
+/// The largest `manifest.json` read (one entry of about 200 B per data file).
+const MAX_MANIFEST: u64 = 64 << 20;
+/// The largest `manifest.checksum` read (an MD5 in hex and whitespace).
+const MAX_CHECKSUM: u64 = 4 << 10;
+/// The largest data file downloaded (the manifest's `size` is the cap when it gives one).
+const MAX_DATA_FILE: u64 = 64 << 30;
+/// How many times its compressed size a CSV data file may inflate to. Rows carry a
+/// 32-digit ETag and distinct keys: real inventories inflate 5 to 15 times; a gzip bomb
+/// (a thousand times) is refused before it costs more than this many times its size.
+pub const MAX_INFLATE_RATIO: u64 = 64;
+/// What a CSV data file may inflate to whatever its compressed size (a small file of
+/// similar keys compresses well).
+pub const MIN_INFLATE_LIMIT: u64 = 64 << 20;
+/// The longest CSV record: a row is a few short fields and a key of at most 1,024 bytes
+/// (3 KiB URL-encoded). The reader holds one record; a longer one is refused.
+pub const MAX_CSV_RECORD: usize = 64 << 10;
+/// The largest Parquet footer (the file's metadata: a few KiB per row group).
+const MAX_PARQUET_FOOTER: u64 = 16 << 20;
+/// The largest Parquet page, compressed or not: the reader holds one page per column.
+const MAX_PARQUET_PAGE: u64 = 64 << 20;
+/// The most bytes of a Parquet page header read to decode it.
+const MAX_PAGE_HEADER: u64 = 64 << 10;
 
 /// The parts of `manifest.json` barge reads.
 #[derive(Debug, Clone, Deserialize)]
@@ -162,20 +185,18 @@ impl InventorySource {
     pub async fn manifest(&self) -> Result<Manifest> {
         let (text, sum_name) = match &self.location {
             Location::Local { manifest } => {
-                let text = std::fs::read(manifest)
-                    .map_err(|e| Error::io("reading the inventory manifest", manifest, e))?;
+                let text = read_file(manifest, MAX_MANIFEST)?;
                 (text, manifest.with_file_name("manifest.checksum"))
             }
             Location::Store { store } => {
-                let text = read_all(store.as_ref(), &self.manifest_key).await?;
+                let text = read_all(store.as_ref(), &self.manifest_key, MAX_MANIFEST).await?;
                 let sum = sibling(&self.manifest_key, "manifest.checksum");
-                let want = read_all(store.as_ref(), &sum).await?;
+                let want = read_all(store.as_ref(), &sum, MAX_CHECKSUM).await?;
                 check_md5(&text, &want, &self.manifest_key)?;
                 return self.parse_manifest(&text);
             }
         };
-        let want = std::fs::read(&sum_name)
-            .map_err(|e| Error::io("reading the inventory checksum", &sum_name, e))?;
+        let want = read_file(&sum_name, MAX_CHECKSUM)?;
         check_md5(&text, &want, &self.manifest_name())?;
         self.parse_manifest(&text)
     }
@@ -188,10 +209,7 @@ impl InventorySource {
     }
 
     fn parse_manifest(&self, text: &[u8]) -> Result<Manifest> {
-        let m: Manifest = serde_json::from_slice(text).map_err(|e| Error::Decode {
-            what: format!("inventory manifest {}", self.manifest_name()),
-            message: e.to_string(),
-        })?;
+        let m = parse_manifest(text, &self.manifest_name())?;
         if m.source_bucket != self.bucket {
             return Err(Error::option(
                 OPTION,
@@ -203,7 +221,6 @@ impl InventorySource {
                 ),
             ));
         }
-        format_of(&m, &self.manifest_name())?;
         Ok(m)
     }
 
@@ -266,10 +283,7 @@ impl InventorySource {
             Location::Store { store } => {
                 let name = f.key.replace('/', "_");
                 let path = self.scratch.join(name);
-                let bytes = read_all(store.as_ref(), &f.key).await?;
-                tokio::fs::write(&path, &bytes)
-                    .await
-                    .map_err(|e| Error::io("writing an inventory data file to", &path, e))?;
+                self.download(store.as_ref(), f, &path).await?;
                 path
             }
         };
@@ -300,6 +314,49 @@ impl InventorySource {
             });
         }
         Ok(path)
+    }
+
+    /// Streams a data file to `path`: at most the size the manifest gives (a byte more
+    /// fails, naming the file), within the deadline of a GET of that size.
+    async fn download(&self, store: &dyn Destination, f: &DataFile, path: &Path) -> Result<()> {
+        let cap = match f.size {
+            0 => MAX_DATA_FILE,
+            n if n > MAX_DATA_FILE => {
+                return Err(self.damaged(
+                    f,
+                    format!("the manifest says {n} bytes, more than {MAX_DATA_FILE}"),
+                ));
+            }
+            n => n,
+        };
+        let r = store.get(&ObjectKey::from(f.key.as_str())).await?;
+        let mut file = tokio::fs::File::create(path)
+            .await
+            .map_err(|e| Error::io("writing an inventory data file to", path, e))?;
+        let deadline = crate::backend::get_deadline(cap);
+        let mut body = r.take(cap + 1);
+        let copy = tokio::io::copy(&mut body, &mut file);
+        let n = tokio::time::timeout(deadline, copy)
+            .await
+            .map_err(|_| {
+                self.damaged(f, format!("not downloaded within {} s", deadline.as_secs()))
+            })?
+            .map_err(|e| Error::io("downloading an inventory data file to", path, e))?;
+        if n > cap {
+            return Err(self.damaged(
+                f,
+                format!("the server sent more than the {cap} bytes the manifest gives"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// An error about data file `f`.
+    fn damaged(&self, f: &DataFile, why: String) -> Error {
+        Error::Source {
+            url: self.url.clone(),
+            message: format!("inventory data file {}: {why}", f.key),
+        }
     }
 
     /// Reads the rows of one data file on a blocking thread and sends the objects to
@@ -431,14 +488,58 @@ fn md5_of_file(path: &Path) -> Result<(String, u64)> {
     }
 }
 
-/// A whole object of a store (manifests and data files).
-async fn read_all(store: &dyn Destination, key: &str) -> Result<Vec<u8>> {
-    let mut r = store.get(&ObjectKey::from(key)).await?;
+/// A whole small object of a store (the manifest, its checksum): at most `cap` bytes,
+/// within the deadline of a GET of that size.
+async fn read_all(store: &dyn Destination, key: &str, cap: u64) -> Result<Vec<u8>> {
+    let r = store.get(&ObjectKey::from(key)).await?;
     let mut out = vec![];
-    r.read_to_end(&mut out)
+    let deadline = crate::backend::get_deadline(cap);
+    let mut body = r.take(cap + 1);
+    let read = body.read_to_end(&mut out);
+    tokio::time::timeout(deadline, read)
         .await
+        .map_err(|_| {
+            Error::option(
+                OPTION,
+                format!("{key}: not read within {} s", deadline.as_secs()),
+            )
+        })?
         .map_err(|e| Error::io("reading inventory file", key, e))?;
+    too_large(out.len() as u64, cap, key)?;
     Ok(out)
+}
+
+/// A whole small local file (the manifest, its checksum): at most `cap` bytes.
+fn read_file(path: &Path, cap: u64) -> Result<Vec<u8>> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io("reading the inventory", path, e))?;
+    let mut out = vec![];
+    f.take(cap + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::io("reading the inventory", path, e))?;
+    too_large(out.len() as u64, cap, &path.display().to_string())?;
+    Ok(out)
+}
+
+/// Fails when `len` bytes of inventory file `name` are more than `cap`.
+fn too_large(len: u64, cap: u64, name: &str) -> Result<()> {
+    match len > cap {
+        true => Err(Error::option(
+            OPTION,
+            format!("{name} is larger than {cap} bytes: not an inventory file barge reads"),
+        )),
+        false => Ok(()),
+    }
+}
+
+/// Parses and checks `manifest.json` (`name` for messages): the pure part of reading
+/// an inventory's manifest, also the fuzz target's entry point.
+pub fn parse_manifest(text: &[u8], name: &str) -> Result<Manifest> {
+    let m: Manifest = serde_json::from_slice(text).map_err(|e| Error::Decode {
+        what: format!("inventory manifest {name}"),
+        message: e.to_string(),
+    })?;
+    format_of(&m, name)?;
+    Ok(m)
 }
 
 /// A data file of a local inventory copy: `key` under the nearest parent of the
@@ -508,11 +609,40 @@ fn read_csv(
 ) -> Result<bool> {
     let f = std::fs::File::open(path)
         .map_err(|e| Error::io("opening an inventory data file", path, e))?;
-    let gz = BufReader::new(flate2::read::MultiGzDecoder::new(f));
+    let compressed = f
+        .metadata()
+        .map_err(|e| Error::io("opening an inventory data file", path, e))?
+        .len();
+    csv_rows(f, compressed, name, schema, bucket, send)
+}
+
+/// The rows of a gzip CSV data file given as bytes, with the manifest's `fileSchema`:
+/// the pure reader behind `--inventory` CSV files, for the fuzz target.
+pub fn parse_csv(
+    gz: &[u8],
+    file_schema: &str,
+    bucket: &str,
+    send: &mut dyn FnMut(Row) -> bool,
+) -> Result<bool> {
+    let schema = Schema::parse(file_schema, "fileSchema")?;
+    csv_rows(gz, gz.len() as u64, "data", &schema, bucket, send)
+}
+
+/// The rows of gzip CSV `gz` of `compressed` bytes (`name` for messages), inflated at
+/// most to [`inflate_limit`] and one record of at most [`MAX_CSV_RECORD`] at a time.
+fn csv_rows(
+    gz: impl Read,
+    compressed: u64,
+    name: &str,
+    schema: &Schema,
+    bucket: &str,
+    send: &mut dyn FnMut(Row) -> bool,
+) -> Result<bool> {
+    let text = CsvLimits::new(flate2::read::MultiGzDecoder::new(gz), compressed);
     let mut r = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_reader(gz);
+        .from_reader(text);
     for (n, rec) in r.records().enumerate() {
         let bad = |m: String| Error::Decode {
             what: format!("inventory data file {name}, row {}", n + 1),
@@ -552,6 +682,70 @@ fn read_csv(
     Ok(true)
 }
 
+/// What a CSV data file of `compressed` bytes may inflate to.
+pub fn inflate_limit(compressed: u64) -> u64 {
+    compressed
+        .saturating_mul(MAX_INFLATE_RATIO)
+        .max(MIN_INFLATE_LIMIT)
+}
+
+/// The inflated text of a CSV data file, refused (an I/O error the CSV reader passes
+/// on, with the record it was reading) once it is longer than [`inflate_limit`] or a
+/// record (up to a newline outside quotes) is longer than [`MAX_CSV_RECORD`]: the CSV
+/// reader would hold a whole record, however long, in memory.
+struct CsvLimits<R> {
+    inner: R,
+    /// Inflated bytes still allowed.
+    left: u64,
+    compressed: u64,
+    /// Bytes of the record being read, and whether they end inside quotes.
+    record: usize,
+    quoted: bool,
+}
+
+impl<R> CsvLimits<R> {
+    fn new(inner: R, compressed: u64) -> Self {
+        CsvLimits {
+            inner,
+            left: inflate_limit(compressed),
+            compressed,
+            record: 0,
+            quoted: false,
+        }
+    }
+}
+
+impl<R: Read> Read for CsvLimits<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            return Err(std::io::Error::other(format!(
+                "it inflates to more than {} bytes ({MAX_INFLATE_RATIO} times its {} compressed bytes, at least {MIN_INFLATE_LIMIT}): refused as a decompression bomb",
+                inflate_limit(self.compressed),
+                self.compressed
+            )));
+        }
+        self.left -= n as u64;
+        for &b in &buf[..n] {
+            match b {
+                b'"' => self.quoted = !self.quoted,
+                b'\n' if !self.quoted => {
+                    self.record = 0;
+                    continue;
+                }
+                _ => {}
+            }
+            self.record += 1;
+            if self.record > MAX_CSV_RECORD {
+                return Err(std::io::Error::other(format!(
+                    "the record is longer than {MAX_CSV_RECORD} bytes"
+                )));
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// A key as CSV inventories write it: URL-encoded (`+` for a space).
 fn url_decode(s: &str) -> std::result::Result<String, String> {
     let plus = s.replace('+', " ");
@@ -563,15 +757,73 @@ fn url_decode(s: &str) -> std::result::Result<String, String> {
 
 /// Reads a Parquet data file (keys not encoded).
 fn read_parquet(path: &Path, name: &str, send: &mut dyn FnMut(Row) -> bool) -> Result<bool> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| Error::io("opening an inventory data file", path, e))?;
+    parquet_rows(f, name, send)
+}
+
+/// The rows of a Parquet data file given as bytes: the pure reader behind
+/// `--inventory` Parquet files, for the fuzz target.
+pub fn parse_parquet(data: Vec<u8>, send: &mut dyn FnMut(Row) -> bool) -> Result<bool> {
+    parquet_rows(bytes::Bytes::from(data), "data", send)
+}
+
+/// The rows of a Parquet file (`name` for messages), once [`check_footer`] and
+/// [`check_chunks`] found every size it declares within the file and the caps. The
+/// parquet crate (57.3) panics on some malformed files (a negative child count in the
+/// schema, a plain BYTE_ARRAY page cut short: found by the fuzz target): such a panic
+/// refuses the file, naming it.
+fn parquet_rows<R: parquet::file::reader::ChunkReader + 'static>(
+    file: R,
+    name: &str,
+    send: &mut dyn FnMut(Row) -> bool,
+) -> Result<bool> {
+    // Our own checks run unguarded (a panic there is a bug to find, not to hide); the
+    // crate's parse of the footer is guarded (it overflows a capacity on a negative
+    // child count, found by the fuzz target).
+    let bad = |m: String| Error::Decode {
+        what: format!("inventory data file {name}"),
+        message: m,
+    };
+    check_footer(&file).map_err(bad)?;
+    let md = guarded(name, || {
+        parquet::file::metadata::ParquetMetaDataReader::new()
+            .parse_and_finish(&file)
+            .map_err(|e| bad(e.to_string()))
+    })?;
+    check_chunks(&file, &md).map_err(bad)?;
+    guarded(name, || parquet_read(file, name, send))
+}
+
+/// Runs `f`, a call into the parquet crate, turning a panic into an error naming data
+/// file `name`.
+fn guarded<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let why = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(Error::Decode {
+            what: format!("inventory data file {name}"),
+            message: format!("the Parquet reader failed on it ({why}): a damaged file"),
+        })
+    })
+}
+
+/// [`parquet_rows`] after the checks, without the panic guard.
+fn parquet_read<R: parquet::file::reader::ChunkReader + 'static>(
+    file: R,
+    name: &str,
+    send: &mut dyn FnMut(Row) -> bool,
+) -> Result<bool> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::record::Field;
     let bad = |m: String| Error::Decode {
         what: format!("inventory data file {name}"),
         message: m,
     };
-    let f = std::fs::File::open(path)
-        .map_err(|e| Error::io("opening an inventory data file", path, e))?;
-    let reader = SerializedFileReader::new(f).map_err(|e| bad(e.to_string()))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| bad(e.to_string()))?;
     let rows = reader.get_row_iter(None).map_err(|e| bad(e.to_string()))?;
     for row in rows {
         let row = row.map_err(|e| bad(e.to_string()))?;
@@ -612,6 +864,294 @@ fn read_parquet(path: &Path, name: &str, send: &mut dyn FnMut(Row) -> bool) -> R
     Ok(true)
 }
 
+/// Checks what the parquet crate would allocate from a file's own word before it parses
+/// the footer: the footer fits in the file and [`MAX_PARQUET_FOOTER`], and every list it
+/// declares fits in the bytes left ([`check_chunks`] does the rest before a row is read).
+fn check_footer<R: parquet::file::reader::ChunkReader>(
+    file: &R,
+) -> std::result::Result<(), String> {
+    let len = file.len();
+    let tail = get(
+        file,
+        len.checked_sub(8).ok_or("shorter than a Parquet footer")?,
+        8,
+    )?;
+    if tail[4..] != *b"PAR1" {
+        return Err("no Parquet footer (PAR1)".into());
+    }
+    let meta_len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    if meta_len > MAX_PARQUET_FOOTER || meta_len + 12 > len {
+        return Err(format!(
+            "its footer says {meta_len} bytes of metadata, the file has {len} bytes (at most {MAX_PARQUET_FOOTER})"
+        ));
+    }
+    let meta = get(file, len - 8 - meta_len, meta_len)?;
+    Compact::new(&meta).skip(STRUCT, 0)
+}
+
+/// Checks, on the parsed footer, that every column chunk lies within the file and every
+/// page within its chunk with at most [`MAX_PARQUET_PAGE`] bytes, compressed or not (a
+/// gzip page is inflated once, bounded, to prove it). The crate trusts these sizes: a
+/// lying page header makes it reserve or inflate gigabytes.
+fn check_chunks<R: parquet::file::reader::ChunkReader>(
+    file: &R,
+    md: &parquet::file::metadata::ParquetMetaData,
+) -> std::result::Result<(), String> {
+    let len = file.len();
+    for rg in md.row_groups() {
+        for col in rg.columns() {
+            let start = col
+                .dictionary_page_offset()
+                .unwrap_or(col.data_page_offset());
+            let (start, size) = match (u64::try_from(start), u64::try_from(col.compressed_size())) {
+                (Ok(s), Ok(n)) if s.checked_add(n).is_some_and(|e| e <= len) => (s, n),
+                _ => {
+                    return Err(format!(
+                        "column chunk at {start} of {} bytes is not within the file ({len} bytes)",
+                        col.compressed_size()
+                    ));
+                }
+            };
+            let gzip = matches!(col.compression(), parquet::basic::Compression::GZIP(_));
+            check_pages(file, start, start + size, gzip)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks the pages of the column chunk in `[start, end)` (see [`check_chunks`]).
+fn check_pages<R: parquet::file::reader::ChunkReader>(
+    file: &R,
+    mut pos: u64,
+    end: u64,
+    gzip: bool,
+) -> std::result::Result<(), String> {
+    while pos < end {
+        let head = get(file, pos, (end - pos).min(MAX_PAGE_HEADER))?;
+        let h = page_header(&head)?;
+        let body = pos + h.len as u64;
+        let (Ok(compressed), Ok(inflated)) =
+            (u64::try_from(h.compressed), u64::try_from(h.uncompressed))
+        else {
+            return Err(format!("page at {pos} has a negative size"));
+        };
+        if compressed > end - body || compressed.max(inflated) > MAX_PARQUET_PAGE {
+            return Err(format!(
+                "page at {pos} says {compressed} bytes ({inflated} inflated): past its column chunk (ends at {end}) or above {MAX_PARQUET_PAGE}"
+            ));
+        }
+        // Data pages and dictionaries are inflated by the reader (an index page is not).
+        if gzip && h.kind != 1 {
+            let levels = h.levels.min(compressed).min(inflated);
+            let data = get(file, body + levels, compressed - levels)?;
+            let mut inflate =
+                flate2::read::MultiGzDecoder::new(&data[..]).take(inflated - levels + 1);
+            let n = std::io::copy(&mut inflate, &mut std::io::sink()).unwrap_or(0);
+            if n > inflated - levels {
+                return Err(format!(
+                    "page at {pos} inflates to more than its header's {inflated} bytes"
+                ));
+            }
+        }
+        pos = body + compressed;
+    }
+    Ok(())
+}
+
+/// `len` bytes at `start` of a Parquet file (lengths checked by the caller).
+fn get<R: parquet::file::reader::ChunkReader>(
+    file: &R,
+    start: u64,
+    len: u64,
+) -> std::result::Result<bytes::Bytes, String> {
+    let len = usize::try_from(len).map_err(|e| e.to_string())?;
+    file.get_bytes(start, len).map_err(|e| e.to_string())
+}
+
+/// What [`check_pages`] needs of a page header.
+struct PageHeader {
+    /// Bytes of the header itself.
+    len: usize,
+    /// Page type (0 data, 1 index, 2 dictionary, 3 data v2).
+    kind: i32,
+    uncompressed: i32,
+    compressed: i32,
+    /// A v2 data page's level bytes, stored before its compressed values.
+    levels: u64,
+}
+
+/// Thrift compact type of a struct.
+const STRUCT: u8 = 12;
+/// Thrift compact type of an i32.
+const I32: u8 = 5;
+/// Deepest nesting of Thrift structures accepted (Parquet's metadata nests a few levels).
+const MAX_THRIFT_DEPTH: usize = 32;
+
+/// Decodes a Parquet page header (Thrift compact protocol): type, sizes, and a v2 page's
+/// level lengths; everything else is skipped but checked like the footer.
+fn page_header(b: &[u8]) -> std::result::Result<PageHeader, String> {
+    let mut c = Compact::new(b);
+    let (mut kind, mut uncompressed, mut compressed, mut levels) = (None, None, None, 0u64);
+    let mut id = 0i64;
+    while let Some((field, ty)) = c.field(&mut id)? {
+        match (field, ty) {
+            (1, I32) => kind = Some(c.i32()?),
+            (2, I32) => uncompressed = Some(c.i32()?),
+            (3, I32) => compressed = Some(c.i32()?),
+            (8, STRUCT) => levels = c.v2_levels()?,
+            _ => c.skip(ty, 1)?,
+        }
+    }
+    match (kind, uncompressed, compressed) {
+        (Some(kind), Some(uncompressed), Some(compressed)) => Ok(PageHeader {
+            len: c.pos,
+            kind,
+            uncompressed,
+            compressed,
+            levels,
+        }),
+        _ => Err("a page header without its type and sizes".into()),
+    }
+}
+
+/// A reader of Thrift's compact protocol that walks a structure without building it,
+/// refusing what would make a decoder allocate more than the bytes justify: a list,
+/// set, map or string longer than the bytes left, or nesting deeper than
+/// [`MAX_THRIFT_DEPTH`].
+struct Compact<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Compact<'a> {
+    fn new(b: &'a [u8]) -> Self {
+        Compact { b, pos: 0 }
+    }
+
+    fn byte(&mut self) -> std::result::Result<u8, String> {
+        let v = *self.b.get(self.pos).ok_or("Thrift structure cut short")?;
+        self.pos += 1;
+        Ok(v)
+    }
+
+    fn varint(&mut self) -> std::result::Result<u64, String> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err("a Thrift varint longer than 10 bytes".into())
+    }
+
+    /// A zigzag-encoded integer.
+    fn int(&mut self) -> std::result::Result<i64, String> {
+        let v = self.varint()?;
+        Ok((v >> 1) as i64 ^ -((v & 1) as i64))
+    }
+
+    /// A zigzag-encoded i32.
+    fn i32(&mut self) -> std::result::Result<i32, String> {
+        i32::try_from(self.int()?).map_err(|_| "a Thrift i32 out of range".to_string())
+    }
+
+    /// Skips `n` bytes, or `n` elements of at least one byte each, if the bytes are there.
+    fn room(&mut self, n: u64) -> std::result::Result<usize, String> {
+        let left = (self.b.len() - self.pos) as u64;
+        match n <= left {
+            true => Ok(n as usize),
+            false => Err(format!("a Thrift length of {n} with {left} bytes left")),
+        }
+    }
+
+    /// The next field's id and type (None at the struct's end); `id` is the last id.
+    fn field(&mut self, id: &mut i64) -> std::result::Result<Option<(i64, u8)>, String> {
+        let h = self.byte()?;
+        if h == 0 {
+            return Ok(None);
+        }
+        *id = match h >> 4 {
+            0 => self.int()?,
+            delta => *id + i64::from(delta),
+        };
+        Ok(Some((*id, h & 0x0f)))
+    }
+
+    /// Skips one value of compact type `ty`.
+    fn skip(&mut self, ty: u8, depth: usize) -> std::result::Result<(), String> {
+        if depth > MAX_THRIFT_DEPTH {
+            return Err(format!("Thrift nesting deeper than {MAX_THRIFT_DEPTH}"));
+        }
+        match ty {
+            1 | 2 => {}
+            3 => {
+                self.byte()?;
+            }
+            4..=6 => {
+                self.varint()?;
+            }
+            7 => self.pos += self.room(8)?,
+            8 => {
+                let n = self.varint()?;
+                self.pos += self.room(n)?;
+            }
+            9 | 10 => {
+                let h = self.byte()?;
+                let n = match h >> 4 {
+                    15 => self.varint()?,
+                    n => u64::from(n),
+                };
+                self.room(n)?;
+                for _ in 0..n {
+                    self.element(h & 0x0f, depth)?;
+                }
+            }
+            11 => {
+                let n = self.varint()?;
+                if n > 0 {
+                    let kv = self.byte()?;
+                    self.room(n.saturating_mul(2))?;
+                    for _ in 0..n {
+                        self.element(kv >> 4, depth)?;
+                        self.element(kv & 0x0f, depth)?;
+                    }
+                }
+            }
+            STRUCT => {
+                let mut id = 0;
+                while let Some((_, t)) = self.field(&mut id)? {
+                    self.skip(t, depth + 1)?;
+                }
+            }
+            t => return Err(format!("Thrift type {t} is not one")),
+        }
+        Ok(())
+    }
+
+    /// One element of a list, set or map: a boolean takes a byte there.
+    fn element(&mut self, ty: u8, depth: usize) -> std::result::Result<(), String> {
+        match ty {
+            1 | 2 => self.byte().map(|_| ()),
+            t => self.skip(t, depth + 1),
+        }
+    }
+
+    /// The level bytes of a v2 data page header (its fields 5 and 6).
+    fn v2_levels(&mut self) -> std::result::Result<u64, String> {
+        let mut id = 0;
+        let mut levels = 0u64;
+        while let Some((field, ty)) = self.field(&mut id)? {
+            match (field, ty) {
+                (5 | 6, I32) => levels = levels.saturating_add(self.int()?.max(0) as u64),
+                _ => self.skip(ty, 2)?,
+            }
+        }
+        Ok(levels)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -620,6 +1160,189 @@ mod tests {
     fn keys_are_url_decoded() {
         assert_eq!(url_decode("a%20b+c%2Bd%2Fe").unwrap(), "a b c+d/e");
         assert!(url_decode("%FF").is_err());
+    }
+
+    fn gzip(text: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(text).unwrap();
+        gz.finish().unwrap()
+    }
+
+    const SCHEMA: &str = "Bucket, Key, Size, ETag";
+
+    /// The keys of a gzip CSV data file, or the error.
+    fn csv_keys(text: &[u8]) -> Result<Vec<String>> {
+        let mut keys = vec![];
+        parse_csv(&gzip(text), SCHEMA, "b", &mut |r| {
+            keys.push(r.key);
+            true
+        })?;
+        Ok(keys)
+    }
+
+    #[test]
+    fn a_csv_record_longer_than_the_limit_is_refused_naming_its_row() {
+        let ok = b"\"b\",\"k1\",\"3\",\"e\"\n\"b\",\"k+2\",\"4\",\"e\"\n";
+        assert_eq!(csv_keys(ok).unwrap(), ["k1", "k 2"]);
+        // A key just under the limit is read; one record over it is refused.
+        let long = |n: usize| {
+            let mut t = ok.to_vec();
+            t.extend_from_slice(b"\"b\",\"");
+            t.extend(std::iter::repeat_n(b'a', n));
+            t.extend_from_slice(b"\",\"1\",\"e\"\n");
+            t
+        };
+        assert_eq!(csv_keys(&long(MAX_CSV_RECORD - 100)).unwrap().len(), 3);
+        let e = csv_keys(&long(MAX_CSV_RECORD)).unwrap_err().to_string();
+        assert!(
+            e.contains("row 3") && e.contains("longer than 65536"),
+            "{e}"
+        );
+        // A quote never closed makes the rest of the file one field, newlines and all.
+        let mut open = b"\"b\",\"".to_vec();
+        open.extend(b"a\n".repeat(MAX_CSV_RECORD));
+        let e = csv_keys(&open).unwrap_err().to_string();
+        assert!(e.contains("row 1") && e.contains("longer than"), "{e}");
+    }
+
+    #[test]
+    fn a_csv_file_inflating_past_its_limit_is_refused() {
+        assert_eq!(inflate_limit(1), MIN_INFLATE_LIMIT);
+        assert_eq!(inflate_limit(10 << 20), 640 << 20);
+        // Short records (newlines) of one compressed byte: the floor is the limit.
+        let mut r = CsvLimits::new(std::io::repeat(b'\n'), 1);
+        let mut sink = std::io::sink();
+        let e = std::io::copy(&mut r, &mut sink).unwrap_err().to_string();
+        assert!(e.contains("inflates to more than 67108864 bytes"), "{e}");
+    }
+
+    /// A header of a page in Parquet's Thrift compact encoding (type, uncompressed and
+    /// compressed sizes).
+    fn page_head(kind: i32, inflated: i32, compressed: i32) -> Vec<u8> {
+        let mut b = vec![];
+        for v in [kind, inflated, compressed] {
+            b.push(0x15);
+            let mut z = ((v << 1) ^ (v >> 31)) as u32;
+            while z >= 0x80 {
+                b.push(z as u8 | 0x80);
+                z >>= 7;
+            }
+            b.push(z as u8);
+        }
+        b.push(0);
+        b
+    }
+
+    #[test]
+    fn parquet_pages_that_lie_about_their_size_are_refused_before_reading() {
+        let file = |head: Vec<u8>, body: &[u8]| bytes::Bytes::from([head, body.to_vec()].concat());
+        let end = |f: &bytes::Bytes| f.len() as u64;
+        // An honest page.
+        let f = file(page_head(0, 10, 10), &[7; 10]);
+        check_pages(&f, 0, end(&f), false).unwrap();
+        // Inflating to a gigabyte, or past its column chunk.
+        let f = file(page_head(0, 1 << 30, 10), &[7; 10]);
+        let e = check_pages(&f, 0, end(&f), false).unwrap_err();
+        assert!(e.contains("above 67108864"), "{e}");
+        let f = file(page_head(0, 10, 1000), &[7; 10]);
+        let e = check_pages(&f, 0, end(&f), false).unwrap_err();
+        assert!(e.contains("past its column chunk"), "{e}");
+        let f = file(page_head(0, -1, 10), &[7; 10]);
+        assert!(check_pages(&f, 0, end(&f), false).is_err());
+        // A gzip page that inflates to more than its header says.
+        let bomb = gzip(&vec![0; 4 << 20]);
+        let f = file(page_head(0, 100, bomb.len() as i32), &bomb);
+        let e = check_pages(&f, 0, end(&f), true).unwrap_err();
+        assert!(e.contains("inflates to more than"), "{e}");
+        // A list in a header that claims more elements than there are bytes.
+        let mut h = page_head(0, 10, 10);
+        h.pop();
+        h.extend_from_slice(&[0x59, 0xf5, 0x80, 0x80, 0x80, 0x80, 0x07, 0]);
+        let f = file(h, &[7; 10]);
+        let e = check_pages(&f, 0, end(&f), false).unwrap_err();
+        assert!(e.contains("Thrift length"), "{e}");
+    }
+
+    #[test]
+    fn a_parquet_page_the_crate_panics_on_is_refused_naming_the_file() {
+        // Found by fuzz_inventory_parquet: a plain BYTE_ARRAY page cut short.
+        let crash = include_bytes!("../fuzz/seeds/fuzz_inventory_parquet/short-byte-array");
+        let e = parse_parquet(crash.to_vec(), &mut |_| true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("inventory data file data"), "{e}");
+    }
+
+    #[test]
+    fn a_parquet_footer_the_crate_panics_on_is_refused_naming_the_file() {
+        // Found by fuzz_inventory_parquet: a schema element with a negative child count.
+        let crash = include_bytes!("../fuzz/seeds/fuzz_inventory_parquet/negative-children");
+        let e = parse_parquet(crash.to_vec(), &mut |_| true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("inventory data file data"), "{e}");
+    }
+
+    #[test]
+    fn a_parquet_footer_larger_than_its_file_is_refused() {
+        let mut f = b"PAR1".to_vec();
+        f.extend_from_slice(&[0; 16]);
+        f.extend_from_slice(&u32::MAX.to_le_bytes());
+        f.extend_from_slice(b"PAR1");
+        let e = parse_parquet(f, &mut |_| true).unwrap_err().to_string();
+        assert!(e.contains("its footer says 4294967295 bytes"), "{e}");
+    }
+
+    /// A Parquet inventory file written by the parquet crate with `codec`.
+    fn parquet_file(codec: parquet::basic::Compression) -> Vec<u8> {
+        use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+        use parquet::file::properties::WriterProperties;
+        use parquet::file::writer::SerializedFileWriter;
+        let schema = parquet::schema::parser::parse_message_type(
+            "message s3_inventory { required binary key (UTF8); required int64 size; }",
+        )
+        .unwrap();
+        let props = WriterProperties::builder().set_compression(codec).build();
+        let mut out = Vec::new();
+        let mut w = SerializedFileWriter::new(&mut out, Arc::new(schema), Arc::new(props)).unwrap();
+        let mut rg = w.next_row_group().unwrap();
+        let mut col = rg.next_column().unwrap().unwrap();
+        let keys: Vec<ByteArray> = (0..500)
+            .map(|i| ByteArray::from(format!("k{i}").as_str()))
+            .collect();
+        col.typed::<ByteArrayType>()
+            .write_batch(&keys, None, None)
+            .unwrap();
+        col.close().unwrap();
+        let mut col = rg.next_column().unwrap().unwrap();
+        let sizes: Vec<i64> = (0..500).collect();
+        col.typed::<Int64Type>()
+            .write_batch(&sizes, None, None)
+            .unwrap();
+        col.close().unwrap();
+        rg.close().unwrap();
+        w.close().unwrap();
+        out
+    }
+
+    #[test]
+    fn honest_parquet_files_are_read_with_every_codec() {
+        use parquet::basic::Compression;
+        for codec in [
+            Compression::UNCOMPRESSED,
+            Compression::SNAPPY,
+            Compression::GZIP(Default::default()),
+        ] {
+            let mut rows = vec![];
+            parse_parquet(parquet_file(codec), &mut |r| {
+                rows.push((r.key, r.size));
+                true
+            })
+            .unwrap();
+            assert_eq!(rows.len(), 500, "{codec:?}");
+            assert_eq!(rows[499], ("k499".to_string(), 499), "{codec:?}");
+        }
     }
 
     #[test]

@@ -14,6 +14,13 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(Superblock::decode(&sb.encode()), Ok(sb.clone()));
         let _ = sb.manifest_slots();
         let _ = sb.slot_of(data.len() as u64);
+        if let Ok((off, len)) = sb.manifest_region(data.len() as u64) {
+            assert!(
+                off.checked_add(len as u64)
+                    .is_some_and(|e| e <= sb.device_size)
+            );
+            assert!(len as u64 <= barge::staging::device::MAX_MANIFEST_LEN);
+        }
     }
     let _ = manifest::open(data, &[7; 32], &[1; 16], &[2; 16], 0);
     let _ = manifest::decode_plain(data);

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Future, Stream};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
@@ -240,6 +240,94 @@ pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// abandoned and retried. A store that accepts a request and then stalls (a full Ceph
 /// cluster holds writes for minutes before answering 408) must not hang the run.
 pub const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The least time a GET may take to deliver its whole body, however small: the floor of
+/// [`get_deadline`]. Above [`STALL_TIMEOUT`] so a request that waits for its first byte
+/// has its full stall allowance.
+pub const GET_DEADLINE_FLOOR: std::time::Duration = std::time::Duration::from_secs(120);
+/// The slowest delivery a GET is allowed on top of [`GET_DEADLINE_FLOOR`], in bytes per
+/// second: a body of `n` bytes may take `n / GET_MIN_RATE` seconds more. Low (256
+/// fetches may share one slow link), but it turns a server that trickles a byte just
+/// before every stall timeout into a failed attempt instead of a fetch slot held forever.
+pub const GET_MIN_RATE: u64 = 64 << 10;
+
+/// The whole-body deadline of a GET of `len` bytes: [`GET_DEADLINE_FLOOR`] plus `len` at
+/// [`GET_MIN_RATE`].
+pub fn get_deadline(len: u64) -> std::time::Duration {
+    GET_DEADLINE_FLOOR + std::time::Duration::from_secs(len / GET_MIN_RATE)
+}
+
+/// A body reader that may not deliver more than `limit` bytes (the size the listing
+/// gave) nor take longer than [`get_deadline`] of it: past either it fails with a reason
+/// naming `what` (the object), instead of growing or waiting without end. Whether the
+/// body was long enough is its caller's check (it knows what the size means).
+pub struct Bounded<R> {
+    inner: R,
+    /// Bytes still allowed.
+    left: u64,
+    limit: u64,
+    what: String,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    secs: u64,
+}
+
+impl<R> Bounded<R> {
+    /// `inner`, limited to `limit` bytes within [`get_deadline`]`(limit)` from now.
+    pub fn new(inner: R, limit: u64, what: impl Into<String>) -> Self {
+        let d = get_deadline(limit);
+        Bounded {
+            inner,
+            left: limit,
+            limit,
+            what: what.into(),
+            deadline: Box::pin(tokio::time::sleep(d)),
+            secs: d.as_secs(),
+        }
+    }
+}
+
+/// The error of a body longer than its listing said (also S3's capped GET).
+pub(crate) fn too_long(what: &str, limit: u64) -> String {
+    format!("{what}: the server sent more than the {limit} bytes listed")
+}
+
+/// The error of a body not complete within its deadline.
+pub(crate) fn too_slow(what: &str, limit: u64, secs: u64) -> String {
+    format!("{what}: the body of {limit} bytes did not arrive within {secs} s")
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Bounded<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let me = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut me.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let n = (buf.filled().len() - before) as u64;
+                if n > me.left {
+                    // An error delivers no bytes.
+                    buf.set_filled(before);
+                    let msg = too_long(&me.what, me.limit);
+                    return Poll::Ready(Err(std::io::Error::other(msg)));
+                }
+                me.left -= n;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match me.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    let msg = too_slow(&me.what, me.limit, me.secs);
+                    Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, msg)))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
 
 /// An opened source object's bytes.
 pub enum Payload {
@@ -755,6 +843,58 @@ mod tests {
         assert!(piece_size(tb5, 64 * MIB, 1_000, 5 << 30).is_some());
         // Beyond pieces * largest piece: refused.
         assert_eq!(piece_size(tb5, MIB, 10, 5 << 30), None);
+    }
+
+    #[tokio::test]
+    async fn a_body_longer_than_listed_fails_naming_its_source() {
+        use tokio::io::AsyncReadExt;
+        let mut v = vec![];
+        let mut exact = Bounded::new(&b"hello"[..], 5, "s3://b");
+        exact.read_to_end(&mut v).await.unwrap();
+        assert_eq!(v, b"hello");
+        // Shorter is the caller's check (it knows what the size means).
+        let mut short = Bounded::new(&b"hell"[..], 5, "s3://b");
+        short.read_to_end(&mut vec![]).await.unwrap();
+        let e = Bounded::new(&b"hello!"[..], 5, "s3://b")
+            .read_to_end(&mut vec![])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("s3://b: the server sent more than the 5 bytes listed"),
+            "{e}"
+        );
+        // An endless body stops within one read of its limit.
+        let mut endless = Bounded::new(tokio::io::repeat(b'x'), 1 << 20, "s3://b");
+        let mut got = 0u64;
+        let mut buf = vec![0u8; 64 << 10];
+        let e = loop {
+            match endless.read(&mut buf).await {
+                Ok(n) => got += n as u64,
+                Err(e) => break e,
+            }
+        };
+        assert!(got <= 1 << 20, "{got}");
+        assert!(e.to_string().contains("more than the 1048576 bytes"), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_does_not_arrive_in_time_fails_at_its_deadline() {
+        use tokio::io::AsyncReadExt;
+        assert_eq!(get_deadline(0), GET_DEADLINE_FLOOR);
+        assert_eq!(get_deadline(64 << 20).as_secs(), 120 + 1024);
+        // A server that sends nothing more (time is paused: it advances when idle).
+        let (quiet, _peer) = tokio::io::duplex(64);
+        let e = Bounded::new(quiet, 1000, "swift://c")
+            .read_to_end(&mut vec![])
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(
+            e.to_string()
+                .contains("swift://c: the body of 1000 bytes did not arrive within 120 s"),
+            "{e}"
+        );
     }
 
     #[test]

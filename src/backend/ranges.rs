@@ -26,7 +26,7 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
 use super::{ListFrom, Listed, RangeMark};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::object::ObjectMeta;
 
 /// Listed entries a consumer of a listing buffers (pages in flight beyond it wait).
@@ -509,6 +509,34 @@ impl<'a> Planner<'a> {
     }
 }
 
+// A listing that does not advance. Kept apart from the range planning above: a store's
+// `KeyPages::page` calls it on every page it returns.
+
+/// Fails unless `page`, answered to a request for the keys after `after` (S3's
+/// `StartAfter`, Swift's `marker`), moves the listing on: each key after `after` and
+/// after the key before it. A server that ignores the marker would hand the same page
+/// back forever; `store` names the listing (`s3://bucket`), `param` the ignored marker.
+pub fn check_advances(store: &str, param: &str, after: Option<&str>, page: &Page) -> Result<()> {
+    let mut prev = after;
+    for e in &page.entries {
+        if let Some(p) = prev
+            && e.key.as_str() <= p
+        {
+            let message = format!(
+                "a page after {:?}: key {:?} does not come after {p:?} (the server ignores {param}, or sends keys out of order); stopped instead of listing the same keys again",
+                after.unwrap_or(""),
+                e.key
+            );
+            return Err(Error::Request {
+                endpoint: store.to_string(),
+                message,
+            });
+        }
+        prev = Some(&e.key);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -680,6 +708,47 @@ mod tests {
             .collect();
         assert_eq!(got, want);
         assert!(marks.values().all(|m| m.done));
+    }
+
+    /// A page of `keys` (a listing's answer).
+    fn page_of(keys: &[&str]) -> Page {
+        Page {
+            entries: keys
+                .iter()
+                .map(|k| Entry {
+                    key: k.to_string(),
+                    meta: ObjectMeta {
+                        key: ObjectKey::from(*k),
+                        size: 0,
+                        version: String::new(),
+                        content_type: None,
+                        user_meta: vec![],
+                        modified: None,
+                    },
+                })
+                .collect(),
+            more: true,
+        }
+    }
+
+    #[test]
+    fn a_page_that_does_not_advance_is_refused_naming_the_store() {
+        let p = page_of(&["a", "b", "c"]);
+        assert!(check_advances("s3://b", "StartAfter", None, &p).is_ok());
+        assert!(check_advances("s3://b", "StartAfter", Some("0"), &p).is_ok());
+        // The marker ignored: the first page again after its last key.
+        let e = check_advances("s3://bkt", "StartAfter", Some("c"), &p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("s3://bkt") && e.contains("StartAfter") && e.contains("\"a\""),
+            "{e}"
+        );
+        // A key equal to the marker, or keys out of order within a page.
+        assert!(check_advances("s3://b", "StartAfter", Some("a"), &p).is_err());
+        let p = page_of(&["a", "c", "b"]);
+        assert!(check_advances("s3://b", "StartAfter", None, &p).is_err());
+        assert!(check_advances("s3://b", "StartAfter", None, &page_of(&[])).is_ok());
     }
 
     #[test]

@@ -209,6 +209,46 @@ fn ranged_check(
     }
 }
 
+/// The most bytes reserved up front for a GET's body; a larger body grows as it arrives.
+const GET_PREALLOC_MAX: u64 = 16 << 20;
+
+/// Reads a GET's body: at most `expected` bytes (a longer body, or a Content-Length
+/// `len` above it, fails at once without being read further: a server sending an
+/// endless body must not take the memory). A body shorter than its Content-Length is a
+/// broken transfer, retried; one shorter than `expected` is returned for the caller's
+/// size check (the object changed since it was listed).
+async fn read_capped(
+    mut body: ByteStream,
+    expected: u64,
+    len: Option<u64>,
+    what: &str,
+) -> std::result::Result<Bytes, Failure> {
+    if len.is_some_and(|l| l > expected) {
+        return Err(Failure::Permanent(Error::refused(super::too_long(
+            what, expected,
+        ))));
+    }
+    let mut buf = bytes::BytesMut::with_capacity(expected.min(GET_PREALLOC_MAX) as usize);
+    while let Some(piece) = body.next().await {
+        let piece = piece.map_err(|e| Failure::Transient(format!("{what}: body: {e}")))?;
+        if (buf.len() + piece.len()) as u64 > expected {
+            return Err(Failure::Permanent(Error::refused(super::too_long(
+                what, expected,
+            ))));
+        }
+        buf.extend_from_slice(&piece);
+    }
+    if let Some(l) = len
+        && buf.len() as u64 != l
+    {
+        return Err(Failure::Transient(format!(
+            "{what}: truncated body ({} of {l} bytes)",
+            buf.len()
+        )));
+    }
+    Ok(buf.freeze())
+}
+
 /// An SDK body over the rope's pieces (no copy); retryable because the rope is cheap to
 /// clone.
 fn rope_stream(r: &Rope) -> ByteStream {
@@ -370,12 +410,17 @@ impl S3Store {
         }
     }
 
+    /// One GET of `key` (a byte range of it), its body read into memory: at most
+    /// `expected` bytes (the listed size, or the range's), within [`super::get_deadline`]
+    /// of them per attempt.
     async fn get_range(
         &self,
         key: &str,
         range: Option<(u64, u64)>,
+        expected: u64,
     ) -> Result<(Bytes, aws_sdk_s3::operation::get_object::GetObjectOutput)> {
         let what = format!("GET s3://{}/{key}", self.bucket);
+        let deadline = super::get_deadline(expected);
         self.throttle
             .call_sized(&what, range.map_or(0, |(a, b)| b - a + 1), || {
                 let req = self
@@ -386,24 +431,25 @@ impl S3Store {
                     .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
                     .set_range(range.map(|(a, b)| format!("bytes={a}-{b}")));
                 let what = what.clone();
-                async move {
-                    let mut out = req.send().await.map_err(|e| classify(&what, e))?;
+                let what2 = what.clone();
+                let attempt = async move {
+                    let mut out = req.send().await.map_err(|e| classify(&what2, e))?;
                     let body =
                         std::mem::replace(&mut out.body, ByteStream::new(Bytes::new().into()));
-                    let bytes = body
-                        .collect()
-                        .await
-                        .map_err(|e| Failure::Transient(format!("{what}: body: {e}")))?
-                        .into_bytes();
-                    if let Some(len) = out.content_length()
-                        && bytes.len() as i64 != len
-                    {
-                        return Err(Failure::Transient(format!(
-                            "{what}: truncated body ({} of {len} bytes)",
-                            bytes.len()
-                        )));
-                    }
+                    let len = out.content_length().and_then(|l| u64::try_from(l).ok());
+                    let bytes = read_capped(body, expected, len, &what2).await?;
                     Ok((bytes, out))
+                };
+                async move {
+                    tokio::time::timeout(deadline, attempt)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(Failure::Transient(super::too_slow(
+                                &what,
+                                expected,
+                                deadline.as_secs(),
+                            )))
+                        })
                 }
             })
             .await
@@ -413,7 +459,7 @@ impl S3Store {
     /// multipart).
     async fn open_whole(&self, key: &str, meta: &ObjectMeta) -> Result<Opened> {
         let (bytes, out) = self
-            .get_range(key, None)
+            .get_range(key, None, meta.size)
             .await
             .map_err(|e| Error::of_object(&meta.key, e))?;
         let check = ContentCheck::from_etag(out.e_tag().unwrap_or(&meta.version), None);
@@ -512,7 +558,7 @@ impl S3Store {
                 let me = me.clone();
                 let key = key2.clone();
                 async move {
-                    me.get_range(&key, Some(r))
+                    me.get_range(&key, Some(r), r.1 - r.0 + 1)
                         .await
                         .map(|(b, _)| b)
                         .map_err(|e| std::io::Error::other(e.to_string()))
@@ -896,10 +942,13 @@ impl KeyPages for S3Store {
                 })
             })
             .collect();
-        Ok(Page {
+        let page = Page {
             entries,
             more: out.is_truncated() == Some(true),
-        })
+        };
+        let store = format!("s3://{}", self.bucket);
+        super::ranges::check_advances(&store, "StartAfter", after, &page)?;
+        Ok(page)
     }
 }
 

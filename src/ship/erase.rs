@@ -208,10 +208,13 @@ pub fn erase(
 /// Step 1: overwrites both superblock copies and the manifest with random data.
 fn crypto_erase(t: &Target, steps: &mut Steps) {
     let mut region = vec![(0u64, 2 * BLOCK as u64)];
+    // A manifest region the drive cannot hold (a damaged or altered superblock) is left
+    // to step 2's full overwrite rather than allocated.
     if let Some(sb) = &t.sb
         && sb.manifest_len > 0
+        && let Ok((off, len)) = sb.manifest_region(t.size)
     {
-        region.push((sb.manifest_offset, sb.manifest_len));
+        region.push((off, len as u64));
     }
     let res: Result<()> = region.iter().try_for_each(|&(off, len)| {
         let len = crate::staging::format::round_up(len.min(t.size.saturating_sub(off)));

@@ -549,8 +549,10 @@ fn check_drive(
         }
     }
     let f = device::open(path, false).map_err(|e| e.to_string())?;
-    let bytes = device::read_at(&f, path, sb.manifest_offset, sb.manifest_len as usize)
-        .map_err(|e| e.to_string())?;
+    // The region is CRC-protected only: bounded by the drive and a cap before reading.
+    let device_len = device::size_of(&f, path).map_err(|e| e.to_string())?;
+    let (offset, len) = sb.manifest_region(device_len).map_err(|e| e.to_string())?;
+    let bytes = device::read_at(&f, path, offset, len).map_err(|e| e.to_string())?;
     manifest::open(&bytes, mkey, &sb.set_id, &sb.drive_id, sb.index).map_err(|e| e.to_string())
 }
 

@@ -37,6 +37,13 @@ pub const WRAPPED_KEY_LEN: usize = 12 + 32 + 16;
 /// Most bytes of one write while writing regions (manifests, erase passes).
 const REGION_IO: usize = 1 << 20;
 
+/// The largest manifest `import` reads from a drive. A manifest lists the drive's
+/// chunks and objects and the whole set's index (about 100 B per chunk and per object:
+/// a 16 TB drive of 1 MiB chunks needs about 2 GiB); the superblock's `manifest_len` is
+/// only CRC-protected until the manifest authenticates, so it is bounded before
+/// anything is allocated for it.
+pub const MAX_MANIFEST_LEN: u64 = 4 << 30;
+
 /// Set once `barge seal` wrote the manifest and the wrapped key.
 pub const FLAG_SEALED: u16 = 1;
 /// Set by `barge import` at the destination: the drive may take new segments again.
@@ -102,9 +109,47 @@ impl Superblock {
         if self.manifest_len == 0 {
             return 0..0;
         }
-        let first = (self.manifest_offset - DATA_START) / self.slot_size;
-        let end = (self.manifest_offset + self.manifest_len - DATA_START).div_ceil(self.slot_size);
-        first..end.min(self.slot_count)
+        let first = self.manifest_offset.saturating_sub(DATA_START) / self.slot_size;
+        let end = (self.manifest_offset.saturating_add(self.manifest_len))
+            .saturating_sub(DATA_START)
+            .div_ceil(self.slot_size);
+        first.min(self.slot_count)..end.min(self.slot_count)
+    }
+
+    /// The end of the last slot (decode checked that it does not overflow).
+    fn slots_end(&self) -> u64 {
+        DATA_START.saturating_add(self.slot_count.saturating_mul(self.slot_size))
+    }
+
+    /// The manifest's offset and length, checked before any of it is read on a drive of
+    /// `device_len` bytes: the drive is as large as its superblock says, and the
+    /// manifest lies within its slots and is at most [`MAX_MANIFEST_LEN`] bytes (the
+    /// length is authenticated only once the manifest is read and opened).
+    pub fn manifest_region(
+        &self,
+        device_len: u64,
+    ) -> std::result::Result<(u64, usize), SuperblockError> {
+        let bad = |why: String| Err(SuperblockError::ManifestRegion(why));
+        if self.device_size > device_len {
+            return bad(format!(
+                "the superblock says the drive has {} bytes, it has {device_len}",
+                self.device_size
+            ));
+        }
+        let (off, len) = (self.manifest_offset, self.manifest_len);
+        if len == 0 || len > MAX_MANIFEST_LEN {
+            return bad(format!(
+                "manifest length {len} is not within 1..={MAX_MANIFEST_LEN}"
+            ));
+        }
+        let end = off.checked_add(len);
+        if off < DATA_START || end.is_none_or(|e| e > self.slots_end()) {
+            return bad(format!(
+                "manifest at {off} ({len} bytes) is not within the slots ({DATA_START}..{})",
+                self.slots_end()
+            ));
+        }
+        Ok((off, len as usize))
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -171,7 +216,11 @@ impl Superblock {
         if sb.slot_size == 0 || !sb.slot_size.is_multiple_of(BLOCK as u64) {
             return Err(SuperblockError::SlotSize(sb.slot_size));
         }
-        if DATA_START + sb.slot_count * sb.slot_size > sb.device_size {
+        let slots = sb.slot_count.checked_mul(sb.slot_size);
+        if slots
+            .and_then(|b| b.checked_add(DATA_START))
+            .is_none_or(|end| end > sb.device_size)
+        {
             return Err(SuperblockError::SlotsPastEnd);
         }
         Ok(sb)
@@ -278,6 +327,8 @@ pub enum SuperblockError {
     SlotSize(u64),
     #[error("slots extend past the recorded device size")]
     SlotsPastEnd,
+    #[error("superblock points at no usable manifest: {0}")]
+    ManifestRegion(String),
 }
 
 /// Reads both superblock copies and returns the valid one with the higher sequence.
@@ -602,6 +653,42 @@ mod tests {
             },
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_manifest_region_is_bounded_before_it_is_read() {
+        let sb = sample();
+        let size = sb.device_size;
+        assert_eq!(
+            sb.manifest_region(size).unwrap(),
+            (sb.manifest_offset, 12345)
+        );
+        let with = |f: &dyn Fn(&mut Superblock)| {
+            let mut s = sample();
+            f(&mut s);
+            // Still a valid superblock (CRC only): the region check is what refuses it.
+            Superblock::decode(&s.encode()).unwrap();
+            s.manifest_region(size).unwrap_err().to_string()
+        };
+        // A huge length, past the slots or past the hard cap.
+        let e = with(&|s| s.manifest_len = u64::MAX - 10);
+        assert!(e.contains("manifest length"), "{e}");
+        let e = with(&|s| s.manifest_len = 9 << 20);
+        assert!(e.contains("not within the slots"), "{e}");
+        let e = with(&|s| s.manifest_offset = 4096);
+        assert!(e.contains("not within the slots"), "{e}");
+        let e = with(&|s| s.manifest_offset = u64::MAX);
+        assert!(e.contains("not within the slots"), "{e}");
+        let e = with(&|s| s.manifest_len = 0);
+        assert!(e.contains("manifest length"), "{e}");
+        // A drive smaller than its superblock says.
+        let e = sample().manifest_region(size - 1).unwrap_err().to_string();
+        assert!(e.contains("bytes, it has"), "{e}");
+        // Slot arithmetic that overflows is refused, not a panic.
+        let mut s = sample();
+        s.slot_count = u64::MAX / 4096;
+        s.slot_size = 1 << 20;
+        assert!(Superblock::decode(&s.encode()).is_err());
     }
 
     #[test]
