@@ -1308,13 +1308,14 @@ mod tests {
     #[tokio::test]
     async fn short_pages_are_paged_to_the_end_and_dot_names_are_refused_not_listed() {
         // radosgw caps a page at rgw_max_listing_results whatever `limit` asks.
+        // In Swift's (byte) order, as the fake's marker filter needs.
         let names = [
+            "./e",
             "a",
             "a/../secret",
             "b",
             "c",
             "d",
-            "./e",
             "f",
             "g",
             "x/..",
@@ -1332,7 +1333,7 @@ mod tests {
         .await;
         let (objects, refused) = listed(&fake_store(&auth, "swift://c")).await.unwrap();
         assert_eq!(objects, ["a", "b", "c", "d", "f", "g", "z"]);
-        assert_eq!(refused, ["a/../secret", "./e", "x/.."]);
+        assert_eq!(refused, ["./e", "a/../secret", "x/.."]);
     }
 
     #[tokio::test]
