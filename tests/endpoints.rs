@@ -1187,3 +1187,213 @@ fn sync_into_radosgw_keeps_what_a_third_party_wrote_at_a_key() {
         .collect();
     assert_eq!(names, ["stays", "theirs-now"], "{listed}");
 }
+
+/// Issue 27: an S3 key with a `..` segment (`../<victim>/pwned`) moved into Swift. A URL
+/// parser resolves the segment, so the PUT would land in container `<victim>`: barge
+/// refuses the object alone (named, the run goes on and ends NOT DONE), the other key
+/// moves, and nothing appears in the victim container.
+#[test]
+fn an_s3_key_with_dot_segments_never_leaves_its_swift_container() {
+    let e = saio();
+    let t = tmp();
+    let s3 = (
+        e["SAIO_S3_ENDPOINT"].as_str(),
+        e["SAIO_S3_ACCESS_KEY"].as_str(),
+        e["SAIO_S3_SECRET_KEY"].as_str(),
+    );
+    let dst = (
+        e["ST_AUTH"].as_str(),
+        e["ST_USER"].as_str(),
+        e["ST_KEY"].as_str(),
+    );
+    let (bucket, victim, landing) = (uniq("hostile-"), uniq("escape"), uniq("landing"));
+    let sw = || swift(dst.0, dst.1, dst.2);
+    run_ok(sw().args(["post", &victim]));
+    let a = || aws(s3.0, s3.1, s3.2);
+    run_ok(a().args(["s3", "mb", &format!("s3://{bucket}")]));
+    let f = write(&t.path().join("f"), b"body", b"attacker's bytes");
+    let bad = format!("../{victim}/pwned");
+    for key in [bad.as_str(), "good.txt"] {
+        run_ok(
+            a().args([
+                "s3api",
+                "put-object",
+                "--bucket",
+                &bucket,
+                "--key",
+                key,
+                "--body",
+            ])
+            .arg(&f),
+        );
+    }
+    let state = t.path().join("state");
+    init_small(&state, &[]);
+    let o = barge_env(
+        &state,
+        Some(s3),
+        None,
+        Some(dst),
+        &[
+            "--source-endpoint",
+            s3.0,
+            "migrate",
+            "--source",
+            &format!("s3://{bucket}"),
+            "--dest",
+            &format!("swift://{landing}"),
+        ],
+    );
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert_eq!(o.status.code(), Some(3), "the bad key fails alone: {out}");
+    assert!(out.contains(&bad) && out.contains("segment"), "{out}");
+    assert!(out.contains("NOT DONE"), "{out}");
+    assert_eq!(
+        run_ok(sw().args(["list", &victim])),
+        "",
+        "nothing in {victim}"
+    );
+    assert_eq!(run_ok(sw().args(["list", &landing])), "good.txt\n");
+}
+
+/// The storage URL and a token of a swift CLI login.
+fn swift_token(env: &Env) -> (String, String) {
+    let auth = run_ok(swift(&env["ST_AUTH"], &env["ST_USER"], &env["ST_KEY"]).arg("auth"));
+    let var = |name: &str| {
+        auth.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+            .map(|v| v.trim_matches('"').trim_matches('\'').to_string())
+            .unwrap_or_else(|| panic!("no {name} in {auth}"))
+    };
+    (var("OS_STORAGE_URL"), var("OS_AUTH_TOKEN"))
+}
+
+/// Issue 27: a Swift source object whose name has a `..` segment (created with curl
+/// `--path-as-is`, which the SAIO stores as named). A GET of it would fetch another
+/// container's object with barge's credentials: the name is a listing error naming it,
+/// it is never fetched, and the private object's bytes land nowhere.
+#[test]
+fn a_swift_source_name_with_dot_segments_is_never_fetched() {
+    let e = saio();
+    let t = tmp();
+    let (src_c, private) = (uniq("dotsrc"), uniq("private"));
+    let (storage, token) = swift_token(e);
+    let secret = format!("PRIVATE-{}", std::process::id());
+    let put = |path: &str, body: &str| {
+        run_ok(Command::new("curl").args([
+            "-sSf",
+            "--path-as-is",
+            "-X",
+            "PUT",
+            "-H",
+            &format!("X-Auth-Token: {token}"),
+            "--data-binary",
+            body,
+            &format!("{storage}/{path}"),
+        ]))
+    };
+    put(&src_c, "");
+    put(&private, "");
+    put(&format!("{private}/x"), &secret);
+    put(&format!("{src_c}/good"), "good bytes");
+    let bad = format!("../{private}/x");
+    // As long as the private object, so that a fetch of it passes the size check.
+    put(&format!("{src_c}/{bad}"), &"d".repeat(secret.len()));
+    let listed = run_ok(swift(&e["ST_AUTH"], &e["ST_USER"], &e["ST_KEY"]).args(["list", &src_c]));
+    assert!(listed.contains(&bad), "the SAIO keeps the name: {listed}");
+    let state = t.path().join("state");
+    init_small(&state, &[]);
+    let out_dir = t.path().join("out");
+    let o = barge_env(
+        &state,
+        None,
+        Some(e),
+        None,
+        &[
+            "--json",
+            "migrate",
+            "--source",
+            &format!("swift://{src_c}"),
+            "--dest",
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(out.contains(&bad) && out.contains("segment"), "{out}");
+    let ingest = &json_doc(&out, "ingest")["ingest"];
+    assert_eq!(ingest["listing_errors"], 1, "{out}");
+    assert_eq!(
+        ingest["staged"], 1,
+        "only the good object is fetched: {out}"
+    );
+    assert_eq!(json_doc(&out, "report")["report"]["done"], false, "{out}");
+    assert_eq!(std::fs::read(out_dir.join("good")).unwrap(), b"good bytes");
+    for f in files_under(t.path()) {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(
+            !contains(&bytes, secret.as_bytes()),
+            "{} holds the private object",
+            f.display()
+        );
+    }
+}
+
+/// Issue 27: radosgw caps a Swift listing page at `rgw_max_listing_results` (1,000)
+/// whatever `limit` asks; a listing that stopped at the first short page saw 1,000 of
+/// 1,500 objects and the move said DONE. Pages now run to an empty one.
+#[test]
+fn a_radosgw_swift_container_of_1500_objects_lists_and_moves_whole() {
+    let c = ceph();
+    let t = tmp();
+    let container = uniq("capped");
+    let src = t.path().join("src");
+    let names: Vec<String> = (0..1_500u32).map(|i| format!("o{i:04}")).collect();
+    for (i, n) in names.iter().enumerate() {
+        write(&src, n.as_bytes(), format!("{i}").as_bytes());
+    }
+    // Named one by one: `upload <container> .` would name them "./o0000".
+    run_ok(
+        swift(&c["ST_AUTH"], &c["ST_USER"], &c["ST_KEY"])
+            .current_dir(&src)
+            .args(["upload", "--object-threads", "32", &container])
+            .args(&names),
+    );
+    let url = format!("swift://{container}");
+    let state = t.path().join("state");
+    init_small(&state, &[]);
+    let keys = barge_env(
+        &state,
+        None,
+        Some(c),
+        None,
+        &["list", "--keys", "--source", &url],
+    );
+    let keys = ok(&keys);
+    assert_eq!(
+        keys.lines().count(),
+        1_500,
+        "{}",
+        &keys[keys.len().saturating_sub(200)..]
+    );
+    let out_dir = t.path().join("out");
+    let o = barge_env(
+        &state,
+        None,
+        Some(c),
+        None,
+        &[
+            "--json",
+            "migrate",
+            "--source",
+            &url,
+            "--dest",
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    let out = ok(&o);
+    let report = &json_doc(&out, "report")["report"];
+    assert_eq!(report["done"], true, "{out}");
+    assert_eq!(report["drained"], 1_500, "{out}");
+    assert_same_tree(&src, &out_dir);
+}

@@ -20,6 +20,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
@@ -74,6 +75,9 @@ pub fn one_range(
 pub struct Entry {
     pub key: String,
     pub meta: ObjectMeta,
+    /// Why the object is listed but not taken (a name the store cannot address safely):
+    /// sent as a [`Listed::Error`] naming it instead of an object.
+    pub refused: Option<String>,
 }
 
 /// A page of a listing in key order; `more` when keys may follow its last.
@@ -106,6 +110,22 @@ impl RangeListing<'_> {
     /// Lists every range of `from` not done (everything if `from` is empty), sending
     /// objects, new ranges ([`Listed::Range`]) and a [`Listed::Mark`] after each page.
     pub async fn run(&self, from: &ListFrom, tx: &mpsc::Sender<Listed>) -> Result<()> {
+        self.run_counted(from, tx).await.map(|_| ())
+    }
+
+    /// [`RangeListing::run`], returning how many objects (refused ones included) it sent.
+    pub async fn run_counted(&self, from: &ListFrom, tx: &mpsc::Sender<Listed>) -> Result<u64> {
+        let sent = AtomicU64::new(0);
+        self.run_ranges(from, tx, &sent).await?;
+        Ok(sent.into_inner())
+    }
+
+    async fn run_ranges(
+        &self,
+        from: &ListFrom,
+        tx: &mpsc::Sender<Listed>,
+        sent: &AtomicU64,
+    ) -> Result<()> {
         let mut ranges: VecDeque<(String, RangeMark)> = from
             .iter()
             .filter(|(n, m)| n.starts_with(&self.scope) && !m.done)
@@ -117,7 +137,7 @@ impl RangeListing<'_> {
         }
         if let Some(i) = ranges.iter().position(|(_, m)| m.until.is_none()) {
             let tail = ranges.remove(i).unwrap_or_default();
-            if !self.split_tail(tail, &mut ranges, tx).await? {
+            if !self.split_tail(tail, &mut ranges, tx, sent).await? {
                 return Ok(());
             }
         }
@@ -126,7 +146,7 @@ impl RangeListing<'_> {
         futures::stream::iter(0..self.parallel.max(1))
             .map(|_| async {
                 while let Some((name, mark)) = next() {
-                    if !self.list_range(&name, mark, tx).await? {
+                    if !self.list_range(&name, mark, tx, sent).await? {
                         break;
                     }
                 }
@@ -146,6 +166,7 @@ impl RangeListing<'_> {
         (name, mut mark): (String, RangeMark),
         ranges: &mut VecDeque<(String, RangeMark)>,
         tx: &mpsc::Sender<Listed>,
+        sent: &AtomicU64,
     ) -> Result<bool> {
         if self.parallel <= 1 {
             ranges.push_back((name, mark));
@@ -155,7 +176,7 @@ impl RangeListing<'_> {
         while !mark.done && listed < SPLIT_AFTER_KEYS {
             let page = self.pages.page(mark.after.as_deref(), self.page).await?;
             listed += page.entries.len().max(1);
-            if send(&name, page, &mut mark, tx).await.is_none() {
+            if send(&name, page, &mut mark, tx, sent).await.is_none() {
                 return Ok(false);
             }
         }
@@ -205,6 +226,7 @@ impl RangeListing<'_> {
         name: &str,
         mut mark: RangeMark,
         tx: &mpsc::Sender<Listed>,
+        sent: &AtomicU64,
     ) -> Result<bool> {
         // A range with an end starts with a short page: its density sizes the next pages
         // to reach the end without listing far beyond it. A range whose key count is
@@ -219,7 +241,7 @@ impl RangeListing<'_> {
             if let Some(until) = &mark.until {
                 limit = next_limit(&page, until, self.page);
             }
-            if send(name, page, &mut mark, tx).await.is_none() {
+            if send(name, page, &mut mark, tx, sent).await.is_none() {
                 return Ok(false);
             }
         }
@@ -319,12 +341,14 @@ fn widen(seen: &mut std::collections::BTreeSet<Option<char>>) {
 
 /// Sends the page's objects within `mark`'s range, moves the mark past them (done when
 /// the page ends the range) and sends it, also every [`MARK_EVERY`] objects so that a
-/// checkpoint does not wait for a whole page. `None` once the receiver is gone.
+/// checkpoint does not wait for a whole page; counts the objects in `sent`. `None` once
+/// the receiver is gone.
 async fn send(
     name: &str,
     page: Page,
     mark: &mut RangeMark,
     tx: &mpsc::Sender<Listed>,
+    sent: &AtomicU64,
 ) -> Option<()> {
     let mut done = !page.more || page.entries.is_empty();
     for (i, e) in page.entries.into_iter().enumerate() {
@@ -337,7 +361,15 @@ async fn send(
         if let Some(left) = mark.expect.as_mut() {
             *left = left.saturating_sub(1);
         }
-        tx.send(Listed::Object(e.meta)).await.ok()?;
+        let item = match e.refused {
+            None => Listed::Object(e.meta),
+            Some(reason) => Listed::Error {
+                key: e.meta.key,
+                reason,
+            },
+        };
+        tx.send(item).await.ok()?;
+        sent.fetch_add(1, Ordering::Relaxed);
         if at_end {
             done = true;
             break;
@@ -541,7 +573,7 @@ pub fn check_advances(store: &str, param: &str, after: Option<&str>, page: &Page
 mod tests {
     use super::*;
     use crate::object::ObjectKey;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     /// An in-memory sorted key space, counting the requests it answers.
     struct Keys {
@@ -564,6 +596,7 @@ mod tests {
             let entries = self.keys[start..end]
                 .iter()
                 .map(|k| Entry {
+                    refused: None,
                     key: k.clone(),
                     meta: ObjectMeta {
                         key: ObjectKey::from(k.as_str()),
@@ -725,6 +758,7 @@ mod tests {
                         user_meta: vec![],
                         modified: None,
                     },
+                    refused: None,
                 })
                 .collect(),
             more: true,
@@ -757,6 +791,7 @@ mod tests {
             entries: keys
                 .into_iter()
                 .map(|k| Entry {
+                    refused: None,
                     meta: ObjectMeta {
                         key: ObjectKey::from(k.as_str()),
                         size: 0,

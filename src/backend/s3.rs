@@ -930,6 +930,7 @@ impl KeyPages for S3Store {
             .filter_map(|o| {
                 let k = o.key()?;
                 Some(Entry {
+                    refused: None,
                     key: k.to_string(),
                     meta: ObjectMeta {
                         key: ObjectKey::from(k.strip_prefix(&prefix).unwrap_or(k)),

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::sync::RwLock;
@@ -20,8 +20,18 @@ use crate::error::{Error, Result};
 /// Logins one request may go through when its token keeps expiring (each after a 401 on
 /// a token another request obtained).
 pub const MAX_REAUTH: usize = 3;
-/// Per-request timeout.
+/// Total time one request with a whole reply may take (logins, `/info`, listings, PUTs,
+/// HEADs, DELETEs), body included. A streaming GET of an object has none: only the stall
+/// timeout, so a large object is not cut off at a fixed length of time.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// The largest body read from a listing page or an SLO manifest (a GET through
+/// [`SwiftClient::call`]): 10,000 entries of Swift's longest (1,024-byte) names, escaped
+/// as JSON, fit in it. A larger reply fails, naming the request.
+pub const LISTING_REPLY_MAX: usize = 64 << 20;
+/// The largest body read from any other reply: `/info`, a Keystone token document, an
+/// error's text, a bulk-delete result. A larger reply fails, naming the request (an error
+/// reply keeps its status and loses its text).
+pub const REPLY_MAX: usize = 1 << 20;
 
 /// How to log in.
 #[derive(Debug, Clone)]
@@ -140,7 +150,6 @@ struct KsEndpoint {
 impl SwiftClient {
     pub fn new(auth: Auth, throttle: std::sync::Arc<Throttle>) -> Result<Self> {
         let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
             .connect_timeout(crate::backend::CONNECT_TIMEOUT)
             .read_timeout(throttle.stall_timeout())
             .pool_max_idle_per_host(64)
@@ -192,6 +201,7 @@ impl SwiftClient {
         let r = self
             .http
             .get(url)
+            .timeout(REQUEST_TIMEOUT)
             .header("X-Auth-User", user)
             .header("X-Auth-Key", key)
             .send()
@@ -232,6 +242,7 @@ impl SwiftClient {
         let r = self
             .http
             .post(&tokens)
+            .timeout(REQUEST_TIMEOUT)
             .header("Content-Type", "application/json")
             .body(body.to_string())
             .send()
@@ -258,10 +269,12 @@ impl SwiftClient {
                     message: "the reply has no X-Subject-Token".into(),
                 })
             })?;
-        let raw = r
-            .bytes()
-            .await
-            .map_err(|e| Failure::Transient(format!("Keystone token document: {e}")))?;
+        let raw = read_capped(
+            &format!("Keystone token document from {tokens}"),
+            r,
+            REPLY_MAX,
+        )
+        .await?;
         let doc: KsToken = serde_json::from_slice(&raw).map_err(|e| {
             Failure::Permanent(Error::Decode {
                 what: format!("the Keystone token document from {tokens}"),
@@ -311,6 +324,7 @@ impl SwiftClient {
     /// reach the account), while one on a token another request had obtained (it may
     /// have expired in the meantime: short-lived tokens, a long wait under a rate cap)
     /// logs in again, at most [`MAX_REAUTH`] times. Other statuses go to the caller.
+    /// A request whose reply is read whole (`whole`) may take [`REQUEST_TIMEOUT`] in all.
     async fn send_authed(
         &self,
         what: &str,
@@ -318,15 +332,22 @@ impl SwiftClient {
         path: &str,
         headers: &[(&str, String)],
         body: Option<&Rope>,
+        whole: bool,
     ) -> std::result::Result<reqwest::Response, Failure> {
         let mut stale: Option<String> = None;
         let mut reauths = 0;
         loop {
             let (s, fresh) = self.session(stale.as_deref()).await?;
+            let url = url_of(&s.storage_url, path).map_err(|m| {
+                Failure::Permanent(Error::refused(format!("{what}: {m}; not sent")))
+            })?;
             let mut rb = self
                 .http
-                .request(method.clone(), format!("{}{path}", s.storage_url))
+                .request(method.clone(), url)
                 .header("X-Auth-Token", &s.token);
+            if whole {
+                rb = rb.timeout(REQUEST_TIMEOUT);
+            }
             for (k, v) in headers {
                 rb = rb.header(*k, v);
             }
@@ -356,9 +377,11 @@ impl SwiftClient {
     }
 
     /// One request under the endpoint's throttle. `path` is already escaped and starts
-    /// after the storage URL ("/container/object"). A 401 logs in again (see
-    /// `send_authed`).
-    /// Statuses in `ok` are success (a 404 in `ok` comes back as a reply).
+    /// after the storage URL ("/container/object"); it is sent exactly as written or not
+    /// at all (see [`url_of`]). A 401 logs in again (see `send_authed`).
+    /// Statuses in `ok` are success (a 404 in `ok` comes back as a reply). The reply's
+    /// body is read whole, up to [`LISTING_REPLY_MAX`] for a GET (a listing or a
+    /// manifest: objects are read by [`SwiftClient::get_stream`]), else [`REPLY_MAX`].
     pub async fn call(
         &self,
         what: &str,
@@ -372,24 +395,27 @@ impl SwiftClient {
         self.throttle
             .call_sized(what, bytes, || async {
                 let r = self
-                    .send_authed(what, &method, path, headers, body.as_ref())
+                    .send_authed(what, &method, path, headers, body.as_ref(), true)
                     .await?;
                 let status = r.status();
                 let headers = r.headers().clone();
-                let bytes = r
-                    .bytes()
-                    .await
-                    .map_err(|e| Failure::Transient(format!("{what}: reading the reply: {e}")))?;
-                if ok.contains(&status.as_u16()) {
-                    Ok(Reply {
-                        status,
-                        headers,
-                        body: bytes,
-                    })
-                } else {
-                    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]);
-                    Err(status_failure(what, status, &headers, text.trim()))
+                if !ok.contains(&status.as_u16()) {
+                    let text = match read_capped(what, r, REPLY_MAX).await {
+                        Ok(b) => String::from_utf8_lossy(&b[..b.len().min(200)]).into_owned(),
+                        Err(_) => String::new(),
+                    };
+                    return Err(status_failure(what, status, &headers, text.trim()));
                 }
+                let cap = match method == Method::GET {
+                    true => LISTING_REPLY_MAX,
+                    false => REPLY_MAX,
+                };
+                let body = read_capped(what, r, cap).await?;
+                Ok(Reply {
+                    status,
+                    headers,
+                    body,
+                })
             })
             .await
     }
@@ -409,18 +435,18 @@ impl SwiftClient {
                 })?;
                 url.set_path("/info");
                 url.set_query(None);
+                let what = format!("GET {url}");
                 let r = self
                     .http
                     .get(url)
+                    .timeout(REQUEST_TIMEOUT)
                     .send()
                     .await
-                    .map_err(|e| Failure::Transient(format!("GET /info: {e}")))?;
-                let ok = r.status().is_success();
-                let body = r
-                    .bytes()
-                    .await
-                    .map_err(|e| Failure::Transient(format!("GET /info: {e}")))?;
-                Ok((ok, body))
+                    .map_err(|e| Failure::Transient(format!("{what}: {e}")))?;
+                match r.status().is_success() {
+                    true => Ok((true, read_capped(&what, r, REPLY_MAX).await?)),
+                    false => Ok((false, Bytes::new())),
+                }
             })
             .await?;
         Ok(match r {
@@ -434,7 +460,7 @@ impl SwiftClient {
         self.throttle
             .call(what, || async {
                 let r = self
-                    .send_authed(what, &Method::GET, path, &[], None)
+                    .send_authed(what, &Method::GET, path, &[], None, false)
                     .await?;
                 if r.status().is_success() {
                     Ok(r)
@@ -444,6 +470,61 @@ impl SwiftClient {
             })
             .await
     }
+}
+
+/// Reads a reply's body whole; one over `cap` bytes (by its Content-Length, or as it
+/// arrives) fails for good, naming the request: no Swift reply barge reads whole is that
+/// large, and holding it could exhaust memory.
+async fn read_capped(
+    what: &str,
+    mut r: reqwest::Response,
+    cap: usize,
+) -> std::result::Result<Bytes, Failure> {
+    let too_large = || {
+        Failure::Permanent(Error::refused(format!(
+            "{what}: the reply is larger than {cap} bytes, more than any Swift reply of this kind; not read"
+        )))
+    };
+    if r.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(too_large());
+    }
+    let mut buf = BytesMut::new();
+    while let Some(piece) = r
+        .chunk()
+        .await
+        .map_err(|e| Failure::Transient(format!("{what}: reading the reply: {e}")))?
+    {
+        if buf.len() + piece.len() > cap {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&piece);
+    }
+    Ok(buf.freeze())
+}
+
+/// The first `.` or `..` segment of an object (or container) name. A URL parser removes
+/// such segments (`..` with the segment before it), so a request for the name would
+/// address another object, container or even account; barge refuses such names.
+pub(crate) fn dot_segment(name: &str) -> Option<&str> {
+    name.split('/').find(|s| *s == "." || *s == "..")
+}
+
+/// The URL of `path` (escaped, starting after the storage URL) under `storage_url`,
+/// refused unless the URL parser keeps the path exactly as written. The parser removes
+/// `.` and `..` segments, percent-encoded ones (`%2e`) too; object names are escaped with
+/// `%` as `%25`, so only a literal dot segment can reach it, and it is refused here
+/// whichever caller built the path. Empty segments (`a//b`, `dir/`) are kept as written.
+pub(crate) fn url_of(storage_url: &str, path: &str) -> std::result::Result<url::Url, String> {
+    let url = url::Url::parse(&format!("{storage_url}{path}"))
+        .map_err(|e| format!("{storage_url}{path} is not a URL: {e}"))?;
+    let written = path.split(['?', '#']).next().unwrap_or_default();
+    if !url.path().ends_with(written) {
+        return Err(format!(
+            "the path {written} would be sent as {} (a `.` or `..` segment addresses another object)",
+            url.path()
+        ));
+    }
+    Ok(url)
 }
 
 /// How a non-success Swift status is retried: quota/full are final, a 422 (ETag
@@ -463,5 +544,42 @@ fn status_failure(
         422 => Failure::Transient(format!("{msg} (ETag mismatch: body corrupted in transit)")),
         404 => Failure::Permanent(Error::Gone { what: msg }),
         s => classify_status(s, ra, msg),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::escape_object;
+
+    const BASE: &str = "http://127.0.0.1:8080/v1/AUTH_test";
+
+    #[test]
+    fn paths_are_sent_as_written_or_refused() {
+        for name in [
+            "x", "dir/", "a//b", "/lead", "%2e%2e/x", "%2E./y", "...", ".x/x.",
+        ] {
+            let path = format!("/c/{}", escape_object(name));
+            let url = url_of(BASE, &format!("{path}?multipart-manifest=get")).unwrap();
+            assert_eq!(url.path(), format!("/v1/AUTH_test{path}"), "{name}");
+            assert_eq!(dot_segment(name), None, "{name}");
+        }
+        // Whatever a caller built: literal and percent-encoded dot segments.
+        for path in [
+            "/c/../victim/obj",
+            "/c/./x",
+            "/c/a/..",
+            "/c/%2e%2e/x",
+            "/c/.%2E/x",
+            "/c/%2e/x",
+            "/../../AUTH_other/c/o",
+        ] {
+            let err = url_of(BASE, path).unwrap_err();
+            assert!(err.contains(path), "{path}: {err}");
+        }
+        for name in ["../victim/obj", "./x", "a/..", ".."] {
+            assert!(dot_segment(name).is_some(), "{name}");
+            assert!(url_of(BASE, &format!("/c/{}", escape_object(name))).is_err());
+        }
     }
 }

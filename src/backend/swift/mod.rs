@@ -260,6 +260,14 @@ struct ListEntry {
     last_modified: Option<String>,
 }
 
+/// Why an object name with a `.` or `..` segment is refused (see
+/// [`client::dot_segment`]).
+fn refusal(name: &str, seg: &str) -> String {
+    format!(
+        "the Swift name {name:?} has a {seg:?} segment: a request for it would address another object, container or account; refused"
+    )
+}
+
 /// Splits `swift://container/prefix`.
 pub fn parse_url(url: &str) -> Result<(String, String)> {
     let rest = url
@@ -272,13 +280,23 @@ pub fn parse_url(url: &str) -> Result<(String, String)> {
             format!("{url}: container name must be 1..=256 bytes"),
         ));
     }
+    if let Some(seg) = client::dot_segment(c).or_else(|| client::dot_segment(p)) {
+        return Err(Error::option(
+            "url",
+            format!("{url}: {seg:?} cannot be a container name or a segment of the prefix"),
+        ));
+    }
     Ok((c.to_string(), p.to_string()))
 }
 
 impl SwiftStore {
     pub fn new(url: &str, opts: &SwiftOptions) -> Result<Self> {
+        Self::with_auth(url, opts, Auth::from_env(&opts.env_prefix)?)
+    }
+
+    /// [`SwiftStore::new`] with credentials given instead of read from the environment.
+    fn with_auth(url: &str, opts: &SwiftOptions, auth: Auth) -> Result<Self> {
         let (container, prefix) = parse_url(url)?;
-        let auth = Auth::from_env(&opts.env_prefix)?;
         let auth_url = match &auth {
             Auth::V1 { url, .. } | Auth::V3 { url, .. } => url,
         };
@@ -349,6 +367,9 @@ impl SwiftStore {
         }
         if name.is_empty() {
             return Err(Error::object(key, "empty object name"));
+        }
+        if let Some(seg) = client::dot_segment(&name) {
+            return Err(Error::object(key, refusal(&name, seg)));
         }
         Ok((self.map.container_of(k), name))
     }
@@ -588,7 +609,8 @@ impl SwiftStore {
             }))
     }
 
-    /// Deletes every segment of `slo`; true once none is left.
+    /// Deletes every segment of `slo`, listed page by page to an empty one; true once
+    /// none is left.
     async fn delete_segments(&self, slo: &SloUpload) -> bool {
         let pages = ContainerPages {
             store: self,
@@ -596,24 +618,29 @@ impl SwiftStore {
             prefix: slo.prefix.clone(),
             missing_ok: true,
         };
-        let Ok(page) = pages.page(None, LIST_LIMIT).await else {
-            return false;
-        };
-        let mut ok = !page.more;
-        for e in page.entries {
-            let path = format!(
-                "/{}/{}",
-                escape_container(&slo.segments),
-                escape_object(&e.key)
-            );
-            let what = format!("DELETE orphan segment {}/{}", slo.segments, e.key);
-            ok &= self
-                .client
-                .call(&what, Method::DELETE, &path, &[], None, &[204, 404])
-                .await
-                .is_ok();
+        let (mut ok, mut after) = (true, None);
+        loop {
+            let Ok(page) = pages.page(after.as_deref(), LIST_LIMIT).await else {
+                return false;
+            };
+            if page.entries.is_empty() {
+                return ok;
+            }
+            for e in page.entries {
+                let path = format!(
+                    "/{}/{}",
+                    escape_container(&slo.segments),
+                    escape_object(&e.key)
+                );
+                let what = format!("DELETE orphan segment {}/{}", slo.segments, e.key);
+                ok &= self
+                    .client
+                    .call(&what, Method::DELETE, &path, &[], None, &[204, 404])
+                    .await
+                    .is_ok();
+                after = Some(e.key);
+            }
         }
-        ok
     }
 
     /// Deletes an SLO with its segments. Swift answers with 200 and a bulk-delete result
@@ -669,14 +696,50 @@ impl SwiftStore {
             prefix: self.prefix_slash(),
             missing_ok,
         };
+        let scope = format!("{container}/");
+        // The whole container, from its first name: its object count should match.
+        let whole = self.prefix.is_empty() && !from.keys().any(|n| n.starts_with(&scope));
         let listing = RangeListing {
             pages: &pages,
             prefix: self.prefix_slash(),
-            scope: format!("{container}/"),
+            scope,
             parallel: self.list_parallel,
             page: LIST_LIMIT,
         };
-        listing.run(from, tx).await
+        let sent = listing.run_counted(from, tx).await?;
+        if whole && !tx.is_closed() {
+            self.cross_check(container, sent).await;
+        }
+        Ok(())
+    }
+
+    /// Compares the objects a whole listing of `container` returned with the count the
+    /// container reports (`X-Container-Object-Count`). A warning only: the count is
+    /// updated asynchronously, and objects written or deleted during the listing change
+    /// it; a listing short of it by far points at a server that ends listings early.
+    async fn cross_check(&self, container: &str, listed: u64) {
+        let path = format!("/{}", escape_container(container));
+        let what = format!("HEAD container {container}");
+        let Ok(r) = (self.client)
+            .call(&what, Method::HEAD, &path, &[], None, &[200, 204, 404])
+            .await
+        else {
+            return;
+        };
+        let count = r
+            .header("x-container-object-count")
+            .and_then(|v| v.parse::<u64>().ok());
+        match count {
+            Some(n) if n > listed => tracing::warn!(
+                "{}: container {container} reports {n} objects, its listing returned {listed}: objects written meanwhile, or a server that ends listings early",
+                self.url
+            ),
+            Some(n) => tracing::debug!(
+                "{}: container {container}: {listed} listed, {n} reported",
+                self.url
+            ),
+            None => {}
+        }
     }
 
     /// The containers this store may hold objects in: the base one, or every container of
@@ -707,6 +770,13 @@ impl SwiftStore {
                 })?
             };
             let names: Vec<String> = page.into_iter().filter_map(|e| e.name).collect();
+            let after = (!marker.is_empty()).then_some(marker.as_str());
+            check_advance(
+                &self.url,
+                "the account",
+                after,
+                names.iter().map(String::as_str),
+            )?;
             let Some(last) = names.last().cloned() else {
                 break;
             };
@@ -729,9 +799,50 @@ struct ContainerPages<'a> {
 
 #[async_trait]
 impl KeyPages for ContainerPages<'_> {
+    /// A page of the container after `after`. Keys may follow while a page has entries:
+    /// the listing ends at an empty page, as a server may return fewer than `limit`
+    /// entries (radosgw caps pages at `rgw_max_listing_results`, 1,000 by default). A
+    /// name with a `.` or `..` segment comes as a refused entry (a listing error naming
+    /// it, never fetched).
     async fn page(&self, after: Option<&str>, limit: usize) -> Result<Page> {
+        let listed = self.fetch(after, limit.min(LIST_LIMIT)).await?;
+        let names = listed.iter().filter_map(|e| e.name.as_deref());
+        let what = format!("container {}", self.container);
+        check_advance(&self.store.url, &what, after, names)?;
+        let more = !listed.is_empty();
+        let entries = listed
+            .into_iter()
+            .filter_map(|e| {
+                let name = e.name?;
+                let rel = name.strip_prefix(&self.prefix).unwrap_or(&name);
+                let meta = ObjectMeta {
+                    key: ObjectKey::from(rel),
+                    size: e.bytes.unwrap_or(0),
+                    version: e.hash.unwrap_or_default(),
+                    content_type: e.content_type,
+                    user_meta: vec![],
+                    modified: e
+                        .last_modified
+                        .as_deref()
+                        .and_then(crate::object::parse_utc),
+                };
+                let refused = client::dot_segment(&name).map(|seg| refusal(&name, seg));
+                Some(Entry {
+                    key: name,
+                    meta,
+                    refused,
+                })
+            })
+            .collect();
+        Ok(Page { entries, more })
+    }
+}
+
+impl ContainerPages<'_> {
+    /// One listing request: up to `limit` entries after `after` (none for a missing
+    /// container when `missing_ok`).
+    async fn fetch(&self, after: Option<&str>, limit: usize) -> Result<Vec<ListEntry>> {
         let c = &self.container;
-        let limit = limit.min(LIST_LIMIT);
         let path = format!(
             "/{}?format=json&limit={limit}&prefix={}&marker={}",
             escape_container(c),
@@ -752,45 +863,43 @@ impl KeyPages for ContainerPages<'_> {
             .await?;
         if r.status.as_u16() == 404 {
             if self.missing_ok {
-                return Ok(Page {
-                    entries: vec![],
-                    more: false,
-                });
+                return Ok(vec![]);
             }
             return Err(Error::Source {
                 url: self.store.url.clone(),
                 message: format!("container {c} does not exist"),
             });
         }
-        let listed: Vec<ListEntry> = if r.body.is_empty() {
-            vec![]
-        } else {
-            serde_json::from_slice(&r.body).map_err(|e| Error::Decode {
-                what: format!("{}: the listing of container {c}", self.store.url),
-                message: e.to_string(),
-            })?
-        };
-        let more = listed.len() >= limit;
-        let entries = listed
-            .into_iter()
-            .filter_map(|e| {
-                let name = e.name?;
-                let rel = name.strip_prefix(&self.prefix).unwrap_or(&name);
-                let meta = ObjectMeta {
-                    key: ObjectKey::from(rel),
-                    size: e.bytes.unwrap_or(0),
-                    version: e.hash.unwrap_or_default(),
-                    content_type: e.content_type,
-                    user_meta: vec![],
-                    modified: e
-                        .last_modified
-                        .as_deref()
-                        .and_then(crate::object::parse_utc),
-                };
-                Some(Entry { key: name, meta })
-            })
-            .collect();
-        Ok(Page { entries, more })
+        if r.body.is_empty() {
+            return Ok(vec![]);
+        }
+        serde_json::from_slice(&r.body).map_err(|e| Error::Decode {
+            what: format!("{}: the listing of container {c}", self.store.url),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Fails when a listing page of `what` (a container, or the account) after `after` holds
+/// a name that is not after it: the server ignores `marker`, and paging on would list
+/// the same names forever.
+fn check_advance<'n>(
+    url: &str,
+    what: &str,
+    after: Option<&str>,
+    mut names: impl Iterator<Item = &'n str>,
+) -> Result<()> {
+    let Some(after) = after else {
+        return Ok(());
+    };
+    match names.find(|n| *n <= after) {
+        None => Ok(()),
+        Some(n) => Err(Error::Source {
+            url: url.to_string(),
+            message: format!(
+                "the listing of {what} after {after:?} returned {n:?}, which is not after it: the server does not honour the marker; stopped instead of listing the same names again"
+            ),
+        }),
     }
 }
 
@@ -1185,6 +1294,198 @@ impl Destination for SwiftStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Listing requests a fake proxy answers before it lists nothing more: a client that
+    /// pages forever ends (and fails its test) instead of hanging.
+    const FAKE_MAX_PAGES: usize = 100;
+
+    /// A fake Swift proxy on 127.0.0.1: TempAuth at `/auth` (storage URL
+    /// `/v1/AUTH_t`), and every other request (path and query) answered by `answer`
+    /// with a status and a body. Returns the auth URL.
+    async fn fake_swift<F>(answer: F) -> String
+    where
+        F: Fn(&url::Url) -> (u16, Vec<u8>) + Send + Sync + 'static,
+    {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        let answer = Arc::new(answer);
+        let b = base.clone();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = l.accept().await {
+                let (answer, base) = (answer.clone(), b.clone());
+                tokio::spawn(async move {
+                    let mut head = vec![];
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && c.read(&mut byte).await.unwrap_or(0) == 1
+                    {
+                        head.push(byte[0]);
+                    }
+                    let line = String::from_utf8_lossy(&head).into_owned();
+                    let target = line.split(' ').nth(1).unwrap_or("/").to_string();
+                    let reply = if target.starts_with("/auth") {
+                        format!(
+                            "HTTP/1.1 200 OK\r\nX-Storage-Url: {base}/v1/AUTH_t\r\nX-Auth-Token: tk\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        )
+                        .into_bytes()
+                    } else {
+                        let (status, body) =
+                            answer(&url::Url::parse(&format!("{base}{target}")).unwrap());
+                        let mut r = format!(
+                            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .into_bytes();
+                        r.extend(body);
+                        r
+                    };
+                    let _ = c.write_all(&reply).await;
+                });
+            }
+        });
+        format!("{base}/auth/v1.0")
+    }
+
+    /// A store on the fake proxy at `auth`.
+    fn fake_store(auth: &str, url: &str) -> SwiftStore {
+        let auth = Auth::V1 {
+            url: auth.to_string(),
+            user: "t:t".into(),
+            key: "k".into(),
+        };
+        SwiftStore::with_auth(url, &SwiftOptions::default(), auth).unwrap()
+    }
+
+    /// A listing query's `marker` and `limit`.
+    fn marker_limit(u: &url::Url) -> (String, usize) {
+        let q = |k: &str| {
+            u.query_pairs()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.into_owned())
+        };
+        let limit = q("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
+        (q("marker").unwrap_or_default(), limit)
+    }
+
+    /// Everything the store lists, as (objects, refused keys), or its error.
+    async fn listed(store: &SwiftStore) -> Result<(Vec<String>, Vec<String>)> {
+        let (tx, mut rx) = mpsc::channel(100_000);
+        Source::list(store, tx).await?;
+        let (mut objects, mut refused) = (vec![], vec![]);
+        while let Ok(item) = rx.try_recv() {
+            match item {
+                Listed::Object(m) => objects.push(m.key.to_string()),
+                Listed::Error { key, .. } => refused.push(key.to_string()),
+                _ => {}
+            }
+        }
+        Ok((objects, refused))
+    }
+
+    fn page_of(names: &[&str]) -> Vec<u8> {
+        let v: Vec<_> = names
+            .iter()
+            .map(|n| serde_json::json!({"name": n, "bytes": 1, "hash": "x"}))
+            .collect();
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    #[tokio::test]
+    async fn short_pages_are_paged_to_the_end_and_dot_names_are_refused_not_listed() {
+        // radosgw caps a page at rgw_max_listing_results whatever `limit` asks.
+        // In Swift's (byte) order, as the fake's marker filter needs.
+        let names = [
+            "./e",
+            "a",
+            "a/../secret",
+            "b",
+            "c",
+            "d",
+            "f",
+            "g",
+            "x/..",
+            "z",
+        ];
+        let auth = fake_swift(move |u| {
+            let (marker, limit) = marker_limit(u);
+            let rest: Vec<&str> = names
+                .iter()
+                .copied()
+                .filter(|n| *n > marker.as_str())
+                .collect();
+            (200, page_of(&rest[..rest.len().min(3).min(limit)]))
+        })
+        .await;
+        let (objects, refused) = listed(&fake_store(&auth, "swift://c")).await.unwrap();
+        assert_eq!(objects, ["a", "b", "c", "d", "f", "g", "z"]);
+        assert_eq!(refused, ["./e", "a/../secret", "x/.."]);
+    }
+
+    #[tokio::test]
+    async fn a_listing_that_does_not_advance_fails_naming_the_container() {
+        let pages = Arc::new(AtomicUsize::new(0));
+        let p = pages.clone();
+        let auth = fake_swift(move |_| match p.fetch_add(1, Ordering::Relaxed) {
+            n if n < FAKE_MAX_PAGES => (200, page_of(&["k1", "k2"])),
+            _ => (200, page_of(&[])),
+        })
+        .await;
+        let err = listed(&fake_store(&auth, "swift://loopc"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("container loopc") && err.contains("marker"),
+            "{err}"
+        );
+        assert_eq!(
+            pages.load(Ordering::Relaxed),
+            2,
+            "stopped at the first repeated page"
+        );
+    }
+
+    #[tokio::test]
+    async fn replies_over_their_bound_fail_naming_the_request() {
+        let auth = fake_swift(|u| match u.path() {
+            "/info" => (200, vec![b' '; client::REPLY_MAX + 1]),
+            _ => (200, page_of(&[])),
+        })
+        .await;
+        let store = fake_store(&auth, "swift://c");
+        let err = store.client.info().await.unwrap_err().to_string();
+        assert!(
+            err.contains("/info") && err.contains("larger than"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn names_with_dot_segments_are_refused_naming_the_object() {
+        let store = fake_store("http://127.0.0.1:9/auth/v1.0", "swift://c/pre");
+        for bad in ["../victim/obj", "./x", "a/../../AUTH_other/o", "x/.", ".."] {
+            let err = store
+                .name_of(&ObjectKey::from(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(bad) && err.contains("segment"), "{bad}: {err}");
+        }
+        for good in [
+            "x",
+            "dir/",
+            "a//b",
+            "/lead",
+            "%2e%2e/x",
+            "...",
+            ".hidden/..x",
+        ] {
+            let (c, name) = store.name_of(&ObjectKey::from(good)).unwrap();
+            assert_eq!((c.as_str(), name), ("c", format!("pre/{good}")));
+        }
+        assert!(parse_url("swift://../x").is_err());
+        assert!(parse_url("swift://c/a/../b").is_err());
+    }
 
     #[test]
     fn only_segments_named_as_barge_names_them_are_barge_s() {
