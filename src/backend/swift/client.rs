@@ -109,6 +109,8 @@ pub struct SwiftClient {
     auth: Auth,
     session: RwLock<Option<Session>>,
     throttle: std::sync::Arc<Throttle>,
+    /// `--allow-insecure-http`: a plain-http storage URL on another host is used.
+    insecure_http: bool,
 }
 
 /// A response with its body read.
@@ -160,6 +162,7 @@ impl SwiftClient {
             auth,
             session: RwLock::new(None),
             throttle,
+            insecure_http: false,
         })
     }
 
@@ -169,7 +172,26 @@ impl SwiftClient {
 
     /// Logs in. Network errors and 5xx/429/498 answers are transient (the request that
     /// needed the token is retried under the throttle); 401/403 and bad replies are not.
+    /// With `allowed`, a storage URL in plain http on another host is used (see
+    /// [`crate::backend::check_transport`]).
+    pub fn allow_insecure_http(mut self, allowed: bool) -> Self {
+        self.insecure_http = allowed;
+        self
+    }
+
+    /// Logs in and checks where the reply sends barge: the storage URL it names must
+    /// pass [`check_storage_url`].
     async fn login(&self) -> std::result::Result<Session, Failure> {
+        let s = self.login_reply().await?;
+        let auth_url = match &self.auth {
+            Auth::V1 { url, .. } | Auth::V3 { url, .. } => url,
+        };
+        check_storage_url(auth_url, &s.storage_url, self.insecure_http)
+            .map_err(Failure::Permanent)?;
+        Ok(s)
+    }
+
+    async fn login_reply(&self) -> std::result::Result<Session, Failure> {
         match &self.auth {
             Auth::V1 { url, user, key } => self.login_v1(url, user, key).await,
             Auth::V3 {
@@ -509,6 +531,23 @@ pub(crate) fn dot_segment(name: &str) -> Option<&str> {
     name.split('/').find(|s| *s == "." || *s == "..")
 }
 
+/// Refuses the storage URL a login reply named when it would send the token and the
+/// data in plain http: to another host without `allowed`, or at all after an https login
+/// (a downgrade an attacker on the auth path would ask for).
+fn check_storage_url(auth_url: &str, storage_url: &str, allowed: bool) -> Result<()> {
+    crate::backend::check_transport("the storage URL of the login reply", storage_url, allowed)?;
+    let downgraded = auth_url.starts_with("https://") && storage_url.starts_with("http://");
+    if downgraded && !allowed {
+        return Err(Error::Login {
+            url: auth_url.to_string(),
+            message: format!(
+                "the reply names storage URL {storage_url}: plain http after an https login; refused (--allow-insecure-http to use it)"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// The URL of `path` (escaped, starting after the storage URL) under `storage_url`,
 /// refused unless the URL parser keeps the path exactly as written. The parser removes
 /// `.` and `..` segments, percent-encoded ones (`%2e`) too; object names are escaped with
@@ -550,6 +589,25 @@ fn status_failure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_login_reply_may_not_downgrade_to_plain_http() {
+        let ok = |a, s| check_storage_url(a, s, false);
+        ok(
+            "http://127.0.0.1:8080/auth/v1.0",
+            "http://127.0.0.1:8080/v1/AUTH_t",
+        )
+        .unwrap();
+        ok("https://sw.example/auth", "https://sw.example/v1/AUTH_t").unwrap();
+        let e = ok("https://sw.example/auth", "http://127.0.0.1/v1/AUTH_t").unwrap_err();
+        assert!(
+            e.to_string().contains("plain http after an https login"),
+            "{e}"
+        );
+        let e = ok("http://127.0.0.1/auth", "http://10.1.1.1/v1/AUTH_t").unwrap_err();
+        assert!(e.to_string().contains("storage URL"), "{e}");
+        check_storage_url("https://sw.example/auth", "http://10.1.1.1/v1/x", true).unwrap();
+    }
     use crate::backend::escape_object;
 
     const BASE: &str = "http://127.0.0.1:8080/v1/AUTH_test";

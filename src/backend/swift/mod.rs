@@ -317,7 +317,7 @@ impl SwiftStore {
             ));
         }
         Ok(SwiftStore {
-            client: SwiftClient::new(auth, throttle)?,
+            client: SwiftClient::new(auth, throttle)?.allow_insecure_http(opts.allow_insecure_http),
             url: url.to_string(),
             map: ContainerMap::parse(&container, opts.containers.as_deref())?,
             prefix,
