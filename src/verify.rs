@@ -72,8 +72,12 @@ impl VerifyReport {
     }
 }
 
-async fn hash_of(dest: &dyn Destination, key: &ObjectKey) -> Result<(u64, [u8; 32])> {
-    let mut r = dest.get(key).await?;
+/// Reads an object back and hashes it, at most `size` bytes (what both listings say it
+/// holds) within [`crate::backend::get_deadline`] of it: a destination that sends more,
+/// or never ends a body, fails this object instead of holding verify.
+async fn hash_of(dest: &dyn Destination, key: &ObjectKey, size: u64) -> Result<(u64, [u8; 32])> {
+    let what = format!("object {key}: reading back from the destination");
+    let mut r = crate::backend::Bounded::new(dest.get(key).await?, size, what);
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
@@ -236,9 +240,9 @@ pub async fn run(
     Ok(report)
 }
 
-/// An object whose content full mode downloads: its key, the catalog's BLAKE3 and
-/// whether the catalog has it at the destination (drained or verified).
-type ToHash = (ObjectKey, Option<[u8; 32]>, bool);
+/// An object whose content full mode downloads: its key, the catalog's BLAKE3, whether
+/// the catalog has it at the destination (drained or verified), and its size.
+type ToHash = (ObjectKey, Option<[u8; 32]>, bool, u64);
 
 /// Walks the catalog in key order beside the destination's and the source's sorted
 /// listings: a listed key below the catalog's next one is unknown to the catalog
@@ -285,7 +289,7 @@ fn compare_catalog(
                 r.present += 1;
                 if !full {
                     r.matched += 1;
-                } else if !hash((key, rec.blake3, rec.state.is_at_destination())) {
+                } else if !hash((key, rec.blake3, rec.state.is_at_destination(), rec.size)) {
                     return Err(Error::task("verify", "the downloads stopped"));
                 }
             }
@@ -334,10 +338,10 @@ async fn compare_contents(
     });
     let mut results = std::pin::pin!(
         queued
-            .map(|(key, want, drained)| {
+            .map(|(key, want, drained, size)| {
                 let dest = dest.clone();
                 async move {
-                    let got = hash_of(dest.as_ref(), &key).await;
+                    let got = hash_of(dest.as_ref(), &key, size).await;
                     (key, want, drained, got)
                 }
             })
@@ -391,4 +395,47 @@ fn record_run(node: &Node, id: u64, report: &VerifyReport) -> Result<()> {
             "differences found".into()
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Body, Deleted, Expect, Placed, Reader};
+
+    /// A destination whose every object reads back as an endless run of bytes.
+    struct Endless;
+
+    #[async_trait::async_trait]
+    impl Destination for Endless {
+        fn url(&self) -> String {
+            "endless://".into()
+        }
+        async fn put(&self, _: &ObjectMeta, _: Body) -> Result<Option<Placed>> {
+            Ok(None)
+        }
+        async fn delete(&self, _: &ObjectKey, _: &Expect) -> Result<Deleted> {
+            Ok(Deleted::Deleted)
+        }
+        async fn list(&self, _: mpsc::Sender<Listed>) -> Result<()> {
+            Ok(())
+        }
+        async fn get(&self, _: &ObjectKey) -> Result<Reader> {
+            Ok(Box::new(tokio::io::repeat(b'x')))
+        }
+        async fn cleanup(&self) -> Result<u64> {
+            Ok(0)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_back_longer_than_listed_fails_naming_the_object() {
+        let e = hash_of(&Endless, &ObjectKey::from("k/never-ends"), 3 << 20)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("k/never-ends") && e.contains("more than the 3145728 bytes"),
+            "{e}"
+        );
+    }
 }
