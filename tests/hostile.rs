@@ -220,6 +220,33 @@ fn run_measured(c: &mut Command, dir: &Path) -> Measured {
     }
 }
 
+/// S3's answer to a key the fake server does not have.
+fn not_found() -> Reply {
+    Reply::Full(
+        "404 Not Found",
+        b"<Error><Code>NoSuchKey</Code></Error>".to_vec(),
+    )
+}
+
+/// `barge migrate` from the fake server at `url` (`args`: its source options) into a
+/// fresh directory, in a fresh state directory, measured; then stops the server.
+fn migrate_measured(url: &str, stop: &AtomicBool, args: &[&str]) -> Measured {
+    let t = tmp();
+    let state = t.path().join("state");
+    init_small(&state, &[]);
+    let out = t.path().join("out");
+    let m = run_measured(
+        barge_at(&state, url)
+            .arg("migrate")
+            .args(args)
+            .arg("--dest")
+            .arg(&out),
+        t.path(),
+    );
+    stop.store(true, Ordering::Relaxed);
+    m
+}
+
 /// Checks a measured run: it ended (not killed), not 0, said `reason`, stayed small.
 fn assert_refused(m: &Measured, reason: &str) {
     eprintln!("peak RSS {} KiB", m.max_rss_kib);
@@ -247,22 +274,9 @@ fn an_endless_body_fails_its_object_and_barge_stays_small() {
     let (url, stop) = serve(|req| match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/endless") => Reply::Full("200 OK", list_xml("endless", &["big"], 1000, false)),
         ("GET", "/endless/big") => Reply::Endless,
-        _ => Reply::Full(
-            "404 Not Found",
-            b"<Error><Code>NoSuchKey</Code></Error>".to_vec(),
-        ),
+        _ => not_found(),
     });
-    let t = tmp();
-    let state = t.path().join("state");
-    init_small(&state, &[]);
-    let out = t.path().join("out");
-    let m = run_measured(
-        barge_at(&state, &url)
-            .args(["migrate", "--source", "s3://endless", "--dest"])
-            .arg(&out),
-        t.path(),
-    );
-    stop.store(true, Ordering::Relaxed);
+    let m = migrate_measured(&url, &stop, &["--source", "s3://endless"]);
     assert_refused(&m, "more than the 1000 bytes listed");
     assert!(m.out.contains("big"), "the object is named:\n{}", m.out);
 }
@@ -276,22 +290,9 @@ fn a_listing_that_ignores_start_after_fails_instead_of_looping() {
             Reply::Full("200 OK", list_xml("circles", &["k0", "k1", "k2"], 1, true))
         }
         ("GET", p) if p.starts_with("/circles/k") => Reply::Full("200 OK", b"x".to_vec()),
-        _ => Reply::Full(
-            "404 Not Found",
-            b"<Error><Code>NoSuchKey</Code></Error>".to_vec(),
-        ),
+        _ => not_found(),
     });
-    let t = tmp();
-    let state = t.path().join("state");
-    init_small(&state, &[]);
-    let out = t.path().join("out");
-    let m = run_measured(
-        barge_at(&state, &url)
-            .args(["migrate", "--source", "s3://circles", "--dest"])
-            .arg(&out),
-        t.path(),
-    );
-    stop.store(true, Ordering::Relaxed);
+    let m = migrate_measured(&url, &stop, &["--source", "s3://circles"]);
     assert_refused(&m, "ignores StartAfter");
     assert!(
         m.out.contains("s3://circles"),
@@ -325,24 +326,14 @@ fn a_gzip_bomb_inventory_is_refused_and_barge_stays_small() {
             Reply::Full("200 OK", checksum.clone())
         }
         p if p == format!("/inv/{data_key}") => Reply::Full("200 OK", bomb.to_vec()),
-        _ => Reply::Full(
-            "404 Not Found",
-            b"<Error><Code>NoSuchKey</Code></Error>".to_vec(),
-        ),
+        _ => not_found(),
     });
-    let t = tmp();
-    let state = t.path().join("state");
-    init_small(&state, &[]);
-    let out = t.path().join("out");
-    let m = run_measured(
-        barge_at(&state, &url)
-            .args(["migrate", "--source", "s3://bombed", "--inventory"])
-            .arg("s3://inv/inv/bombed/cfg/2026-11-29T00-00Z/manifest.json")
-            .arg("--dest")
-            .arg(&out),
-        t.path(),
+    let manifest = "s3://inv/inv/bombed/cfg/2026-11-29T00-00Z/manifest.json";
+    let m = migrate_measured(
+        &url,
+        &stop,
+        &["--source", "s3://bombed", "--inventory", manifest],
     );
-    stop.store(true, Ordering::Relaxed);
     assert_refused(&m, "longer than 65536 bytes");
     assert!(m.out.contains(data_key), "the file is named:\n{}", m.out);
     assert!(m.out.contains("row 1"), "the row is named:\n{}", m.out);
