@@ -886,7 +886,7 @@ fn check_footer<R: parquet::file::reader::ChunkReader>(
         ));
     }
     let meta = get(file, len - 8 - meta_len, meta_len)?;
-    Compact::new(&meta).skip(STRUCT, 0)
+    Compact::new(&meta).walk(Shape::File, 0)
 }
 
 /// Checks, on the parsed footer, that every column chunk lies within the file and every
@@ -980,10 +980,22 @@ struct PageHeader {
     levels: u64,
 }
 
-/// Thrift compact type of a struct.
-const STRUCT: u8 = 12;
+/// Thrift compact type of a one-byte integer.
+const I8: u8 = 3;
+/// Thrift compact type of an i16.
+const I16: u8 = 4;
 /// Thrift compact type of an i32.
 const I32: u8 = 5;
+/// Thrift compact type of an i64.
+const I64: u8 = 6;
+/// Thrift compact type of a double.
+const DOUBLE: u8 = 7;
+/// Thrift compact type of a string or binary.
+const BINARY: u8 = 8;
+/// Thrift compact type of a list.
+const LIST: u8 = 9;
+/// Thrift compact type of a struct.
+const STRUCT: u8 = 12;
 /// Deepest nesting of Thrift structures accepted (Parquet's metadata nests a few levels).
 const MAX_THRIFT_DEPTH: usize = 32;
 
@@ -992,14 +1004,14 @@ const MAX_THRIFT_DEPTH: usize = 32;
 fn page_header(b: &[u8]) -> std::result::Result<PageHeader, String> {
     let mut c = Compact::new(b);
     let (mut kind, mut uncompressed, mut compressed, mut levels) = (None, None, None, 0u64);
-    let mut id = 0i64;
+    let mut id = 0i16;
     while let Some((field, ty)) = c.field(&mut id)? {
-        match (field, ty) {
-            (1, I32) => kind = Some(c.i32()?),
-            (2, I32) => uncompressed = Some(c.i32()?),
-            (3, I32) => compressed = Some(c.i32()?),
-            (8, STRUCT) => levels = c.v2_levels()?,
-            _ => c.skip(ty, 1)?,
+        match (field, c.expect(Shape::Page, field, ty)?) {
+            (1, _) => kind = Some(c.i32()?),
+            (2, _) => uncompressed = Some(c.i32()?),
+            (3, _) => compressed = Some(c.i32()?),
+            (8, _) => levels = c.v2_levels()?,
+            (_, want) => c.value(want, ty, 1)?,
         }
     }
     match (kind, uncompressed, compressed) {
@@ -1014,13 +1026,148 @@ fn page_header(b: &[u8]) -> std::result::Result<PageHeader, String> {
     }
 }
 
-/// A reader of Thrift's compact protocol that walks a structure without building it,
-/// refusing what would make a decoder allocate more than the bytes justify: a list,
-/// set, map or string longer than the bytes left, or nesting deeper than
-/// [`MAX_THRIFT_DEPTH`].
+/// A reader of Thrift's compact protocol that walks a Parquet footer or page header the
+/// way the parquet crate decodes it, without building it, and refuses what would make the
+/// crate allocate more than the bytes justify: a list longer than the bytes left, nesting
+/// deeper than [`MAX_THRIFT_DEPTH`], or a field the crate reads by its id whose declared
+/// type says otherwise (the crate trusts the id, so a walker that trusted the type would
+/// check different bytes than the crate then reads).
 struct Compact<'a> {
     b: &'a [u8],
     pos: usize,
+}
+
+/// A structure of Parquet's metadata, as far as the parquet crate reads it by field id.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Shape {
+    File,
+    Schema,
+    Logical,
+    Decimal,
+    Time,
+    TimeUnit,
+    Int,
+    Variant,
+    Geometry,
+    Geography,
+    RowGroup,
+    Sorting,
+    Chunk,
+    Column,
+    Stats,
+    EncodingStats,
+    Size,
+    Geo,
+    BoundingBox,
+    Crypto,
+    ColumnKey,
+    Algorithm,
+    Aes,
+    KeyValue,
+    Order,
+    /// A structure with no fields (a union's marker variant).
+    Empty,
+    Page,
+    DataPage,
+    Dictionary,
+    DataPageV2,
+}
+
+/// What the parquet crate reads at a known field, whatever type the field declares.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Want {
+    Bool,
+    /// A scalar or binary of this compact type.
+    Of(u8),
+    Struct(Shape),
+    ListOf(u8),
+    ListOfStruct(Shape),
+}
+
+impl Shape {
+    /// What the crate reads at field `id` of this structure (None: it skips the field by
+    /// its declared type). Field lists follow parquet.thrift as the crate (57) decodes it.
+    fn want(self, id: i16) -> Option<Want> {
+        use Shape as S;
+        use Want::{Bool, ListOf, ListOfStruct, Of, Struct};
+        Some(match (self, id) {
+            (S::File, 1) => Of(I32),
+            (S::File, 2) => ListOfStruct(S::Schema),
+            (S::File, 3) => Of(I64),
+            (S::File, 4) => ListOfStruct(S::RowGroup),
+            (S::File, 5) => ListOfStruct(S::KeyValue),
+            (S::File, 6 | 9) => Of(BINARY),
+            (S::File, 7) => ListOfStruct(S::Order),
+            (S::File, 8) => Struct(S::Algorithm),
+            (S::Schema, 1..=3 | 5..=9) => Of(I32),
+            (S::Schema, 4) => Of(BINARY),
+            (S::Schema, 10) => Struct(S::Logical),
+            (S::Logical, 1..=4 | 6 | 11..=15) => Struct(S::Empty),
+            (S::Logical, 5) => Struct(S::Decimal),
+            (S::Logical, 7 | 8) => Struct(S::Time),
+            (S::Logical, 10) => Struct(S::Int),
+            (S::Logical, 16) => Struct(S::Variant),
+            (S::Logical, 17) => Struct(S::Geometry),
+            (S::Logical, 18) => Struct(S::Geography),
+            (S::Decimal, 1 | 2) => Of(I32),
+            (S::Time, 1) | (S::Int, 2) | (S::Sorting, 2 | 3) => Bool,
+            (S::Time, 2) => Struct(S::TimeUnit),
+            (S::TimeUnit, 1..=3) | (S::Order, 1) | (S::Crypto, 1) => Struct(S::Empty),
+            (S::Int, 1) | (S::Variant, 1) => Of(I8),
+            (S::Geometry, 1) | (S::Geography, 1) => Of(BINARY),
+            (S::Geography, 2) | (S::Sorting, 1) | (S::EncodingStats, 1..=3) => Of(I32),
+            (S::RowGroup, 1) => ListOfStruct(S::Chunk),
+            (S::RowGroup, 2 | 3 | 5 | 6) => Of(I64),
+            (S::RowGroup, 4) => ListOfStruct(S::Sorting),
+            (S::RowGroup, 7) => Of(I16),
+            (S::Chunk, 1 | 9) => Of(BINARY),
+            (S::Chunk, 2 | 4 | 6) => Of(I64),
+            (S::Chunk, 3) => Struct(S::Column),
+            (S::Chunk, 5 | 7) => Of(I32),
+            (S::Chunk, 8) => Struct(S::Crypto),
+            (S::Column, 1 | 4 | 15) => Of(I32),
+            (S::Column, 2) => ListOf(I32),
+            (S::Column, 3) => ListOf(BINARY),
+            (S::Column, 5..=7 | 9..=11 | 14) => Of(I64),
+            (S::Column, 8) => ListOfStruct(S::KeyValue),
+            (S::Column, 12) => Struct(S::Stats),
+            (S::Column, 13) => ListOfStruct(S::EncodingStats),
+            (S::Column, 16) => Struct(S::Size),
+            (S::Column, 17) => Struct(S::Geo),
+            (S::Stats, 1 | 2 | 5 | 6) => Of(BINARY),
+            (S::Stats, 3 | 4) => Of(I64),
+            (S::Stats, 7 | 8) | (S::Aes, 3) | (S::Dictionary, 3) | (S::DataPageV2, 7) => Bool,
+            (S::Size, 1) => Of(I64),
+            (S::Size, 2 | 3) => ListOf(I64),
+            (S::Geo, 1) => Struct(S::BoundingBox),
+            (S::Geo, 2) => ListOf(I32),
+            (S::BoundingBox, 1..=8) => Of(DOUBLE),
+            (S::Crypto, 2) => Struct(S::ColumnKey),
+            (S::ColumnKey, 1) => ListOf(BINARY),
+            (S::ColumnKey, 2) | (S::Aes, 1 | 2) | (S::KeyValue, 1 | 2) => Of(BINARY),
+            (S::Algorithm, 1 | 2) => Struct(S::Aes),
+            (S::Page, 1..=4) | (S::DataPage, 1..=4) | (S::Dictionary, 1 | 2) => Of(I32),
+            (S::DataPageV2, 1..=6) => Of(I32),
+            (S::Page, 5) => Struct(S::DataPage),
+            (S::Page, 6) => Struct(S::Empty),
+            (S::Page, 7) => Struct(S::Dictionary),
+            (S::Page, 8) => Struct(S::DataPageV2),
+            (S::DataPage, 5) | (S::DataPageV2, 8) => Struct(S::Stats),
+            _ => return None,
+        })
+    }
+}
+
+impl Want {
+    /// Whether a field declared with compact type `ty` holds what is wanted.
+    fn declared(self, ty: u8) -> bool {
+        match self {
+            Want::Bool => matches!(ty, 1 | 2),
+            Want::Of(t) => ty == t,
+            Want::Struct(_) => ty == STRUCT,
+            Want::ListOf(_) | Want::ListOfStruct(_) => ty == LIST,
+        }
+    }
 }
 
 impl<'a> Compact<'a> {
@@ -1067,75 +1214,123 @@ impl<'a> Compact<'a> {
     }
 
     /// The next field's id and type (None at the struct's end); `id` is the last id.
-    fn field(&mut self, id: &mut i64) -> std::result::Result<Option<(i64, u8)>, String> {
+    /// Read as the crate reads it: any header of type 0 ends the struct, ids are i16 (a
+    /// long id is cut to 16 bits, a delta past `i16::MAX` is refused).
+    fn field(&mut self, id: &mut i16) -> std::result::Result<Option<(i16, u8)>, String> {
         let h = self.byte()?;
-        if h == 0 {
+        if h & 0x0f == 0 {
             return Ok(None);
         }
         *id = match h >> 4 {
-            0 => self.int()?,
-            delta => *id + i64::from(delta),
+            0 => self.int()? as i16,
+            delta => id
+                .checked_add(i16::from(delta))
+                .ok_or("a Thrift field id past 32767")?,
         };
         Ok(Some((*id, h & 0x0f)))
     }
 
-    /// Skips one value of compact type `ty`.
+    /// Walks a structure of `shape` to its end.
+    fn walk(&mut self, shape: Shape, depth: usize) -> std::result::Result<(), String> {
+        if depth > MAX_THRIFT_DEPTH {
+            return Err(format!("Thrift nesting deeper than {MAX_THRIFT_DEPTH}"));
+        }
+        let mut id = 0;
+        while let Some((field, ty)) = self.field(&mut id)? {
+            let want = self.expect(shape, field, ty)?;
+            self.value(want, ty, depth)?;
+        }
+        Ok(())
+    }
+
+    /// What to read at field `field` of `shape` declared `ty`: refused where the crate
+    /// would read it as something else.
+    fn expect(&self, shape: Shape, field: i16, ty: u8) -> std::result::Result<Want, String> {
+        match shape.want(field) {
+            None => Ok(Want::Of(ty)),
+            Some(want) if want.declared(ty) => Ok(want),
+            Some(want) => Err(format!(
+                "field {field} of a {shape:?} structure is declared Thrift type {ty}, where Parquet has {want:?}"
+            )),
+        }
+    }
+
+    /// One field's value.
+    fn value(&mut self, want: Want, ty: u8, depth: usize) -> std::result::Result<(), String> {
+        match want {
+            Want::Struct(shape) => self.walk(shape, depth + 1),
+            Want::ListOf(t) => self.list(Some(t), None, depth + 1),
+            Want::ListOfStruct(shape) => self.list(Some(STRUCT), Some(shape), depth + 1),
+            Want::Bool | Want::Of(_) => self.skip(ty, depth + 1),
+        }
+    }
+
+    /// A list whose elements the crate reads as compact type `ty` (any declared type if
+    /// None: the crate skips the list), walked as `shape` if given. Elements must declare
+    /// the crate's type; none may be booleans (the crate skips those as zero bytes, the
+    /// protocol spends one) or sets and maps (which the crate refuses), so every element
+    /// takes at least one byte.
+    fn list(
+        &mut self,
+        ty: Option<u8>,
+        shape: Option<Shape>,
+        depth: usize,
+    ) -> std::result::Result<(), String> {
+        if depth > MAX_THRIFT_DEPTH {
+            return Err(format!("Thrift nesting deeper than {MAX_THRIFT_DEPTH}"));
+        }
+        let h = self.byte()?;
+        let n = match h >> 4 {
+            15 => self.varint()?,
+            n => u64::from(n),
+        };
+        self.room(n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let declared = h & 0x0f;
+        if ty.is_some_and(|t| t != declared) || !matches!(declared, 3..=9 | 12) {
+            return Err(format!(
+                "a Thrift list of {n} elements of type {declared}, where Parquet has {ty:?}"
+            ));
+        }
+        for _ in 0..n {
+            match shape {
+                Some(shape) => self.walk(shape, depth + 1)?,
+                None => self.skip(declared, depth + 1)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Skips one value of compact type `ty` that the crate skips too (by its type).
     fn skip(&mut self, ty: u8, depth: usize) -> std::result::Result<(), String> {
         if depth > MAX_THRIFT_DEPTH {
             return Err(format!("Thrift nesting deeper than {MAX_THRIFT_DEPTH}"));
         }
         match ty {
             1 | 2 => {}
-            3 => {
+            I8 => {
                 self.byte()?;
             }
-            4..=6 => {
+            I16..=I64 => {
                 self.varint()?;
             }
-            7 => self.pos += self.room(8)?,
-            8 => {
+            DOUBLE => self.pos += self.room(8)?,
+            BINARY => {
                 let n = self.varint()?;
                 self.pos += self.room(n)?;
             }
-            9 | 10 => {
-                let h = self.byte()?;
-                let n = match h >> 4 {
-                    15 => self.varint()?,
-                    n => u64::from(n),
-                };
-                self.room(n)?;
-                for _ in 0..n {
-                    self.element(h & 0x0f, depth)?;
-                }
-            }
-            11 => {
-                let n = self.varint()?;
-                if n > 0 {
-                    let kv = self.byte()?;
-                    self.room(n.saturating_mul(2))?;
-                    for _ in 0..n {
-                        self.element(kv >> 4, depth)?;
-                        self.element(kv & 0x0f, depth)?;
-                    }
-                }
-            }
+            LIST => self.list(None, None, depth)?,
             STRUCT => {
                 let mut id = 0;
                 while let Some((_, t)) = self.field(&mut id)? {
                     self.skip(t, depth + 1)?;
                 }
             }
-            t => return Err(format!("Thrift type {t} is not one")),
+            t => return Err(format!("Thrift type {t} is not one Parquet uses")),
         }
         Ok(())
-    }
-
-    /// One element of a list, set or map: a boolean takes a byte there.
-    fn element(&mut self, ty: u8, depth: usize) -> std::result::Result<(), String> {
-        match ty {
-            1 | 2 => self.byte().map(|_| ()),
-            t => self.skip(t, depth + 1),
-        }
     }
 
     /// The level bytes of a v2 data page header (its fields 5 and 6).
@@ -1143,9 +1338,9 @@ impl<'a> Compact<'a> {
         let mut id = 0;
         let mut levels = 0u64;
         while let Some((field, ty)) = self.field(&mut id)? {
-            match (field, ty) {
-                (5 | 6, I32) => levels = levels.saturating_add(self.int()?.max(0) as u64),
-                _ => self.skip(ty, 2)?,
+            match (field, self.expect(Shape::DataPageV2, field, ty)?) {
+                (5 | 6, _) => levels = levels.saturating_add(self.int()?.max(0) as u64),
+                (_, want) => self.value(want, ty, 2)?,
             }
         }
         Ok(levels)
@@ -1255,10 +1450,10 @@ mod tests {
         let f = file(page_head(0, 100, bomb.len() as i32), &bomb);
         let e = check_pages(&f, 0, end(&f), true).unwrap_err();
         assert!(e.contains("inflates to more than"), "{e}");
-        // A list in a header that claims more elements than there are bytes.
+        // A list in a header (field 12, unknown) that claims more elements than bytes.
         let mut h = page_head(0, 10, 10);
         h.pop();
-        h.extend_from_slice(&[0x59, 0xf5, 0x80, 0x80, 0x80, 0x80, 0x07, 0]);
+        h.extend_from_slice(&[0x99, 0xf5, 0x80, 0x80, 0x80, 0x80, 0x07, 0]);
         let f = file(h, &[7; 10]);
         let e = check_pages(&f, 0, end(&f), false).unwrap_err();
         assert!(e.contains("Thrift length"), "{e}");
@@ -1282,6 +1477,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("inventory data file data"), "{e}");
+    }
+
+    #[test]
+    fn a_parquet_footer_field_read_by_id_against_its_declared_type_is_refused() {
+        // Found by fuzz_inventory_parquet: a field id written long (65538) that the crate
+        // cuts to 16 bits (2, the schema) and reads as a list whatever its declared type;
+        // the list claimed 25 GiB of schema elements and the process aborted.
+        let crash =
+            include_bytes!("../fuzz/seeds/fuzz_inventory_parquet/list-behind-a-long-field-id");
+        let e = parse_parquet(crash.to_vec(), &mut |_| true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("inventory data file data"), "{e}");
+        // The walker's own answers, on footers made by hand.
+        let walk = |b: &[u8]| Compact::new(b).walk(Shape::File, 0);
+        // Field 2 (the schema) declared an i32: the crate would read a list there.
+        let e = walk(&[0x25, 0x02, 0x00]).unwrap_err();
+        assert!(e.contains("field 2 of a File structure"), "{e}");
+        // Field 65538 written long is field 2 to the crate: the same refusal.
+        let e = walk(&[0x05, 0x84, 0x80, 0x08, 0x02, 0x00]).unwrap_err();
+        assert!(e.contains("field 2 of a File structure"), "{e}");
+        // A schema list of 2^28 elements in a few bytes.
+        let e = walk(&[0x29, 0xfc, 0x80, 0x80, 0x80, 0x80, 0x01, 0x00]).unwrap_err();
+        assert!(e.contains("Thrift length of 268435456"), "{e}");
+        // A header byte 0x10 ends a struct for the crate (type 0), so it does here.
+        walk(&[0x10]).unwrap();
+        // An honest empty schema list and an unknown field skipped by its type.
+        walk(&[0x29, 0x0c, 0xf5, 0x07, 0x00]).unwrap();
     }
 
     #[test]
