@@ -32,8 +32,9 @@ STATE_UUID=5b0a2c1e-7e3d-4b8a-9f00-6261726765bb
 ESP_MB=256
 STATE_MB=768
 CMDLINE="root=UUID=$ROOT_UUID rw console=tty1 console=ttyS0,115200n8 systemd.show_status=1 quiet loglevel=3"
-# Kernel, systemd, udev, the EFI loader, and what barge links against or calls.
-PKGS=(linux-image-amd64 initramfs-tools zstd systemd systemd-sysv udev dbus systemd-boot-efi
+# Kernel, systemd, udev, the EFI loader, and what barge links against or calls; lvm2 so
+# that an operator's volume groups on the node's drives are active, and seen in use.
+PKGS=(linux-image-amd64 initramfs-tools zstd systemd systemd-sysv udev dbus systemd-boot-efi lvm2
   e2fsprogs util-linux kmod procps iproute2 nvme-cli less ncurses-base librocksdb7.8)
 
 T0=$(date +%s)

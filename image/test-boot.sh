@@ -8,11 +8,17 @@
 #     settings erase nothing), recorded by their /dev/disk/by-id name,
 #   * a third NVMe drive reporting a critical warning (qemu's smart_critical_warning)
 #     was listed unhealthy and refused with the reason,
-#   * a controller with two namespaces, the first holding an ext4 filesystem, had that
-#     namespace refused (the filesystem named) and only the blank second one prepared,
+#   * a controller with two namespaces, the first holding an ext4 filesystem the node
+#     mounts at boot (/mnt/ns1, through its fstab), had that namespace listed mounted and
+#     refused as in use, and only the blank second one prepared,
 #   * a drive with a GPT partition table (not mounted) was refused naming it,
-#   * after the guest stopped, the ext4 filesystem (with its marker file) and the
-#     partition table are on the image files unchanged.
+#   * a drive that is an LVM physical volume, whose logical volume the node activates
+#     and mounts at boot (/mnt/keep), was refused as held by device-mapper,
+#   * after the guest stopped, both ext4 filesystems (with their marker files), the LVM
+#     label and volume group, and the partition table are on the image files unchanged.
+# The two mounts are an operator's own: this script adds them to /etc/fstab of a private
+# copy of the image (with debugfs, no mount) and writes the volume group with the host's
+# lvm2 through a loop device.
 #   * the daemon reported ready,
 #   * the daemon's self-test migration ended with "self-test: verify DONE",
 #   * no systemd unit failed.
@@ -44,6 +50,9 @@ SICK=BARGENVME0666
 MULTI=BARGENVME0003
 # A drive with a GPT partition table and no filesystem mounted from it.
 PARTED=BARGENVME0004
+# An LVM physical volume of volume group $VG, whose logical volume "keep" is mounted.
+LVMPV=BARGENVME0005
+VG=bargekeep
 LOG=$ARTIFACTS/boot-console.log
 
 command -v qemu-system-x86_64 >/dev/null || { echo "qemu-system-x86_64 missing: scripts/deps.sh test" >&2; exit 2; }
@@ -51,6 +60,9 @@ command -v qemu-system-x86_64 >/dev/null || { echo "qemu-system-x86_64 missing: 
 CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
 VARS=/usr/share/OVMF/OVMF_VARS_4M.fd
 [ -f "$CODE" ] || { echo "no OVMF firmware ($CODE): scripts/deps.sh test" >&2; exit 2; }
+for t in debugfs losetup pvcreate; do
+  command -v "$t" >/dev/null || { echo "$t missing: scripts/deps.sh test" >&2; exit 2; }
+done
 
 RUN=$(mktemp -d "${TMPDIR:-/var/tmp}/barge-boot.XXXXXX")
 QPID=""
@@ -85,7 +97,7 @@ Q=(qemu-system-x86_64 "${ACCEL_ARGS[@]}" -machine q35 -m 2048 -smp 2
   -netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0
   -drive "if=pflash,format=raw,unit=0,readonly=on,file=$CODE"
   -drive "if=pflash,format=raw,unit=1,file=$RUN/vars.fd"
-  -drive "file=$OUT/disk.raw,if=none,id=os,format=raw,snapshot=on"
+  -drive "file=$RUN/disk.raw,if=none,id=os,format=raw,cache=unsafe"
   -device "virtio-blk-pci,drive=os,bootindex=0")
 for i in "${!SERIALS[@]}"; do
   Q+=(-drive "file=$RUN/nvme$i.img,if=none,id=nvm$i,format=raw,cache=unsafe"
@@ -100,16 +112,60 @@ Q+=(-device "nvme,id=multi,serial=$MULTI"
   -device "nvme-ns,drive=ns2,bus=multi,nsid=2")
 Q+=(-drive "file=$RUN/parted.img,if=none,id=parted,format=raw,cache=unsafe"
   -device "nvme,serial=$PARTED,drive=parted")
+Q+=(-drive "file=$RUN/lvm.img,if=none,id=lvm,format=raw,cache=unsafe"
+  -device "nvme,serial=$LVMPV,drive=lvm")
+
+# The lvm2 commands below see only the loop device they are given, and leave the host's
+# own LVM configuration (devices file, caches) alone; --driverloaded n: the host needs no
+# device-mapper to write a volume group.
+LVMCONF='devices { use_devicesfile = 0 }'
+lvm_q() { "$@" --config "$LVMCONF" --driverloaded n -q >/dev/null 2>&1; }
+
+# lvm_drive IMG: an LVM physical volume of volume group $VG holding one logical volume
+# "keep" (256 MiB, its first extents) with an ext4 filesystem and a marker file. Sets
+# LV_OFFSET, where the logical volume starts in IMG.
+lvm_drive() {
+  local img=$1 loop ok=1
+  LV_OFFSET=""
+  loop=$(losetup -f --show "$img") || { echo "[boot-test] no loop device for the LVM drive" >&2; return 1; }
+  lvm_q pvcreate "$loop" && lvm_q vgcreate "$VG" "$loop" &&
+    lvm_q lvcreate -an -Zn -L 256M -n keep "$VG" || ok=""
+  [ -z "$ok" ] || LV_OFFSET=$(pvs --config "$LVMCONF" --driverloaded n --noheadings --units b \
+    --nosuffix -o pe_start "$loop" 2>/dev/null | tr -d ' ')
+  losetup -d "$loop"
+  [ -n "$ok" ] && [ -n "$LV_OFFSET" ] || { echo "[boot-test] lvm2 could not write $VG on $img" >&2; return 1; }
+  mkfs.ext4 -q -F -E "offset=$LV_OFFSET" -d "$RUN/marker" "$img" 256M
+}
+
+# node_image: a private copy of the image whose fstab mounts namespace 1 (by its label)
+# and the logical volume at boot, as an operator's fstab would.
+node_image() {
+  cp --sparse=always "$OUT/disk.raw" "$RUN/disk.raw"
+  local start root
+  start=$(sfdisk -J "$RUN/disk.raw" | python3 -c 'import json, sys
+print(next(p["start"] for p in json.load(sys.stdin)["partitiontable"]["partitions"] if p.get("name") == "bargeroot"))')
+  root="$RUN/disk.raw?offset=$((start * 512))"
+  debugfs -R "cat /etc/fstab" "$root" 2>/dev/null >"$RUN/fstab"
+  grep -q " / ext4 " "$RUN/fstab" || { echo "[boot-test] no fstab read from the image's root" >&2; return 1; }
+  printf '%s\n' "LABEL=bargens1 /mnt/ns1 ext4 defaults,x-systemd.device-timeout=60s 0 2" \
+    "/dev/$VG/keep /mnt/keep ext4 defaults,x-systemd.device-timeout=60s 0 2" >>"$RUN/fstab"
+  printf '%s\n' "rm /etc/fstab" "write $RUN/fstab /etc/fstab" >"$RUN/fstab.cmds"
+  debugfs -w -f "$RUN/fstab.cmds" "$root" >/dev/null 2>&1
+  debugfs -R "cat /etc/fstab" "$root" 2>/dev/null | grep "/mnt/keep" >/dev/null ||
+    { echo "[boot-test] could not write the image copy's fstab" >&2; return 1; }
+}
 
 # boot: fresh firmware variables and blank (sparse) drives, then qemu in the background.
 boot() {
   cp "$VARS" "$RUN/vars.fd"
   for i in "${!SERIALS[@]}"; do rm -f "$RUN/nvme$i.img"; truncate -s 4G "$RUN/nvme$i.img"; done
   rm -f "$RUN/sick.img"; truncate -s 4G "$RUN/sick.img"
-  rm -rf "$RUN/ns1.img" "$RUN/ns2.img" "$RUN/parted.img" "$RUN/marker"
+  rm -rf "$RUN/ns1.img" "$RUN/ns2.img" "$RUN/parted.img" "$RUN/lvm.img" "$RUN/marker"
   mkdir "$RUN/marker"; echo "kept by barge" >"$RUN/marker/marker.txt"
-  truncate -s 4G "$RUN/ns1.img" "$RUN/ns2.img" "$RUN/parted.img"
-  mkfs.ext4 -q -F -d "$RUN/marker" "$RUN/ns1.img"
+  truncate -s 4G "$RUN/ns1.img" "$RUN/ns2.img" "$RUN/parted.img" "$RUN/lvm.img"
+  mkfs.ext4 -q -F -L bargens1 -d "$RUN/marker" "$RUN/ns1.img"
+  lvm_drive "$RUN/lvm.img"
+  node_image
   printf 'label: gpt\n,512MiB\n,\n' | sfdisk -q "$RUN/parted.img"
   sfdisk -d "$RUN/parted.img" >"$RUN/parted.before"
   : >"$LOG"   # exists before the first look at it (qemu starts in the background)
@@ -120,7 +176,7 @@ boot() {
 
 mkdir -p "$ARTIFACTS"
 rm -f "$ARTIFACTS/boot-console.attempt1.log"   # a stuck attempt of an earlier run
-echo "[boot-test] accel=$ACCEL timeout=${TIMEOUT}s drives=${SERIALS[*]} (and $SICK, unhealthy; $MULTI, two namespaces, one with ext4; $PARTED, partitioned) console=$LOG"
+echo "[boot-test] accel=$ACCEL timeout=${TIMEOUT}s drives=${SERIALS[*]} (and $SICK, unhealthy; $MULTI, two namespaces, one with ext4 mounted; $PARTED, partitioned; $LVMPV, LVM with a mounted LV) console=$LOG"
 
 # Without -q: grep -q stops at the first match, tr then dies of SIGPIPE and, under
 # pipefail, a line that is there reads as missing (a CI failure that came and went).
@@ -136,9 +192,12 @@ for s in "${SERIALS[@]}"; do
 done
 checks+=("$SICK listed unhealthy| nvme[0-9]+n1 +$SICK .* nvme +critical warning: reliability degraded")
 checks+=("$SICK refused with the reason|serial $SICK health critical warning: reliability degraded \\(media or internal errors\\): refused: unhealthy: critical warning: reliability degraded")
-checks+=("$MULTI namespace with ext4 refused|serial $MULTI health ok: refused: holds ext2/3/4 filesystem")
+checks+=("$MULTI namespace 1 listed as mounted| nvme[0-9]+n1 +$MULTI .* mounted /mnt/ns1")
+checks+=("$MULTI mounted namespace refused naming its mount|_${MULTI}_1 serial $MULTI health ok: refused: .*mounted filesystem \\(/mnt/ns1\\)")
 checks+=("$MULTI blank namespace prepared, not erased|serial $MULTI health ok: prepared as drive #[0-9]")
 checks+=("$PARTED partitioned drive refused|serial $PARTED health ok: refused: holds GPT partition table")
+checks+=("$LVMPV logical volume mounted at boot|Mounted .*/mnt/keep")
+checks+=("$LVMPV LVM drive refused as held by device-mapper, named by serial|by-id/nvme-[^ ]*${LVMPV}[^ ]* serial $LVMPV health ok: refused: held by dm-[0-9]+")
 # The rack's own tty2 has its getty (started alongside the serial getty there was), and
 # the serial console offers no login (checked below: a BMC's serial-over-LAN reaches it).
 checks+=("tty2 getty started|Started .*getty@tty2")
@@ -210,15 +269,24 @@ for cmd in ({"execute": "qmp_capabilities"},
 PY
   if [ -f "$ARTIFACTS/console.png" ]; then echo "[boot-test] console screenshot: $ARTIFACTS/console.png"; fi
 fi
-# What the guest must not have written: the ext4 filesystem of namespace 1 and the
-# partition table, read from the image files once qemu has stopped.
+# What the guest must not have written: the ext4 filesystems of namespace 1 and of the
+# logical volume, the LVM label and metadata, and the partition table, read from the
+# image files once qemu has stopped.
 alive=""
 kill -0 "$QPID" 2>/dev/null && alive=1
 stop_qemu
-if debugfs -R "cat /marker.txt" "$RUN/ns1.img" 2>/dev/null | grep -q "kept by barge"; then
+if debugfs -R "cat /marker.txt" "$RUN/ns1.img" 2>/dev/null | grep "kept by barge" >/dev/null; then
   verdict+=("[boot-test] ok: $MULTI namespace 1 ext4 filesystem intact")
 else
   verdict+=("[boot-test] MISSING: $MULTI namespace 1 ext4 filesystem intact"); rc=1
+fi
+if [ -n "${LV_OFFSET:-}" ] &&
+  debugfs -R "cat /marker.txt" "$RUN/lvm.img?offset=$LV_OFFSET" 2>/dev/null | grep "kept by barge" >/dev/null &&
+  dd if="$RUN/lvm.img" bs=512 skip=1 count=1 status=none | grep -a LABELONE >/dev/null &&
+  dd if="$RUN/lvm.img" bs=1M count=1 status=none | grep -a "$VG" >/dev/null; then
+  verdict+=("[boot-test] ok: $LVMPV LVM label, volume group $VG and its ext4 filesystem intact")
+else
+  verdict+=("[boot-test] MISSING: $LVMPV LVM label, volume group $VG and its ext4 filesystem intact"); rc=1
 fi
 if sfdisk -d "$RUN/parted.img" 2>/dev/null | cmp -s - "$RUN/parted.before"; then
   verdict+=("[boot-test] ok: $PARTED partition table intact")
@@ -226,7 +294,7 @@ else
   verdict+=("[boot-test] MISSING: $PARTED partition table intact"); rc=1
 fi
 if [ "$rc" = 0 ]; then
-  tr -d '\r' <"$LOG" | grep -a -E "daemon ready|self-test:|prepared as drive|refused| nvme[0-9]+n1 " | sed 's/^/[guest] /'
+  tr -d '\r' <"$LOG" | grep -a -E "daemon ready|self-test:|prepared as drive|refused| nvme[0-9]+n1 |/mnt/" | sed 's/^/[guest] /'
   printf '%s\n' "${verdict[@]}"
   echo "[boot-test] PASS after ${ELAPSED}s ($ACCEL); console log: $LOG"
 else

@@ -119,8 +119,10 @@ pub fn discard(dev: &std::fs::File, path: &Path, offset: u64, len: u64) -> Resul
 /// The `/dev/disk/by-id` link of a block device, preferring serial-based NVMe and ATA
 /// names over EUI/WWN ones, and among NVMe names the one with the namespace id
 /// (`nvme-<model>_<serial>_<nsid>`): the plain `nvme-<model>_<serial>` is shared by
-/// every namespace of a controller and points at whichever udev saw last. `None` when
-/// udev made no link (loop devices, drive images).
+/// every namespace of a controller and points at whichever udev saw last. Names udev
+/// derives from the contents (`lvm-pv-uuid-…`, `md-uuid-…`, `dm-…`) come last: they name
+/// what is on the drive, not the drive. `None` when udev made no link (loop devices,
+/// drive images).
 pub fn by_id(dev: &Path, by_id_dir: &Path) -> Option<PathBuf> {
     let target = fs::canonicalize(dev).ok()?;
     let mut links: Vec<PathBuf> = fs::read_dir(by_id_dir)
@@ -137,7 +139,13 @@ pub fn by_id(dev: &Path, by_id_dir: &Path) -> Option<PathBuf> {
         let nsid_suffix = n
             .rsplit_once('_')
             .is_some_and(|(_, d)| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
-        if n.starts_with("nvme-eui.") || n.starts_with("nvme-nvme.") || n.starts_with("wwn-") {
+        if ["lvm-pv-uuid-", "md-", "dm-"]
+            .iter()
+            .any(|c| n.starts_with(c))
+        {
+            3
+        } else if n.starts_with("nvme-eui.") || n.starts_with("nvme-nvme.") || n.starts_with("wwn-")
+        {
             2
         } else if n.starts_with("nvme-") && !nsid_suffix {
             1
@@ -515,6 +523,8 @@ mod tests {
         link("nvme-QEMU_NVMe_Ctrl_S3_1", &ns1);
         link("nvme-QEMU_NVMe_Ctrl_S3_2", &ns2);
         link("nvme-eui.0001", &ns2);
+        // Namespace 1 is an LVM physical volume: udev names its contents too.
+        link("lvm-pv-uuid-6awqSr-39Ke", &ns1);
         let name = |p: &Path| by_id(p, &dir).unwrap().file_name().unwrap().to_owned();
         assert_eq!(name(&ns2), "nvme-QEMU_NVMe_Ctrl_S3_2");
         assert_eq!(name(&ns1), "nvme-QEMU_NVMe_Ctrl_S3_1");
