@@ -746,6 +746,22 @@ impl Shared {
     /// marks it drained: at once where a put is durable; else it is returned, to be
     /// marked after the group sync that covers it. A failure is tallied and recorded.
     async fn write_current(&self, key: &ObjectKey) -> Option<Unsynced> {
+        // Under the key's fence, re-read: a key the gateway wrote or deleted is the
+        // application's from then on, and a gateway write waits for this one to end.
+        let _fence = self.catalog.fence(key).await;
+        match self.catalog.gateway_record(key) {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                if let Err(e) = self.catalog.forget_for_gateway(key) {
+                    tracing::warn!("object {key}: {e}");
+                }
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!("object {key}: {e}");
+                return None;
+            }
+        }
         let rec = match self.catalog.get_object(key) {
             Ok(Some(rec)) if wants_drain(&rec) => rec,
             _ => return None,

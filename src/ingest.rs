@@ -720,6 +720,17 @@ async fn route(
                         return r;
                     }
                 };
+                match node.catalog.gateway_record(&meta.key) {
+                    Ok(None) => {}
+                    Ok(Some(g)) => {
+                        yield_to_gateway(ctx, &meta, old.as_ref(), &g);
+                        continue;
+                    }
+                    Err(e) => {
+                        r.err = Some(e);
+                        return r;
+                    }
+                }
                 if let Some(o) = &old
                     && o.size == meta.size
                     && o.version == meta.version
@@ -821,6 +832,38 @@ async fn fetch_deferred(
     walk.await.map_err(|e| Error::task("catalog walk", e))??;
     node.catalog
         .put_meta_json(META_DEFERRED, "the deferred flag", &false)
+}
+
+/// A listed key the gateway wrote or deleted is the application's: never fetched. The
+/// source changing it after the gateway took it is a conflict, counted and named (the
+/// destination's stays): a version other than the catalog's record of it, or, with no
+/// record, a source modification time after the gateway's write or delete.
+fn yield_to_gateway(
+    ctx: &Ctx,
+    meta: &ObjectMeta,
+    old: Option<&ObjectRecord>,
+    g: &crate::catalog::gateway::GatewayRecord,
+) {
+    use crate::catalog::gateway::GatewayRecord;
+    ctx.monitor.gateway.yielded.fetch_add(1, Ordering::Relaxed);
+    let taken = match g {
+        GatewayRecord::Written(w) => w.modified,
+        GatewayRecord::Deleted { at } => *at,
+    };
+    let changed = match old {
+        Some(o) => o.size != meta.size || o.version != meta.version,
+        None => meta.modified.is_some_and(|m| m > taken),
+    };
+    if changed {
+        ctx.monitor
+            .gateway
+            .conflicts
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            "conflict: {} changed at the source after it was written or deleted through the gateway; the destination's stays",
+            meta.key
+        );
+    }
 }
 
 /// Summarise: this run's figures, from the monitor's totals since `start_totals` and the

@@ -24,6 +24,7 @@ pub(crate) mod failpoint;
 pub mod filter;
 pub mod fleet;
 pub mod fleet_key;
+pub mod gateway;
 pub mod ingest;
 pub mod inventory;
 pub mod listing;

@@ -355,7 +355,16 @@ async fn delete_batch(
     node.catalog.sync()?;
     let results: Vec<_> = futures::stream::iter(to_delete)
         .map(|(key, size, expect)| async move {
-            let res = dest.delete(&key, &expect).await;
+            // Under the key's fence: a key the gateway wrote or deleted meanwhile is the
+            // application's, never deleted by a pass.
+            let _fence = node.catalog.fence(&key).await;
+            let res = match node.catalog.gateway_record(&key) {
+                Ok(Some(_)) => Ok(Deleted::Kept(
+                    "written or deleted through the gateway".into(),
+                )),
+                Ok(None) => dest.delete(&key, &expect).await,
+                Err(e) => Err(e),
+            };
             if res.is_ok() {
                 crate::failpoint::point("sync.deleted");
             }

@@ -387,6 +387,29 @@ pub trait Source: Send + Sync {
     ) -> Option<ListFrom> {
         None
     }
+    /// Up to `limit` objects whose keys start with `prefix`, after `after`, in key order
+    /// (keys without the URL's prefix): one page of the gateway's listings. Stores that
+    /// cannot list that way answer an error naming themselves.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        _after: Option<&str>,
+        _limit: usize,
+    ) -> Result<ranges::Page> {
+        Err(Error::Source {
+            url: self.url(),
+            message: format!("cannot list the keys under {prefix:?} one page at a time"),
+        })
+    }
+    /// What the store says of one key now (None: no such object): for the gateway's
+    /// reads of keys the catalog has not listed yet. Stores that cannot be asked for one
+    /// key answer an error naming themselves.
+    async fn stat(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>> {
+        Err(Error::object(
+            key,
+            format!("{} cannot be asked for one object", self.url()),
+        ))
+    }
     /// Whether a listed object may be gone by the time it is fetched without that being
     /// a failure (a listing from an inventory, a snapshot of the past).
     fn vanishes(&self) -> bool {

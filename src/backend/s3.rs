@@ -908,7 +908,16 @@ fn answered(etag: Option<&str>) -> Option<String> {
 #[async_trait]
 impl KeyPages for S3Store {
     async fn page(&self, after: Option<&str>, limit: usize) -> Result<Page> {
-        let prefix = self.prefix_slash();
+        self.page_under("", after, limit).await
+    }
+}
+
+impl S3Store {
+    /// One ListObjectsV2 page of the keys under the URL's prefix and `under`, after
+    /// `after` (a full store key); keys come back without the URL's prefix.
+    async fn page_under(&self, under: &str, after: Option<&str>, limit: usize) -> Result<Page> {
+        let base = self.prefix_slash();
+        let prefix = format!("{base}{under}");
         let what = format!("LIST s3://{}/{prefix}", self.bucket);
         let out = self
             .throttle
@@ -933,7 +942,7 @@ impl KeyPages for S3Store {
                     refused: None,
                     key: k.to_string(),
                     meta: ObjectMeta {
-                        key: ObjectKey::from(k.strip_prefix(&prefix).unwrap_or(k)),
+                        key: ObjectKey::from(k.strip_prefix(&base).unwrap_or(k)),
                         size: o.size().unwrap_or(0).max(0) as u64,
                         version: o.e_tag().unwrap_or("").to_string(),
                         content_type: None,
@@ -1038,6 +1047,44 @@ impl Source for S3Store {
             check,
             reader,
         })
+    }
+
+    async fn list_page(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Page> {
+        let base = self.prefix_slash();
+        let after = after.map(|a| format!("{base}{a}"));
+        self.page_under(prefix, after.as_deref(), limit).await
+    }
+
+    async fn stat(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>> {
+        let k = self.full_key(key)?;
+        let Some(head) = self.head(&k).await? else {
+            return Ok(None);
+        };
+        let mut user_meta = user_meta(head.metadata());
+        carry(
+            &mut user_meta,
+            [
+                head.content_encoding(),
+                head.content_disposition(),
+                head.content_language(),
+                head.cache_control(),
+                head.expires_string(),
+            ],
+            head.last_modified(),
+        );
+        Ok(Some(ObjectMeta {
+            key: key.clone(),
+            size: head
+                .content_length()
+                .and_then(|l| u64::try_from(l).ok())
+                .unwrap_or(0),
+            version: head.e_tag().unwrap_or("").to_string(),
+            content_type: head.content_type().map(str::to_string),
+            user_meta,
+            modified: head
+                .last_modified()
+                .and_then(|d| u64::try_from(d.secs()).ok()),
+        }))
     }
 
     /// A HEAD: a GET's 404 counts only if the HEAD does not find the object either.

@@ -2,6 +2,7 @@
 //! destination. Column families and key/value encodings are documented in
 //! ARCHITECTURE.md ("Catalog format"); [`CATALOG_FORMAT_VERSION`] guards them.
 
+pub mod gateway;
 pub mod records;
 
 use std::path::{Path, PathBuf};
@@ -25,8 +26,9 @@ use crate::object::ObjectKey;
 /// [`ObjectState::Deleting`] (a version-3 catalog is upgraded in place: the two column
 /// families are created empty). 5 added [`CF_PLACED`] and `kept_foreign` to pass records
 /// (a version-4 catalog is upgraded in place: the column family is created empty, the
-/// pass records are rewritten).
-pub const CATALOG_FORMAT_VERSION: u32 = 5;
+/// pass records are rewritten). 6 added [`CF_GATEWAY`] (a version-5 catalog is upgraded
+/// in place: the column family is created empty).
+pub const CATALOG_FORMAT_VERSION: u32 = 6;
 
 /// Column family: small named settings and counters.
 pub const CF_META: &str = "meta";
@@ -51,7 +53,10 @@ pub const CF_PASSES: &str = "passes";
 /// Column family: source key -> [`Landed`], what barge's last write of the object left at
 /// the destination (what a sync's delete expects to find there).
 pub const CF_PLACED: &str = "placed";
-const ALL_CFS: [&str; 9] = [
+/// Column family: object key -> [`gateway::GatewayRecord`], what `barge gateway` wrote or
+/// deleted at that key (the move no longer touches it).
+pub const CF_GATEWAY: &str = "gateway";
+const ALL_CFS: [&str; 10] = [
     CF_META,
     CF_OBJECTS,
     CF_CHUNKS,
@@ -61,6 +66,7 @@ const ALL_CFS: [&str; 9] = [
     CF_SEEN,
     CF_PASSES,
     CF_PLACED,
+    CF_GATEWAY,
 ];
 
 /// meta key: catalog format version (u32 LE).
@@ -184,6 +190,8 @@ pub struct Catalog {
     counter_lock: Mutex<()>,
     /// See [`OBJECT_LOCK_STRIPES`].
     object_locks: Vec<Mutex<()>>,
+    /// See [`gateway::FENCE_STRIPES`].
+    fences: Vec<tokio::sync::Mutex<()>>,
 }
 
 fn now() -> u64 {
@@ -258,6 +266,9 @@ impl Catalog {
             path: path.to_path_buf(),
             counter_lock: Mutex::new(()),
             object_locks: (0..OBJECT_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            fences: (0..gateway::FENCE_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         };
         match cat.meta_get(META_FORMAT)? {
             None if create => {
@@ -274,6 +285,7 @@ impl Catalog {
                     // v3 -> v4: CF_SEEN and CF_PASSES, created above, empty.
                     // v4 -> v5: CF_PLACED, created above, empty; pass records gain
                     // `kept_foreign`.
+                    // v5 -> v6: CF_GATEWAY, created above, empty.
                     if found < 3 {
                         cat.upgrade_segments_v3()?;
                     }
@@ -1156,7 +1168,10 @@ mod tests {
         drop(cat);
         let e = Catalog::open(dir.path(), false).err().unwrap().to_string();
         assert!(
-            e.contains("catalog format version 6, this barge reads version 5"),
+            e.contains(&format!(
+                "catalog format version {}, this barge reads version {CATALOG_FORMAT_VERSION}",
+                CATALOG_FORMAT_VERSION + 1
+            )),
             "{e}"
         );
     }

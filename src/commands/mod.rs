@@ -14,6 +14,7 @@
 pub mod daemon;
 pub mod demo;
 pub mod fleet;
+pub mod gateway;
 pub mod live;
 pub mod migrate;
 pub mod stages;

@@ -45,6 +45,26 @@ pub enum Mode {
     Migrate,
 }
 
+/// Counters of `barge gateway` (and of the passes' yielding to it).
+#[derive(Debug, Default)]
+pub struct GatewayCounters {
+    /// Reads answered from the destination (moved, or written through the gateway).
+    pub reads_dest: AtomicU64,
+    /// Reads streamed from the source (not moved yet).
+    pub reads_source: AtomicU64,
+    /// Bytes streamed from the source to clients.
+    pub bytes_read_through: AtomicU64,
+    pub writes: AtomicU64,
+    pub deletes: AtomicU64,
+    pub lists: AtomicU64,
+    /// Requests answered with an error of barge's or a store's (5xx).
+    pub errors: AtomicU64,
+    /// Listed keys a pass left alone because the gateway wrote or deleted them.
+    pub yielded: AtomicU64,
+    /// Of those, keys the source changed after the gateway took them.
+    pub conflicts: AtomicU64,
+}
+
 /// Counters of the ingest stage.
 #[derive(Debug, Default)]
 pub struct IngestCounters {
@@ -169,6 +189,7 @@ pub struct Monitor {
     destination: Mutex<Option<String>>,
     pub ingest: IngestCounters,
     pub drain: DrainCounters,
+    pub gateway: GatewayCounters,
     staging: Mutex<Option<StagingHandle>>,
     key_fingerprint: Mutex<String>,
     endpoints: Mutex<Vec<(String, Arc<Throttle>)>>,
@@ -217,6 +238,7 @@ impl Monitor {
             source: Mutex::new(None),
             destination: Mutex::new(None),
             ingest: IngestCounters::default(),
+            gateway: GatewayCounters::default(),
             drain: DrainCounters::default(),
             staging: Mutex::new(None),
             key_fingerprint: Mutex::new(String::new()),

@@ -211,6 +211,39 @@ pub async fn sync(
     Ok(code(last_ok))
 }
 
+pub async fn gateway(
+    g: &Global,
+    (source, dest): (&str, &str),
+    o: &barge::gateway::GatewayOptions,
+    p: &sync::SyncOptions,
+    tune: &Tune,
+) -> Result<ExitCode> {
+    let node = g.open()?;
+    let s = g.sharded(Some(tune), Some(source))?;
+    let live = live(g, &node, "gateway", Mode::Migrate).await?;
+    let json = g.json;
+    let mut each = |p: &sync::PassOutcome| {
+        print_doc(
+            json,
+            || serde_json::json!({ "pass": p.number, "record": p.record, "deletions": p.deletions }),
+            || text::pass(p),
+        );
+    };
+    let r = barge::commands::gateway::gateway(
+        &s,
+        &node,
+        (source, dest),
+        o,
+        p,
+        live.monitor.clone(),
+        &mut each,
+    )
+    .await;
+    live.finish();
+    r?;
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn cutover(
     g: &Global,
     source: &str,

@@ -279,6 +279,39 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         tune: Tune,
     },
+    /// An S3 endpoint over both sides while the move runs: reads of the source's bucket
+    /// are answered by catalog record (moved: from the destination; not yet: from the
+    /// source; deleted through the gateway: not found), writes and deletes land at the
+    /// destination only and no later pass undoes them. Runs the sync passes meanwhile.
+    Gateway {
+        /// The source bucket, as s3://BUCKET (a whole bucket).
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        dest: String,
+        /// Address to serve S3 on.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: String,
+        /// `ACCESS_KEY_ID SECRET` per line; must be mode 0600. No anonymous access.
+        #[arg(long)]
+        credentials: std::path::PathBuf,
+        /// The bucket name clients use (default: the source bucket's).
+        #[arg(long)]
+        bucket: Option<String>,
+        /// Serve plain HTTP on an address other than loopback.
+        #[arg(long)]
+        insecure_http: bool,
+        /// Time from the start of one pass to the start of the next ("30m", "1h").
+        #[arg(long, value_parser = barge::filter::parse_age)]
+        interval: Option<u64>,
+        /// Stop the passes after this many (the gateway serves on).
+        #[arg(long)]
+        passes: Option<u64>,
+        #[command(flatten)]
+        deletes: Deletes,
+        #[command(flatten)]
+        tune: Tune,
+    },
     /// The final pass, once the source is frozen: a full listing, the last changes and
     /// deletions, a verify of source and destination, DONE only if they are identical,
     /// and a cutover certificate (JSON) in the state directory.

@@ -103,6 +103,37 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             };
             actions::sync(g, source, dest, &o, tune).await
         }
+        Cmd::Gateway {
+            source,
+            dest,
+            listen,
+            credentials,
+            bucket,
+            insecure_http,
+            interval,
+            passes,
+            deletes,
+            tune,
+        } => {
+            let bucket = match bucket {
+                Some(b) => b.clone(),
+                None => barge::gateway::bucket_of(source)?,
+            };
+            let o = barge::gateway::GatewayOptions {
+                listen: listen.clone(),
+                credentials: credentials.clone(),
+                insecure_http: *insecure_http,
+                bucket,
+            };
+            let p = barge::commands::sync::SyncOptions {
+                max_delete: deletes.max_delete,
+                max_delete_total: deletes.max_delete_total,
+                keep_deleted: false,
+                passes: *passes,
+                interval: interval.map(std::time::Duration::from_secs),
+            };
+            actions::gateway(g, (source, dest), &o, &p, tune).await
+        }
         Cmd::Cutover {
             source,
             dest,

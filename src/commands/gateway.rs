@@ -1,0 +1,79 @@
+//! `barge gateway`: the S3 endpoint over both sides (`crate::gateway`) and, in the same
+//! process (the catalog has one writer), the sync passes that move the data behind it.
+//!
+//! Steps: open both sides, load the credentials and bind the listener, then serve while
+//! the passes run; after the last pass (`--passes`; 0: none), serve on until SIGINT or
+//! SIGTERM.
+
+use std::sync::Arc;
+
+use super::Settings;
+use super::sync::{self, PassOutcome, SyncOptions};
+use crate::backend::{open_destination, open_source};
+use crate::error::{Error, Result};
+use crate::gateway::{self, GatewayOptions, Shared};
+use crate::monitor::Monitor;
+use crate::node::Node;
+
+/// Runs the gateway and its passes; `each` sees every pass as it ends.
+pub async fn gateway(
+    s: &Settings,
+    node: &Node,
+    (source, dest): (&str, &str),
+    o: &GatewayOptions,
+    passes: &SyncOptions,
+    monitor: Arc<Monitor>,
+    each: &mut (dyn FnMut(&PassOutcome) + Send),
+) -> Result<()> {
+    // 1. Both sides, as the passes open them.
+    let src = open_source(source, &s.source).await?;
+    let dst = open_destination(dest, &s.dest_options(node, dest)?).await?;
+    // 2. Who may call, and where.
+    let auth = gateway::load_credentials(&o.credentials)?;
+    let listener = gateway::bind(o).await?;
+    tracing::info!(
+        "gateway: bucket {} at http://{} (source {source}, destination {dest})",
+        o.bucket,
+        o.listen
+    );
+    let shared = Shared {
+        catalog: node.catalog.clone(),
+        source: src,
+        dest: dst,
+        monitor: monitor.clone(),
+        bucket: o.bucket.clone(),
+    };
+    // 3. Serve while the passes run.
+    let server = gateway::serve(listener, shared, auth, stopped());
+    if passes.passes == Some(0) {
+        return server.await;
+    }
+    tokio::pin!(server);
+    let moved = sync::sync(s, node, source, dest, passes, monitor, each);
+    tokio::select! {
+        r = &mut server => return r,
+        r = moved => {
+            r?;
+            tracing::info!("gateway: the passes ended; serving until stopped");
+        }
+    }
+    server.await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn stopped() {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::task("gateway signals", e));
+    match term {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!("{e}");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

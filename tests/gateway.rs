@@ -1,0 +1,419 @@
+//! `barge gateway` against real servers with a real client: the SAIO's s3api is the
+//! source, Ceph radosgw's S3 the destination, awscli the application. The same reads
+//! are checked before any pass (everything at the source) and after a pass (everything
+//! moved); writes and deletes made through the gateway are never undone by the pass.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use common::servers::{ceph, saio};
+use common::*;
+
+const AWS: &str = "/usr/bin/aws";
+
+/// awscli against an S3 endpoint with the given keys.
+fn aws(endpoint: &str, access: &str, secret: &str) -> Command {
+    let mut c = Command::new(AWS);
+    c.args(["--endpoint-url", endpoint])
+        .env("AWS_ACCESS_KEY_ID", access)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_PROFILE");
+    c
+}
+
+fn run(c: &mut Command) -> std::process::Output {
+    c.output().expect("run client")
+}
+
+fn run_ok(c: &mut Command) -> Vec<u8> {
+    let o = run(c);
+    assert!(
+        o.status.success(),
+        "{c:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
+}
+
+fn json(b: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(b).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(b)))
+}
+
+/// The two sides' keys as AWS profiles `src` and `dst` in files under `dir`.
+fn profiles(dir: &Path, src: (&str, &str), dst: (&str, &str)) -> (String, String) {
+    let creds = dir.join("aws-credentials");
+    std::fs::write(
+        &creds,
+        format!(
+            "[src]\naws_access_key_id = {}\naws_secret_access_key = {}\n[dst]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            src.0, src.1, dst.0, dst.1
+        ),
+    )
+    .unwrap();
+    let config = dir.join("aws-config");
+    std::fs::write(
+        &config,
+        "[profile src]\nregion = us-east-1\n[profile dst]\nregion = us-east-1\n",
+    )
+    .unwrap();
+    (
+        creds.to_string_lossy().into_owned(),
+        config.to_string_lossy().into_owned(),
+    )
+}
+
+/// A barge command with both sides' endpoints and profiles.
+struct Sides {
+    state: std::path::PathBuf,
+    files: (String, String),
+    src_ep: String,
+    dst_ep: String,
+}
+
+impl Sides {
+    fn barge(&self, args: &[&str]) -> Command {
+        let mut c = bin();
+        c.arg("--state")
+            .arg(&self.state)
+            .args(["--source-endpoint", &self.src_ep, "--source-profile", "src"])
+            .args(["--dest-endpoint", &self.dst_ep, "--dest-profile", "dst"])
+            .args(args)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &self.files.0)
+            .env("AWS_CONFIG_FILE", &self.files.1);
+        for k in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_ENDPOINT_URL",
+            "AWS_PROFILE",
+        ] {
+            c.env_remove(k);
+        }
+        c
+    }
+}
+
+/// A running gateway, stopped (SIGTERM) when dropped.
+struct Gw(Child);
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(sides: &Sides, args: &[&str], port: u16) -> Gw {
+    let child = sides
+        .barge(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the gateway");
+    let gw = Gw(child);
+    for _ in 0..300 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return gw;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("the gateway did not listen on {port}");
+}
+
+/// What a client sees of one object through an endpoint: ETag, length, bytes.
+fn seen(c: impl Fn() -> Command, bucket: &str, key: &str) -> (String, u64, Vec<u8>) {
+    let head = json(&run_ok(c().args([
+        "s3api",
+        "head-object",
+        "--bucket",
+        bucket,
+        "--key",
+        key,
+    ])));
+    let t = tmp();
+    let out = t.path().join("o");
+    run_ok(
+        c().args(["s3api", "get-object", "--bucket", bucket, "--key", key])
+            .arg(&out),
+    );
+    (
+        head["ETag"].as_str().unwrap_or_default().to_string(),
+        head["ContentLength"].as_u64().unwrap_or(u64::MAX),
+        std::fs::read(&out).unwrap(),
+    )
+}
+
+/// Every key of a listing, paged by `max` (awscli follows the continuation tokens).
+fn keys(c: impl Fn() -> Command, bucket: &str, prefix: &str, max: &str) -> Vec<String> {
+    let out = json(&run_ok(c().args([
+        "s3api",
+        "list-objects-v2",
+        "--bucket",
+        bucket,
+        "--prefix",
+        prefix,
+        "--page-size",
+        max,
+    ])));
+    out["Contents"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|o| o["Key"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn reads_follow_the_move_and_writes_and_deletes_through_the_gateway_stay() {
+    let (s, c) = (saio(), ceph());
+    let t = tmp();
+    let src_bucket = format!("gwsrc{}", std::process::id());
+    let dst_bucket = format!("gwdst{}", std::process::id());
+    let src = || {
+        aws(
+            &s["SAIO_S3_ENDPOINT"],
+            &s["SAIO_S3_ACCESS_KEY"],
+            &s["SAIO_S3_SECRET_KEY"],
+        )
+    };
+    let dst = || {
+        aws(
+            &c["CEPH_S3_ENDPOINT"],
+            &c["CEPH_S3_ACCESS_KEY"],
+            &c["CEPH_S3_SECRET_KEY"],
+        )
+    };
+    run_ok(src().args(["s3", "mb", &format!("s3://{src_bucket}")]));
+    run_ok(dst().args(["s3", "mb", &format!("s3://{dst_bucket}")]));
+    // The source: small, awkward names, and one multipart object (awscli, 8 MiB parts).
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("a.txt", rand_bytes(1, 2048)),
+        ("dir/&+-é\"x", rand_bytes(2, 777)),
+        ("dir/with space", rand_bytes(3, 10)),
+        ("pct%41", vec![]),
+        ("big", rand_bytes(4, 10 << 20)),
+        ("gone", rand_bytes(5, 100)),
+        ("over", rand_bytes(6, 100)),
+    ];
+    let up = t.path().join("up");
+    for (k, v) in &files {
+        let p = write(&up, k.as_bytes(), v);
+        run_ok(
+            src()
+                .args(["s3", "cp"])
+                .arg(&p)
+                .arg(format!("s3://{src_bucket}/{k}")),
+        );
+    }
+    let source_view: Vec<(String, u64)> = files
+        .iter()
+        .map(|(k, _)| {
+            let (e, n, _) = seen(src, &src_bucket, k);
+            (e, n)
+        })
+        .collect();
+    // The gateway's own credentials (the application's), 0600.
+    let creds = t.path().join("gateway-keys");
+    std::fs::write(&creds, "APPKEY appsecret\n").unwrap();
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let sides = Sides {
+        state: t.path().join("state"),
+        files: profiles(
+            t.path(),
+            (&s["SAIO_S3_ACCESS_KEY"], &s["SAIO_S3_SECRET_KEY"]),
+            (&c["CEPH_S3_ACCESS_KEY"], &c["CEPH_S3_SECRET_KEY"]),
+        ),
+        src_ep: s["SAIO_S3_ENDPOINT"].clone(),
+        dst_ep: c["CEPH_S3_ENDPOINT"].clone(),
+    };
+    init_small(&sides.state, &[]);
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let app = || aws(&endpoint, "APPKEY", "appsecret");
+    let serve = |passes: &str| {
+        start(
+            &sides,
+            &[
+                "gateway",
+                "--source",
+                &format!("s3://{src_bucket}"),
+                "--dest",
+                &format!("s3://{dst_bucket}"),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--credentials",
+                creds.to_str().unwrap(),
+                "--passes",
+                passes,
+            ],
+            port,
+        )
+    };
+
+    // State 1: nothing moved. Every read falls through to the source, as the source has it.
+    let gw = serve("0");
+    for ((k, v), (etag, n)) in files.iter().zip(&source_view) {
+        let (e, len, body) = seen(app, &src_bucket, k);
+        assert_eq!(
+            (&e, len),
+            (etag, *n),
+            "{k} through the gateway, nothing moved"
+        );
+        assert_eq!(&body, v, "{k}");
+    }
+    // A range, and a wrong secret.
+    let part = t.path().join("part");
+    run_ok(
+        app()
+            .args([
+                "s3api",
+                "get-object",
+                "--bucket",
+                &src_bucket,
+                "--key",
+                "a.txt",
+                "--range",
+                "bytes=10-19",
+            ])
+            .arg(&part),
+    );
+    assert_eq!(std::fs::read(&part).unwrap(), files[0].1[10..20]);
+    let denied = run(aws(&endpoint, "APPKEY", "wrong").args([
+        "s3api",
+        "head-bucket",
+        "--bucket",
+        &src_bucket,
+    ]));
+    assert!(!denied.status.success());
+    let denied =
+        run(aws(&endpoint, "APPKEY", "wrong").args(["s3", "ls", &format!("s3://{src_bucket}/")]));
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("SignatureDoesNotMatch"),
+        "{denied:?}"
+    );
+    // The application writes one key the source also has, writes a new one, deletes one.
+    let over = write(&up, b"over.new", b"the application's");
+    run_ok(
+        app()
+            .args(["s3", "cp"])
+            .arg(&over)
+            .arg(format!("s3://{src_bucket}/over")),
+    );
+    run_ok(
+        app()
+            .args(["s3", "cp"])
+            .arg(&over)
+            .arg(format!("s3://{src_bucket}/new/one")),
+    );
+    run_ok(app().args(["s3", "rm", &format!("s3://{src_bucket}/gone")]));
+    let missing = run(app().args([
+        "s3api",
+        "head-object",
+        "--bucket",
+        &src_bucket,
+        "--key",
+        "gone",
+    ]));
+    assert!(!missing.status.success(), "a deleted key came back");
+    assert_eq!(seen(app, &src_bucket, "over").2, b"the application's");
+    // The source never saw any of it.
+    assert_eq!(seen(src, &src_bucket, "over").2, files[6].1);
+    let model: Vec<String> = {
+        let mut m: Vec<String> = files
+            .iter()
+            .map(|(k, _)| k.to_string())
+            .filter(|k| k != "gone")
+            .collect();
+        m.push("new/one".into());
+        m.sort();
+        m
+    };
+    for max in ["1", "2", "1000"] {
+        assert_eq!(keys(app, &src_bucket, "", max), model, "page size {max}");
+    }
+    assert_eq!(
+        keys(app, &src_bucket, "dir/", "1"),
+        ["dir/&+-é\"x", "dir/with space"]
+    );
+    drop(gw);
+
+    // The source changes the key the application wrote: a conflict the destination wins.
+    let theirs = write(&up, b"over.src", b"the source's late change");
+    run_ok(
+        src()
+            .args(["s3", "cp"])
+            .arg(&theirs)
+            .arg(format!("s3://{src_bucket}/over")),
+    );
+
+    // One pass moves everything else; it neither brings `gone` back nor overwrites `over`.
+    let pass = run(&mut sides.barge(&[
+        "--json",
+        "sync",
+        "--passes",
+        "1",
+        "--source",
+        &format!("s3://{src_bucket}"),
+        "--dest",
+        &format!("s3://{dst_bucket}"),
+    ]));
+    let out = String::from_utf8_lossy(&pass.stdout);
+    assert!(
+        pass.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&pass.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&pass.stderr).contains("conflict: over changed at the source"),
+        "{}",
+        String::from_utf8_lossy(&pass.stderr)
+    );
+    let gw = serve("0");
+    // State 2: moved. The same answers, now from the destination.
+    for ((k, v), (etag, n)) in files.iter().zip(&source_view) {
+        if *k == "gone" || *k == "over" {
+            continue;
+        }
+        let (e, len, body) = seen(app, &src_bucket, k);
+        assert_eq!((&e, len), (etag, *n), "{k} through the gateway, moved");
+        assert_eq!(&body, v, "{k}");
+        assert_eq!(seen(dst, &dst_bucket, k).2, *v, "{k} at the destination");
+    }
+    assert_eq!(seen(app, &src_bucket, "over").2, b"the application's");
+    assert_eq!(seen(dst, &dst_bucket, "over").2, b"the application's");
+    let gone = run(dst().args([
+        "s3api",
+        "head-object",
+        "--bucket",
+        &dst_bucket,
+        "--key",
+        "gone",
+    ]));
+    assert!(
+        !gone.status.success(),
+        "the pass moved a key deleted through the gateway"
+    );
+    for max in ["1", "3", "1000"] {
+        assert_eq!(
+            keys(app, &src_bucket, "", max),
+            model,
+            "page size {max}, moved"
+        );
+    }
+    drop(gw);
+}
