@@ -43,6 +43,12 @@ pub struct VerifyReport {
     pub changed_at_source: Vec<String>,
     /// In the catalog and absent from the source listing (deleted at the source since).
     pub gone_at_source: Vec<String>,
+    /// Written through the gateway and at the destination with their size (counted in
+    /// `expected`, `present` and `matched` too; the gateway's MD5 is not re-read).
+    pub gateway_written: u64,
+    /// Keys the gateway wrote or deleted that the source still lists: the application's,
+    /// not differences.
+    pub gateway_owned_at_source: u64,
     /// The destination must mirror the source (a cutover): an object gone from the
     /// source is a difference too. Otherwise a move copies and does not mirror deletions.
     pub mirror: bool,
@@ -60,6 +66,8 @@ impl VerifyReport {
         self.source_only.extend(o.source_only);
         self.changed_at_source.extend(o.changed_at_source);
         self.gone_at_source.extend(o.gone_at_source);
+        self.gateway_written += o.gateway_written;
+        self.gateway_owned_at_source += o.gateway_owned_at_source;
     }
 
     pub fn ok(&self) -> bool {
@@ -257,6 +265,7 @@ fn compare_catalog(
     mut hash: impl FnMut(ToHash) -> bool,
 ) -> Result<VerifyReport> {
     let mut r = VerifyReport::default();
+    let mut failed: Option<Error> = None;
     let mut dest_it = at_dest.iter()?.peekable();
     let mut src_it = match at_source {
         Some(t) => Some(t.iter()?.peekable()),
@@ -265,7 +274,9 @@ fn compare_catalog(
     for item in catalog.objects()? {
         let (key, rec) = item?;
         if let Some(it) = src_it.as_mut() {
-            let found = listing::seek(it, &key, |k, _| r.source_only.push(k.to_string()))?;
+            let found = listing::seek(it, &key, |k, _| {
+                keep_err(&mut failed, source_only(catalog, &mut r, &k));
+            })?;
             match found {
                 // Absent: deleted at the source since (a difference only in mirror mode).
                 None => r.gone_at_source.push(key.to_string()),
@@ -276,7 +287,9 @@ fn compare_catalog(
             }
         }
         r.expected += 1;
-        match listing::seek(&mut dest_it, &key, |k, _| extra(&mut r, &k))? {
+        match listing::seek(&mut dest_it, &key, |k, e| {
+            keep_err(&mut failed, dest_only(catalog, &mut r, &k, e.size));
+        })? {
             None => r.missing.push(key.to_string()),
             Some(e) if e.size != rec.size => {
                 r.present += 1;
@@ -296,12 +309,80 @@ fn compare_catalog(
         }
     }
     for item in dest_it {
-        extra(&mut r, &item?.0);
+        let (k, e) = item?;
+        dest_only(catalog, &mut r, &k, e.size)?;
     }
     for item in src_it.into_iter().flatten() {
-        r.source_only.push(item?.0.to_string());
+        source_only(catalog, &mut r, &item?.0)?;
     }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    missing_gateway_writes(catalog, at_dest, &mut r)?;
     Ok(r)
+}
+
+/// Keeps the first error of a step that cannot return one.
+fn keep_err(first: &mut Option<Error>, r: Result<()>) {
+    if let Err(e) = r {
+        first.get_or_insert(e);
+    }
+}
+
+/// A source key the catalog does not hold: only at the source, unless the gateway owns it.
+fn source_only(catalog: &Catalog, r: &mut VerifyReport, key: &ObjectKey) -> Result<()> {
+    match catalog.gateway_record(key)? {
+        Some(_) => r.gateway_owned_at_source += 1,
+        None => r.source_only.push(key.to_string()),
+    }
+    Ok(())
+}
+
+/// A destination object the catalog does not hold: expected when the gateway wrote it
+/// (with that size), else extra.
+fn dest_only(catalog: &Catalog, r: &mut VerifyReport, key: &ObjectKey, size: u64) -> Result<()> {
+    use crate::catalog::gateway::GatewayRecord;
+    match catalog.gateway_record(key)? {
+        Some(GatewayRecord::Written(w)) if w.size == size => {
+            r.expected += 1;
+            r.present += 1;
+            r.matched += 1;
+            r.gateway_written += 1;
+        }
+        Some(GatewayRecord::Written(w)) => {
+            r.expected += 1;
+            r.present += 1;
+            r.differing.push((
+                key.to_string(),
+                format!(
+                    "size {size} at destination, {} written through the gateway",
+                    w.size
+                ),
+            ));
+        }
+        _ => extra(r, key),
+    }
+    Ok(())
+}
+
+/// Objects written through the gateway that the destination's listing lacks: missing.
+fn missing_gateway_writes(
+    catalog: &Catalog,
+    at_dest: &SortedListing,
+    r: &mut VerifyReport,
+) -> Result<()> {
+    use crate::catalog::gateway::GatewayRecord;
+    let mut dest_it = at_dest.iter()?.peekable();
+    for item in catalog.gateway_records_from(b"")? {
+        let (key, rec) = item?;
+        if let GatewayRecord::Written(_) = rec
+            && listing::seek(&mut dest_it, &key, |_, _| {})?.is_none()
+        {
+            r.expected += 1;
+            r.missing.push(key.to_string());
+        }
+    }
+    Ok(())
 }
 
 /// Where barge keeps its own files at a destination: objects there are never part of a

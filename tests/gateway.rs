@@ -416,4 +416,21 @@ fn reads_follow_the_move_and_writes_and_deletes_through_the_gateway_stay() {
         );
     }
     drop(gw);
+    // Cutover proves destination = source - tombstones + gateway writes.
+    let cut = run(&mut sides.barge(&[
+        "--json",
+        "cutover",
+        "--source",
+        &format!("s3://{src_bucket}"),
+        "--dest",
+        &format!("s3://{dst_bucket}"),
+    ]));
+    let out = String::from_utf8_lossy(&cut.stdout);
+    let c = &json_doc(&out, "certificate")["certificate"];
+    assert_eq!(
+        c["done"],
+        true,
+        "{out}\n{}",
+        String::from_utf8_lossy(&cut.stderr)
+    );
 }
