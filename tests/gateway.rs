@@ -333,6 +333,38 @@ fn reads_follow_the_move_and_writes_and_deletes_through_the_gateway_stay() {
     assert_eq!(seen(app, &src_bucket, "over").2, b"the application's");
     // The source never saw any of it.
     assert_eq!(seen(src, &src_bucket, "over").2, files[6].1);
+    // A multipart upload (awscli: two 8 MiB parts) gets S3's multipart ETag, and a
+    // multipart download (ranged GETs) of an object still at the source reads whole.
+    let mp = rand_bytes(7, 10 << 20);
+    let mp_file = write(&up, b"mp.up", &mp);
+    run_ok(
+        app()
+            .args(["s3", "cp"])
+            .arg(&mp_file)
+            .arg(format!("s3://{src_bucket}/mp/big")),
+    );
+    let (e, n, body) = seen(app, &src_bucket, "mp/big");
+    assert!(e.ends_with("-2\""), "{e}");
+    assert_eq!((n, body == mp), (mp.len() as u64, true));
+    let down = t.path().join("down");
+    run_ok(
+        app()
+            .args(["s3", "cp", &format!("s3://{src_bucket}/big")])
+            .arg(&down),
+    );
+    assert!(
+        std::fs::read(&down).unwrap() == files[4].1,
+        "ranged download of big"
+    );
+    let uploads = run_ok(app().args(["s3api", "list-multipart-uploads", "--bucket", &src_bucket]));
+    let uploads = match uploads.is_empty() {
+        true => serde_json::json!({}),
+        false => json(&uploads),
+    };
+    assert!(
+        uploads["Uploads"].as_array().is_none_or(|u| u.is_empty()),
+        "{uploads}"
+    );
     let model: Vec<String> = {
         let mut m: Vec<String> = files
             .iter()
@@ -340,6 +372,7 @@ fn reads_follow_the_move_and_writes_and_deletes_through_the_gateway_stay() {
             .filter(|k| k != "gone")
             .collect();
         m.push("new/one".into());
+        m.push("mp/big".into());
         m.sort();
         m
     };

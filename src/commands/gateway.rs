@@ -42,6 +42,7 @@ pub async fn gateway(
         dest: dst,
         monitor: monitor.clone(),
         bucket: o.bucket.clone(),
+        uploads: gateway::multipart::Uploads::new(node.state_dir.join("gateway").join("uploads")),
     };
     // 3. Serve while the passes run.
     let server = gateway::serve(listener, shared, auth, stopped());

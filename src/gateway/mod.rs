@@ -7,6 +7,7 @@
 //! only, unless told otherwise), then answer connections until stopped.
 
 pub mod list;
+pub mod multipart;
 pub mod route;
 mod s3;
 
@@ -43,6 +44,8 @@ pub struct Shared {
     pub dest: Arc<dyn Destination>,
     pub monitor: Arc<Monitor>,
     pub bucket: String,
+    /// Multipart uploads in progress (parts in the state directory).
+    pub uploads: multipart::Uploads,
 }
 
 /// The bucket an `s3://bucket[/prefix]` source URL names, refused with a prefix (the

@@ -15,6 +15,7 @@ use tokio::io::AsyncReadExt;
 
 use super::Shared;
 use super::list::{Ask, page};
+use super::multipart::{Refused, Upload, multipart_etag};
 use super::route::{Conditions, Precondition, Route, View, route, view_of_meta};
 use crate::backend::{Body, Expect, Payload, Reader};
 use crate::catalog::Landed;
@@ -129,6 +130,55 @@ impl Gateway {
         Ok(StreamingBlob::wrap(Shareable(std::sync::Mutex::new(
             stream,
         ))))
+    }
+
+    /// Writes one object at the destination under its key's fence and records it as the
+    /// gateway's; acknowledged (its ETag returned) only once both are done. `etag` is
+    /// asked after the body was sent (a PUT's MD5 is known only then).
+    async fn land(
+        &self,
+        meta: &ObjectMeta,
+        body: Body,
+        if_none_match: bool,
+        etag: impl FnOnce() -> Option<String>,
+    ) -> S3Result<String> {
+        let (cat, key) = (&self.0.catalog, &meta.key);
+        let _fence = cat.fence(key).await;
+        if if_none_match {
+            let k = key.to_string();
+            let exists =
+                !matches!(self.find(&k).await, Err(e) if *e.code() == S3ErrorCode::NoSuchKey);
+            if exists {
+                return Err(s3_error!(PreconditionFailed));
+            }
+        }
+        if let Err(e) = self.0.dest.put(meta, body).await {
+            let msg = e.to_string();
+            if msg.contains("BadDigest") {
+                return Err(s3_error!(BadDigest));
+            }
+            if msg.contains("IncompleteBody") {
+                return Err(s3_error!(IncompleteBody));
+            }
+            return Err(self.unavailable(e));
+        }
+        let etag = etag().ok_or_else(|| s3_error!(InternalError))?;
+        let w = GatewayWrite {
+            size: meta.size,
+            etag: etag.clone(),
+            modified: meta.modified.unwrap_or(0),
+            content_type: meta.content_type.clone(),
+            user_meta: meta.user_meta.clone(),
+        };
+        cat.set_gateway_record(key, &GatewayRecord::Written(w))
+            .and_then(|()| cat.forget_for_gateway(key))
+            .map_err(|e| self.unavailable(e))?;
+        self.0
+            .monitor
+            .gateway
+            .writes
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(etag)
     }
 
     /// Waits for the key's fence; returns what to expect at the destination for a delete.
@@ -396,49 +446,245 @@ impl S3 for Gateway {
             user_meta: user_meta.clone(),
             modified: Some(now()),
         };
-        let cat = &self.0.catalog;
-        let _fence = cat.fence(&key).await;
-        if matches!(i.if_none_match, Some(dto::ETagCondition::Any)) {
-            let exists =
-                !matches!(self.find(&i.key).await, Err(e) if *e.code() == S3ErrorCode::NoSuchKey);
-            if exists {
-                return Err(s3_error!(PreconditionFailed));
-            }
-        }
         let body: Body = Box::pin(body);
-        if let Err(e) = self.0.dest.put(&meta, body).await {
-            let msg = e.to_string();
-            if msg.contains("BadDigest") {
-                return Err(s3_error!(BadDigest));
-            }
-            if msg.contains("IncompleteBody") {
-                return Err(s3_error!(IncompleteBody));
-            }
-            return Err(self.unavailable(e));
-        }
-        let d = digest
-            .lock()
-            .ok()
-            .and_then(|g| *g)
-            .ok_or_else(|| s3_error!(InternalError))?;
-        let w = GatewayWrite {
-            size,
-            etag: hex::encode(d),
-            modified: meta.modified.unwrap_or(0),
-            content_type: i.content_type,
-            user_meta,
-        };
-        let etag = w.etag.clone();
-        cat.set_gateway_record(&key, &GatewayRecord::Written(w))
-            .and_then(|()| cat.forget_for_gateway(&key))
-            .map_err(|e| self.unavailable(e))?;
-        self.0
-            .monitor
-            .gateway
-            .writes
-            .fetch_add(1, Ordering::Relaxed);
+        let none_match = matches!(i.if_none_match, Some(dto::ETagCondition::Any));
+        let etag = self
+            .land(&meta, body, none_match, || {
+                digest.lock().ok().and_then(|g| *g).map(hex::encode)
+            })
+            .await?;
         Ok(S3Response::new(dto::PutObjectOutput {
             e_tag: Some(dto::ETag::Strong(etag)),
+            ..Default::default()
+        }))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<dto::CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::CreateMultipartUploadOutput>> {
+        signed(&req)?;
+        let i = req.input;
+        self.bucket(&i.bucket)?;
+        let mut user_meta: Vec<(String, String)> =
+            i.metadata.unwrap_or_default().into_iter().collect();
+        user_meta.sort();
+        for (name, v) in [
+            ("content-encoding", &i.content_encoding),
+            ("content-disposition", &i.content_disposition),
+            ("content-language", &i.content_language),
+            ("cache-control", &i.cache_control),
+        ] {
+            crate::object::carry_header(&mut user_meta, name, v.as_deref());
+        }
+        let u = Upload {
+            key: i.key.clone(),
+            content_type: i.content_type,
+            user_meta,
+            started: now(),
+        };
+        let id = self
+            .0
+            .uploads
+            .create(&u)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(S3Response::new(dto::CreateMultipartUploadOutput {
+            bucket: Some(i.bucket),
+            key: Some(i.key),
+            upload_id: Some(id),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<dto::UploadPartInput>,
+    ) -> S3Result<S3Response<dto::UploadPartOutput>> {
+        signed(&req)?;
+        let i = req.input;
+        self.bucket(&i.bucket)?;
+        let up = &self.0.uploads;
+        if up
+            .get(&i.upload_id, &i.key)
+            .await
+            .map_err(|e| self.unavailable(e))?
+            .is_none()
+        {
+            return Err(s3_error!(NoSuchUpload));
+        }
+        let want_md5 = match &i.content_md5 {
+            None => None,
+            Some(b64) => Some(decode_md5(b64).ok_or_else(|| s3_error!(InvalidDigest))?),
+        };
+        let body = i.body.unwrap_or_else(|| {
+            StreamingBlob::wrap(futures::stream::empty::<Result<Bytes, std::io::Error>>())
+        });
+        let want_len = i.content_length.and_then(|l| u64::try_from(l).ok());
+        let etag = up
+            .put_part(&i.upload_id, i.part_number, body, want_md5, want_len)
+            .await
+            .map_err(|e| self.unavailable(e))?
+            .map_err(refused)?;
+        Ok(S3Response::new(dto::UploadPartOutput {
+            e_tag: Some(dto::ETag::Strong(etag)),
+            ..Default::default()
+        }))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<dto::CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::CompleteMultipartUploadOutput>> {
+        signed(&req)?;
+        let i = req.input;
+        self.bucket(&i.bucket)?;
+        let up = &self.0.uploads;
+        let Some(u) = up
+            .get(&i.upload_id, &i.key)
+            .await
+            .map_err(|e| self.unavailable(e))?
+        else {
+            return Err(s3_error!(NoSuchUpload));
+        };
+        let asked: Vec<(i32, String)> = i
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                let etag = p.e_tag.map(|e| e.value().to_string()).unwrap_or_default();
+                (p.part_number.unwrap_or(0), etag)
+            })
+            .collect();
+        let parts = up
+            .chosen(&i.upload_id, &asked)
+            .await
+            .map_err(|e| self.unavailable(e))?
+            .map_err(refused)?;
+        let meta = ObjectMeta {
+            key: ObjectKey::from(i.key.as_str()),
+            size: parts.iter().map(|p| p.size).sum(),
+            version: String::new(),
+            content_type: u.content_type,
+            user_meta: u.user_meta,
+            modified: Some(now()),
+        };
+        let etag = multipart_etag(&parts);
+        let body = up.body(&i.upload_id, &parts);
+        let none_match = matches!(i.if_none_match, Some(dto::ETagCondition::Any));
+        let etag = self.land(&meta, body, none_match, || Some(etag)).await?;
+        up.remove(&i.upload_id)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(S3Response::new(dto::CompleteMultipartUploadOutput {
+            bucket: Some(i.bucket),
+            key: Some(i.key),
+            e_tag: Some(dto::ETag::Strong(etag)),
+            ..Default::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<dto::AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::AbortMultipartUploadOutput>> {
+        signed(&req)?;
+        let i = &req.input;
+        self.bucket(&i.bucket)?;
+        let up = &self.0.uploads;
+        if up
+            .get(&i.upload_id, &i.key)
+            .await
+            .map_err(|e| self.unavailable(e))?
+            .is_none()
+        {
+            return Err(s3_error!(NoSuchUpload));
+        }
+        up.remove(&i.upload_id)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(S3Response::new(dto::AbortMultipartUploadOutput::default()))
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<dto::ListPartsInput>,
+    ) -> S3Result<S3Response<dto::ListPartsOutput>> {
+        signed(&req)?;
+        let i = &req.input;
+        self.bucket(&i.bucket)?;
+        let up = &self.0.uploads;
+        if up
+            .get(&i.upload_id, &i.key)
+            .await
+            .map_err(|e| self.unavailable(e))?
+            .is_none()
+        {
+            return Err(s3_error!(NoSuchUpload));
+        }
+        let after: i32 = i.part_number_marker.unwrap_or(0);
+        let max = i.max_parts.map_or(1000, |m| m.clamp(0, 1000)) as usize;
+        let all = up
+            .parts(&i.upload_id)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        let rest: Vec<_> = all.into_iter().filter(|p| p.number > after).collect();
+        let truncated = rest.len() > max;
+        let shown: Vec<_> = rest.into_iter().take(max).collect();
+        Ok(S3Response::new(dto::ListPartsOutput {
+            bucket: Some(i.bucket.clone()),
+            key: Some(i.key.clone()),
+            upload_id: Some(i.upload_id.clone()),
+            is_truncated: Some(truncated),
+            max_parts: Some(max as i32),
+            part_number_marker: i.part_number_marker,
+            next_part_number_marker: shown.last().filter(|_| truncated).map(|p| p.number),
+            parts: Some(
+                shown
+                    .iter()
+                    .map(|p| dto::Part {
+                        part_number: Some(p.number),
+                        size: i64::try_from(p.size).ok(),
+                        e_tag: Some(dto::ETag::Strong(p.etag.clone())),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<dto::ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<dto::ListMultipartUploadsOutput>> {
+        signed(&req)?;
+        let i = &req.input;
+        self.bucket(&i.bucket)?;
+        let prefix = i.prefix.clone().unwrap_or_default();
+        let all = self
+            .0
+            .uploads
+            .all()
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        let uploads: Vec<dto::MultipartUpload> = all
+            .into_iter()
+            .filter(|(_, u)| u.key.starts_with(&prefix))
+            .take(1000)
+            .map(|(id, u)| dto::MultipartUpload {
+                key: Some(u.key),
+                upload_id: Some(id),
+                initiated: Some(stamp(Some(u.started))),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(dto::ListMultipartUploadsOutput {
+            bucket: Some(i.bucket.clone()),
+            prefix: i.prefix.clone(),
+            is_truncated: Some(false),
+            uploads: Some(uploads),
             ..Default::default()
         }))
     }
@@ -568,6 +814,23 @@ impl Gateway {
         page(&*self.0.source, &self.0.catalog, &ask)
             .await
             .map_err(|e| self.unavailable(e))
+    }
+}
+
+/// A multipart request the client got wrong.
+fn refused(r: Refused) -> S3Error {
+    match r {
+        Refused::NoSuchUpload => s3_error!(NoSuchUpload),
+        Refused::BadDigest => s3_error!(BadDigest),
+        Refused::IncompleteBody => s3_error!(IncompleteBody),
+        Refused::InvalidPart(n) => {
+            s3_error!(InvalidPart, "part {n} is not one uploaded with that ETag")
+        }
+        Refused::InvalidPartOrder => s3_error!(InvalidPartOrder),
+        Refused::EntityTooSmall(n) => {
+            s3_error!(EntityTooSmall, "part {n} is below 5 MiB and not the last")
+        }
+        Refused::InvalidArgument(m) => s3_error!(InvalidArgument, "{m}"),
     }
 }
 
