@@ -333,6 +333,41 @@ fn reads_follow_the_move_and_writes_and_deletes_through_the_gateway_stay() {
     assert_eq!(seen(app, &src_bucket, "over").2, b"the application's");
     // The source never saw any of it.
     assert_eq!(seen(src, &src_bucket, "over").2, files[6].1);
+    // A server-side copy from the source's side to the destination's, and a batch delete.
+    run_ok(app().args([
+        "s3",
+        "cp",
+        &format!("s3://{src_bucket}/a.txt"),
+        &format!("s3://{src_bucket}/copy/a.txt"),
+    ]));
+    assert_eq!(seen(app, &src_bucket, "copy/a.txt").2, files[0].1);
+    run_ok(
+        app()
+            .args(["s3", "cp"])
+            .arg(&over)
+            .arg(format!("s3://{src_bucket}/tmp/x")),
+    );
+    let del = json(&run_ok(app().args([
+        "s3api",
+        "delete-objects",
+        "--bucket",
+        &src_bucket,
+        "--delete",
+        r#"{"Objects":[{"Key":"tmp/x"}]}"#,
+    ])));
+    assert_eq!(del["Deleted"][0]["Key"], "tmp/x", "{del}");
+    let missing = run(app().args([
+        "s3api",
+        "head-object",
+        "--bucket",
+        &src_bucket,
+        "--key",
+        "tmp/x",
+    ]));
+    assert!(
+        !missing.status.success(),
+        "a batch-deleted key is still there"
+    );
     // A multipart upload (awscli: two 8 MiB parts) gets S3's multipart ETag, and a
     // multipart download (ranged GETs) of an object still at the source reads whole.
     let mp = rand_bytes(7, 10 << 20);
@@ -373,6 +408,7 @@ fn reads_follow_the_move_and_writes_and_deletes_through_the_gateway_stay() {
             .collect();
         m.push("new/one".into());
         m.push("mp/big".into());
+        m.push("copy/a.txt".into());
         m.sort();
         m
     };

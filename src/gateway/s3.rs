@@ -181,6 +181,33 @@ impl Gateway {
         Ok(etag)
     }
 
+    /// Deletes `key` for the application: a tombstone first (synced), then the copy at
+    /// the destination if barge or the gateway put one there, then the move's record.
+    async fn remove(&self, key: &ObjectKey) -> S3Result<()> {
+        let cat = &self.0.catalog;
+        let _fence = cat.fence(key).await;
+        let gw = cat.gateway_record(key).map_err(|e| self.unavailable(e))?;
+        let expect = self.expect(key, &gw).map_err(|e| self.unavailable(e))?;
+        cat.set_gateway_record(key, &GatewayRecord::Deleted { at: now() })
+            .map_err(|e| self.unavailable(e))?;
+        if let Some(expect) = expect {
+            self.0
+                .dest
+                .delete(key, &expect)
+                .await
+                .map_err(|e| self.unavailable(e))?;
+        }
+        // Only now: a retry after a failed delete still knows what to delete.
+        cat.forget_for_gateway(key)
+            .map_err(|e| self.unavailable(e))?;
+        self.0
+            .monitor
+            .gateway
+            .deletes
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Waits for the key's fence; returns what to expect at the destination for a delete.
     fn expect(&self, k: &ObjectKey, gw: &Option<GatewayRecord>) -> crate::Result<Option<Expect>> {
         if let Some(l) = self.0.catalog.placed(k)? {
@@ -696,29 +723,129 @@ impl S3 for Gateway {
         signed(&req)?;
         let i = &req.input;
         self.bucket(&i.bucket)?;
-        let key = ObjectKey::from(i.key.as_str());
-        let cat = &self.0.catalog;
-        let _fence = cat.fence(&key).await;
-        let gw = cat.gateway_record(&key).map_err(|e| self.unavailable(e))?;
-        let expect = self.expect(&key, &gw).map_err(|e| self.unavailable(e))?;
-        cat.set_gateway_record(&key, &GatewayRecord::Deleted { at: now() })
-            .map_err(|e| self.unavailable(e))?;
-        if let Some(expect) = expect {
-            self.0
-                .dest
-                .delete(&key, &expect)
-                .await
-                .map_err(|e| self.unavailable(e))?;
-        }
-        // Only now: a retry after a failed delete still knows what to delete.
-        cat.forget_for_gateway(&key)
-            .map_err(|e| self.unavailable(e))?;
-        self.0
-            .monitor
-            .gateway
-            .deletes
-            .fetch_add(1, Ordering::Relaxed);
+        self.remove(&ObjectKey::from(i.key.as_str())).await?;
         Ok(S3Response::new(dto::DeleteObjectOutput::default()))
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<dto::DeleteObjectsInput>,
+    ) -> S3Result<S3Response<dto::DeleteObjectsOutput>> {
+        signed(&req)?;
+        let i = req.input;
+        self.bucket(&i.bucket)?;
+        if i.delete.objects.len() > 1000 {
+            return Err(s3_error!(MalformedXML, "at most 1000 keys per request"));
+        }
+        let quiet = i.delete.quiet == Some(true);
+        let (mut deleted, mut errors) = (vec![], vec![]);
+        for o in i.delete.objects {
+            match self.remove(&ObjectKey::from(o.key.as_str())).await {
+                Ok(()) if quiet => {}
+                Ok(()) => deleted.push(dto::DeletedObject {
+                    key: Some(o.key),
+                    ..Default::default()
+                }),
+                Err(e) => errors.push(dto::Error {
+                    code: Some(e.code().as_str().to_string()),
+                    key: Some(o.key),
+                    message: e.message().map(str::to_string),
+                    ..Default::default()
+                }),
+            }
+        }
+        Ok(S3Response::new(dto::DeleteObjectsOutput {
+            deleted: Some(deleted),
+            errors: Some(errors),
+            ..Default::default()
+        }))
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<dto::CopyObjectInput>,
+    ) -> S3Result<S3Response<dto::CopyObjectOutput>> {
+        signed(&req)?;
+        let i = req.input;
+        self.bucket(&i.bucket)?;
+        let dto::CopySource::Bucket {
+            bucket, key: from, ..
+        } = &i.copy_source
+        else {
+            return Err(s3_error!(NotImplemented, "copies from access points"));
+        };
+        self.bucket(bucket)?;
+        let f = self.find(from).await?;
+        let c = Conditions {
+            if_match: tags(&i.copy_source_if_match),
+            if_none_match: tags(&i.copy_source_if_none_match),
+            if_modified_since: i.copy_source_if_modified_since.as_ref().map(secs),
+            if_unmodified_since: i.copy_source_if_unmodified_since.as_ref().map(secs),
+        };
+        if c.check(&f.view) != Precondition::Proceed {
+            return Err(s3_error!(PreconditionFailed));
+        }
+        let replace = i
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == "REPLACE");
+        let (content_type, user_meta) = match replace {
+            false => (f.view.content_type.clone(), f.view.user_meta.clone()),
+            true => {
+                let mut m: Vec<(String, String)> =
+                    i.metadata.unwrap_or_default().into_iter().collect();
+                m.sort();
+                for (name, v) in [
+                    ("content-encoding", &i.content_encoding),
+                    ("content-disposition", &i.content_disposition),
+                    ("content-language", &i.content_language),
+                    ("cache-control", &i.cache_control),
+                ] {
+                    crate::object::carry_header(&mut m, name, v.as_deref());
+                }
+                (i.content_type.clone(), m)
+            }
+        };
+        if !replace && &**from == i.key.as_str() {
+            return Err(s3_error!(
+                InvalidRequest,
+                "a copy onto itself must change something (x-amz-metadata-directive: REPLACE)"
+            ));
+        }
+        let size = f.view.size;
+        let blob = self.body(from, &f, 0, size).await?;
+        let digest = Arc::new(std::sync::Mutex::new(None));
+        let body = Checked {
+            inner: blob,
+            key: ObjectKey::from(i.key.as_str()),
+            md5: Md5::new(),
+            len: 0,
+            want_md5: None,
+            want_len: Some(size),
+            digest: digest.clone(),
+            done: false,
+        };
+        let meta = ObjectMeta {
+            key: ObjectKey::from(i.key.as_str()),
+            size,
+            version: String::new(),
+            content_type,
+            user_meta,
+            modified: Some(now()),
+        };
+        let etag = self
+            .land(&meta, Box::pin(body), false, || {
+                digest.lock().ok().and_then(|g| *g).map(hex::encode)
+            })
+            .await?;
+        Ok(S3Response::new(dto::CopyObjectOutput {
+            copy_object_result: Some(dto::CopyObjectResult {
+                e_tag: Some(dto::ETag::Strong(etag)),
+                last_modified: meta.modified.map(|m| stamp(Some(m))),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
     }
 
     async fn list_objects_v2(
