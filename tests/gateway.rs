@@ -419,6 +419,21 @@ fn reads_follow_the_move_and_writes_and_deletes_through_the_gateway_stay() {
         keys(app, &src_bucket, "dir/", "1"),
         ["dir/&+-é\"x", "dir/with space"]
     );
+    // What it answered, on the node's /metrics (its status socket).
+    let metrics = run_ok(
+        Command::new("curl")
+            .args(["-s", "--unix-socket"])
+            .arg(sides.state.join("barge.sock"))
+            .arg("http://barge/metrics"),
+    );
+    let m = String::from_utf8_lossy(&metrics);
+    for line in [
+        "barge_gateway_requests_total{op=\"write\",side=\"destination\"} 5",
+        "barge_gateway_requests_total{op=\"delete\",side=\"destination\"} 2",
+        "barge_gateway_errors_total{} 0",
+    ] {
+        assert!(m.contains(line), "{line} not in:\n{m}");
+    }
     drop(gw);
 
     // The source changes the key the application wrote: a conflict the destination wins.

@@ -47,6 +47,46 @@ fn l(pairs: &[(&str, &str)]) -> Labels {
 }
 
 /// `barge_sync_*`: the pass, the lag and the cutover estimate of a sync.
+/// `barge gateway`'s families: requests by operation and by the side that served them.
+fn gateway(r: &mut Registry, g: &barge_tui::model::GatewayStatus) {
+    counter(
+        r,
+        "gateway_requests",
+        "Requests the gateway answered, by operation and by the side that served them",
+        &[
+            (l(&[("op", "read"), ("side", "destination")]), g.reads_dest),
+            (l(&[("op", "read"), ("side", "source")]), g.reads_source),
+            (l(&[("op", "write"), ("side", "destination")]), g.writes),
+            (l(&[("op", "delete"), ("side", "destination")]), g.deletes),
+            (l(&[("op", "list"), ("side", "both")]), g.lists),
+        ],
+    );
+    counter(
+        r,
+        "gateway_read_through_bytes",
+        "Bytes streamed from the source to clients (objects not moved yet)",
+        &[(vec![], g.bytes_read_through)],
+    );
+    counter(
+        r,
+        "gateway_errors",
+        "Gateway requests that failed on barge's or a store's side (503)",
+        &[(vec![], g.errors)],
+    );
+    counter(
+        r,
+        "gateway_yielded_keys",
+        "Listed keys the passes left to the application (written or deleted through the gateway)",
+        &[(vec![], g.yielded)],
+    );
+    counter(
+        r,
+        "gateway_conflicts",
+        "Keys the source changed after the gateway wrote or deleted them (the destination's kept)",
+        &[(vec![], g.conflicts)],
+    );
+}
+
 fn sync(r: &mut Registry, st: &barge_tui::model::SyncStatus) {
     let mut sub = r.sub_registry_with_prefix("sync");
     let r = &mut sub;
@@ -363,6 +403,9 @@ pub fn encode_status(s: &Status) -> String {
         "Seconds since the command started",
         s.uptime_secs,
     );
+    if let Some(g) = &s.gateway {
+        gateway(&mut r, g);
+    }
     if let Some(st) = &s.sync {
         sync(&mut r, st);
     }

@@ -591,7 +591,27 @@ impl Monitor {
             history,
             listing: Self::get(&self.listing),
             sync: Self::get(&self.sync),
+            gateway: self.gateway_status(),
         }
+    }
+
+    /// The gateway's counters, when this is a gateway or the passes yielded to one.
+    fn gateway_status(&self) -> Option<barge_tui::model::GatewayStatus> {
+        let g = &self.gateway;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let st = barge_tui::model::GatewayStatus {
+            reads_dest: n(&g.reads_dest),
+            reads_source: n(&g.reads_source),
+            bytes_read_through: n(&g.bytes_read_through),
+            writes: n(&g.writes),
+            deletes: n(&g.deletes),
+            lists: n(&g.lists),
+            errors: n(&g.errors),
+            yielded: n(&g.yielded),
+            conflicts: n(&g.conflicts),
+        };
+        let is_gateway = self.command.lock().is_ok_and(|c| c.as_str() == "gateway");
+        (is_gateway || st != barge_tui::model::GatewayStatus::default()).then_some(st)
     }
 
     /// The run's counters so far.

@@ -44,6 +44,30 @@ pub struct Status {
     pub listing: Vec<ListingRange>,
     /// A `barge sync` or `barge cutover`: its passes, lag and cutover estimate.
     pub sync: Option<SyncStatus>,
+    /// A `barge gateway`: what it answered, from which side.
+    #[serde(default)]
+    pub gateway: Option<GatewayStatus>,
+}
+
+/// What `barge gateway` has answered since it started (counters), and what the passes
+/// behind it left to the application.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GatewayStatus {
+    /// Reads answered from the destination (moved, or written through the gateway).
+    pub reads_dest: u64,
+    /// Reads streamed from the source (not moved yet).
+    pub reads_source: u64,
+    pub bytes_read_through: u64,
+    pub writes: u64,
+    pub deletes: u64,
+    pub lists: u64,
+    /// Requests that failed on barge's or a store's side (answered 503).
+    pub errors: u64,
+    /// Listed keys the passes left alone because the gateway wrote or deleted them.
+    pub yielded: u64,
+    /// Of those, keys the source changed after the gateway took them.
+    pub conflicts: u64,
 }
 
 /// Where a continuous sync stands: the pass, what is known to differ, how fast the

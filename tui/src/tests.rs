@@ -178,6 +178,28 @@ fn a_sync_shows_its_pass_lag_and_cutover_estimate_in_80x24() {
 }
 
 #[test]
+fn a_gateway_shows_reads_by_side_writes_and_conflicts_in_80x24() {
+    let mut s = recorded();
+    let (plain, _) = render(&s, &View::default(), 80, 24);
+    assert!(
+        !plain.contains(" gateway "),
+        "no gateway line without one:\n{plain}"
+    );
+    s.command = "gateway".into();
+    s.gateway = Some(crate::model::GatewayStatus {
+        reads_dest: 12,
+        reads_source: 3,
+        writes: 4,
+        conflicts: 1,
+        ..Default::default()
+    });
+    let (screen, _) = render(&s, &View::default(), 80, 24);
+    assert!(screen.contains("gateway"), "{screen}");
+    assert!(screen.contains("reads 12 dest 3 source"), "{screen}");
+    assert!(screen.contains("throughput MB/s"), "{screen}");
+}
+
+#[test]
 fn the_daemon_between_jobs_is_idle_not_finished() {
     let mut s = recorded();
     s.command = "idle".into();

@@ -108,12 +108,14 @@ pub fn draw(f: &mut Frame, s: &Status, v: &View) {
     let area = f.area();
     let chart_h = ((area.height.saturating_sub(4)) / 2).max(8);
     let sync_h = u16::from(s.sync.is_some());
+    let gateway_h = u16::from(s.gateway.is_some());
     let rows = Layout::default()
         .direction(Direction::Vertical)
         .constraints([
             Constraint::Length(1),
             Constraint::Length(1),
             Constraint::Length(sync_h),
+            Constraint::Length(gateway_h),
             Constraint::Length(chart_h),
             Constraint::Min(4),
             Constraint::Length(1),
@@ -124,20 +126,55 @@ pub fn draw(f: &mut Frame, s: &Status, v: &View) {
     if let Some(sync) = &s.sync {
         f.render_widget(Paragraph::new(sync_line(sync)), rows[2]);
     }
+    if let Some(g) = &s.gateway {
+        f.render_widget(Paragraph::new(gateway_line(g)), rows[3]);
+    }
     let mid = Layout::default()
         .direction(Direction::Horizontal)
         .constraints([Constraint::Percentage(50), Constraint::Percentage(50)])
-        .split(rows[3]);
+        .split(rows[4]);
     draw_chart(f, mid[0], s);
     draw_counters(f, mid[1], s);
-    draw_bottom(f, rows[4], s, v);
+    draw_bottom(f, rows[5], s, v);
     let help = match &v.message {
         Some(m) => Line::from(Span::styled(m.clone(), Style::default().fg(Color::Cyan))),
         None => Line::from(
             "p pause/resume  +/- concurrency  ]/[ rate cap  tab panel  \u{2191}\u{2193} scroll  q quit",
         ),
     };
-    f.render_widget(Paragraph::new(help), rows[5]);
+    f.render_widget(Paragraph::new(help), rows[6]);
+}
+
+/// One line for a gateway: reads by the side that served them, writes, deletes,
+/// read-through bytes, errors, and what the passes left to the application.
+pub fn gateway_line(g: &crate::model::GatewayStatus) -> Line<'static> {
+    let err = if g.errors == 0 {
+        Color::Green
+    } else {
+        Color::Red
+    };
+    let conflicts = if g.conflicts == 0 {
+        Color::Green
+    } else {
+        Color::Yellow
+    };
+    Line::from(vec![
+        Span::styled(" gateway ", Style::default().add_modifier(Modifier::BOLD)),
+        Span::raw(format!(
+            " reads {} dest {} source ({} through)  writes {}  deletes {}  lists {} ",
+            g.reads_dest,
+            g.reads_source,
+            bytes(g.bytes_read_through as f64),
+            g.writes,
+            g.deletes,
+            g.lists
+        )),
+        Span::styled(format!(" errors {} ", g.errors), Style::default().fg(err)),
+        Span::styled(
+            format!(" yielded {} conflicts {}", g.yielded, g.conflicts),
+            Style::default().fg(conflicts),
+        ),
+    ])
 }
 
 /// One line for a sync: the pass and its phase, the lag (known differences), the
