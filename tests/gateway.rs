@@ -518,3 +518,122 @@ fn reads_follow_the_move_and_writes_and_deletes_through_the_gateway_stay() {
         String::from_utf8_lossy(&cut.stderr)
     );
 }
+
+/// HTTPS with an operator's certificate; plain HTTP beyond loopback and credentials
+/// others can read are refused, each naming the option.
+#[test]
+fn https_with_a_certificate_and_nothing_plain_beyond_loopback() {
+    let (s, c) = (saio(), ceph());
+    let t = tmp();
+    let src_bucket = format!("gwtls{}", std::process::id());
+    let dst_bucket = format!("gwtlsdst{}", std::process::id());
+    let src = || {
+        aws(
+            &s["SAIO_S3_ENDPOINT"],
+            &s["SAIO_S3_ACCESS_KEY"],
+            &s["SAIO_S3_SECRET_KEY"],
+        )
+    };
+    run_ok(src().args(["s3", "mb", &format!("s3://{src_bucket}")]));
+    let data = rand_bytes(9, 3000);
+    let f = write(t.path(), b"obj", &data);
+    run_ok(
+        src()
+            .args(["s3", "cp"])
+            .arg(&f)
+            .arg(format!("s3://{src_bucket}/obj")),
+    );
+    let sides = Sides {
+        state: t.path().join("state"),
+        files: profiles(
+            t.path(),
+            (&s["SAIO_S3_ACCESS_KEY"], &s["SAIO_S3_SECRET_KEY"]),
+            (&c["CEPH_S3_ACCESS_KEY"], &c["CEPH_S3_SECRET_KEY"]),
+        ),
+        src_ep: s["SAIO_S3_ENDPOINT"].clone(),
+        dst_ep: c["CEPH_S3_ENDPOINT"].clone(),
+    };
+    init_small(&sides.state, &[]);
+    let creds = t.path().join("gateway-keys");
+    std::fs::write(&creds, "APPKEY appsecret\n").unwrap();
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let port = free_port();
+    let args = |listen: &str, extra: &[&str]| {
+        let mut a: Vec<String> = [
+            "gateway",
+            "--source",
+            &format!("s3://{src_bucket}"),
+            "--dest",
+            &format!("s3://{dst_bucket}"),
+            "--listen",
+            listen,
+            "--credentials",
+            creds.to_str().unwrap(),
+            "--passes",
+            "0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let refused = |a: Vec<String>, want: &str| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let o = run(&mut sides.barge(&a));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(want), "{want}: {err}");
+    };
+    refused(args(&format!("127.0.0.1:{port}"), &[]), "chmod 600");
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+    refused(args(&format!("0.0.0.0:{port}"), &[]), "--insecure-http");
+    // A self-signed certificate for 127.0.0.1.
+    let (cert, key) = (t.path().join("cert.pem"), t.path().join("key.pem"));
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    );
+    let a = args(
+        &format!("127.0.0.1:{port}"),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let _gw = start(&sides, &a, port);
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let app = || {
+        let mut c = aws(&endpoint, "APPKEY", "appsecret");
+        c.arg("--ca-bundle").arg(&cert);
+        c
+    };
+    let (_, n, body) = seen(app, &src_bucket, "obj");
+    assert_eq!((n, body == data), (3000, true));
+    // Plain HTTP to the TLS port is no S3 answer.
+    let plain = run(
+        aws(&format!("http://127.0.0.1:{port}"), "APPKEY", "appsecret").args([
+            "s3api",
+            "head-object",
+            "--bucket",
+            &src_bucket,
+            "--key",
+            "obj",
+        ]),
+    );
+    assert!(!plain.status.success());
+}

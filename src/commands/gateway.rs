@@ -30,9 +30,14 @@ pub async fn gateway(
     let dst = open_destination(dest, &s.dest_options(node, dest)?).await?;
     // 2. Who may call, and where.
     let auth = gateway::load_credentials(&o.credentials)?;
+    let tls = match &o.tls {
+        Some((cert, key)) => Some(gateway::tls_config(cert, key)?),
+        None => None,
+    };
     let listener = gateway::bind(o).await?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
-        "gateway: bucket {} at http://{} (source {source}, destination {dest})",
+        "gateway: bucket {} at {scheme}://{} (source {source}, destination {dest})",
         o.bucket,
         o.listen
     );
@@ -45,7 +50,7 @@ pub async fn gateway(
         uploads: gateway::multipart::Uploads::new(node.state_dir.join("gateway").join("uploads")),
     };
     // 3. Serve while the passes run.
-    let server = gateway::serve(listener, shared, auth, stopped());
+    let server = gateway::serve(listener, tls, shared, auth, stopped());
     if passes.passes == Some(0) {
         return server.await;
     }

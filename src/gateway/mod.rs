@@ -33,6 +33,8 @@ pub struct GatewayOptions {
     pub credentials: PathBuf,
     /// Plain HTTP on an address other than loopback.
     pub insecure_http: bool,
+    /// HTTPS: a PEM certificate chain and its PEM private key.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// The bucket clients name (the source bucket's name by default).
     pub bucket: String,
 }
@@ -102,6 +104,30 @@ pub fn load_credentials(path: &Path) -> Result<s3s::auth::SimpleAuth> {
     Ok(auth)
 }
 
+/// The TLS settings of `--tls-cert`/`--tls-key`: HTTP/1.1 over TLS 1.2 or 1.3.
+pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<tokio_rustls::rustls::ServerConfig>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |option: &str, p: &Path, m: String| Error::Option {
+        option: format!("{option} {}", p.display()),
+        message: m,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect())
+        .map_err(|e| bad("--tls-cert", cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("--tls-cert", cert, "no certificate in it".into()));
+    }
+    let pk = PrivateKeyDer::from_pem_file(key).map_err(|e| bad("--tls-key", key, e.to_string()))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, pk))
+        .map_err(|e| bad("--tls-key", key, e.to_string()))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
 /// Binds `o.listen`: plain HTTP only on a loopback address unless `o.insecure_http`.
 pub async fn bind(o: &GatewayOptions) -> Result<tokio::net::TcpListener> {
     let bad = |m: String| Error::Option {
@@ -109,9 +135,9 @@ pub async fn bind(o: &GatewayOptions) -> Result<tokio::net::TcpListener> {
         message: m,
     };
     let addr: SocketAddr = o.listen.parse().map_err(|e| bad(format!("{e}")))?;
-    if !addr.ip().is_loopback() && !o.insecure_http {
+    if o.tls.is_none() && !addr.ip().is_loopback() && !o.insecure_http {
         return Err(bad(
-            "plain HTTP beyond loopback sends every request in clear; give --insecure-http to accept that".into(),
+            "plain HTTP beyond loopback sends every request in clear; give --tls-cert and --tls-key, or --insecure-http to accept that".into(),
         ));
     }
     tokio::net::TcpListener::bind(addr)
@@ -119,13 +145,15 @@ pub async fn bind(o: &GatewayOptions) -> Result<tokio::net::TcpListener> {
         .map_err(|e| bad(e.to_string()))
 }
 
-/// Answers S3 requests on `listener` until `stop` resolves.
+/// Answers S3 requests on `listener` (over TLS with `tls`) until `stop` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     shared: Shared,
     auth: s3s::auth::SimpleAuth,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut b = s3s::service::S3ServiceBuilder::new(s3::Gateway(Arc::new(shared)));
     b.set_auth(auth);
     let service = b.build();
@@ -143,20 +171,35 @@ pub async fn serve(
             () = &mut stop => return Ok(()),
         };
         let service = service.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(conn);
-            // The header timeout runs before every request, so it also ends idle
-            // keep-alive connections.
-            let r = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(io, service)
-                .await;
+            let r = match tls {
+                None => connection(conn, service).await,
+                Some(t) => match tokio::time::timeout(HEADER_TIMEOUT, t.accept(conn)).await {
+                    Ok(Ok(c)) => connection(c, service).await,
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("TLS handshake timed out".into()),
+                },
+            };
             if let Err(e) = r {
                 tracing::debug!("gateway: connection from {peer}: {e}");
             }
         });
     }
+}
+
+/// One client connection: HTTP/1.1 requests until it closes or idles past
+/// [`HEADER_TIMEOUT`] (the header timeout runs before every request).
+async fn connection<IO>(io: IO, service: s3s::service::S3Service) -> std::result::Result<(), String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

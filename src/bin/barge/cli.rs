@@ -301,6 +301,12 @@ pub(crate) enum Cmd {
         /// Serve plain HTTP on an address other than loopback.
         #[arg(long)]
         insecure_http: bool,
+        /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<std::path::PathBuf>,
         /// Time from the start of one pass to the start of the next ("30m", "1h").
         #[arg(long, value_parser = barge::filter::parse_age)]
         interval: Option<u64>,

@@ -110,6 +110,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             credentials,
             bucket,
             insecure_http,
+            tls_cert,
+            tls_key,
             interval,
             passes,
             deletes,
@@ -123,6 +125,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 listen: listen.clone(),
                 credentials: credentials.clone(),
                 insecure_http: *insecure_http,
+                tls: tls_cert.clone().zip(tls_key.clone()),
                 bucket,
             };
             let p = barge::commands::sync::SyncOptions {
