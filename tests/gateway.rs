@@ -624,6 +624,32 @@ fn https_with_a_certificate_and_nothing_plain_beyond_loopback() {
     };
     let (_, n, body) = seen(app, &src_bucket, "obj");
     assert_eq!((n, body == data), (3000, true));
+    // Any other bucket of the account is the destination's, passed through: made,
+    // written, listed and removed through the gateway, seen directly at radosgw.
+    let other = format!("gwother{}", std::process::id());
+    let dst = || {
+        aws(
+            &c["CEPH_S3_ENDPOINT"],
+            &c["CEPH_S3_ACCESS_KEY"],
+            &c["CEPH_S3_SECRET_KEY"],
+        )
+    };
+    run_ok(app().args(["s3", "mb", &format!("s3://{other}")]));
+    run_ok(
+        app()
+            .args(["s3", "cp"])
+            .arg(&f)
+            .arg(format!("s3://{other}/x")),
+    );
+    assert_eq!(seen(dst, &other, "x").2, data);
+    let listed = String::from_utf8(run_ok(app().args(["s3", "ls"]))).unwrap();
+    assert!(listed.contains(&other), "{listed}");
+    run_ok(app().args(["s3", "rb", "--force", &format!("s3://{other}")]));
+    assert!(
+        !run(dst().args(["s3api", "head-bucket", "--bucket", &other]))
+            .status
+            .success()
+    );
     // Plain HTTP to the TLS port is no S3 answer.
     let plain = run(
         aws(&format!("http://127.0.0.1:{port}"), "APPKEY", "appsecret").args([

@@ -562,6 +562,11 @@ pub trait Destination: Send + Sync {
     fn stats(&self) -> Option<throttle::ThrottleStats> {
         self.throttle().map(|t| t.stats())
     }
+    /// The destination's S3 client, when it is an S3 store: the gateway passes requests
+    /// for the account's other buckets to it.
+    fn s3_client(&self) -> Option<aws_sdk_s3::Client> {
+        None
+    }
     /// How objects are laid out at the destination (Swift container sharding), for the
     /// catalog and the exported lookup file. None for stores with one namespace.
     fn layout(&self) -> Option<DestLayout> {

@@ -1106,6 +1106,10 @@ impl Destination for S3Store {
         self.url.clone()
     }
 
+    fn s3_client(&self) -> Option<aws_sdk_s3::Client> {
+        Some(self.client.clone())
+    }
+
     fn throttle(&self) -> Option<Arc<Throttle>> {
         Some(self.throttle.clone())
     }

@@ -6,6 +6,7 @@
 //! Steps of [`serve`]: load the credentials, bind the listener (plain HTTP on loopback
 //! only, unless told otherwise), then answer connections until stopped.
 
+mod front;
 pub mod list;
 pub mod multipart;
 pub mod route;
@@ -154,7 +155,14 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
-    let mut b = s3s::service::S3ServiceBuilder::new(s3::Gateway(Arc::new(shared)));
+    let bucket = shared.bucket.clone();
+    let proxy = shared.dest.s3_client().map(s3s_aws::Proxy::from);
+    let front = front::Front {
+        gateway: s3::Gateway(Arc::new(shared)),
+        proxy,
+        bucket,
+    };
+    let mut b = s3s::service::S3ServiceBuilder::new(front);
     b.set_auth(auth);
     let service = b.build();
     tokio::pin!(stop);
