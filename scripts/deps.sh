@@ -14,7 +14,7 @@ pkgs=(librocksdb-dev libclang-dev clang pkg-config make diffutils mount)
 [ "$want" = build ] || pkgs+=(awscli python3-swiftclient tmux util-linux
   keystone python3-keystonemiddleware python3-keystoneclient
   qemu-system-x86 ovmf debootstrap mtools dosfstools fdisk e2fsprogs zstd
-  python3-yaml systemd lvm2)
+  python3-yaml python3-venv systemd lvm2)
 case "$want" in
   build|test) ;;
   bench) pkgs+=(fio b3sum restic openssl rclone) ;;
