@@ -848,7 +848,7 @@ fn yield_to_gateway(
     ctx.monitor.gateway.yielded.fetch_add(1, Ordering::Relaxed);
     let taken = match g {
         GatewayRecord::Written(w) => w.modified,
-        GatewayRecord::Deleted { at } => *at,
+        GatewayRecord::Deleted { at, .. } => *at,
     };
     let changed = match old {
         Some(o) => o.size != meta.size || o.version != meta.version,

@@ -117,8 +117,16 @@ fn free_port() -> u16 {
 }
 
 fn start(sides: &Sides, args: &[&str], port: u16) -> Gw {
-    let child = sides
-        .barge(args)
+    start_with(sides, args, port, None)
+}
+
+/// `start`, with `BARGE_CRASH_AT=crash` (the gateway kills itself there).
+fn start_with(sides: &Sides, args: &[&str], port: u16, crash: Option<&str>) -> Gw {
+    let mut c = sides.barge(args);
+    if let Some(at) = crash {
+        c.env("BARGE_CRASH_AT", at);
+    }
+    let child = c
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -662,4 +670,161 @@ fn https_with_a_certificate_and_nothing_plain_beyond_loopback() {
         ]),
     );
     assert!(!plain.status.success());
+}
+
+/// SIGKILL at the gateway's crash points loses no acknowledged write, and a delete the
+/// client was never told of is finished by its retry; the next pass brings nothing back.
+#[test]
+fn a_killed_gateway_keeps_what_it_acknowledged() {
+    let (s, c) = (saio(), ceph());
+    let t = tmp();
+    let src_bucket = format!("gwkill{}", std::process::id());
+    let dst_bucket = format!("gwkilldst{}", std::process::id());
+    let src = || {
+        aws(
+            &s["SAIO_S3_ENDPOINT"],
+            &s["SAIO_S3_ACCESS_KEY"],
+            &s["SAIO_S3_SECRET_KEY"],
+        )
+    };
+    let dst = || {
+        aws(
+            &c["CEPH_S3_ENDPOINT"],
+            &c["CEPH_S3_ACCESS_KEY"],
+            &c["CEPH_S3_SECRET_KEY"],
+        )
+    };
+    run_ok(src().args(["s3", "mb", &format!("s3://{src_bucket}")]));
+    run_ok(dst().args(["s3", "mb", &format!("s3://{dst_bucket}")]));
+    let up = t.path().join("up");
+    for k in ["keep", "del"] {
+        let f = write(&up, k.as_bytes(), &rand_bytes(11, 1000));
+        run_ok(
+            src()
+                .args(["s3", "cp"])
+                .arg(&f)
+                .arg(format!("s3://{src_bucket}/{k}")),
+        );
+    }
+    let sides = Sides {
+        state: t.path().join("state"),
+        files: profiles(
+            t.path(),
+            (&s["SAIO_S3_ACCESS_KEY"], &s["SAIO_S3_SECRET_KEY"]),
+            (&c["CEPH_S3_ACCESS_KEY"], &c["CEPH_S3_SECRET_KEY"]),
+        ),
+        src_ep: s["SAIO_S3_ENDPOINT"].clone(),
+        dst_ep: c["CEPH_S3_ENDPOINT"].clone(),
+    };
+    init_small(&sides.state, &[]);
+    let pass = || {
+        let o = run(&mut sides.barge(&[
+            "sync",
+            "--passes",
+            "1",
+            "--source",
+            &format!("s3://{src_bucket}"),
+            "--dest",
+            &format!("s3://{dst_bucket}"),
+        ]));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    pass();
+    let creds = t.path().join("gateway-keys");
+    std::fs::write(&creds, "APPKEY appsecret\n").unwrap();
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let app = || {
+        let mut c = aws(&endpoint, "APPKEY", "appsecret");
+        c.env("AWS_MAX_ATTEMPTS", "1");
+        c
+    };
+    let args = [
+        "gateway".to_string(),
+        "--source".into(),
+        format!("s3://{src_bucket}"),
+        "--dest".into(),
+        format!("s3://{dst_bucket}"),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--credentials".into(),
+        creds.to_string_lossy().into_owned(),
+        "--passes".into(),
+        "0".into(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let exists = |at: &dyn Fn() -> Command, bucket: &str, k: &str| {
+        run(at().args(["s3api", "head-object", "--bucket", bucket, "--key", k]))
+            .status
+            .success()
+    };
+    let new = write(&up, b"new", b"written through the gateway");
+
+    // Killed after the tombstone, before the destination's delete: never acknowledged.
+    let mut gw = start_with(&sides, &args, port, Some("gateway.after_tombstone:1"));
+    assert!(
+        !run(app().args(["s3", "rm", &format!("s3://{src_bucket}/del")]))
+            .status
+            .success()
+    );
+    let _ = gw.0.wait();
+    let gw = start(&sides, &args, port);
+    assert!(!exists(&app, &src_bucket, "del"), "a tombstone was lost");
+    assert!(
+        exists(&dst, &dst_bucket, "del"),
+        "the delete was never sent"
+    );
+    run_ok(app().args(["s3", "rm", &format!("s3://{src_bucket}/del")]));
+    assert!(
+        !exists(&dst, &dst_bucket, "del"),
+        "the retried delete left the copy"
+    );
+    drop(gw);
+
+    // Killed once the write is recorded, before the answer: the write stands.
+    let mut gw = start_with(&sides, &args, port, Some("gateway.after_record:1"));
+    let put = run(app()
+        .args(["s3", "cp"])
+        .arg(&new)
+        .arg(format!("s3://{src_bucket}/rec")));
+    assert!(!put.status.success());
+    let _ = gw.0.wait();
+    let gw = start(&sides, &args, port);
+    assert_eq!(
+        seen(app, &src_bucket, "rec").2,
+        b"written through the gateway"
+    );
+    // An acknowledged write and delete, then a kill at the next write's put.
+    run_ok(
+        app()
+            .args(["s3", "cp"])
+            .arg(&new)
+            .arg(format!("s3://{src_bucket}/keep")),
+    );
+    drop(gw);
+    let mut gw = start_with(&sides, &args, port, Some("gateway.after_put:1"));
+    let put = run(app()
+        .args(["s3", "cp"])
+        .arg(&new)
+        .arg(format!("s3://{src_bucket}/lost")));
+    assert!(!put.status.success());
+    let _ = gw.0.wait();
+    let gw = start(&sides, &args, port);
+    assert_eq!(
+        seen(app, &src_bucket, "keep").2,
+        b"written through the gateway"
+    );
+    assert!(!exists(&app, &src_bucket, "del"));
+    drop(gw);
+    // The next pass overwrites nothing the gateway wrote and brings nothing back.
+    pass();
+    assert_eq!(
+        seen(dst, &dst_bucket, "keep").2,
+        b"written through the gateway"
+    );
+    assert!(
+        !exists(&dst, &dst_bucket, "del"),
+        "a pass brought back a deleted key"
+    );
 }

@@ -23,8 +23,12 @@ pub enum GatewayRecord {
     /// Written through the gateway; the destination holds it.
     Written(GatewayWrite),
     /// Deleted through the gateway at unix seconds `at`: not found from then on, whatever
-    /// the source still holds.
-    Deleted { at: u64 },
+    /// the source still holds. `left`: what was at the destination to delete (a delete
+    /// interrupted after the tombstone is finished by the next one from this).
+    Deleted {
+        at: u64,
+        left: Option<super::Landed>,
+    },
 }
 
 /// An object written through the gateway: what a read answers for it.
@@ -37,6 +41,9 @@ pub struct GatewayWrite {
     pub modified: u64,
     pub content_type: Option<String>,
     pub user_meta: Vec<(String, String)>,
+    /// What the destination answered for the write (its own ETag, which for a large
+    /// object is not the client's): what a delete through the gateway expects there.
+    pub landed: Option<super::Landed>,
 }
 
 impl Catalog {
@@ -134,11 +141,15 @@ mod tests {
                 modified: 1,
                 content_type: None,
                 user_meta: vec![],
+                landed: None,
             });
             let _f = cat.fence(&ObjectKey::from("b")).await;
             cat.set_gateway_record(&ObjectKey::from("b"), &w).unwrap();
-            cat.set_gateway_record(&ObjectKey::from("a"), &GatewayRecord::Deleted { at: 2 })
-                .unwrap();
+            cat.set_gateway_record(
+                &ObjectKey::from("a"),
+                &GatewayRecord::Deleted { at: 2, left: None },
+            )
+            .unwrap();
         }
         let cat = Catalog::open(dir.path(), false).unwrap();
         let keys: Vec<String> = cat
@@ -149,7 +160,7 @@ mod tests {
         assert_eq!(keys, ["a", "b"]);
         assert_eq!(
             cat.gateway_record(&ObjectKey::from("a")).unwrap(),
-            Some(GatewayRecord::Deleted { at: 2 })
+            Some(GatewayRecord::Deleted { at: 2, left: None })
         );
         assert!(cat.gateway_record(&ObjectKey::from("c")).unwrap().is_none());
     }

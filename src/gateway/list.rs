@@ -248,6 +248,7 @@ mod tests {
             modified: 1,
             content_type: None,
             user_meta: vec![],
+            landed: None,
         })
     }
 
@@ -264,7 +265,7 @@ mod tests {
         records.extend(
             ["d/1", "e"]
                 .iter()
-                .map(|k| (k.to_string(), GatewayRecord::Deleted { at: 1 })),
+                .map(|k| (k.to_string(), GatewayRecord::Deleted { at: 1, left: None })),
         );
         records.sort_by(|a, b| a.0.cmp(&b.0));
         merge(source, records)

@@ -203,7 +203,7 @@ mod tests {
         // A tombstone hides the source's copy; a gateway write is served as written.
         let gone = route(
             &k,
-            Some(GatewayRecord::Deleted { at: 1 }),
+            Some(GatewayRecord::Deleted { at: 1, left: None }),
             Some(rec(ObjectState::Listed)),
         );
         assert_eq!(gone, Route::Gone);
@@ -213,6 +213,7 @@ mod tests {
             modified: 2,
             content_type: None,
             user_meta: vec![],
+            landed: None,
         };
         let r = route(
             &k,

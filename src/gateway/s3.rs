@@ -152,16 +152,20 @@ impl Gateway {
                 return Err(s3_error!(PreconditionFailed));
             }
         }
-        if let Err(e) = self.0.dest.put(meta, body).await {
-            let msg = e.to_string();
-            if msg.contains("BadDigest") {
-                return Err(s3_error!(BadDigest));
+        let placed = match self.0.dest.put(meta, body).await {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = e.to_string();
+                if msg.contains("BadDigest") {
+                    return Err(s3_error!(BadDigest));
+                }
+                if msg.contains("IncompleteBody") {
+                    return Err(s3_error!(IncompleteBody));
+                }
+                return Err(self.unavailable(e));
             }
-            if msg.contains("IncompleteBody") {
-                return Err(s3_error!(IncompleteBody));
-            }
-            return Err(self.unavailable(e));
-        }
+        };
+        crate::failpoint::point("gateway.after_put");
         let etag = etag().ok_or_else(|| s3_error!(InternalError))?;
         let w = GatewayWrite {
             size: meta.size,
@@ -169,9 +173,15 @@ impl Gateway {
             modified: meta.modified.unwrap_or(0),
             content_type: meta.content_type.clone(),
             user_meta: meta.user_meta.clone(),
+            landed: placed.map(|p| Landed {
+                size: meta.size,
+                etag: p.etag,
+            }),
         };
         cat.set_gateway_record(key, &GatewayRecord::Written(w))
-            .and_then(|()| cat.forget_for_gateway(key))
+            .map_err(|e| self.unavailable(e))?;
+        crate::failpoint::point("gateway.after_record");
+        cat.forget_for_gateway(key)
             .map_err(|e| self.unavailable(e))?;
         self.0
             .monitor
@@ -188,8 +198,13 @@ impl Gateway {
         let _fence = cat.fence(key).await;
         let gw = cat.gateway_record(key).map_err(|e| self.unavailable(e))?;
         let expect = self.expect(key, &gw).map_err(|e| self.unavailable(e))?;
-        cat.set_gateway_record(key, &GatewayRecord::Deleted { at: now() })
+        let left = match &expect {
+            Some(Expect::Written(l)) => Some(l.clone()),
+            _ => None,
+        };
+        cat.set_gateway_record(key, &GatewayRecord::Deleted { at: now(), left })
             .map_err(|e| self.unavailable(e))?;
+        crate::failpoint::point("gateway.after_tombstone");
         if let Some(expect) = expect {
             self.0
                 .dest
@@ -214,10 +229,13 @@ impl Gateway {
             return Ok(Some(Expect::Written(l)));
         }
         Ok(match gw {
-            Some(GatewayRecord::Written(w)) => Some(Expect::Written(Landed {
-                size: w.size,
-                etag: w.etag.clone(),
-            })),
+            Some(GatewayRecord::Written(w)) => {
+                Some(Expect::Written(w.landed.clone().unwrap_or(Landed {
+                    size: w.size,
+                    etag: w.etag.clone(),
+                })))
+            }
+            Some(GatewayRecord::Deleted { left: Some(l), .. }) => Some(Expect::Written(l.clone())),
             _ => None,
         })
     }
