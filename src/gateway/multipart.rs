@@ -277,7 +277,7 @@ impl Uploads {
                     .await
                     .map_err(|e| Error::io("gateway uploads: read", &p, e))?;
                 Ok::<_, Error>(
-                    tokio_util::io::ReaderStream::new(f)
+                    tokio_util::io::ReaderStream::with_capacity(f, 256 << 10)
                         .map(move |r| r.map_err(|e| Error::io("gateway uploads: read", &p, e))),
                 )
             })
