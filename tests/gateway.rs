@@ -314,6 +314,61 @@ fn reads_follow_the_move_and_writes_and_deletes_through_the_gateway_stay() {
         String::from_utf8_lossy(&denied.stderr).contains("SignatureDoesNotMatch"),
         "{denied:?}"
     );
+    // A presigned URL works until it expires; then it is refused.
+    let url = String::from_utf8(run_ok(app().args([
+        "s3",
+        "presign",
+        &format!("s3://{src_bucket}/a.txt"),
+        "--expires-in",
+        "2",
+    ])))
+    .unwrap();
+    let got = run_ok(Command::new("curl").args(["-sf", url.trim()]));
+    assert_eq!(got, files[0].1, "presigned GET");
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let late =
+        run(Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", url.trim()]));
+    assert_eq!(
+        String::from_utf8_lossy(&late.stdout),
+        "403",
+        "an expired presigned URL"
+    );
+    // A key of 1,024 bytes (S3's longest) written and read back through the gateway.
+    let long_key = format!("long/{}", "k".repeat(1024 - 5));
+    let long = write(&up, b"long.up", b"a long name");
+    run_ok(
+        app()
+            .args(["s3", "cp"])
+            .arg(&long)
+            .arg(format!("s3://{src_bucket}/{long_key}")),
+    );
+    assert_eq!(seen(app, &src_bucket, &long_key).2, b"a long name");
+    // rclone as the application's client: lists and reads what is still at the source.
+    let rclone = |args: &[&str]| {
+        let mut c = Command::new("rclone");
+        c.args(args)
+            .env("RCLONE_CONFIG", "/dev/null")
+            .env("RCLONE_CONFIG_GW_TYPE", "s3")
+            .env("RCLONE_CONFIG_GW_PROVIDER", "Other")
+            .env("RCLONE_CONFIG_GW_ENDPOINT", &endpoint)
+            .env("RCLONE_CONFIG_GW_ACCESS_KEY_ID", "APPKEY")
+            .env("RCLONE_CONFIG_GW_SECRET_ACCESS_KEY", "appsecret")
+            .env("RCLONE_CONFIG_GW_FORCE_PATH_STYLE", "true")
+            // rclone's SDK refuses a custom CA bundle with its own transport.
+            .env_remove("AWS_CA_BUNDLE");
+        run_ok(&mut c)
+    };
+    let lsf = String::from_utf8(rclone(&["lsf", &format!("gw:{src_bucket}/dir/")])).unwrap();
+    assert_eq!(
+        lsf.lines().collect::<Vec<_>>(),
+        ["&+-é\"x", "with space"],
+        "{lsf}"
+    );
+    assert_eq!(
+        rclone(&["cat", &format!("gw:{src_bucket}/dir/with space")]),
+        files[2].1
+    );
+    run_ok(app().args(["s3", "rm", &format!("s3://{src_bucket}/{long_key}")]));
     // The application writes one key the source also has, writes a new one, deletes one.
     let over = write(&up, b"over.new", b"the application's");
     run_ok(
@@ -436,8 +491,8 @@ fn reads_follow_the_move_and_writes_and_deletes_through_the_gateway_stay() {
     );
     let m = String::from_utf8_lossy(&metrics);
     for line in [
-        "barge_gateway_requests_total{op=\"write\",side=\"destination\"} 5",
-        "barge_gateway_requests_total{op=\"delete\",side=\"destination\"} 2",
+        "barge_gateway_requests_total{op=\"write\",side=\"destination\"} 6",
+        "barge_gateway_requests_total{op=\"delete\",side=\"destination\"} 3",
         "barge_gateway_errors_total{} 0",
     ] {
         assert!(m.contains(line), "{line} not in:\n{m}");
