@@ -478,6 +478,25 @@ fn reads_follow_the_move_and_writes_and_deletes_through_the_gateway_stay() {
     for max in ["1", "2", "1000"] {
         assert_eq!(keys(app, &src_bucket, "", max), model, "page size {max}");
     }
+    // ListObjectVersions in its unversioned form: the same keys, each version "null".
+    let versions = json(&run_ok(app().args([
+        "s3api",
+        "list-object-versions",
+        "--bucket",
+        &src_bucket,
+        "--page-size",
+        "2",
+    ])));
+    let listed: Vec<&str> = versions["Versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            assert_eq!(v["VersionId"], "null", "{v}");
+            v["Key"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(listed, model, "list-object-versions");
     assert_eq!(
         keys(app, &src_bucket, "dir/", "1"),
         ["dir/&+-é\"x", "dir/with space"]

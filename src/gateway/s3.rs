@@ -910,6 +910,53 @@ impl S3 for Gateway {
         }))
     }
 
+    async fn list_object_versions(
+        &self,
+        req: S3Request<dto::ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<dto::ListObjectVersionsOutput>> {
+        signed(&req)?;
+        let i = &req.input;
+        self.bucket(&i.bucket)?;
+        // Unversioned: one version per key, "null", the latest; no delete markers.
+        let after = i.key_marker.clone().unwrap_or_default();
+        let max = i.max_keys.map_or(1000, |m| m.clamp(0, 1000)) as usize;
+        let prefix = i.prefix.clone().unwrap_or_default();
+        let p = self
+            .list(&prefix, i.delimiter.as_deref(), &after, max)
+            .await?;
+        let url = matches!(i.encoding_type.as_ref().map(|e| e.as_str()), Some("url"));
+        let versions = p
+            .objects
+            .iter()
+            .map(|(k, v)| dto::ObjectVersion {
+                key: Some(encode(url, k)),
+                size: i64::try_from(v.size).ok(),
+                e_tag: Some(dto::ETag::Strong(v.etag.clone())),
+                last_modified: Some(stamp(v.modified)),
+                version_id: Some("null".into()),
+                is_latest: Some(true),
+                storage_class: Some(dto::ObjectVersionStorageClass::from_static(
+                    dto::ObjectVersionStorageClass::STANDARD,
+                )),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(dto::ListObjectVersionsOutput {
+            name: Some(self.0.bucket.clone()),
+            prefix: Some(encode(url, &prefix)),
+            delimiter: i.delimiter.as_ref().map(|d| encode(url, d)),
+            key_marker: i.key_marker.as_ref().map(|m| encode(url, m)),
+            max_keys: Some(max as i32),
+            is_truncated: Some(p.next.is_some()),
+            next_key_marker: p.next.as_ref().map(|n| encode(url, n)),
+            next_version_id_marker: p.next.as_ref().map(|_| "null".into()),
+            encoding_type: i.encoding_type.clone(),
+            versions: Some(versions),
+            common_prefixes: Some(prefixes(url, &p.prefixes)),
+            ..Default::default()
+        }))
+    }
+
     async fn list_objects(
         &self,
         req: S3Request<dto::ListObjectsInput>,
