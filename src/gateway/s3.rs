@@ -472,17 +472,15 @@ impl S3 for Gateway {
             digest: digest.clone(),
             done: false,
         };
-        let mut user_meta: Vec<(String, String)> =
-            i.metadata.unwrap_or_default().into_iter().collect();
-        user_meta.sort();
-        for (name, v) in [
-            ("content-encoding", &i.content_encoding),
-            ("content-disposition", &i.content_disposition),
-            ("content-language", &i.content_language),
-            ("cache-control", &i.cache_control),
-        ] {
-            crate::object::carry_header(&mut user_meta, name, v.as_deref());
-        }
+        let user_meta = written_meta(
+            i.metadata,
+            [
+                &i.content_encoding,
+                &i.content_disposition,
+                &i.content_language,
+                &i.cache_control,
+            ],
+        );
         let size = i
             .content_length
             .and_then(|l| u64::try_from(l).ok())
@@ -515,17 +513,15 @@ impl S3 for Gateway {
         signed(&req)?;
         let i = req.input;
         self.bucket(&i.bucket)?;
-        let mut user_meta: Vec<(String, String)> =
-            i.metadata.unwrap_or_default().into_iter().collect();
-        user_meta.sort();
-        for (name, v) in [
-            ("content-encoding", &i.content_encoding),
-            ("content-disposition", &i.content_disposition),
-            ("content-language", &i.content_language),
-            ("cache-control", &i.cache_control),
-        ] {
-            crate::object::carry_header(&mut user_meta, name, v.as_deref());
-        }
+        let user_meta = written_meta(
+            i.metadata,
+            [
+                &i.content_encoding,
+                &i.content_disposition,
+                &i.content_language,
+                &i.cache_control,
+            ],
+        );
         let u = Upload {
             key: i.key.clone(),
             content_type: i.content_type,
@@ -814,17 +810,15 @@ impl S3 for Gateway {
         let (content_type, user_meta) = match replace {
             false => (f.view.content_type.clone(), f.view.user_meta.clone()),
             true => {
-                let mut m: Vec<(String, String)> =
-                    i.metadata.unwrap_or_default().into_iter().collect();
-                m.sort();
-                for (name, v) in [
-                    ("content-encoding", &i.content_encoding),
-                    ("content-disposition", &i.content_disposition),
-                    ("content-language", &i.content_language),
-                    ("cache-control", &i.cache_control),
-                ] {
-                    crate::object::carry_header(&mut m, name, v.as_deref());
-                }
+                let m = written_meta(
+                    i.metadata,
+                    [
+                        &i.content_encoding,
+                        &i.content_disposition,
+                        &i.content_language,
+                        &i.cache_control,
+                    ],
+                );
                 (i.content_type.clone(), m)
             }
         };
@@ -886,12 +880,12 @@ impl S3 for Gateway {
                 })?,
             None => i.start_after.clone().unwrap_or_default(),
         };
-        let max = i.max_keys.map_or(1000, |m| m.clamp(0, 1000)) as usize;
+        let max = max_keys(i.max_keys);
         let prefix = i.prefix.clone().unwrap_or_default();
         let p = self
             .list(&prefix, i.delimiter.as_deref(), &after, max)
             .await?;
-        let url = matches!(i.encoding_type.as_ref().map(|e| e.as_str()), Some("url"));
+        let url = url_encoded(&i.encoding_type);
         let count = p.objects.len() + p.prefixes.len();
         Ok(S3Response::new(dto::ListObjectsV2Output {
             name: Some(self.0.bucket.clone()),
@@ -919,12 +913,12 @@ impl S3 for Gateway {
         self.bucket(&i.bucket)?;
         // Unversioned: one version per key, "null", the latest; no delete markers.
         let after = i.key_marker.clone().unwrap_or_default();
-        let max = i.max_keys.map_or(1000, |m| m.clamp(0, 1000)) as usize;
+        let max = max_keys(i.max_keys);
         let prefix = i.prefix.clone().unwrap_or_default();
         let p = self
             .list(&prefix, i.delimiter.as_deref(), &after, max)
             .await?;
-        let url = matches!(i.encoding_type.as_ref().map(|e| e.as_str()), Some("url"));
+        let url = url_encoded(&i.encoding_type);
         let versions = p
             .objects
             .iter()
@@ -965,12 +959,12 @@ impl S3 for Gateway {
         let i = &req.input;
         self.bucket(&i.bucket)?;
         let after = i.marker.clone().unwrap_or_default();
-        let max = i.max_keys.map_or(1000, |m| m.clamp(0, 1000)) as usize;
+        let max = max_keys(i.max_keys);
         let prefix = i.prefix.clone().unwrap_or_default();
         let p = self
             .list(&prefix, i.delimiter.as_deref(), &after, max)
             .await?;
-        let url = matches!(i.encoding_type.as_ref().map(|e| e.as_str()), Some("url"));
+        let url = url_encoded(&i.encoding_type);
         Ok(S3Response::new(dto::ListObjectsOutput {
             name: Some(self.0.bucket.clone()),
             prefix: Some(encode(url, &prefix)),
@@ -1028,6 +1022,31 @@ fn refused(r: Refused) -> S3Error {
         }
         Refused::InvalidArgument(m) => s3_error!(InvalidArgument, "{m}"),
     }
+}
+
+/// What a write carries as `user_meta`: the client's user metadata (sorted) and the
+/// standard headers barge carries with an object ([`crate::object::CARRIED_HEADERS`]
+/// but Expires, which S3 clients send as a date barge does not parse).
+fn written_meta(
+    metadata: Option<dto::Metadata>,
+    headers: [&Option<String>; 4],
+) -> Vec<(String, String)> {
+    let mut m: Vec<(String, String)> = metadata.unwrap_or_default().into_iter().collect();
+    m.sort();
+    for (name, v) in crate::object::CARRIED_HEADERS.iter().zip(headers) {
+        crate::object::carry_header(&mut m, name, v.as_deref());
+    }
+    m
+}
+
+/// S3's `max-keys`: 1000 unless asked for fewer.
+fn max_keys(asked: Option<i32>) -> usize {
+    asked.map_or(1000, |m| m.clamp(0, 1000)) as usize
+}
+
+/// Whether a listing asked for `encoding-type=url`.
+fn url_encoded(e: &Option<dto::EncodingType>) -> bool {
+    e.as_ref().is_some_and(|e| e.as_str() == "url")
 }
 
 fn precondition(p: Precondition) -> S3Result<()> {
