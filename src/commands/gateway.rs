@@ -3,7 +3,8 @@
 //!
 //! Steps: open both sides, load the credentials and bind the listener, then serve while
 //! the passes run; after the last pass (`--passes`; 0: none), serve on until SIGINT or
-//! SIGTERM.
+//! SIGTERM. Without a source (after a cutover certificate proved the move whole) it
+//! serves from the destination and the catalog alone, and runs no pass.
 
 use std::sync::Arc;
 
@@ -19,14 +20,20 @@ use crate::node::Node;
 pub async fn gateway(
     s: &Settings,
     node: &Node,
-    (source, dest): (&str, &str),
+    (source, dest): (Option<&str>, &str),
     o: &GatewayOptions,
     passes: &SyncOptions,
     monitor: Arc<Monitor>,
     each: &mut (dyn FnMut(&PassOutcome) + Send),
 ) -> Result<()> {
-    // 1. Both sides, as the passes open them.
-    let src = open_source(source, &s.source).await?;
+    // 1. Both sides, as the passes open them (no source: only after a proven cutover).
+    let src = match source {
+        Some(source) => Some(open_source(source, &s.source).await?),
+        None => {
+            proven_cutover(node)?;
+            None
+        }
+    };
     let dst = open_destination(dest, &s.dest_options(node, dest)?).await?;
     // 2. Who may call, and where.
     let auth = gateway::load_credentials(&o.credentials)?;
@@ -37,9 +44,10 @@ pub async fn gateway(
     let listener = gateway::bind(o).await?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
-        "gateway: bucket {} at {scheme}://{} (source {source}, destination {dest})",
+        "gateway: bucket {} at {scheme}://{} (source {}, destination {dest})",
         o.bucket,
-        o.listen
+        o.listen,
+        source.unwrap_or("closed: the move's catalog stands for it")
     );
     let shared = Shared {
         catalog: node.catalog.clone(),
@@ -47,13 +55,14 @@ pub async fn gateway(
         dest: dst,
         monitor: monitor.clone(),
         bucket: o.bucket.clone(),
+        domain: o.domain.clone(),
         uploads: gateway::multipart::Uploads::new(node.state_dir.join("gateway").join("uploads")),
     };
     // 3. Serve while the passes run.
     let server = gateway::serve(listener, tls, shared, auth, stopped());
-    if passes.passes == Some(0) {
+    let Some(source) = source.filter(|_| passes.passes != Some(0)) else {
         return server.await;
-    }
+    };
     tokio::pin!(server);
     let moved = sync::sync(s, node, source, dest, passes, monitor, each);
     tokio::select! {
@@ -64,6 +73,35 @@ pub async fn gateway(
         }
     }
     server.await
+}
+
+/// Refuses to serve without a source unless the state directory holds a cutover
+/// certificate that found both sides identical.
+fn proven_cutover(node: &Node) -> Result<()> {
+    let path = node.state_dir.join(sync::CERTIFICATE_FILE);
+    let bad = |m: String| Error::Option {
+        option: "--source".into(),
+        message: m,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        bad(format!(
+            "needed until `barge cutover` has proven the move whole ({}: {e})",
+            path.display()
+        ))
+    })?;
+    let cert: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        bad(format!(
+            "{}: not a cutover certificate: {e}",
+            path.display()
+        ))
+    })?;
+    match cert.get("done").and_then(serde_json::Value::as_bool) {
+        Some(true) => Ok(()),
+        _ => Err(bad(format!(
+            "needed: the cutover certificate {} does not say DONE",
+            path.display()
+        ))),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

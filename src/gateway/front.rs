@@ -175,3 +175,60 @@ routed! {
     upload_part: UploadPartInput => UploadPartOutput;
     upload_part_copy: UploadPartCopyInput => UploadPartCopyOutput;
 }
+
+/// `--domain`: a request whose Host is `BUCKET.DOMAIN` (any port) names its bucket there
+/// (virtual-host style); any other Host is path style. (s3s's own `SingleDomain` would
+/// take any other host name for a bucket's CNAME, `localhost:9000` included.)
+pub struct Domain(String);
+
+impl Domain {
+    pub fn new(d: &str) -> crate::Result<Self> {
+        let d = d.trim_end_matches('.').to_ascii_lowercase();
+        let label =
+            |l: &str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        match d.split('.').all(label) {
+            true => Ok(Domain(d)),
+            false => Err(crate::Error::Option {
+                option: format!("--domain {d}"),
+                message: "not a DNS name (letters, digits, '-' and dots)".into(),
+            }),
+        }
+    }
+}
+
+impl s3s::host::S3Host for Domain {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<s3s::host::VirtualHost<'a>> {
+        let name = match host.rsplit_once(':') {
+            Some((h, port)) if port.parse::<u16>().is_ok() => h,
+            _ => host,
+        };
+        let bucket = name
+            .strip_suffix(self.0.as_str())
+            .and_then(|h| h.strip_suffix('.'))
+            .filter(|b| !b.is_empty());
+        let vh = s3s::host::VirtualHost::new(self.0.as_str());
+        Ok(match bucket {
+            Some(b) => vh.with_bucket(b),
+            None => vh,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use s3s::host::S3Host;
+
+    #[test]
+    fn a_host_under_the_domain_names_its_bucket_any_other_is_path_style() {
+        let d = Domain::new("S3.Example.test.").unwrap();
+        let b = |h: &str| d.parse_host_header(h).unwrap().bucket().map(str::to_string);
+        assert_eq!(b("photos.s3.example.test:9000").as_deref(), Some("photos"));
+        assert_eq!(b("a.b.s3.example.test").as_deref(), Some("a.b"));
+        assert_eq!(b("s3.example.test:9000"), None);
+        assert_eq!(b("localhost:9000"), None);
+        assert_eq!(b("evil-s3.example.test"), None);
+        assert!(Domain::new("bad domain").is_err());
+        assert!(Domain::new("").is_err());
+    }
+}

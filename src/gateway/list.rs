@@ -3,7 +3,7 @@
 //! key, a write shows it as written), cut into S3 pages. A source that cannot list
 //! fails the request: a partial page is never presented as whole.
 
-use super::route::{View, view_of_meta};
+use super::route::{View, view_of, view_of_meta};
 use crate::backend::Source;
 use crate::catalog::Catalog;
 use crate::catalog::gateway::{GatewayRecord, GatewayWrite};
@@ -38,27 +38,16 @@ pub struct Ask<'a> {
     pub max: usize,
 }
 
-/// A page of the merged listing.
-pub async fn page(src: &dyn Source, cat: &Catalog, ask: &Ask<'_>) -> Result<Page> {
+/// A page of the merged listing. Without a source (after a proven cutover) the catalog's
+/// object records stand for the source's listing.
+pub async fn page(src: Option<&dyn Source>, cat: &Catalog, ask: &Ask<'_>) -> Result<Page> {
     let mut m = Merge::new(ask);
     let mut cursor = m.start();
     loop {
-        let batch = src
-            .list_page(ask.prefix, cursor.as_deref(), SOURCE_BATCH)
-            .await?;
-        let upto = match batch.more {
-            true => batch.entries.last().map(|e| e.meta.key.to_string()),
-            false => None,
+        let (source, upto) = match src {
+            Some(src) => source_batch(src, ask.prefix, cursor.as_deref()).await?,
+            None => catalog_batch(cat, ask.prefix, cursor.as_deref())?,
         };
-        let source: Vec<(String, View)> = batch
-            .entries
-            .iter()
-            .filter(|e| e.refused.is_none())
-            .filter_map(|e| {
-                let k = String::from_utf8(e.meta.key.as_bytes().to_vec()).ok()?;
-                Some((k, view_of_meta(&e.meta)))
-            })
-            .collect();
         let records = records_between(cat, ask.prefix, cursor.as_deref(), upto.as_deref())?;
         if m.feed(merge(source, records)) {
             return Ok(m.page);
@@ -68,6 +57,55 @@ pub async fn page(src: &dyn Source, cat: &Catalog, ask: &Ask<'_>) -> Result<Page
             None => return Ok(m.page),
         }
     }
+}
+
+/// Entries of one batch of the source's listing, and the last key it listed if more
+/// follow.
+type Batch = (Vec<(String, View)>, Option<String>);
+
+/// One batch of the source's listing under `prefix` after `after`, and the last key it
+/// listed if more follow (shown or not: a refused name is listed but not shown).
+async fn source_batch(src: &dyn Source, prefix: &str, after: Option<&str>) -> Result<Batch> {
+    let batch = src.list_page(prefix, after, SOURCE_BATCH).await?;
+    let upto = match batch.more {
+        true => batch.entries.last().map(|e| e.meta.key.to_string()),
+        false => None,
+    };
+    let out: Vec<(String, View)> = batch
+        .entries
+        .iter()
+        .filter(|e| e.refused.is_none())
+        .filter_map(|e| {
+            let k = String::from_utf8(e.meta.key.as_bytes().to_vec()).ok()?;
+            Some((k, view_of_meta(&e.meta)))
+        })
+        .collect();
+    Ok((out, upto))
+}
+
+/// The catalog's object records as the source's listing (one batch, as
+/// [`source_batch`]).
+fn catalog_batch(cat: &Catalog, prefix: &str, after: Option<&str>) -> Result<Batch> {
+    let from = after.unwrap_or("").max(prefix);
+    let mut out = vec![];
+    for r in cat.objects_from(from.as_bytes())? {
+        let (k, rec) = r?;
+        let Ok(k) = String::from_utf8(k.as_bytes().to_vec()) else {
+            continue;
+        };
+        if after.is_some_and(|a| k.as_str() <= a) {
+            continue;
+        }
+        if !k.starts_with(prefix) {
+            break;
+        }
+        out.push((k, view_of(&rec)));
+        if out.len() == SOURCE_BATCH {
+            let upto = out.last().map(|(k, _)| k.clone());
+            return Ok((out, upto));
+        }
+    }
+    Ok((out, None))
 }
 
 /// The gateway's records under `prefix`, after `after`, up to `upto` (inclusive; None:

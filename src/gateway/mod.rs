@@ -6,6 +6,7 @@
 //! Steps of [`serve`]: load the credentials, bind the listener (plain HTTP on loopback
 //! only, unless told otherwise), then answer connections until stopped.
 
+mod checked;
 mod front;
 pub mod list;
 pub mod multipart;
@@ -38,15 +39,20 @@ pub struct GatewayOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// The bucket clients name (the source bucket's name by default).
     pub bucket: String,
+    /// Also answer virtual-host style requests (`BUCKET.DOMAIN`).
+    pub domain: Option<String>,
 }
 
 /// What every request needs.
 pub struct Shared {
     pub catalog: Arc<Catalog>,
-    pub source: Arc<dyn Source>,
+    /// None after a proven cutover: the catalog then lists what the source had.
+    pub source: Option<Arc<dyn Source>>,
     pub dest: Arc<dyn Destination>,
     pub monitor: Arc<Monitor>,
     pub bucket: String,
+    /// Virtual-host style requests (`BUCKET.DOMAIN`) are answered too.
+    pub domain: Option<String>,
     /// Multipart uploads in progress (parts in the state directory).
     pub uploads: multipart::Uploads,
 }
@@ -156,6 +162,11 @@ pub async fn serve(
 ) -> Result<()> {
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let bucket = shared.bucket.clone();
+    let domain = shared
+        .domain
+        .as_deref()
+        .map(front::Domain::new)
+        .transpose()?;
     let proxy = shared.dest.s3_client().map(s3s_aws::Proxy::from);
     let front = front::Front {
         gateway: s3::Gateway(Arc::new(shared)),
@@ -164,6 +175,9 @@ pub async fn serve(
     };
     let mut b = s3s::service::S3ServiceBuilder::new(front);
     b.set_auth(auth);
+    if let Some(d) = domain {
+        b.set_host(d);
+    }
     let service = b.build();
     tokio::pin!(stop);
     loop {

@@ -9,12 +9,12 @@
 
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
+use super::checked::{self, Checked, Verdict, VerdictCell};
 use crate::backend::Body;
 use crate::error::{Error, Result};
 
@@ -43,7 +43,7 @@ pub struct Part {
 }
 
 /// Why a part or a completion is refused (the client's fault).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {
     NoSuchUpload,
     BadDigest,
@@ -111,20 +111,15 @@ impl Uploads {
         Ok((u.key == key).then_some(u))
     }
 
-    /// Stores part `number` of upload `id` from `body`, checked against `want_md5` and
-    /// `want_len`; returns its MD5 hex, or why it was refused (nothing kept then).
-    pub async fn put_part<S, E>(
+    /// Stores part `number` of upload `id` from `body` (checked as it streams, its
+    /// verdict in `verdict`); returns its MD5 hex, or why it was refused (nothing kept).
+    pub async fn put_part(
         &self,
         id: &str,
         number: i32,
-        mut body: S,
-        want_md5: Option<[u8; 16]>,
-        want_len: Option<u64>,
-    ) -> Result<std::result::Result<String, Refused>>
-    where
-        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
+        mut body: Checked,
+        verdict: &VerdictCell,
+    ) -> Result<std::result::Result<String, Refused>> {
         let Some(dir) = self.upload_dir(id) else {
             return Ok(Err(Refused::NoSuchUpload));
         };
@@ -144,39 +139,34 @@ impl Uploads {
             }
             Err(e) => return Err(self.io("gateway uploads: write", &tmp, e)),
         };
-        let (mut md5, mut len) = (Md5::new(), 0u64);
         let mut fail = None;
         while let Some(chunk) = body.next().await {
-            match chunk {
-                Ok(b) => {
-                    md5.update(&b);
-                    len += b.len() as u64;
-                    if let Err(e) = f.write_all(&b).await {
-                        fail = Some(Err(self.io("gateway uploads: write", &tmp, e)));
-                        break;
-                    }
-                }
-                Err(_) => {
-                    fail = Some(Ok(Err(Refused::IncompleteBody)));
-                    break;
-                }
+            let written = match chunk {
+                Ok(b) => f.write_all(&b).await,
+                Err(_) => break,
+            };
+            if let Err(e) = written {
+                fail = Some(Err(self.io("gateway uploads: write", &tmp, e)));
+                break;
             }
         }
-        let digest: [u8; 16] = md5.finalize().into();
-        if fail.is_none() {
-            if want_md5.is_some_and(|w| w != digest) {
-                fail = Some(Ok(Err(Refused::BadDigest)));
-            } else if want_len.is_some_and(|w| w != len) {
-                fail = Some(Ok(Err(Refused::IncompleteBody)));
-            } else if let Err(e) = f.sync_all().await {
-                fail = Some(Err(self.io("gateway uploads: sync", &tmp, e)));
-            }
-        }
+        let digest = match (fail, checked::verdict(verdict)) {
+            (Some(e), _) => Err(e),
+            (None, Verdict::Whole(d, _)) => match f.sync_all().await {
+                Ok(()) => Ok(d),
+                Err(e) => Err(Err(self.io("gateway uploads: sync", &tmp, e))),
+            },
+            (None, Verdict::Refused(r)) => Err(Ok(Err(r))),
+            (None, Verdict::Unread) => Err(Ok(Err(Refused::IncompleteBody))),
+        };
         drop(f);
-        if let Some(r) = fail {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return r;
-        }
+        let digest = match digest {
+            Ok(d) => d,
+            Err(r) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return r;
+            }
+        };
         let etag = hex::encode(digest);
         let name = dir.join(format!("{number:05}-{etag}"));
         let old = self.parts(id).await?;
@@ -354,9 +344,29 @@ async fn sync_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
-    fn body(b: &'static [u8]) -> impl Stream<Item = std::result::Result<Bytes, String>> + Unpin {
-        futures::stream::iter(vec![Ok(Bytes::from_static(b))])
+    /// A part body with the `Content-MD5` and length a client declared.
+    fn body(b: &'static [u8], md5: Option<[u8; 16]>, len: Option<u64>) -> (Checked, VerdictCell) {
+        let blob =
+            s3s::dto::StreamingBlob::wrap(futures::stream::iter(vec![Ok::<_, std::io::Error>(
+                Bytes::from_static(b),
+            )]));
+        let expected = checked::Expected {
+            md5,
+            len,
+            ..Default::default()
+        };
+        Checked::new(Some(blob), &crate::object::ObjectKey::from("k"), expected)
+    }
+
+    async fn put(
+        up: &Uploads,
+        id: &str,
+        n: i32,
+        (b, v): (Checked, VerdictCell),
+    ) -> std::result::Result<String, Refused> {
+        up.put_part(id, n, b, &v).await.unwrap()
     }
 
     #[tokio::test]
@@ -374,27 +384,12 @@ mod tests {
         assert!(up.get(&id, "other").await.unwrap().is_none());
         assert!(up.get("../../etc", "k").await.unwrap().is_none());
         // A wrong Content-MD5 keeps nothing.
-        let r = up
-            .put_part(&id, 1, body(b"aaa"), Some([0; 16]), None)
-            .await
-            .unwrap();
+        let r = put(&up, &id, 1, body(b"aaa", Some([0; 16]), None)).await;
         assert_eq!(r, Err(Refused::BadDigest));
         assert!(up.parts(&id).await.unwrap().is_empty());
-        let e1 = up
-            .put_part(&id, 1, body(b"old"), None, None)
-            .await
-            .unwrap()
-            .unwrap();
-        let e1b = up
-            .put_part(&id, 1, body(b"one"), None, Some(3))
-            .await
-            .unwrap()
-            .unwrap();
-        let e2 = up
-            .put_part(&id, 2, body(b"two"), None, None)
-            .await
-            .unwrap()
-            .unwrap();
+        let e1 = put(&up, &id, 1, body(b"old", None, None)).await.unwrap();
+        let e1b = put(&up, &id, 1, body(b"one", None, Some(3))).await.unwrap();
+        let e2 = put(&up, &id, 2, body(b"two", None, None)).await.unwrap();
         assert_ne!(e1, e1b);
         let parts = up.parts(&id).await.unwrap();
         assert_eq!(parts.iter().map(|p| p.number).collect::<Vec<_>>(), [1, 2]);

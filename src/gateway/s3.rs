@@ -6,14 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use md5::{Digest, Md5};
 use s3s::dto::{self, StreamingBlob, Timestamp};
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use tokio::io::AsyncReadExt;
 
 use super::Shared;
+use super::checked::{Checked, Expected, Verdict, verdict};
 use super::list::{Ask, page};
 use super::multipart::{Refused, Upload, multipart_etag};
 use super::route::{Conditions, Precondition, Route, View, route, view_of_meta};
@@ -71,17 +70,25 @@ impl Gateway {
         match route(&k, gw, rec) {
             Route::Gone => Err(s3_error!(NoSuchKey)),
             Route::Dest(view) => Ok(Found { view, source: None }),
+            Route::Source(..) if self.0.source.is_none() => Err(self.unavailable(Error::object(
+                key,
+                "listed at the source but never moved, and the gateway runs without --source",
+            ))),
             Route::Source(view, meta) => Ok(Found {
                 view,
                 source: Some(meta),
             }),
-            Route::Unknown => match self.0.source.stat(&k).await {
-                Ok(Some(meta)) => Ok(Found {
-                    view: view_of_meta(&meta),
-                    source: Some(meta),
-                }),
-                Ok(None) => Err(s3_error!(NoSuchKey)),
-                Err(e) => Err(self.unavailable(e)),
+            // Without a source the catalog holds every key it had (a cutover proved it).
+            Route::Unknown => match self.0.source.as_ref().map(|s| s.stat(&k)) {
+                None => Err(s3_error!(NoSuchKey)),
+                Some(stat) => match stat.await {
+                    Ok(Some(meta)) => Ok(Found {
+                        view: view_of_meta(&meta),
+                        source: Some(meta),
+                    }),
+                    Ok(None) => Err(s3_error!(NoSuchKey)),
+                    Err(e) => Err(self.unavailable(e)),
+                },
             },
         }
     }
@@ -99,6 +106,12 @@ impl Gateway {
                 self.0.dest.get(&k).await.map_err(|e| self.unavailable(e))?
             }
             Some(meta) => {
+                let Some(source) = &self.0.source else {
+                    return Err(s3_error!(
+                        ServiceUnavailable,
+                        "no source to read {key} from"
+                    ));
+                };
                 self.0
                     .monitor
                     .gateway
@@ -109,7 +122,7 @@ impl Gateway {
                     .gateway
                     .bytes_read_through
                     .fetch_add(len, Ordering::Relaxed);
-                match self.0.source.open(meta).await {
+                match source.open(meta).await {
                     Ok(o) => match o.reader {
                         Payload::Stream(r) => r,
                         Payload::File(_) => {
@@ -138,14 +151,14 @@ impl Gateway {
 
     /// Writes one object at the destination under its key's fence and records it as the
     /// gateway's; acknowledged (its ETag returned) only once both are done. `etag` is
-    /// asked after the body was sent (a PUT's MD5 is known only then).
-    async fn land(
+    /// asked after the body was sent (a PUT's MD5 is known only then), from its verdict.
+    async fn land<T>(
         &self,
         meta: &ObjectMeta,
         body: Body,
         if_none_match: bool,
-        etag: impl FnOnce() -> Option<String>,
-    ) -> S3Result<String> {
+        etag: impl FnOnce() -> std::result::Result<(String, T), Option<Refused>>,
+    ) -> S3Result<(String, T)> {
         let (cat, key) = (&self.0.catalog, &meta.key);
         let _fence = cat.fence(key).await;
         if if_none_match {
@@ -156,21 +169,16 @@ impl Gateway {
                 return Err(s3_error!(PreconditionFailed));
             }
         }
-        let placed = match self.0.dest.put(meta, body).await {
-            Ok(p) => p,
-            Err(e) => {
-                let msg = e.to_string();
-                if msg.contains("BadDigest") {
-                    return Err(s3_error!(BadDigest));
-                }
-                if msg.contains("IncompleteBody") {
-                    return Err(s3_error!(IncompleteBody));
-                }
-                return Err(self.unavailable(e));
-            }
+        let put = self.0.dest.put(meta, body).await;
+        let etag = etag();
+        let placed = match (put, etag.as_ref()) {
+            (Err(_), Err(Some(r))) => return Err(refused(r.clone())),
+            (Err(e), _) => return Err(self.unavailable(e)),
+            (Ok(p), _) => p,
         };
         crate::failpoint::point("gateway.after_put");
-        let etag = etag().ok_or_else(|| s3_error!(InternalError))?;
+        let (etag, extra) =
+            etag.map_err(|r| r.map_or_else(|| s3_error!(InternalError), refused))?;
         let w = GatewayWrite {
             size: meta.size,
             etag: etag.clone(),
@@ -192,7 +200,7 @@ impl Gateway {
             .gateway
             .writes
             .fetch_add(1, Ordering::Relaxed);
-        Ok(etag)
+        Ok((etag, extra))
     }
 
     /// Deletes `key` for the application: a tombstone first (synced), then the copy at
@@ -294,58 +302,6 @@ fn metadata(v: &View) -> Option<dto::Metadata> {
     (!user.is_empty()).then(|| user.into_iter().collect())
 }
 
-/// A PUT body as barge's destinations take it, with its MD5 and length checked at its end:
-/// a mismatch ends the stream with an error, so the destination stores nothing.
-struct Checked {
-    inner: StreamingBlob,
-    key: ObjectKey,
-    md5: Md5,
-    len: u64,
-    want_md5: Option<[u8; 16]>,
-    want_len: Option<u64>,
-    digest: Arc<std::sync::Mutex<Option<[u8; 16]>>>,
-    done: bool,
-}
-
-impl Stream for Checked {
-    type Item = crate::Result<Bytes>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        match self.inner.poll_next_unpin(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(b))) => {
-                self.md5.update(&b);
-                self.len += b.len() as u64;
-                Poll::Ready(Some(Ok(b)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                self.done = true;
-                Poll::Ready(Some(Err(Error::object(
-                    &self.key,
-                    format!("request body: {e}"),
-                ))))
-            }
-            Poll::Ready(None) => {
-                self.done = true;
-                let d: [u8; 16] = self.md5.clone().finalize().into();
-                if self.want_md5.is_some_and(|w| w != d) {
-                    return Poll::Ready(Some(Err(Error::object(&self.key, "BadDigest"))));
-                }
-                if self.want_len.is_some_and(|w| w != self.len) {
-                    return Poll::Ready(Some(Err(Error::object(&self.key, "IncompleteBody"))));
-                }
-                if let Ok(mut g) = self.digest.lock() {
-                    *g = Some(d);
-                }
-                Poll::Ready(None)
-            }
-        }
-    }
-}
-
 #[async_trait::async_trait]
 impl S3 for Gateway {
     async fn head_bucket(
@@ -382,13 +338,8 @@ impl S3 for Gateway {
         };
         precondition(c.check(&f.view))?;
         let v = &f.view;
-        let (len, range) = match &i.range {
-            None => (v.size, None),
-            Some(r) => match r.check(v.size) {
-                Ok(r) => (r.end - r.start, Some(r)),
-                Err(_) => return Err(s3_error!(InvalidRange)),
-            },
-        };
+        let range = satisfiable(&i.range, v.size)?;
+        let len = range.as_ref().map_or(v.size, |r| r.end - r.start);
         Ok(S3Response::new(dto::HeadObjectOutput {
             content_length: i64::try_from(len).ok(),
             content_range: range.map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, v.size)),
@@ -421,10 +372,7 @@ impl S3 for Gateway {
         };
         precondition(c.check(&f.view))?;
         let size = f.view.size;
-        let range = match &i.range {
-            None => None,
-            Some(r) => Some(r.check(size).map_err(|_| s3_error!(InvalidRange))?),
-        };
+        let range = satisfiable(&i.range, size)?;
         let (skip, len) = range
             .as_ref()
             .map_or((0, size), |r| (r.start, r.end - r.start));
@@ -455,23 +403,21 @@ impl S3 for Gateway {
         let i = req.input;
         self.bucket(&i.bucket)?;
         let key = ObjectKey::from(i.key.as_str());
-        let want_md5 = match &i.content_md5 {
-            None => None,
-            Some(b64) => Some(decode_md5(b64).ok_or_else(|| s3_error!(InvalidDigest))?),
-        };
-        let digest = Arc::new(std::sync::Mutex::new(None));
-        let body = Checked {
-            inner: i.body.unwrap_or_else(|| {
-                StreamingBlob::wrap(futures::stream::empty::<Result<Bytes, std::io::Error>>())
-            }),
-            key: key.clone(),
-            md5: Md5::new(),
-            len: 0,
-            want_md5,
-            want_len: i.content_length.and_then(|l| u64::try_from(l).ok()),
-            digest: digest.clone(),
-            done: false,
-        };
+        let expected = Expected {
+            md5: content_md5(&i.content_md5)?,
+            len: Some(announced(&req.headers, i.content_length)?),
+            sums: dto::Checksum {
+                checksum_crc32: i.checksum_crc32.clone(),
+                checksum_crc32c: i.checksum_crc32c.clone(),
+                checksum_sha1: i.checksum_sha1.clone(),
+                checksum_sha256: i.checksum_sha256.clone(),
+                checksum_crc64nvme: i.checksum_crc64nvme.clone(),
+                ..Default::default()
+            },
+            trailer: None,
+        }
+        .with_trailer(&req.headers, req.trailing_headers.clone());
+        let (body, cell) = Checked::new(i.body, &key, expected);
         let user_meta = written_meta(
             i.metadata,
             [
@@ -481,10 +427,7 @@ impl S3 for Gateway {
                 &i.cache_control,
             ],
         );
-        let size = i
-            .content_length
-            .and_then(|l| u64::try_from(l).ok())
-            .unwrap_or(0);
+        let size = announced(&req.headers, i.content_length)?;
         let meta = ObjectMeta {
             key: key.clone(),
             size,
@@ -495,13 +438,20 @@ impl S3 for Gateway {
         };
         let body: Body = Box::pin(body);
         let none_match = matches!(i.if_none_match, Some(dto::ETagCondition::Any));
-        let etag = self
-            .land(&meta, body, none_match, || {
-                digest.lock().ok().and_then(|g| *g).map(hex::encode)
+        let (etag, sums) = self
+            .land(&meta, body, none_match, || match verdict(&cell) {
+                Verdict::Whole(d, sums) => Ok((hex::encode(d), sums)),
+                Verdict::Refused(r) => Err(Some(r)),
+                Verdict::Unread => Err(None),
             })
             .await?;
         Ok(S3Response::new(dto::PutObjectOutput {
             e_tag: Some(dto::ETag::Strong(etag)),
+            checksum_crc32: sums.checksum_crc32,
+            checksum_crc32c: sums.checksum_crc32c,
+            checksum_sha1: sums.checksum_sha1,
+            checksum_sha256: sums.checksum_sha256,
+            checksum_crc64nvme: sums.checksum_crc64nvme,
             ..Default::default()
         }))
     }
@@ -558,16 +508,24 @@ impl S3 for Gateway {
         {
             return Err(s3_error!(NoSuchUpload));
         }
-        let want_md5 = match &i.content_md5 {
-            None => None,
-            Some(b64) => Some(decode_md5(b64).ok_or_else(|| s3_error!(InvalidDigest))?),
-        };
-        let body = i.body.unwrap_or_else(|| {
-            StreamingBlob::wrap(futures::stream::empty::<Result<Bytes, std::io::Error>>())
-        });
-        let want_len = i.content_length.and_then(|l| u64::try_from(l).ok());
+        let expected = Expected {
+            md5: content_md5(&i.content_md5)?,
+            len: Some(announced(&req.headers, i.content_length)?),
+            sums: dto::Checksum {
+                checksum_crc32: i.checksum_crc32.clone(),
+                checksum_crc32c: i.checksum_crc32c.clone(),
+                checksum_sha1: i.checksum_sha1.clone(),
+                checksum_sha256: i.checksum_sha256.clone(),
+                checksum_crc64nvme: i.checksum_crc64nvme.clone(),
+                ..Default::default()
+            },
+            trailer: None,
+        }
+        .with_trailer(&req.headers, req.trailing_headers.clone());
+        let key = ObjectKey::from(i.key.as_str());
+        let (body, cell) = Checked::new(i.body, &key, expected);
         let etag = up
-            .put_part(&i.upload_id, i.part_number, body, want_md5, want_len)
+            .put_part(&i.upload_id, i.part_number, body, &cell)
             .await
             .map_err(|e| self.unavailable(e))?
             .map_err(refused)?;
@@ -618,7 +576,9 @@ impl S3 for Gateway {
         let etag = multipart_etag(&parts);
         let body = up.body(&i.upload_id, &parts);
         let none_match = matches!(i.if_none_match, Some(dto::ETagCondition::Any));
-        let etag = self.land(&meta, body, none_match, || Some(etag)).await?;
+        let (etag, ()) = self
+            .land(&meta, body, none_match, || Ok((etag, ())))
+            .await?;
         up.remove(&i.upload_id)
             .await
             .map_err(|e| self.unavailable(e))?;
@@ -830,17 +790,12 @@ impl S3 for Gateway {
         }
         let size = f.view.size;
         let blob = self.body(from, &f, 0, size).await?;
-        let digest = Arc::new(std::sync::Mutex::new(None));
-        let body = Checked {
-            inner: blob,
-            key: ObjectKey::from(i.key.as_str()),
-            md5: Md5::new(),
-            len: 0,
-            want_md5: None,
-            want_len: Some(size),
-            digest: digest.clone(),
-            done: false,
+        // A short body from a store is the store's fault (503), not the client's.
+        let expected = Expected {
+            len: Some(size),
+            ..Default::default()
         };
+        let (body, cell) = Checked::new(Some(blob), &ObjectKey::from(i.key.as_str()), expected);
         let meta = ObjectMeta {
             key: ObjectKey::from(i.key.as_str()),
             size,
@@ -849,9 +804,10 @@ impl S3 for Gateway {
             user_meta,
             modified: Some(now()),
         };
-        let etag = self
-            .land(&meta, Box::pin(body), false, || {
-                digest.lock().ok().and_then(|g| *g).map(hex::encode)
+        let (etag, ()) = self
+            .land(&meta, Box::pin(body), false, || match verdict(&cell) {
+                Verdict::Whole(d, _) => Ok((hex::encode(d), ())),
+                _ => Err(None),
             })
             .await?;
         Ok(S3Response::new(dto::CopyObjectOutput {
@@ -1001,7 +957,7 @@ impl Gateway {
             after,
             max,
         };
-        page(&*self.0.source, &self.0.catalog, &ask)
+        page(self.0.source.as_deref(), &self.0.catalog, &ask)
             .await
             .map_err(|e| self.unavailable(e))
     }
@@ -1057,13 +1013,43 @@ fn precondition(p: Precondition) -> S3Result<()> {
     }
 }
 
-fn decode_md5(b64: &str) -> Option<[u8; 16]> {
+/// The length a request announced for its body: `x-amz-decoded-content-length` for an
+/// `aws-chunked` body, else `Content-Length`; a body of unknown length is refused (411),
+/// as S3 does, since both kinds of destination need the length up front.
+fn announced(headers: &hyper::HeaderMap, content_length: Option<i64>) -> S3Result<u64> {
+    let decoded = headers
+        .get("x-amz-decoded-content-length")
+        .map(|v| v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()));
+    match (decoded, content_length.map(u64::try_from)) {
+        (Some(Some(n)), _) | (None, Some(Ok(n))) => Ok(n),
+        (Some(None), _) => Err(s3_error!(
+            InvalidArgument,
+            "x-amz-decoded-content-length is not a length"
+        )),
+        _ => Err(s3_error!(MissingContentLength)),
+    }
+}
+
+/// The bytes a Range asks of an object of `size` bytes; InvalidRange (416) when none
+/// (an empty object satisfies no range).
+fn satisfiable(r: &Option<dto::Range>, size: u64) -> S3Result<Option<std::ops::Range<u64>>> {
+    match r.as_ref().map(|r| r.check(size)) {
+        None => Ok(None),
+        Some(Ok(r)) if r.end > r.start => Ok(Some(r)),
+        Some(_) => Err(s3_error!(InvalidRange)),
+    }
+}
+
+/// A `Content-MD5` header's digest; InvalidDigest when it is not one.
+fn content_md5(b64: &Option<String>) -> S3Result<Option<[u8; 16]>> {
     use base64::Engine;
+    let Some(b64) = b64 else { return Ok(None) };
     base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
-        .ok()?
-        .try_into()
         .ok()
+        .and_then(|d| <[u8; 16]>::try_from(d).ok())
+        .map(Some)
+        .ok_or_else(|| s3_error!(InvalidDigest))
 }
 
 /// A key or prefix as a listing shows it (`encoding-type=url`: percent-encoded).

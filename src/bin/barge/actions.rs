@@ -213,13 +213,13 @@ pub async fn sync(
 
 pub async fn gateway(
     g: &Global,
-    (source, dest): (&str, &str),
+    (source, dest): (Option<&str>, &str),
     o: &barge::gateway::GatewayOptions,
     p: &sync::SyncOptions,
     tune: &Tune,
 ) -> Result<ExitCode> {
     let node = g.open()?;
-    let s = g.sharded(Some(tune), Some(source))?;
+    let s = g.sharded(Some(tune), source)?;
     let live = live(g, &node, "gateway", Mode::Migrate).await?;
     let json = g.json;
     let mut each = |p: &sync::PassOutcome| {

@@ -284,9 +284,10 @@ pub(crate) enum Cmd {
     /// source; deleted through the gateway: not found), writes and deletes land at the
     /// destination only and no later pass undoes them. Runs the sync passes meanwhile.
     Gateway {
-        /// The source bucket, as s3://BUCKET (a whole bucket).
+        /// The source bucket, as s3://BUCKET (a whole bucket). Left out once `cutover`
+        /// has proven the move whole: the gateway then serves from the destination alone.
         #[arg(long)]
-        source: String,
+        source: Option<String>,
         #[arg(long)]
         dest: String,
         /// Address to serve S3 on.
@@ -298,6 +299,9 @@ pub(crate) enum Cmd {
         /// The bucket name clients use (default: the source bucket's).
         #[arg(long)]
         bucket: Option<String>,
+        /// Also answer virtual-host style requests, BUCKET.DOMAIN (path style always).
+        #[arg(long)]
+        domain: Option<String>,
         /// Serve plain HTTP on an address other than loopback.
         #[arg(long)]
         insecure_http: bool,

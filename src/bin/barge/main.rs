@@ -109,6 +109,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             listen,
             credentials,
             bucket,
+            domain,
             insecure_http,
             tls_cert,
             tls_key,
@@ -117,9 +118,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             deletes,
             tune,
         } => {
-            let bucket = match bucket {
-                Some(b) => b.clone(),
-                None => barge::gateway::bucket_of(source)?,
+            let bucket = match (bucket, source) {
+                (Some(b), _) => b.clone(),
+                (None, Some(source)) => barge::gateway::bucket_of(source)?,
+                (None, None) => anyhow::bail!("--bucket: needed without --source"),
             };
             let o = barge::gateway::GatewayOptions {
                 listen: listen.clone(),
@@ -127,6 +129,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 insecure_http: *insecure_http,
                 tls: tls_cert.clone().zip(tls_key.clone()),
                 bucket,
+                domain: domain.clone(),
             };
             let p = barge::commands::sync::SyncOptions {
                 max_delete: deletes.max_delete,
@@ -135,7 +138,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 passes: *passes,
                 interval: interval.map(std::time::Duration::from_secs),
             };
-            actions::gateway(g, (source, dest), &o, &p, tune).await
+            actions::gateway(g, (source.as_deref(), dest), &o, &p, tune).await
         }
         Cmd::Cutover {
             source,
