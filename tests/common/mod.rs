@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod gateway;
 pub mod proxy;
 pub mod servers;
 
