@@ -8,7 +8,7 @@
 use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
-use super::{CF_GATEWAY, Catalog, records};
+use super::{CF_GATEWAY, CF_META, Catalog, records};
 use crate::error::Result;
 use crate::object::ObjectKey;
 
@@ -16,6 +16,28 @@ use crate::object::ObjectKey;
 /// write and a drain of the same key never run at once (two keys may share a stripe and
 /// wait for each other, which costs time, never correctness).
 pub const FENCE_STRIPES: usize = 256;
+
+/// Meta-CF key prefix of a gateway write in flight ([`WriteIntent`]); the object key's
+/// bytes follow.
+pub const INTENT_PREFIX: &[u8] = b"gateway-intent/";
+
+/// A gateway write that was started: written synced before the destination's put and
+/// removed in the batch of its record, so one left behind after a crash names a put the
+/// client never saw acknowledged that the destination may hold anyway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteIntent {
+    pub size: u64,
+    /// The S3 ETag the write will get when it is known before its body is sent (a
+    /// multipart completion's); None: the MD5 of the body.
+    pub etag: Option<String>,
+    pub modified: u64,
+    pub content_type: Option<String>,
+    pub user_meta: Vec<(String, String)>,
+}
+
+fn intent_key(key: &ObjectKey) -> Vec<u8> {
+    [INTENT_PREFIX, key.as_bytes()].concat()
+}
 
 /// What the gateway did at a key, as the application saw it acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,11 +88,46 @@ impl Catalog {
         }
     }
 
-    /// Records what the gateway did at `key`, synced before the client hears of it.
+    /// Records what the gateway did at `key`, synced before the client hears of it; the
+    /// key's write intent, if any, goes in the same batch.
     pub fn set_gateway_record(&self, key: &ObjectKey, rec: &GatewayRecord) -> Result<()> {
         let mut b = WriteBatch::default();
         b.put_cf(self.cf(CF_GATEWAY)?, key.as_bytes(), records::encode(rec));
+        b.delete_cf(self.cf(CF_META)?, intent_key(key));
         self.write_sync(b)
+    }
+
+    /// Notes, synced, that a gateway write of `key` is about to reach the destination.
+    pub fn set_write_intent(&self, key: &ObjectKey, w: &WriteIntent) -> Result<()> {
+        self.put_meta_json(&intent_key(key), "gateway write intent", w)
+    }
+
+    /// Drops the write intent of `key` (a write that failed before the destination kept
+    /// anything, or one resolved after a crash).
+    pub fn clear_write_intent(&self, key: &ObjectKey) -> Result<()> {
+        let mut b = WriteBatch::default();
+        b.delete_cf(self.cf(CF_META)?, intent_key(key));
+        self.write_sync(b)
+    }
+
+    /// The write intents left behind, in key order.
+    pub fn write_intents(&self) -> Result<Vec<(ObjectKey, WriteIntent)>> {
+        let it = self.db.iterator_cf(
+            self.cf(CF_META)?,
+            IteratorMode::From(INTENT_PREFIX, rocksdb::Direction::Forward),
+        );
+        let mut out = vec![];
+        for kv in it {
+            let (k, v) = kv.map_err(|e| self.db_err(e))?;
+            let Some(key) = k.strip_prefix(INTENT_PREFIX) else {
+                break;
+            };
+            let key = ObjectKey::from_bytes(key.to_vec());
+            let w = serde_json::from_slice(&v)
+                .map_err(|e| self.err(format!("bad gateway write intent of {key}: {e}")))?;
+            out.push((key, w));
+        }
+        Ok(out)
     }
 
     /// Forgets the move's own record of `key` once the gateway owns it: the object record

@@ -1,7 +1,8 @@
 //! `barge gateway`: the S3 endpoint over both sides (`crate::gateway`) and, in the same
 //! process (the catalog has one writer), the sync passes that move the data behind it.
 //!
-//! Steps: open both sides, load the credentials and bind the listener, then serve while
+//! Steps: open both sides, load the credentials and bind the listener, resolve the
+//! writes a crash cut short (`gateway::recover`), then serve while
 //! the passes run; after the last pass (`--passes`; 0: none), serve on until SIGINT or
 //! SIGTERM. Without a source (after a cutover certificate proved the move whole) it
 //! serves from the destination and the catalog alone, and runs no pass.
@@ -58,7 +59,17 @@ pub async fn gateway(
         domain: o.domain.clone(),
         uploads: gateway::multipart::Uploads::new(node.state_dir.join("gateway").join("uploads")),
     };
-    // 3. Serve while the passes run.
+    // 3. Writes a crash cut short, resolved before the first request.
+    let r = gateway::recover::recover(&shared).await?;
+    if r != gateway::recover::Recovered::default() {
+        tracing::info!(
+            "gateway: unacknowledged writes after a crash: {} never landed, {} landed and recorded, {} foreign objects left alone",
+            r.dropped,
+            r.adopted,
+            r.foreign
+        );
+    }
+    // 4. Serve while the passes run.
     let server = gateway::serve(listener, tls, shared, auth, stopped());
     let Some(source) = source.filter(|_| passes.passes != Some(0)) else {
         return server.await;

@@ -10,6 +10,7 @@ mod checked;
 mod front;
 pub mod list;
 pub mod multipart;
+pub mod recover;
 pub mod route;
 mod s3;
 

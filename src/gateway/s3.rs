@@ -18,7 +18,7 @@ use super::multipart::{Refused, Upload, multipart_etag};
 use super::route::{Conditions, Precondition, Route, View, route, view_of_meta};
 use crate::backend::{Body, Expect, Payload, Reader};
 use crate::catalog::Landed;
-use crate::catalog::gateway::{GatewayRecord, GatewayWrite};
+use crate::catalog::gateway::{GatewayRecord, GatewayWrite, WriteIntent};
 use crate::error::Error;
 use crate::object::{ObjectKey, ObjectMeta};
 
@@ -154,7 +154,7 @@ impl Gateway {
     /// asked after the body was sent (a PUT's MD5 is known only then), from its verdict.
     async fn land<T>(
         &self,
-        meta: &ObjectMeta,
+        (meta, known): (&ObjectMeta, Option<&str>),
         body: Body,
         if_none_match: bool,
         etag: impl FnOnce() -> std::result::Result<(String, T), Option<Refused>>,
@@ -169,12 +169,28 @@ impl Gateway {
                 return Err(s3_error!(PreconditionFailed));
             }
         }
+        let intent = WriteIntent {
+            size: meta.size,
+            etag: known.map(str::to_string),
+            modified: meta.modified.unwrap_or(0),
+            content_type: meta.content_type.clone(),
+            user_meta: meta.user_meta.clone(),
+        };
+        cat.set_write_intent(key, &intent)
+            .map_err(|e| self.unavailable(e))?;
+        crate::failpoint::point("gateway.after_intent");
         let put = self.0.dest.put(meta, body).await;
         let etag = etag();
         let placed = match (put, etag.as_ref()) {
-            (Err(_), Err(Some(r))) => return Err(refused(r.clone())),
-            (Err(e), _) => return Err(self.unavailable(e)),
             (Ok(p), _) => p,
+            (Err(e), r) => {
+                // The put failed: the destination kept nothing, so nothing is pending.
+                let _ = cat.clear_write_intent(key);
+                return Err(match r {
+                    Err(Some(r)) => refused(r.clone()),
+                    _ => self.unavailable(e),
+                });
+            }
         };
         crate::failpoint::point("gateway.after_put");
         let (etag, extra) =
@@ -439,7 +455,7 @@ impl S3 for Gateway {
         let body: Body = Box::pin(body);
         let none_match = matches!(i.if_none_match, Some(dto::ETagCondition::Any));
         let (etag, sums) = self
-            .land(&meta, body, none_match, || match verdict(&cell) {
+            .land((&meta, None), body, none_match, || match verdict(&cell) {
                 Verdict::Whole(d, sums) => Ok((hex::encode(d), sums)),
                 Verdict::Refused(r) => Err(Some(r)),
                 Verdict::Unread => Err(None),
@@ -576,8 +592,9 @@ impl S3 for Gateway {
         let etag = multipart_etag(&parts);
         let body = up.body(&i.upload_id, &parts);
         let none_match = matches!(i.if_none_match, Some(dto::ETagCondition::Any));
+        let known = etag.clone();
         let (etag, ()) = self
-            .land(&meta, body, none_match, || Ok((etag, ())))
+            .land((&meta, Some(&known)), body, none_match, || Ok((etag, ())))
             .await?;
         up.remove(&i.upload_id)
             .await
@@ -805,9 +822,11 @@ impl S3 for Gateway {
             modified: Some(now()),
         };
         let (etag, ()) = self
-            .land(&meta, Box::pin(body), false, || match verdict(&cell) {
-                Verdict::Whole(d, _) => Ok((hex::encode(d), ())),
-                _ => Err(None),
+            .land((&meta, None), Box::pin(body), false, || {
+                match verdict(&cell) {
+                    Verdict::Whole(d, _) => Ok((hex::encode(d), ())),
+                    _ => Err(None),
+                }
             })
             .await?;
         Ok(S3Response::new(dto::CopyObjectOutput {
