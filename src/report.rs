@@ -269,7 +269,10 @@ impl Report {
         let left = self.listed + self.staged + self.failed + self.deleting;
         let unlisted = self.listing.as_ref().and_then(|m| m.incomplete());
         let unverified = self.unverified();
-        self.done = self.objects > 0 && left == 0 && unlisted.is_none() && unverified.is_none();
+        // A whole listing may leave no record at all: every key of it was taken over by
+        // the gateway (written or deleted by the application), or the source is empty.
+        let listed = self.objects > 0 || self.listing.is_some();
+        self.done = listed && left == 0 && unlisted.is_none() && unverified.is_none();
         self.verdict = if let Some(why) = unlisted {
             if left > 0 {
                 format!(
@@ -279,7 +282,7 @@ impl Report {
             } else {
                 format!("NOT DONE: {why}")
             }
-        } else if self.objects == 0 {
+        } else if !listed {
             "NOT DONE: nothing has been listed yet".into()
         } else if left > 0 {
             let deleting = match self.deleting {

@@ -35,8 +35,29 @@ pub struct WriteIntent {
     pub user_meta: Vec<(String, String)>,
 }
 
+/// Meta-CF key prefix of a gateway delete whose tombstone is written and whose copy at
+/// the destination may not be deleted yet ([`DeleteIntent`]).
+pub const DELETE_PREFIX: &[u8] = b"gateway-delete/";
+
+/// What a delete through the gateway expects to remove at the destination: written in
+/// the tombstone's batch, removed once the destination answered, so a delete a crash cut
+/// short is finished at the next start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteIntent {
+    pub size: u64,
+    /// The ETag to find there (None: size only).
+    pub etag: Option<String>,
+    /// `etag` is what the destination answered (else the MD5 of a write recorded after a
+    /// crash, compared only with a single-part object).
+    pub exact: bool,
+}
+
 fn intent_key(key: &ObjectKey) -> Vec<u8> {
     [INTENT_PREFIX, key.as_bytes()].concat()
+}
+
+fn delete_key(key: &ObjectKey) -> Vec<u8> {
+    [DELETE_PREFIX, key.as_bytes()].concat()
 }
 
 /// What the gateway did at a key, as the application saw it acknowledged.
@@ -88,13 +109,39 @@ impl Catalog {
         }
     }
 
-    /// Records what the gateway did at `key`, synced before the client hears of it; the
-    /// key's write intent, if any, goes in the same batch.
-    pub fn set_gateway_record(&self, key: &ObjectKey, rec: &GatewayRecord) -> Result<()> {
+    /// Records what the gateway did at `key`, synced before the client hears of it. The
+    /// key's write intent goes in the same batch (resolved), and its delete intent is
+    /// replaced by `delete` (a tombstone's) or dropped (a write replaced the object).
+    pub fn set_gateway_record(
+        &self,
+        key: &ObjectKey,
+        rec: &GatewayRecord,
+        delete: Option<&DeleteIntent>,
+    ) -> Result<()> {
         let mut b = WriteBatch::default();
         b.put_cf(self.cf(CF_GATEWAY)?, key.as_bytes(), records::encode(rec));
         b.delete_cf(self.cf(CF_META)?, intent_key(key));
+        match delete {
+            Some(d) => {
+                let v = serde_json::to_vec(d)
+                    .map_err(|e| crate::error::Error::encode("gateway delete intent", e))?;
+                b.put_cf(self.cf(CF_META)?, delete_key(key), v);
+            }
+            None => b.delete_cf(self.cf(CF_META)?, delete_key(key)),
+        }
         self.write_sync(b)
+    }
+
+    /// Drops the delete intent of `key` once the destination answered the delete.
+    pub fn clear_delete_intent(&self, key: &ObjectKey) -> Result<()> {
+        let mut b = WriteBatch::default();
+        b.delete_cf(self.cf(CF_META)?, delete_key(key));
+        self.write_sync(b)
+    }
+
+    /// The delete intents left behind, in key order.
+    pub fn delete_intents(&self) -> Result<Vec<(ObjectKey, DeleteIntent)>> {
+        self.intents(DELETE_PREFIX, "gateway delete intent")
     }
 
     /// Notes, synced, that a gateway write of `key` is about to reach the destination.
@@ -112,19 +159,27 @@ impl Catalog {
 
     /// The write intents left behind, in key order.
     pub fn write_intents(&self) -> Result<Vec<(ObjectKey, WriteIntent)>> {
+        self.intents(INTENT_PREFIX, "gateway write intent")
+    }
+
+    fn intents<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+        what: &str,
+    ) -> Result<Vec<(ObjectKey, T)>> {
         let it = self.db.iterator_cf(
             self.cf(CF_META)?,
-            IteratorMode::From(INTENT_PREFIX, rocksdb::Direction::Forward),
+            IteratorMode::From(prefix, rocksdb::Direction::Forward),
         );
         let mut out = vec![];
         for kv in it {
             let (k, v) = kv.map_err(|e| self.db_err(e))?;
-            let Some(key) = k.strip_prefix(INTENT_PREFIX) else {
+            let Some(key) = k.strip_prefix(prefix) else {
                 break;
             };
             let key = ObjectKey::from_bytes(key.to_vec());
             let w = serde_json::from_slice(&v)
-                .map_err(|e| self.err(format!("bad gateway write intent of {key}: {e}")))?;
+                .map_err(|e| self.err(format!("bad {what} of {key}: {e}")))?;
             out.push((key, w));
         }
         Ok(out)
@@ -201,10 +256,12 @@ mod tests {
                 landed: None,
             });
             let _f = cat.fence(&ObjectKey::from("b")).await;
-            cat.set_gateway_record(&ObjectKey::from("b"), &w).unwrap();
+            cat.set_gateway_record(&ObjectKey::from("b"), &w, None)
+                .unwrap();
             cat.set_gateway_record(
                 &ObjectKey::from("a"),
                 &GatewayRecord::Deleted { at: 2, left: None },
+                None,
             )
             .unwrap();
         }

@@ -63,9 +63,10 @@ pub async fn gateway(
     let r = gateway::recover::recover(&shared).await?;
     if r != gateway::recover::Recovered::default() {
         tracing::info!(
-            "gateway: unacknowledged writes after a crash: {} never landed, {} landed and recorded, {} foreign objects left alone",
+            "gateway: after a crash: {} unacknowledged writes never landed, {} landed and were recorded, {} deletes finished, {} foreign objects left alone",
             r.dropped,
             r.adopted,
+            r.deleted,
             r.foreign
         );
     }

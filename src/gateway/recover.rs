@@ -8,12 +8,17 @@
 //! 2. an object of the intent's size: the put landed (an unacknowledged S3 write may
 //!    take effect): it is recorded as the gateway's write, with the intent's metadata;
 //! 3. anything else (another writer's object): left alone, named in the log.
+//!
+//! A delete cut short after its tombstone (its delete intent left behind) is finished:
+//! the copy the tombstone's batch named is deleted at the destination.
 
 use md5::{Digest, Md5};
 use tokio::io::AsyncReadExt;
 
 use super::Shared;
-use crate::catalog::gateway::{GatewayRecord, GatewayWrite, WriteIntent};
+use crate::backend::{Deleted, Expect};
+use crate::catalog::Landed;
+use crate::catalog::gateway::{DeleteIntent, GatewayRecord, GatewayWrite, WriteIntent};
 use crate::error::{Error, Result};
 use crate::object::ObjectKey;
 
@@ -27,13 +32,57 @@ pub struct Recovered {
     pub dropped: u64,
     /// Writes the destination holds, now recorded as the gateway's.
     pub adopted: u64,
+    /// Deletes finished at the destination.
+    pub deleted: u64,
     /// Keys where the destination holds something that is neither.
     pub foreign: u64,
 }
 
-/// Resolves every write intent left behind (see the module doc).
+/// The delete intent that stands for `e` in the catalog.
+pub(super) fn delete_intent(e: &Expect) -> DeleteIntent {
+    match e {
+        Expect::Written(l) => DeleteIntent {
+            size: l.size,
+            etag: Some(l.etag.clone()),
+            exact: true,
+        },
+        Expect::Legacy { size, md5 } => DeleteIntent {
+            size: *size,
+            etag: md5.clone(),
+            exact: false,
+        },
+    }
+}
+
+/// What a delete intent expects at the destination.
+fn expect_of(d: &DeleteIntent) -> Expect {
+    match (&d.etag, d.exact) {
+        (Some(etag), true) => Expect::Written(Landed {
+            size: d.size,
+            etag: etag.clone(),
+        }),
+        (md5, _) => Expect::Legacy {
+            size: d.size,
+            md5: md5.clone(),
+        },
+    }
+}
+
+/// Resolves every write intent left behind (see the module doc), then finishes the
+/// deletes a crash cut short after their tombstone.
 pub async fn recover(shared: &Shared) -> Result<Recovered> {
     let mut out = Recovered::default();
+    for (key, intent) in shared.catalog.delete_intents()? {
+        let _fence = shared.catalog.fence(&key).await;
+        match shared.dest.delete(&key, &expect_of(&intent)).await? {
+            Deleted::Deleted => out.deleted += 1,
+            Deleted::Kept(why) => {
+                tracing::warn!("gateway: {key}: another writer's object, left as it is: {why}");
+                out.foreign += 1;
+            }
+        }
+        shared.catalog.clear_delete_intent(&key)?;
+    }
     for (key, intent) in shared.catalog.write_intents()? {
         let _fence = shared.catalog.fence(&key).await;
         match resolve(shared, &key, &intent).await? {
@@ -76,7 +125,7 @@ async fn resolve(shared: &Shared, key: &ObjectKey, intent: &WriteIntent) -> Resu
         user_meta: intent.user_meta.clone(),
         landed: None,
     };
-    cat.set_gateway_record(key, &GatewayRecord::Written(w))?;
+    cat.set_gateway_record(key, &GatewayRecord::Written(w), None)?;
     cat.forget_for_gateway(key)?;
     tracing::info!("gateway: an unacknowledged write of {key} landed; recorded as written");
     Ok(Outcome::Adopted)

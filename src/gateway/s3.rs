@@ -15,8 +15,9 @@ use super::Shared;
 use super::checked::{Checked, Expected, Verdict, verdict};
 use super::list::{Ask, page};
 use super::multipart::{Refused, Upload, multipart_etag};
+use super::recover;
 use super::route::{Conditions, Precondition, Route, View, route, view_of_meta};
-use crate::backend::{Body, Expect, Payload, Reader};
+use crate::backend::{Body, Deleted, Expect, Payload, Reader};
 use crate::catalog::Landed;
 use crate::catalog::gateway::{GatewayRecord, GatewayWrite, WriteIntent};
 use crate::error::Error;
@@ -206,7 +207,7 @@ impl Gateway {
                 etag: p.etag,
             }),
         };
-        cat.set_gateway_record(key, &GatewayRecord::Written(w))
+        cat.set_gateway_record(key, &GatewayRecord::Written(w), None)
             .map_err(|e| self.unavailable(e))?;
         crate::failpoint::point("gateway.after_record");
         cat.forget_for_gateway(key)
@@ -219,8 +220,9 @@ impl Gateway {
         Ok((etag, extra))
     }
 
-    /// Deletes `key` for the application: a tombstone first (synced), then the copy at
-    /// the destination if barge or the gateway put one there, then the move's record.
+    /// Deletes `key` for the application: a tombstone first (synced, with what to delete
+    /// at the destination as an intent), then the copy at the destination if barge or
+    /// the gateway put one there, then the move's record.
     async fn remove(&self, key: &ObjectKey) -> S3Result<()> {
         let cat = &self.0.catalog;
         let _fence = cat.fence(key).await;
@@ -230,17 +232,23 @@ impl Gateway {
             Some(Expect::Written(l)) => Some(l.clone()),
             _ => None,
         };
-        cat.set_gateway_record(key, &GatewayRecord::Deleted { at: now(), left })
+        let intent = expect.as_ref().map(recover::delete_intent);
+        let tombstone = GatewayRecord::Deleted { at: now(), left };
+        cat.set_gateway_record(key, &tombstone, intent.as_ref())
             .map_err(|e| self.unavailable(e))?;
         crate::failpoint::point("gateway.after_tombstone");
         if let Some(expect) = expect {
-            self.0
-                .dest
-                .delete(key, &expect)
-                .await
-                .map_err(|e| self.unavailable(e))?;
+            let done = self.0.dest.delete(key, &expect).await;
+            match done.map_err(|e| self.unavailable(e))? {
+                Deleted::Deleted => {}
+                Deleted::Kept(why) => tracing::warn!(
+                    "gateway: {key} is deleted for the application; the destination holds another writer's object there, left as it is: {why}"
+                ),
+            }
         }
         // Only now: a retry after a failed delete still knows what to delete.
+        cat.clear_delete_intent(key)
+            .map_err(|e| self.unavailable(e))?;
         cat.forget_for_gateway(key)
             .map_err(|e| self.unavailable(e))?;
         self.0
@@ -251,18 +259,21 @@ impl Gateway {
         Ok(())
     }
 
-    /// Waits for the key's fence; returns what to expect at the destination for a delete.
+    /// What to expect at the destination for a delete of `k` (called under its fence).
     fn expect(&self, k: &ObjectKey, gw: &Option<GatewayRecord>) -> crate::Result<Option<Expect>> {
         if let Some(l) = self.0.catalog.placed(k)? {
             return Ok(Some(Expect::Written(l)));
         }
         Ok(match gw {
-            Some(GatewayRecord::Written(w)) => {
-                Some(Expect::Written(w.landed.clone().unwrap_or(Landed {
+            Some(GatewayRecord::Written(w)) => Some(match &w.landed {
+                Some(l) => Expect::Written(l.clone()),
+                // Recorded after a crash (`recover`): the destination's answer is unknown;
+                // its size, and the MD5 a single-part object there shows as its ETag.
+                None => Expect::Legacy {
                     size: w.size,
-                    etag: w.etag.clone(),
-                })))
-            }
+                    md5: (w.etag.len() == 32 && !w.etag.contains('-')).then(|| w.etag.clone()),
+                },
+            }),
             Some(GatewayRecord::Deleted { left: Some(l), .. }) => Some(Expect::Written(l.clone())),
             _ => None,
         })

@@ -13,6 +13,14 @@ for virtual-host style):
   checksums          uploads with boto3's default checksums (CRC32, in an aws-chunked
                      trailer over HTTPS), a multipart upload, and declared checksums that
                      do not match (BadDigest, nothing stored).
+  chaos MODEL SECS SEED    4 clients PUT (some multipart), GET, DELETE, copy and LIST
+                     keys they own at random for SECS seconds or until the gateway dies;
+                     MODEL (JSON: key -> list of acceptable states, a state being null
+                     for absent or [size, md5, etag]) is updated as answers come: a
+                     request without an answer leaves both outcomes acceptable.
+  check MODEL        after a restart: every key reads back as one of its acceptable
+                     states (which then becomes the only one), and every listing
+                     (max-keys 7 and 1000, v2; prefix s/ and t/) equals the keys present.
   download KEY OUT PAUSE   an s3transfer multipart download of KEY into OUT that stops
                      after its first part until the file PAUSE.go exists (it writes PAUSE
                      when it stops), so the test can move the object meanwhile.
@@ -301,10 +309,159 @@ def download(key, out, pause):
     print(f"downloaded {state['bytes']} bytes across the move")
 
 
+def state_of(c, bucket, key):
+    """What the gateway serves at key: None, or [size, md5, etag]."""
+    try:
+        r = c.get_object(Bucket=bucket, Key=key)
+    except ClientError as e:
+        if status(e) == 404:
+            return None
+        raise
+    body = r["Body"].read()
+    if len(body) != r["ContentLength"]:
+        fail(f"{key}: {len(body)} bytes of the {r['ContentLength']} announced")
+    return [len(body), hashlib.md5(body).hexdigest(), r["ETag"]]
+
+
+def check(model_file):
+    model = json.load(open(model_file))
+    c = client()
+    bucket = os.environ["GW_BUCKET"]
+    for key, ok in sorted(model.items()):
+        got = state_of(c, bucket, key)
+        if got not in ok:
+            fail(f"{key}: served {got}, acceptable {ok}")
+        model[key] = [got]
+    present = sorted(k for k, v in model.items() if v[0] is not None)
+    for mk in (7, 1000):
+        for prefix in ("", "s/", "t"):
+            got = [k for _, k in listed_v2(c, bucket, prefix, None, None, mk)]
+            want = [k for k in present if k.startswith(prefix)]
+            if got != want:
+                fail(f"listing prefix={prefix!r} max-keys={mk}:\n got  {got}\n want {want}")
+    json.dump(model, open(model_file, "w"))
+    print(f"{len(model)} keys as acknowledged ({len(present)} present), listings whole")
+
+
+class Died(Exception):
+    pass
+
+
+def chaos(model_file, secs, seed):
+    import random
+    from boto3.s3.transfer import TransferConfig
+    from botocore.exceptions import BotoCoreError
+    model = json.load(open(model_file))
+    bucket = os.environ["GW_BUCKET"]
+    lock = threading.Lock()
+    end = time.time() + float(secs)
+    # Each key has one owner: the source's keys dealt out, and t<n>/ for client n.
+    keys = sorted(k for k in model if k.startswith("s/"))
+    counts = {}
+    trace = open(os.environ["GW_TRACE"], "a") if os.environ.get("GW_TRACE") else None
+
+    def worker(n):
+        rnd = random.Random(int(seed) * 100 + n)
+        c = client()
+        mine = [k for i, k in enumerate(keys) if i % 4 == n] + [f"t{n}/{j}" for j in range(12)]
+        for k in mine:
+            with lock:
+                model.setdefault(k, [None])
+        try:
+            run(n, rnd, c, mine)
+        except SystemExit:
+            errors.append(n)
+
+    errors = []
+
+    def run(n, rnd, c, mine):
+        while time.time() < end:
+            key = rnd.choice(mine)
+            with lock:
+                before = list(model[key])
+            op = rnd.choice(["put", "put", "get", "delete", "copy", "list", "multipart"])
+            try:
+                after = step(c, rnd, op, key, before, mine)
+            except Exception as e:  # noqa: BLE001 - any failure leaves the key undecided
+                # No answer (or a 503): either outcome may stand.
+                with lock:
+                    model[key] = before + [s for s in pending.get(n, []) if s not in before]
+                    if trace:
+                        trace.write(f"{time.time():.3f} {n} {op} {key} !! {e} -> {model[key]}\n")
+                if isinstance(e, ClientError) and status(e) not in (500, 502, 503):
+                    fail(f"{op} {key}: {e}")
+                if not isinstance(e, (ClientError, BotoCoreError)):
+                    sys.stderr.write(f"client {n}: {op} {key}: {type(e).__name__}: {e}\n")
+                return
+            finally:
+                pending.pop(n, None)
+            with lock:
+                model[key] = after
+                counts[op] = counts.get(op, 0) + 1
+                if trace:
+                    trace.write(f"{time.time():.3f} {n} {op} {key} -> {after}\n")
+                    trace.flush()
+
+    pending = {}
+
+    def step(c, rnd, op, key, before, mine):
+        n = int(threading.current_thread().name)
+        if op in ("put", "multipart"):
+            size = rnd.choice([0, 1, 2048, 40000]) if op == "put" else (5 << 20) + 7
+            body = rnd.randbytes(size)
+            md5 = hashlib.md5(body).hexdigest()
+            if op == "put":
+                pending[n] = [[size, md5, f'"{md5}"']]
+                r = c.put_object(Bucket=bucket, Key=key, Body=body)
+                return [[size, md5, r["ETag"]]]
+            parts = [body[: 5 << 20], body[5 << 20:]]
+            etag = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest()
+            pending[n] = [[size, md5, f'"{etag}-2"']]
+            up = c.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+            done = []
+            for i, p in enumerate(parts, 1):
+                e = c.upload_part(Bucket=bucket, Key=key, UploadId=up, PartNumber=i, Body=p)
+                done.append({"PartNumber": i, "ETag": e["ETag"]})
+            r = c.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=up,
+                                            MultipartUpload={"Parts": done})
+            return [[size, md5, r["ETag"]]]
+        if op == "delete":
+            pending[n] = [None]
+            c.delete_object(Bucket=bucket, Key=key)
+            return [None]
+        if op == "copy":
+            src = rnd.choice(mine)
+            with lock:
+                s = model[src]
+            if len(s) != 1 or s[0] is None or src == key:
+                return before
+            size, md5, _ = s[0]
+            pending[n] = [[size, md5, f'"{md5}"']]
+            r = c.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": src})
+            return [[size, md5, r["CopyObjectResult"]["ETag"]]]
+        if op == "get":
+            got = state_of(c, bucket, key)
+            if got not in before:
+                fail(f"{key}: read {got}, acceptable {before}")
+            return [got]
+        listed_v2(c, bucket, "", None, None, rnd.choice([3, 50, 1000]))
+        return before
+
+    threads = [threading.Thread(target=worker, args=(n,), name=str(n)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    json.dump(model, open(model_file, "w"))
+    print(f"chaos: {counts}")
+    if errors:
+        sys.exit(1)
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     {"answers": answers, "listings": listings, "checksums": checksums,
-     "download": download}[cmd](*args)
+     "download": download, "chaos": chaos, "check": check}[cmd](*args)
 
 
 if __name__ == "__main__":
