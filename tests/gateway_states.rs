@@ -342,3 +342,117 @@ fn boto3_defaults_are_verified_and_a_download_spans_the_move() {
     assert!(st.success(), "the download across the move failed");
     assert!(std::fs::read(&out).unwrap() == big, "the download differs");
 }
+
+#[test]
+fn a_native_swift_destination_serves_the_same_and_takes_multipart_as_slo() {
+    let f = Fixture::new("gwsw");
+    let sw = f.env.0;
+    let container = format!("gwswdst{}", std::process::id());
+    let small = rand_bytes(60, 2048);
+    let sized = rand_bytes(61, 4 << 20);
+    f.put_source("a", &small);
+    f.put_source("dir/big", &sized);
+    let source_etags: Vec<String> = ["a", "dir/big"]
+        .iter()
+        .map(|k| {
+            let head = run_ok(f.src().args([
+                "s3api",
+                "head-object",
+                "--bucket",
+                &f.src_bucket,
+                "--key",
+                k,
+            ]));
+            json(&head)["ETag"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let state = f.dir.path().join("swift-state");
+    init_small(&state, &[]);
+    let port = free_port();
+    let ep = format!("http://127.0.0.1:{port}");
+    // The move into native Swift: objects over 3 MiB become SLOs of 1 MiB segments.
+    let mut c = bin();
+    c.arg("--state")
+        .arg(&state)
+        .args(["--json", "--source-endpoint", &sw["SAIO_S3_ENDPOINT"]])
+        .args(["--source-profile", "src"])
+        .args(["--large-threshold", "3MiB", "--slo-segment-size", "1MiB"])
+        .args([
+            "gateway",
+            "--source",
+            &format!("s3://{}", f.src_bucket),
+            "--dest",
+            &format!("swift://{container}"),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--credentials",
+            f.creds.to_str().unwrap(),
+            "--passes",
+            "1",
+        ])
+        .env("AWS_SHARED_CREDENTIALS_FILE", &f.files.0)
+        .env("AWS_CONFIG_FILE", &f.files.1)
+        .env("BARGE_DEST_ST_AUTH", &sw["ST_AUTH"])
+        .env("BARGE_DEST_ST_USER", &sw["ST_USER"])
+        .env("BARGE_DEST_ST_KEY", &sw["ST_KEY"]);
+    for k in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_ENDPOINT_URL",
+    ] {
+        c.env_remove(k);
+    }
+    let passes = PassCounter::spawn(c, port);
+    passes.wait_for(1);
+    let app = || aws(&ep, "APPKEY", "appsecret");
+    let b = f.src_bucket.as_str();
+    // Moved into Swift (the SLO among them), served with the source's ETags.
+    for ((k, want), etag) in [("a", &small), ("dir/big", &sized)]
+        .iter()
+        .zip(&source_etags)
+    {
+        let (e, n, body) = seen(app, b, k);
+        assert_eq!(
+            (&e, n),
+            (etag, want.len() as u64),
+            "{k} after its move into Swift"
+        );
+        assert_eq!(&body, *want, "{k}");
+    }
+    let stat =
+        String::from_utf8(run_ok(swift_cli(sw).args(["stat", &container, "dir/big"]))).unwrap();
+    assert!(
+        stat.contains("Manifest"),
+        "dir/big is an SLO in Swift: {stat}"
+    );
+    // A multipart upload through the gateway lands as an SLO, with an S3-shaped ETag.
+    let big = rand_bytes(62, 10 << 20);
+    let p = write(f.dir.path(), b"up-big", &big);
+    run_ok(
+        app()
+            .args(["s3", "cp"])
+            .arg(&p)
+            .arg(format!("s3://{b}/up/big")),
+    );
+    let (e, n, body) = seen(app, b, "up/big");
+    assert!(e.trim_matches('"').ends_with("-2"), "multipart ETag {e}");
+    assert_eq!(
+        (n, body == big),
+        (big.len() as u64, true),
+        "up/big read back"
+    );
+    let stat =
+        String::from_utf8(run_ok(swift_cli(sw).args(["stat", &container, "up/big"]))).unwrap();
+    assert!(
+        stat.contains("Manifest"),
+        "up/big is an SLO in Swift: {stat}"
+    );
+    let got = run_ok(swift_cli(sw).args(["download", &container, "up/big", "-o", "-"]));
+    assert!(got == big, "Swift holds the bytes the client wrote");
+    // A delete through the gateway removes the SLO from Swift too.
+    run_ok(app().args(["s3api", "delete-object", "--bucket", b, "--key", "up/big"]));
+    let gone = run(swift_cli(sw).args(["stat", &container, "up/big"]));
+    assert!(!gone.status.success(), "up/big is still in Swift");
+    let listed = keys(app, b, "", "1000");
+    assert_eq!(listed, ["a", "dir/big"], "the listing through the gateway");
+}

@@ -4,8 +4,9 @@
 //! migration at start. Readiness is reported to systemd (`Type=notify`) and logged.
 //!
 //! A job is a JSON file `<state>/jobs/<name>.json`:
-//! `{"command": "migrate" | "ingest" | "drain" | "verify" | "sync" | "cutover", "source":
-//! "...", "dest": "..."}` (a sync job needs "passes": the spool runs one job at a time).
+//! `{"command": "migrate" | "ingest" | "drain" | "verify" | "sync" | "cutover" |
+//! "gateway", "source": "...", "dest": "..."}` (a sync job needs "passes": the spool runs
+//! one job at a time; a gateway job serves until the daemon stops, its passes as asked).
 //! Jobs run in name order; each ends renamed to `<name>.done` or `<name>.failed`, with
 //! its outcome in `<name>.result.json`.
 
@@ -75,6 +76,16 @@ struct Job {
     /// cutover: `--publish`.
     #[serde(default)]
     publish: bool,
+    /// gateway: `--listen`, `--credentials`, `--bucket`, `--domain`, `--tls-cert`,
+    /// `--tls-key`, `--insecure-http`.
+    listen: Option<String>,
+    credentials: Option<PathBuf>,
+    bucket: Option<String>,
+    domain: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    #[serde(default)]
+    insecure_http: bool,
 }
 
 impl Job {
@@ -98,6 +109,12 @@ impl Job {
         }
         if job.concurrency == Some(0) {
             return Err(bad("\"concurrency\" must be at least 1".into()));
+        }
+        if job.command == "gateway" && (job.credentials.is_none() || job.dest.is_none()) {
+            return Err(bad(
+                "a gateway job needs \"dest\" and \"credentials\" (and \"source\" until a cutover)"
+                    .into(),
+            ));
         }
         if job.command == "sync" && job.passes.is_none_or(|n| n == 0) {
             return Err(bad(
@@ -317,11 +334,12 @@ async fn execute(s: &Settings, slot: &MonitorSlot, job: &Job, file: &Path) -> Re
             let (source, dest) = (need(&job.source, "source")?, need(&job.dest, "dest")?);
             return run_sync(s, slot, &node, job, &source, &dest).await;
         }
+        "gateway" => return run_gateway(s, slot, &node, job, file).await,
         other => {
             return Err(Error::Job {
                 file: file.to_path_buf(),
                 message: format!(
-                    "unknown job command {other:?} (migrate, ingest, drain, verify, sync, cutover)"
+                    "unknown job command {other:?} (migrate, ingest, drain, verify, sync, cutover, gateway)"
                 ),
             });
         }
@@ -412,6 +430,69 @@ async fn run_sync(
     };
     m.finish();
     Ok(ok)
+}
+
+/// A gateway job: `barge gateway` with the job's options, its passes logged as they
+/// end; it serves until the daemon is stopped (SIGTERM), and is then complete.
+async fn run_gateway(
+    s: &Settings,
+    slot: &MonitorSlot,
+    node: &crate::node::Node,
+    job: &Job,
+    file: &Path,
+) -> Result<bool> {
+    use super::sync;
+    use crate::gateway::GatewayOptions;
+    let bad = |message: String| Error::Job {
+        file: file.to_path_buf(),
+        message,
+    };
+    let dest = job
+        .dest
+        .clone()
+        .ok_or_else(|| bad("a gateway job needs \"dest\"".into()))?;
+    let bucket = match (&job.bucket, &job.source) {
+        (Some(b), _) => b.clone(),
+        (None, Some(src)) => crate::gateway::bucket_of(src)?,
+        (None, None) => return Err(bad("a gateway job needs \"source\" or \"bucket\"".into())),
+    };
+    let o = GatewayOptions {
+        listen: job
+            .listen
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:9000".into()),
+        credentials: job
+            .credentials
+            .clone()
+            .ok_or_else(|| bad("a gateway job needs \"credentials\"".into()))?,
+        insecure_http: job.insecure_http,
+        tls: job.tls_cert.clone().zip(job.tls_key.clone()),
+        bucket,
+        domain: job.domain.clone(),
+    };
+    let passes = sync::SyncOptions {
+        max_delete: match &job.max_delete {
+            Some(m) => m.parse()?,
+            None => Default::default(),
+        },
+        max_delete_total: match &job.max_delete_total {
+            Some(m) => Some(crate::reconcile::MaxDelete::parse_as(
+                m,
+                "max_delete_total",
+            )?),
+            None => None,
+        },
+        keep_deleted: false,
+        passes: job.passes,
+        interval: job.interval.map(std::time::Duration::from_secs),
+    };
+    let m = monitor_for(node, "gateway", Mode::Migrate);
+    slot.set(m.clone());
+    let mut each = |p: &sync::PassOutcome| log_lines(&text::pass(p));
+    let sides = (job.source.as_deref(), dest.as_str());
+    let r = super::gateway::gateway(s, node, sides, &o, &passes, m.clone(), &mut each).await;
+    m.finish();
+    r.map(|()| true)
 }
 
 /// A job's outcome in the log, a line at a time.
@@ -505,5 +586,17 @@ mod tests {
         )
         .unwrap();
         assert!(j.full && j.publish);
+        let e = err(r#"{"command": "gateway", "source": "s3://b", "dest": "s3://c"}"#);
+        assert!(e.contains("credentials"), "{e}");
+        let j = Job::parse(
+            r#"{"command": "gateway", "source": "s3://b", "dest": "s3://c",
+                "listen": "0.0.0.0:443", "credentials": "/etc/barge/keys",
+                "tls_cert": "/etc/barge/tls.pem", "tls_key": "/etc/barge/tls.key",
+                "domain": "s3.example.internal", "interval": 600}"#,
+            f,
+        )
+        .unwrap();
+        assert_eq!(j.listen.as_deref(), Some("0.0.0.0:443"));
+        assert_eq!(j.domain.as_deref(), Some("s3.example.internal"));
     }
 }

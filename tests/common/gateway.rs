@@ -345,9 +345,13 @@ pub struct PassCounter {
 
 impl PassCounter {
     pub fn start(sides: &Sides, args: &[&str], port: u16) -> Self {
+        Self::spawn(sides.barge(args), port)
+    }
+
+    /// Starts `c` (a `barge --json gateway` command) and counts its passes.
+    pub fn spawn(mut c: Command, port: u16) -> Self {
         use std::io::BufRead;
-        let mut child = sides
-            .barge(args)
+        let mut child = c
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
