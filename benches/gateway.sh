@@ -21,12 +21,7 @@ ROUNDS=${ROUNDS:-3}
 THREADS=${THREADS:-16}
 VENV=${S3TESTS_VENV:-/var/tmp/barge-s3tests-venv}
 [ -x "$BIN" ] || { echo "no barge binary at $BIN (cargo build --release, or BARGE_BIN=)" >&2; exit 2; }
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import boto3' 2>/dev/null; then
-  PY=/usr/bin/python3
-  [ -x "$PY" ] || PY=python3
-  "$PY" -m venv "$VENV"
-  "$VENV/bin/pip" install -q boto3==1.44.18
-fi
+S3TESTS_VENV=$VENV scripts/pyvenv.sh >/dev/null
 eval "$(scripts/servers/saio-start.sh /tmp/barge-saio | grep '^export ')"
 eval "$(scripts/servers/ceph-start.sh /tmp/barge-ceph | grep '^export ')"
 

@@ -554,6 +554,17 @@ pub trait Destination: Send + Sync {
     async fn list(&self, tx: mpsc::Sender<Listed>) -> Result<()>;
     /// Reads an object back (for verify --full).
     async fn get(&self, key: &ObjectKey) -> Result<Reader>;
+    /// The object at `key` as the pieces the store sends (the gateway's reads): a store
+    /// whose client hands out buffers passes them on without a copy.
+    async fn get_stream(&self, key: &ObjectKey) -> Result<Body> {
+        use futures::StreamExt;
+        let reader = self.get(key).await?;
+        let k = key.clone();
+        let pieces = tokio_util::io::ReaderStream::with_capacity(reader, 1 << 20);
+        Ok(Box::pin(
+            pieces.map(move |r| r.map_err(|e| Error::object(&k, e))),
+        ))
+    }
     /// The endpoint's back-pressure controller, for status and live caps.
     fn throttle(&self) -> Option<Arc<throttle::Throttle>> {
         None

@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 use futures::{Stream, StreamExt};
 use s3s::dto::{self, StreamingBlob, Timestamp};
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
-use tokio::io::AsyncReadExt;
 
 use super::Shared;
 use super::checked::{Checked, Expected, Verdict, verdict};
@@ -22,10 +21,11 @@ use crate::catalog::Landed;
 use crate::catalog::gateway::{GatewayRecord, GatewayWrite, WriteIntent};
 use crate::error::Error;
 use crate::object::{ObjectKey, ObjectMeta};
+use bytes::Bytes;
 
 /// Bytes read from a store per piece of a response body (a 4 KiB default made a 16 MiB
 /// GET 4,096 pieces).
-const BODY_CHUNK: usize = 256 << 10;
+const BODY_CHUNK: usize = 1 << 20;
 
 /// The gateway's S3 service.
 #[derive(Clone)]
@@ -97,14 +97,15 @@ impl Gateway {
     /// The body of a found object, from `skip` for `len` bytes.
     async fn body(&self, key: &str, f: &Found, skip: u64, len: u64) -> S3Result<StreamingBlob> {
         let k = ObjectKey::from(key);
-        let mut reader: Reader = match &f.source {
+        let counters = &self.0.monitor.gateway;
+        let pieces: Body = match &f.source {
             None => {
+                counters.reads_dest.fetch_add(1, Ordering::Relaxed);
                 self.0
-                    .monitor
-                    .gateway
-                    .reads_dest
-                    .fetch_add(1, Ordering::Relaxed);
-                self.0.dest.get(&k).await.map_err(|e| self.unavailable(e))?
+                    .dest
+                    .get_stream(&k)
+                    .await
+                    .map_err(|e| self.unavailable(e))?
             }
             Some(meta) => {
                 let Some(source) = &self.0.source else {
@@ -113,17 +114,11 @@ impl Gateway {
                         "no source to read {key} from"
                     ));
                 };
-                self.0
-                    .monitor
-                    .gateway
-                    .reads_source
-                    .fetch_add(1, Ordering::Relaxed);
-                self.0
-                    .monitor
-                    .gateway
+                counters.reads_source.fetch_add(1, Ordering::Relaxed);
+                counters
                     .bytes_read_through
                     .fetch_add(len, Ordering::Relaxed);
-                match source.open(meta).await {
+                let reader: Reader = match source.open(meta).await {
                     Ok(o) => match o.reader {
                         Payload::Stream(r) => r,
                         Payload::File(_) => {
@@ -135,18 +130,18 @@ impl Gateway {
                     },
                     Err(Error::Gone { .. }) => return Err(s3_error!(NoSuchKey)),
                     Err(e) => return Err(self.unavailable(e)),
-                }
+                };
+                let pieces = tokio_util::io::ReaderStream::with_capacity(reader, BODY_CHUNK);
+                Box::pin(pieces.map(move |r| r.map_err(|e| Error::object(&k, e))))
             }
         };
-        if skip > 0 {
-            let mut head = (&mut reader).take(skip);
-            tokio::io::copy(&mut head, &mut tokio::io::sink())
-                .await
-                .map_err(|e| self.unavailable(Error::object(key, e)))?;
-        }
-        let stream = tokio_util::io::ReaderStream::with_capacity(reader.take(len), BODY_CHUNK);
+        let window = Window {
+            inner: pieces,
+            skip,
+            left: len,
+        };
         Ok(StreamingBlob::wrap(Shareable(std::sync::Mutex::new(
-            stream,
+            window,
         ))))
     }
 
@@ -277,6 +272,40 @@ impl Gateway {
             Some(GatewayRecord::Deleted { left: Some(l), .. }) => Some(Expect::Written(l.clone())),
             _ => None,
         })
+    }
+}
+
+/// The bytes `skip..skip + left` of a stream of pieces (pieces are cut, never copied).
+struct Window {
+    inner: Body,
+    skip: u64,
+    left: u64,
+}
+
+impl Stream for Window {
+    type Item = crate::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if self.left == 0 {
+                return Poll::Ready(None);
+            }
+            let mut b = match self.inner.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(b))) => b,
+                other => return other,
+            };
+            let drop = self.skip.min(b.len() as u64) as usize;
+            self.skip -= drop as u64;
+            let _ = b.split_to(drop);
+            if b.is_empty() {
+                continue;
+            }
+            if (b.len() as u64) > self.left {
+                b.truncate(self.left as usize);
+            }
+            self.left -= b.len() as u64;
+            return Poll::Ready(Some(Ok(b)));
+        }
     }
 }
 
