@@ -150,6 +150,26 @@ fn globs(patterns: &[String], option: &str) -> Result<GlobSet> {
         .map_err(|e| Error::option(option, format!("patterns: {e}")))
 }
 
+/// A size as people type it: `4096`, `512MiB`, `1GiB`, `16k` (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (try 512MiB, 1GiB, 4096)"))?;
+    let mul: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        "g" | "gib" | "gb" => 1 << 30,
+        "t" | "tib" | "tb" => 1 << 40,
+        u => return Err(format!("unknown size unit {u:?} in {s:?}")),
+    };
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 /// Parses an age such as `90s`, `15m`, `12h`, `7d`, `2w`, `1y` (a bare number is
 /// seconds) into seconds.
 pub fn parse_age(s: &str) -> std::result::Result<u64, String> {

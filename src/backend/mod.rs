@@ -1,11 +1,13 @@
 //! Sources and destinations. Each store is one module implementing [`Source`] and/or
-//! [`Destination`]; [`open_source`] and [`open_destination`] pick one from a URL.
+//! [`Destination`]; [`open_source`] and [`open_destination`] pick one from a URL
+//! (`gen://` and `null://` are the synthetic ends of [`synthetic`]).
 
 pub mod check;
 pub(crate) mod local;
 pub mod ranges;
 pub mod s3;
 pub mod swift;
+pub mod synthetic;
 pub mod throttle;
 
 pub use check::ContentCheck;
@@ -735,10 +737,11 @@ pub async fn open_source(url: &str, o: &EndpointOptions) -> Result<Arc<dyn Sourc
         )?)),
         Some("s3") => Ok(Arc::new(s3::S3Store::new(url, &o.s3()).await?)),
         Some("swift") => Ok(Arc::new(swift::SwiftStore::new(url, &o.swift())?)),
+        Some("gen") => Ok(Arc::new(synthetic::GenSource::new(url)?)),
         Some(other) => Err(Error::option(
             "--source",
             format!(
-                "{url}: unsupported scheme {other}:// (supported: a path, file://, s3://, swift://)"
+                "{url}: unsupported scheme {other}:// (supported: a path, file://, s3://, swift://, gen://)"
             ),
         )),
     }
@@ -758,10 +761,11 @@ pub async fn open_destination(url: &str, o: &EndpointOptions) -> Result<Arc<dyn 
         Some("file") | None => Ok(Arc::new(local::LocalDest::new(local_path(url))?)),
         Some("s3") => Ok(Arc::new(s3::S3Store::new(url, &o.s3()).await?)),
         Some("swift") => Ok(Arc::new(swift::SwiftStore::new(url, &o.swift())?)),
+        Some("null") => Ok(Arc::new(synthetic::NullDest)),
         Some(other) => Err(Error::option(
             "--dest",
             format!(
-                "{url}: unsupported scheme {other}:// (supported: a path, file://, s3://, swift://)"
+                "{url}: unsupported scheme {other}:// (supported: a path, file://, s3://, swift://, null://)"
             ),
         )),
     }

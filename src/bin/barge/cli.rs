@@ -572,24 +572,7 @@ pub(crate) struct Tune {
     pub concurrency: Option<usize>,
 }
 
-pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (try 512MiB, 1GiB, 4096)"))?;
-    let mul: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" | "kb" => 1 << 10,
-        "m" | "mib" | "mb" => 1 << 20,
-        "g" | "gib" | "gb" => 1 << 30,
-        "t" | "tib" | "tb" => 1 << 40,
-        u => return Err(format!("unknown size unit {u:?} in {s:?}")),
-    };
-    n.checked_mul(mul)
-        .ok_or_else(|| format!("{s:?} is too large"))
-}
+pub(crate) use barge::filter::parse_size;
 
 impl Global {
     /// The options of one side of the move.
