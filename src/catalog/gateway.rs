@@ -132,11 +132,13 @@ impl Catalog {
         self.write_sync(b)
     }
 
-    /// Drops the delete intent of `key` once the destination answered the delete.
+    /// Drops the delete intent of `key` once the destination answered the delete. Not
+    /// synced: one a crash brings back is only done again at the next start (the copy is
+    /// gone by then), and the next synced write persists it anyway.
     pub fn clear_delete_intent(&self, key: &ObjectKey) -> Result<()> {
         let mut b = WriteBatch::default();
         b.delete_cf(self.cf(CF_META)?, delete_key(key));
-        self.write_sync(b)
+        self.write(b)
     }
 
     /// The delete intents left behind, in key order.
@@ -150,11 +152,12 @@ impl Catalog {
     }
 
     /// Drops the write intent of `key` (a write that failed before the destination kept
-    /// anything, or one resolved after a crash).
+    /// anything, or one resolved after a crash). Not synced, for the reason
+    /// [`Catalog::clear_delete_intent`] gives: one brought back is resolved again.
     pub fn clear_write_intent(&self, key: &ObjectKey) -> Result<()> {
         let mut b = WriteBatch::default();
         b.delete_cf(self.cf(CF_META)?, intent_key(key));
-        self.write_sync(b)
+        self.write(b)
     }
 
     /// The write intents left behind, in key order.

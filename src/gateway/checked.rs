@@ -15,6 +15,7 @@ use md5::{Digest, Md5};
 use s3s::checksum::ChecksumHasher;
 use s3s::crypto::{Checksum as _, Crc32, Crc32c, Crc64Nvme, Sha1, Sha256};
 use s3s::dto::{self, StreamingBlob};
+use s3s::{S3Result, s3_error};
 
 use super::multipart::Refused;
 use crate::error::Error;
@@ -33,8 +34,16 @@ pub struct Expected {
 }
 
 impl Expected {
-    /// The declared trailer names of `headers` (`x-amz-trailer`), if the body has one.
-    pub fn with_trailer(mut self, headers: &HeaderMap, t: Option<s3s::TrailingHeaders>) -> Self {
+    /// What a PutObject or UploadPart request declares of its body: `Content-MD5`, its
+    /// length ([`announced`]), the `x-amz-checksum-*` headers (CRC32, CRC32C, SHA1,
+    /// SHA256, CRC64NVME, in that order) and the checksums an `aws-chunked` trailer will
+    /// carry (named by `x-amz-trailer`).
+    pub fn declared(
+        (headers, trailer): (&HeaderMap, Option<s3s::TrailingHeaders>),
+        content_md5: &Option<String>,
+        content_length: Option<i64>,
+        [crc32, crc32c, sha1, sha256, crc64nvme]: [&Option<String>; 5],
+    ) -> S3Result<Self> {
         let names: Vec<String> = headers
             .get_all("x-amz-trailer")
             .iter()
@@ -43,8 +52,19 @@ impl Expected {
             .map(|n| n.trim().to_ascii_lowercase())
             .filter(|n| n.starts_with("x-amz-checksum-"))
             .collect();
-        self.trailer = t.filter(|_| !names.is_empty()).map(|t| (t, names));
-        self
+        Ok(Expected {
+            md5: md5_of(content_md5)?,
+            len: Some(announced(headers, content_length)?),
+            sums: dto::Checksum {
+                checksum_crc32: crc32.clone(),
+                checksum_crc32c: crc32c.clone(),
+                checksum_sha1: sha1.clone(),
+                checksum_sha256: sha256.clone(),
+                checksum_crc64nvme: crc64nvme.clone(),
+                ..Default::default()
+            },
+            trailer: trailer.filter(|_| !names.is_empty()).map(|t| (t, names)),
+        })
     }
 
     /// A hasher for every algorithm the request declares a value of.
@@ -106,6 +126,49 @@ impl Expected {
             (computed.as_deref() != Some(want.as_str())).then_some(name)
         })
     }
+}
+
+/// The most one PutObject or UploadPart may carry (S3's limit): a larger announced length
+/// is refused before anything is read or sent on.
+pub const MAX_PUT: u64 = 5 << 30;
+
+/// The length a request announced for its body: `x-amz-decoded-content-length` for an
+/// `aws-chunked` body, else `Content-Length`; a body of unknown length is refused (411),
+/// as S3 does, since both kinds of destination need the length up front, and one over
+/// [`MAX_PUT`] too (EntityTooLarge).
+fn announced(headers: &HeaderMap, content_length: Option<i64>) -> S3Result<u64> {
+    let decoded = headers
+        .get("x-amz-decoded-content-length")
+        .map(|v| v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()));
+    let n = match (decoded, content_length.map(u64::try_from)) {
+        (Some(Some(n)), _) | (None, Some(Ok(n))) => n,
+        (Some(None), _) => {
+            return Err(s3_error!(
+                InvalidArgument,
+                "x-amz-decoded-content-length is not a length"
+            ));
+        }
+        _ => return Err(s3_error!(MissingContentLength)),
+    };
+    match n <= MAX_PUT {
+        true => Ok(n),
+        false => Err(s3_error!(
+            EntityTooLarge,
+            "{n} bytes: one upload carries at most {MAX_PUT}"
+        )),
+    }
+}
+
+/// A `Content-MD5` header's digest; InvalidDigest when it is not one.
+fn md5_of(b64: &Option<String>) -> S3Result<Option<[u8; 16]>> {
+    use base64::Engine;
+    let Some(b64) = b64 else { return Ok(None) };
+    base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()
+        .and_then(|d| <[u8; 16]>::try_from(d).ok())
+        .map(Some)
+        .ok_or_else(|| s3_error!(InvalidDigest))
 }
 
 /// How a checked body ended.
@@ -231,6 +294,35 @@ pub fn verdict(cell: &VerdictCell) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn declared_lengths_and_digests_that_cannot_be_are_refused() {
+        let none: &Option<String> = &None;
+        let ask = |headers: &[(&'static str, &str)], md5: Option<&str>, len: Option<i64>| {
+            let mut h = HeaderMap::new();
+            for (k, v) in headers {
+                h.insert(*k, v.parse().unwrap());
+            }
+            let md5 = md5.map(str::to_string);
+            Expected::declared((&h, None), &md5, len, [none; 5]).map(|e| e.len)
+        };
+        let code = |r: S3Result<Option<u64>>| r.unwrap_err().code().as_str().to_string();
+        assert_eq!(ask(&[], None, Some(10)).unwrap(), Some(10));
+        let decoded = [("x-amz-decoded-content-length", "7")];
+        assert_eq!(ask(&decoded, None, Some(0)).unwrap(), Some(7));
+        assert_eq!(code(ask(&[], None, None)), "MissingContentLength");
+        assert_eq!(code(ask(&[], None, Some(-1))), "MissingContentLength");
+        let junk = [("x-amz-decoded-content-length", "-5")];
+        assert_eq!(code(ask(&junk, None, Some(0))), "InvalidArgument");
+        let huge = [("x-amz-decoded-content-length", "18446744073709551615")];
+        assert_eq!(code(ask(&huge, None, Some(0))), "EntityTooLarge");
+        assert_eq!(code(ask(&[], None, Some(6 << 30))), "EntityTooLarge");
+        assert_eq!(
+            code(ask(&[], Some("not base64!"), Some(1))),
+            "InvalidDigest"
+        );
+        assert_eq!(code(ask(&[], Some("AAAA"), Some(1))), "InvalidDigest");
+    }
 
     fn blob(parts: &[&'static [u8]]) -> StreamingBlob {
         let items: Vec<Result<Bytes, std::io::Error>> =

@@ -8,6 +8,7 @@ use crate::backend::Source;
 use crate::catalog::Catalog;
 use crate::catalog::gateway::{GatewayRecord, GatewayWrite};
 use crate::error::Result;
+use crate::object::ObjectKey;
 
 /// Keys asked of the source per request while filling one page.
 const SOURCE_BATCH: usize = 1000;
@@ -86,26 +87,18 @@ async fn source_batch(src: &dyn Source, prefix: &str, after: Option<&str>) -> Re
 /// The catalog's object records as the source's listing (one batch, as
 /// [`source_batch`]).
 fn catalog_batch(cat: &Catalog, prefix: &str, after: Option<&str>) -> Result<Batch> {
-    let from = after.unwrap_or("").max(prefix);
-    let mut out = vec![];
-    for r in cat.objects_from(from.as_bytes())? {
-        let (k, rec) = r?;
-        let Ok(k) = String::from_utf8(k.as_bytes().to_vec()) else {
-            continue;
-        };
-        if after.is_some_and(|a| k.as_str() <= a) {
-            continue;
-        }
-        if !k.starts_with(prefix) {
-            break;
-        }
-        out.push((k, view_of(&rec)));
-        if out.len() == SOURCE_BATCH {
-            let upto = out.last().map(|(k, _)| k.clone());
-            return Ok((out, upto));
-        }
-    }
-    Ok((out, None))
+    let under = Under {
+        prefix,
+        after,
+        upto: None,
+    };
+    let out = under.scan(cat.objects_from(under.start())?, SOURCE_BATCH)?;
+    let upto = match out.len() == SOURCE_BATCH {
+        true => out.last().map(|(k, _)| k.clone()),
+        false => None,
+    };
+    let out = out.into_iter().map(|(k, rec)| (k, view_of(&rec))).collect();
+    Ok((out, upto))
 }
 
 /// The gateway's records under `prefix`, after `after`, up to `upto` (inclusive; None:
@@ -116,22 +109,54 @@ fn records_between(
     after: Option<&str>,
     upto: Option<&str>,
 ) -> Result<Vec<(String, GatewayRecord)>> {
-    let from = after.unwrap_or("").max(prefix);
-    let mut out = vec![];
-    for r in cat.gateway_records_from(from.as_bytes())? {
-        let (k, rec) = r?;
-        let Ok(k) = String::from_utf8(k.as_bytes().to_vec()) else {
-            continue;
-        };
-        if after.is_some_and(|a| k.as_str() <= a) {
-            continue;
-        }
-        if !k.starts_with(prefix) || upto.is_some_and(|u| k.as_str() > u) {
-            break;
-        }
-        out.push((k, rec));
+    let under = Under {
+        prefix,
+        after,
+        upto,
+    };
+    under.scan(cat.gateway_records_from(under.start())?, usize::MAX)
+}
+
+/// The keys of a key-ordered catalog scan a listing takes: under `prefix`, after
+/// `after`, up to `upto` (inclusive). A key that is not UTF-8 is not an S3 key and is
+/// left out.
+struct Under<'a> {
+    prefix: &'a str,
+    after: Option<&'a str>,
+    upto: Option<&'a str>,
+}
+
+impl Under<'_> {
+    /// Where the scan starts.
+    fn start(&self) -> &[u8] {
+        self.after.unwrap_or("").max(self.prefix).as_bytes()
     }
-    Ok(out)
+
+    /// At most `limit` entries of `scan` (started at [`Under::start`]) within bounds.
+    fn scan<T>(
+        &self,
+        scan: impl Iterator<Item = Result<(ObjectKey, T)>>,
+        limit: usize,
+    ) -> Result<Vec<(String, T)>> {
+        let mut out = vec![];
+        for r in scan {
+            let (k, v) = r?;
+            let Ok(k) = String::from_utf8(k.as_bytes().to_vec()) else {
+                continue;
+            };
+            if self.after.is_some_and(|a| k.as_str() <= a) {
+                continue;
+            }
+            if !k.starts_with(self.prefix) || self.upto.is_some_and(|u| k.as_str() > u) {
+                break;
+            }
+            out.push((k, v));
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The source's entries and the gateway's records merged in key order: a record wins

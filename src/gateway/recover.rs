@@ -85,11 +85,16 @@ pub async fn recover(shared: &Shared) -> Result<Recovered> {
     }
     for (key, intent) in shared.catalog.write_intents()? {
         let _fence = shared.catalog.fence(&key).await;
-        match resolve(shared, &key, &intent).await? {
-            Outcome::Dropped => out.dropped += 1,
-            Outcome::Adopted => out.adopted += 1,
-            Outcome::Foreign => out.foreign += 1,
-        }
+        let counter = match resolve(shared, &key, &intent).await? {
+            // Its record's batch removed the intent.
+            Outcome::Adopted => {
+                out.adopted += 1;
+                continue;
+            }
+            Outcome::Dropped => &mut out.dropped,
+            Outcome::Foreign => &mut out.foreign,
+        };
+        *counter += 1;
         shared.catalog.clear_write_intent(&key)?;
     }
     Ok(out)

@@ -459,20 +459,19 @@ impl S3 for Gateway {
         let i = req.input;
         self.bucket(&i.bucket)?;
         let key = ObjectKey::from(i.key.as_str());
-        let expected = Expected {
-            md5: content_md5(&i.content_md5)?,
-            len: Some(announced(&req.headers, i.content_length)?),
-            sums: dto::Checksum {
-                checksum_crc32: i.checksum_crc32.clone(),
-                checksum_crc32c: i.checksum_crc32c.clone(),
-                checksum_sha1: i.checksum_sha1.clone(),
-                checksum_sha256: i.checksum_sha256.clone(),
-                checksum_crc64nvme: i.checksum_crc64nvme.clone(),
-                ..Default::default()
-            },
-            trailer: None,
-        }
-        .with_trailer(&req.headers, req.trailing_headers.clone());
+        let expected = Expected::declared(
+            (&req.headers, req.trailing_headers.clone()),
+            &i.content_md5,
+            i.content_length,
+            [
+                &i.checksum_crc32,
+                &i.checksum_crc32c,
+                &i.checksum_sha1,
+                &i.checksum_sha256,
+                &i.checksum_crc64nvme,
+            ],
+        )?;
+        let size = expected.len.unwrap_or_default();
         let (body, cell) = Checked::new(i.body, &key, expected);
         let user_meta = written_meta(
             i.metadata,
@@ -483,7 +482,6 @@ impl S3 for Gateway {
                 &i.cache_control,
             ],
         );
-        let size = announced(&req.headers, i.content_length)?;
         let meta = ObjectMeta {
             key: key.clone(),
             size,
@@ -564,20 +562,18 @@ impl S3 for Gateway {
         {
             return Err(s3_error!(NoSuchUpload));
         }
-        let expected = Expected {
-            md5: content_md5(&i.content_md5)?,
-            len: Some(announced(&req.headers, i.content_length)?),
-            sums: dto::Checksum {
-                checksum_crc32: i.checksum_crc32.clone(),
-                checksum_crc32c: i.checksum_crc32c.clone(),
-                checksum_sha1: i.checksum_sha1.clone(),
-                checksum_sha256: i.checksum_sha256.clone(),
-                checksum_crc64nvme: i.checksum_crc64nvme.clone(),
-                ..Default::default()
-            },
-            trailer: None,
-        }
-        .with_trailer(&req.headers, req.trailing_headers.clone());
+        let expected = Expected::declared(
+            (&req.headers, req.trailing_headers.clone()),
+            &i.content_md5,
+            i.content_length,
+            [
+                &i.checksum_crc32,
+                &i.checksum_crc32c,
+                &i.checksum_sha1,
+                &i.checksum_sha256,
+                &i.checksum_crc64nvme,
+            ],
+        )?;
         let key = ObjectKey::from(i.key.as_str());
         let (body, cell) = Checked::new(i.body, &key, expected);
         let etag = up
@@ -1072,23 +1068,6 @@ fn precondition(p: Precondition) -> S3Result<()> {
     }
 }
 
-/// The length a request announced for its body: `x-amz-decoded-content-length` for an
-/// `aws-chunked` body, else `Content-Length`; a body of unknown length is refused (411),
-/// as S3 does, since both kinds of destination need the length up front.
-fn announced(headers: &hyper::HeaderMap, content_length: Option<i64>) -> S3Result<u64> {
-    let decoded = headers
-        .get("x-amz-decoded-content-length")
-        .map(|v| v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()));
-    match (decoded, content_length.map(u64::try_from)) {
-        (Some(Some(n)), _) | (None, Some(Ok(n))) => Ok(n),
-        (Some(None), _) => Err(s3_error!(
-            InvalidArgument,
-            "x-amz-decoded-content-length is not a length"
-        )),
-        _ => Err(s3_error!(MissingContentLength)),
-    }
-}
-
 /// The bytes a Range asks of an object of `size` bytes; InvalidRange (416) when none
 /// (an empty object satisfies no range).
 fn satisfiable(r: &Option<dto::Range>, size: u64) -> S3Result<Option<std::ops::Range<u64>>> {
@@ -1097,18 +1076,6 @@ fn satisfiable(r: &Option<dto::Range>, size: u64) -> S3Result<Option<std::ops::R
         Some(Ok(r)) if r.end > r.start => Ok(Some(r)),
         Some(_) => Err(s3_error!(InvalidRange)),
     }
-}
-
-/// A `Content-MD5` header's digest; InvalidDigest when it is not one.
-fn content_md5(b64: &Option<String>) -> S3Result<Option<[u8; 16]>> {
-    use base64::Engine;
-    let Some(b64) = b64 else { return Ok(None) };
-    base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .ok()
-        .and_then(|d| <[u8; 16]>::try_from(d).ok())
-        .map(Some)
-        .ok_or_else(|| s3_error!(InvalidDigest))
 }
 
 /// A key or prefix as a listing shows it (`encoding-type=url`: percent-encoded).
