@@ -496,23 +496,7 @@ fn https_with_a_certificate_and_nothing_plain_beyond_loopback() {
     std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
     refused(args(&format!("0.0.0.0:{port}"), &[]), "--insecure-http");
     // A self-signed certificate for 127.0.0.1.
-    let (cert, key) = (t.path().join("cert.pem"), t.path().join("key.pem"));
-    run_ok(
-        Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            ])
-            .args([
-                "-subj",
-                "/CN=127.0.0.1",
-                "-addext",
-                "subjectAltName=IP:127.0.0.1",
-            ])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert),
-    );
+    let (cert, key) = self_signed(t.path());
     let a = args(
         &format!("127.0.0.1:{port}"),
         &[

@@ -47,6 +47,13 @@ fn sorted(keys: impl IntoIterator<Item = String>) -> Vec<String> {
     v
 }
 
+/// awscli as the application, one attempt per request (an outage is seen, not retried).
+fn once(endpoint: &str) -> Command {
+    let mut c = aws(endpoint, "APPKEY", "appsecret");
+    c.env("AWS_MAX_ATTEMPTS", "1");
+    c
+}
+
 /// An HTTP status through awscli's error text ("(503)", "Not Found"...).
 fn refused_with(o: &std::process::Output, what: &str) -> String {
     assert!(!o.status.success(), "{what} was answered");
@@ -161,11 +168,7 @@ fn every_state_of_the_move_lists_and_reads_the_same() {
     let mut no_source = f.sides("moving");
     no_source.src_ep = "http://127.0.0.1:9".into();
     let (gw, ep) = serve(&f, &no_source, true, &["--passes", "0"]);
-    let app = || {
-        let mut c = aws(&ep, "APPKEY", "appsecret");
-        c.env("AWS_MAX_ATTEMPTS", "1");
-        c
-    };
+    let app = || once(&ep);
     let head = |k: &str| run(app().args(["s3api", "head-object", "--bucket", bucket, "--key", k]));
     assert!(
         head("d/a").status.success(),
@@ -186,11 +189,7 @@ fn every_state_of_the_move_lists_and_reads_the_same() {
     let mut no_dest = f.sides("moving");
     no_dest.dst_ep = "http://127.0.0.1:9".into();
     let (gw, ep) = serve(&f, &no_dest, true, &["--passes", "0"]);
-    let app = || {
-        let mut c = aws(&ep, "APPKEY", "appsecret");
-        c.env("AWS_MAX_ATTEMPTS", "1");
-        c
-    };
+    let app = || once(&ep);
     let e = refused_with(
         &run(app()
             .args([
@@ -275,23 +274,7 @@ fn boto3_defaults_are_verified_and_a_download_spans_the_move() {
     let f = Fixture::new("gwbo");
     let t = tmp();
     // HTTPS, where boto3 sends its CRC32 in an aws-chunked trailer.
-    let (cert, key) = (t.path().join("cert.pem"), t.path().join("key.pem"));
-    run_ok(
-        Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            ])
-            .args([
-                "-subj",
-                "/CN=127.0.0.1",
-                "-addext",
-                "subjectAltName=IP:127.0.0.1",
-            ])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert),
-    );
+    let (cert, key) = self_signed(t.path());
     let sides = f.sides("state");
     let port = free_port();
     let mut a = f.gateway_args(port, true, &["--interval", "2s"]);

@@ -180,6 +180,24 @@ pub fn keys(c: impl Fn() -> Command, bucket: &str, prefix: &str, max: &str) -> V
         .unwrap_or_default()
 }
 
+/// A self-signed certificate for 127.0.0.1 and its key, as PEM files under `dir`.
+pub fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=127.0.0.1"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    );
+    (cert, key)
+}
+
 /// The venv python with boto3 (scripts/pyvenv.sh installs it once, from PyPI).
 pub fn python() -> String {
     static PY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
